@@ -1,0 +1,28 @@
+"""folio-offload: Linux page migration with batched, offloadable folio copy, in user space.
+
+The public API is fixed by DESIGN.md::
+
+    from offload import Machine, Migrator, FolioBatch, OffloadError
+    from offload import PAGE_SIZE, MPOL_MF_STRICT, MPOL_MF_MOVE, MPOL_MF_MOVE_ALL
+"""
+
+from __future__ import annotations
+
+from . import registry
+from .batch import FolioBatch
+from .constants import (MPOL_MF_MOVE, MPOL_MF_MOVE_ALL, MPOL_MF_STRICT,
+                        NR_MAX_BATCHED_MIGRATION, PAGE_SIZE)
+from .errors import (BackendUnavailable, BadArgument, BadArgumentType, OffloadError, SpecError,
+                     UnknownBackend)
+from .machine import Machine
+from .migrator import Migrator, Option
+from .process import MoveResult, Pin, Process
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Machine", "Migrator", "FolioBatch", "OffloadError", "PAGE_SIZE", "MPOL_MF_STRICT",
+    "MPOL_MF_MOVE", "MPOL_MF_MOVE_ALL", "NR_MAX_BATCHED_MIGRATION", "MoveResult", "Process",
+    "Pin", "Option", "SpecError", "BackendUnavailable", "UnknownBackend", "BadArgument",
+    "BadArgumentType", "registry",
+]

@@ -1,0 +1,44 @@
+"""Small vectorised helpers over index ranges."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def expand_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenate ``arange(s, s + n)`` for every pair, without a Python loop.
+
+    Parameters
+    ----------
+    starts, lengths : numpy.ndarray
+        Integer arrays of equal length; lengths must be non-negative.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 array of ``lengths.sum()`` indices.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    starts = np.asarray(starts, dtype=np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.empty(0, dtype=np.int64)
+    if lengths.size and (lengths == lengths[0]).all():
+        n = int(lengths[0])
+        return (starts[:, None] + np.arange(n, dtype=np.int64)).ravel()
+    ends = np.cumsum(lengths)
+    offs = np.repeat(ends - lengths, lengths)
+    return np.repeat(starts, lengths) + (np.arange(total, dtype=np.int64) - offs)
+
+
+def run_boundaries(*contiguous: np.ndarray) -> np.ndarray:
+    """Start indices of runs where every given boolean "continues" array holds.
+
+    ``contiguous[k][i]`` tells whether element ``i + 1`` continues the run of element
+    ``i``; a run breaks where any of them is False. Returns the start index of each run.
+    """
+    n = contiguous[0].size + 1
+    cont = np.ones(n - 1, dtype=bool)
+    for c in contiguous:
+        cont &= c
+    return np.flatnonzero(np.concatenate(([True], ~cont)))

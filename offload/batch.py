@@ -1,0 +1,143 @@
+"""FolioBatch: the folios one pass of the engine copies together, as parallel arrays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from .arrays import run_boundaries
+from .constants import MR_SYSCALL, PAGE_SHIFT
+
+
+@dataclass(frozen=True)
+class Runs:
+    """Coalesced runs of a batch: each run is one contiguous copy of ``npages`` pages.
+
+    ``start[r]:stop[r]`` are the batch positions of the folios the run covers.
+    """
+
+    src_node: np.ndarray
+    src_pfn: np.ndarray
+    dst_node: np.ndarray
+    dst_pfn: np.ndarray
+    npages: np.ndarray
+    start: np.ndarray
+    stop: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.npages.size)
+
+
+class FolioBatch:
+    """A batch of folio copies: source and destination of each folio, and its marker.
+
+    Parameters
+    ----------
+    src_node, src_pfn, dst_node, dst_pfn, order : array_like
+        One entry per folio: where its head page is now, where it goes, its order.
+    memory : Mapping[int, numpy.ndarray]
+        Node id -> that node's frames (``(nr_pages, PAGE_SIZE)`` uint8), so that a
+        backend can copy the batch with no other context.
+    reason : str
+        The migrate reason (a name from ``offload.constants.MIGRATE_REASONS``).
+    copied : numpy.ndarray, optional
+        The markers (FOLIO_CONTENT_COPIED), all False when omitted.
+
+    Notes
+    -----
+    A backend sets ``copied[i] = True`` only after folio ``i`` was copied in full;
+    the engine copies every unmarked folio on the CPU.
+    """
+
+    __slots__ = ("src_node", "src_pfn", "dst_node", "dst_pfn", "order", "copied",
+                 "memory", "reason", "index")
+
+    def __init__(self, src_node, src_pfn, dst_node, dst_pfn, order, *,
+                 memory: Mapping[int, np.ndarray], reason: str = MR_SYSCALL,
+                 copied: np.ndarray | None = None, index: np.ndarray | None = None) -> None:
+        self.src_node = np.asarray(src_node, dtype=np.int32)
+        self.src_pfn = np.asarray(src_pfn, dtype=np.int64)
+        self.dst_node = np.asarray(dst_node, dtype=np.int32)
+        self.dst_pfn = np.asarray(dst_pfn, dtype=np.int64)
+        self.order = np.asarray(order, dtype=np.int8)
+        n = self.src_pfn.size
+        for name in ("src_node", "dst_node", "dst_pfn", "order"):
+            if getattr(self, name).shape != (n,):
+                raise ValueError(f"{name}: expected shape ({n},), got {getattr(self, name).shape}")
+        self.copied = np.zeros(n, dtype=bool) if copied is None else copied
+        self.memory = memory
+        self.reason = reason
+        #: positions of these folios in the batch this one was cut from (or None)
+        self.index = index
+
+    def __len__(self) -> int:
+        return int(self.src_pfn.size)
+
+    def __repr__(self) -> str:
+        return (f"FolioBatch({len(self)} folios, {self.nbytes} bytes, "
+                f"{int(self.copied.sum())} copied, reason={self.reason!r})")
+
+    def __getitem__(self, sel) -> "FolioBatch":
+        """A sub-batch (slice, boolean mask or index array) with its own markers.
+
+        Merge its markers back with :meth:`absorb`.
+        """
+        if isinstance(sel, (int, np.integer)):
+            raise TypeError("index a FolioBatch with a slice, mask or index array")
+        index = np.arange(len(self), dtype=np.int64)[sel]
+        return FolioBatch(self.src_node[index], self.src_pfn[index], self.dst_node[index],
+                          self.dst_pfn[index], self.order[index], memory=self.memory,
+                          reason=self.reason, copied=self.copied[index].copy(), index=index)
+
+    def absorb(self, sub: "FolioBatch") -> None:
+        """OR the markers of a sub-batch made by ``self[...]`` back into this batch."""
+        if sub.index is None:
+            raise ValueError("sub: not a sub-batch of this batch (no index)")
+        self.copied[sub.index] |= sub.copied
+
+    @property
+    def npages(self) -> np.ndarray:
+        """Base pages per folio."""
+        return np.left_shift(1, self.order.astype(np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        """Payload bytes of the whole batch."""
+        return int(self.npages.sum()) << PAGE_SHIFT
+
+    def runs(self, contiguous: str = "both") -> Runs:
+        """Coalesce neighbouring folios into runs.
+
+        Parameters
+        ----------
+        contiguous : {"both", "dst"}
+            ``"both"``: folios contiguous in source and destination (one memcpy or DMA
+            descriptor per run). ``"dst"``: contiguous in the destination only (one
+            gather into a contiguous destination per run; ``src_pfn`` of the run is
+            then only its first folio's).
+        """
+        if contiguous not in ("both", "dst"):
+            raise ValueError(f"contiguous: expected 'both' or 'dst', got {contiguous!r}")
+        n = len(self)
+        npages = self.npages
+        if n == 0:
+            e = np.empty(0, dtype=np.int64)
+            return Runs(e, e, e, e, e, e, e)
+        conds = [self.dst_node[1:] == self.dst_node[:-1],
+                 self.dst_pfn[1:] == self.dst_pfn[:-1] + npages[:-1]]
+        if contiguous == "both":
+            conds += [self.src_node[1:] == self.src_node[:-1],
+                      self.src_pfn[1:] == self.src_pfn[:-1] + npages[:-1]]
+        start = run_boundaries(*conds)
+        stop = np.append(start[1:], n)
+        csum = np.concatenate(([0], np.cumsum(npages)))
+        return Runs(self.src_node[start], self.src_pfn[start], self.dst_node[start],
+                    self.dst_pfn[start], csum[stop] - csum[start], start, stop)
+
+    def page_indices(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every base page of the batch: (source pfns, destination pfns), in order."""
+        from .arrays import expand_ranges
+        npages = self.npages
+        return expand_ranges(self.src_pfn, npages), expand_ranges(self.dst_pfn, npages)

@@ -1,0 +1,155 @@
+"""A vectorised buddy allocator over one node's page frames.
+
+Free memory is kept, per order ``k``, as a bitmap over the node's naturally aligned
+blocks of ``2**k`` pages: bit ``b`` is set when block ``b`` is a free buddy block of
+exactly that order. Allocating many blocks of one order takes the free blocks of that
+order first, then splits larger ones; freeing merges each block with its buddy as far
+as it goes. Both work on whole arrays of blocks at once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .constants import MAX_FOLIO_ORDER
+
+
+class BuddyAllocator:
+    """Buddy allocator for ``nr_pages`` frames, orders ``0..max_order``.
+
+    Parameters
+    ----------
+    nr_pages : int
+        Number of base pages managed.
+    max_order : int
+        Largest block order (9 = 2 MiB with 4 KiB pages).
+    """
+
+    def __init__(self, nr_pages: int, max_order: int = MAX_FOLIO_ORDER) -> None:
+        self.nr_pages = int(nr_pages)
+        self.max_order = int(max_order)
+        self._free = [np.zeros(self.nr_pages >> k, dtype=bool) for k in range(max_order + 1)]
+        self._count = [0] * (max_order + 1)
+        self.free_pages = 0
+        full = self.nr_pages >> max_order
+        self._free[max_order][:full] = True
+        self._count[max_order] = full
+        pos = full << max_order
+        for k in range(max_order - 1, -1, -1):
+            if self.nr_pages - pos >= 1 << k:
+                self._free[k][pos >> k] = True
+                self._count[k] += 1
+                pos += 1 << k
+        self.free_pages = self.nr_pages
+
+    def free_blocks(self, order: int) -> int:
+        """Number of free buddy blocks of exactly *order*."""
+        return self._count[order]
+
+    def largest_free_order(self) -> int:
+        """The largest order with a free block, or -1 when nothing is free."""
+        for k in range(self.max_order, -1, -1):
+            if self._count[k]:
+                return k
+        return -1
+
+    def _take(self, order: int, n: int) -> np.ndarray:
+        """Remove up to *n* free blocks of exactly *order*; return their block indices."""
+        if n <= 0 or self._count[order] == 0:
+            return np.empty(0, dtype=np.int64)
+        bm = self._free[order]
+        if n >= self._count[order]:
+            idx = np.flatnonzero(bm)
+        else:
+            idx = _first_set(bm, n)
+        bm[idx] = False
+        self._count[order] -= idx.size
+        return idx.astype(np.int64, copy=False)
+
+    def alloc(self, n: int, order: int) -> np.ndarray:
+        """Allocate up to *n* blocks of *order*; return the head pfns of those obtained.
+
+        Fewer than *n* come back when memory (or contiguity) runs out; nothing is lost:
+        the part of a split block that is not handed out returns to the free lists.
+        """
+        if not 0 <= order <= self.max_order:
+            raise ValueError(f"order must be in 0..{self.max_order}, got {order}")
+        got: list[np.ndarray] = []
+        need = int(n)
+        blocks = self._take(order, need)
+        if blocks.size:
+            got.append(blocks << order)
+            need -= blocks.size
+        k = order + 1
+        while need > 0 and k <= self.max_order:
+            per = 1 << (k - order)
+            big = self._take(k, -(-need // per))
+            if big.size:
+                heads = ((big << k)[:, None] + (np.arange(per, dtype=np.int64) << order)).ravel()
+                got.append(heads[:need])
+                if heads.size > need:
+                    self._insert(heads[need:], order)
+                need -= min(need, heads.size)
+            k += 1
+        if not got:
+            return np.empty(0, dtype=np.int64)
+        heads = np.concatenate(got) if len(got) > 1 else got[0]
+        self.free_pages -= heads.size << order
+        return heads
+
+    def free(self, heads: np.ndarray, order: int) -> None:
+        """Return blocks of *order* (by head pfn) and merge them with free buddies."""
+        heads = np.asarray(heads, dtype=np.int64)
+        if heads.size == 0:
+            return
+        self.free_pages += heads.size << order
+        self._insert(heads, order)
+
+    def _insert(self, heads: np.ndarray, order: int) -> None:
+        k = order
+        cur = heads >> k  # block indices at order k
+        if cur.size > 1 and not (cur[1:] > cur[:-1]).all():
+            cur = np.unique(cur)
+        while True:
+            bm = self._free[k]
+            bm[cur] = True
+            self._count[k] += cur.size
+            if k == self.max_order:
+                return
+            # cur is sorted and unique, so equal pair indices are neighbours
+            pair = cur >> 1
+            if pair.size > 1:
+                pair = pair[np.concatenate(([True], pair[1:] != pair[:-1]))]
+            lo = pair << 1
+            pair = pair[(lo | 1) < bm.size]
+            lo = pair << 1
+            both = bm[lo] & bm[lo | 1]
+            if not both.any():
+                return
+            pair = pair[both]
+            lo = lo[both]
+            bm[lo] = False
+            bm[lo | 1] = False
+            self._count[k] -= 2 * pair.size
+            cur = pair
+            k += 1
+
+    def is_free(self, pfn: int) -> bool:
+        """Whether base page *pfn* lies inside a free block."""
+        return any(bool(self._free[k][pfn >> k]) for k in range(self.max_order + 1)
+                   if (pfn >> k) < self._free[k].size)
+
+
+def _first_set(bm: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the first *n* set entries of *bm*, scanning in chunks."""
+    out: list[np.ndarray] = []
+    have = 0
+    chunk = max(4096, n * 4)
+    for lo in range(0, bm.size, chunk):
+        idx = np.flatnonzero(bm[lo:lo + chunk])
+        if idx.size:
+            out.append(idx[: n - have] + lo)
+            have += min(idx.size, n - have)
+            if have >= n:
+                break
+    return np.concatenate(out) if out else np.empty(0, dtype=np.int64)

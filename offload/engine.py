@@ -1,0 +1,336 @@
+"""The migration engine: the patched kernel's ``migrate_pages()`` over folio arrays.
+
+Per batch: unmap (allocate destinations, install migration entries) -> one TLB flush
+-> batch copy (the scheduler and the active migrator) -> move (reference-count check,
+CPU copy of unmarked folios, remap, free the sources). Passes repeat for -EAGAIN;
+-ENOMEM splits a large folio and its pieces get one more pass. Every phase works on
+whole arrays; nothing here loops per folio.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .arrays import expand_ranges
+from .batch import FolioBatch
+from .constants import HPAGE_PMD_ORDER, NR_MAX_MIGRATE_PAGES_RETRY
+from .node import ISOLATED, MIGRATING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .machine import Machine
+
+
+@dataclass
+class Folios:
+    """Folios as parallel arrays: source node and head pfn, order, target node."""
+
+    node: np.ndarray
+    pfn: np.ndarray
+    order: np.ndarray
+    target: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.pfn.size)
+
+    def __getitem__(self, sel) -> "Folios":
+        return Folios(self.node[sel], self.pfn[sel], self.order[sel], self.target[sel])
+
+    @staticmethod
+    def concat(parts: "list[Folios]") -> "Folios":
+        if not parts:
+            e = np.empty(0, dtype=np.int64)
+            return Folios(e.astype(np.int32), e, e.astype(np.int8), e.astype(np.int32))
+        return Folios(*(np.concatenate([getattr(p, f) for p in parts])
+                        for f in ("node", "pfn", "order", "target")))
+
+
+@dataclass
+class Outcome:
+    """Result of one migration: every final folio (by source identity) and its rc.
+
+    ``rc[i]`` is 0 when folio ``i`` now lives on ``folios.target[i]``, else -errno
+    (the folio stayed intact at its source). A split folio appears as its pieces.
+    """
+
+    folios: Folios
+    rc: np.ndarray
+
+    def pages_failed(self) -> int:
+        """Base pages that did not move."""
+        bad = self.rc != 0
+        return int((np.left_shift(1, self.folios.order[bad].astype(np.int64))).sum())
+
+
+@dataclass
+class EngineStats:
+    """Cumulative time per phase and work counts, for the benchmarks."""
+
+    unmap_s: float = 0.0
+    copy_s: float = 0.0
+    move_s: float = 0.0
+    batches: int = 0
+    passes: int = 0
+    folios: int = 0
+    tlb_flushes: int = 0
+    cpu_fallback_folios: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def snapshot(self) -> dict:
+        """A plain dict copy of the counters."""
+        return {k: v for k, v in self.__dict__.items() if k != "extra"}
+
+
+class MigrationEngine:
+    """Runs migrations on a :class:`~offload.machine.Machine`.
+
+    Parameters
+    ----------
+    machine : Machine
+        Owner of the nodes, the memory objects, the lock and the counters.
+    """
+
+    def __init__(self, machine: "Machine") -> None:
+        self.m = machine
+        self.stats = EngineStats()
+
+    # -- entry point --------------------------------------------------------------------
+    def migrate(self, folios: Folios, reason: str) -> Outcome:
+        """Migrate isolated folios to their targets (MIGRATE_SYNC, as move_pages uses).
+
+        The caller has set ISOLATED on every folio; on return it is cleared on all
+        that stayed at their source. Counters in ``vmstat`` are updated.
+        """
+        done: list[Folios] = []
+        rcs: list[np.ndarray] = []
+        pending = folios
+        pieces: list[Folios] = []
+        for _ in range(NR_MAX_MIGRATE_PAGES_RETRY):
+            if not len(pending):
+                break
+            rc = self._one_pass(pending, reason)
+            settled = (rc == 0) | (rc == -errno.ENOMEM)
+            nomem_large = (rc == -errno.ENOMEM) & (pending.order > 0)
+            if nomem_large.any():
+                split, stuck = self._split(pending[nomem_large])
+                pieces.append(split)
+                done.append(stuck)
+                rcs.append(np.full(len(stuck), -errno.ENOMEM, dtype=np.int64))
+                settled &= ~nomem_large
+            done.append(pending[settled])
+            rcs.append(rc[settled])
+            pending = pending[rc == -errno.EAGAIN]
+        if len(pending):
+            # still busy after every pass: a pinned folio
+            done.append(pending)
+            rcs.append(np.full(len(pending), -errno.EBUSY, dtype=np.int64))
+        if pieces:
+            split = Folios.concat(pieces)
+            rc = self._one_pass(split, reason)
+            rc[rc == -errno.EAGAIN] = -errno.EBUSY
+            done.append(split)
+            rcs.append(rc)
+        out = Outcome(Folios.concat(done), np.concatenate(rcs) if rcs else np.empty(0, np.int64))
+        self._finish(out)
+        return out
+
+    # -- passes and batches ---------------------------------------------------------------
+    def _one_pass(self, folios: Folios, reason: str) -> np.ndarray:
+        self.stats.passes += 1
+        n = len(folios)
+        rc = np.zeros(n, dtype=np.int64)
+        limit = self.m.batch_pages
+        npages = np.left_shift(1, folios.order.astype(np.int64))
+        csum = np.cumsum(npages)
+        start = 0
+        while start < n:
+            base = csum[start - 1] if start else 0
+            # cut right after the folio whose pages reach the limit
+            end = min(n, int(np.searchsorted(csum, base + limit, side="left")) + 1)
+            sl = slice(start, end)
+            rc[sl] = self._migrate_batch(folios[sl], reason)
+            start = end
+        return rc
+
+    def _migrate_batch(self, f: Folios, reason: str) -> np.ndarray:
+        m = self.m
+        nodes = m.nodes
+        n = len(f)
+        rc = np.zeros(n, dtype=np.int64)
+        dst = np.full(n, -1, dtype=np.int64)
+        t0 = time.perf_counter()
+        with m.lock:
+            # unmap: refcount check, destination allocation, migration entries
+            pins = _gather(nodes, f.node, f.pfn, "pins")
+            rc[pins > 0] = -errno.EAGAIN
+            want = rc == 0
+            for d, k, idx in _groups(f.target, f.order, want):
+                heads = nodes[d].alloc_folios(idx.size, k)
+                dst[idx[:heads.size]] = heads
+                rc[idx[heads.size:]] = -errno.ENOMEM
+            ok = dst >= 0
+            if ok.any():
+                _update(nodes, f.node[ok], f.pfn[ok], "state", MIGRATING, op="or")
+                self.stats.tlb_flushes += 1
+        t1 = time.perf_counter()
+        self.stats.unmap_s += t1 - t0
+        self.stats.batches += 1
+        if not ok.any():
+            return rc
+        sel = np.flatnonzero(ok)
+        g = f[sel]
+        batch = FolioBatch(g.node, g.pfn, g.target, dst[sel], g.order,
+                           memory=m.memory, reason=reason)
+        m.copy_batch(batch)
+        unmarked = ~batch.copied
+        if unmarked.any():
+            sub = batch[unmarked]
+            self.stats.cpu_fallback_folios += len(sub)
+            m.cpu.offload_copy(sub)
+            batch.absorb(sub)
+            if not batch.copied.all():
+                raise RuntimeError(f"CPU copy backend {m.cpu.name} left folios uncopied")
+        t2 = time.perf_counter()
+        self.stats.copy_s += t2 - t1
+        with m.lock:
+            # move: a folio pinned since the unmap goes back and is copied afresh next pass
+            pinned = _gather(nodes, g.node, g.pfn, "pins") > 0
+            if pinned.any():
+                rc[sel[pinned]] = -errno.EAGAIN
+                bad = g[pinned]
+                for d, k, idx in _groups(bad.target, bad.order):
+                    nodes[d].free_folios(batch.dst_pfn[pinned][idx], k)
+                _update(nodes, bad.node, bad.pfn, "state", ~np.uint8(MIGRATING), op="and")
+                good = ~pinned
+                g, dpfn = g[good], batch.dst_pfn[good]
+            else:
+                dpfn = batch.dst_pfn
+            self._remap(g, dpfn)
+            self.stats.folios += len(g)
+            m.cond.notify_all()
+        self.stats.move_s += time.perf_counter() - t2
+        return rc
+
+    def _remap(self, g: Folios, dpfn: np.ndarray) -> None:
+        """Point every mapping of the moved folios at their copies; free the sources."""
+        m = self.m
+        nodes = m.nodes
+        if not len(g):
+            return
+        oid = _gather(nodes, g.node, g.pfn, "obj")
+        oidx = _gather(nodes, g.node, g.pfn, "objidx")
+        npages = np.left_shift(1, g.order.astype(np.int64))
+        for o, idx in _groups1(oid):
+            obj = m.objects[int(o)]
+            pages = expand_ranges(oidx[idx], npages[idx])
+            node = np.repeat(g.target[idx], npages[idx])
+            pfn = expand_ranges(dpfn[idx], npages[idx])
+            live = obj.mapcount[pages] > 0  # pages of a partly unmapped folio stay unmapped
+            if not live.all():
+                pages, node, pfn = pages[live], node[live], pfn[live]
+            obj.node[pages] = node
+            obj.pfn[pages] = pfn
+        for d, idx in _groups1(g.target):
+            nd = nodes[d]
+            nd.obj[dpfn[idx]] = oid[idx]
+            nd.objidx[dpfn[idx]] = oidx[idx]
+        for s, idx in _groups1(g.node):
+            nodes[s].free_folios(g.pfn[idx], g.order[idx])
+        pages = int(npages.sum())
+        thp = int((g.order == HPAGE_PMD_ORDER).sum())
+        m.vmstat_add("pgmigrate_success", pages)
+        if thp:
+            m.vmstat_add("thp_migration_success", thp)
+
+    def _split(self, f: Folios) -> tuple[Folios, Folios]:
+        """Split large folios (ENOMEM) into order-0 pieces that stay isolated.
+
+        Returns (pieces, folios that could not be split because they are pinned).
+        """
+        m = self.m
+        parts = []
+        with m.lock:
+            pinned = _gather(m.nodes, f.node, f.pfn, "pins") > 0
+            stuck, f = f[pinned], f[~pinned]
+            for s, k, idx in _groups(f.node, f.order):
+                heads = m.nodes[s].split_folios(f.pfn[idx], k)
+                target = np.repeat(f.target[idx], 1 << k)
+                parts.append(Folios(np.full(heads.size, s, np.int32), heads,
+                                    np.zeros(heads.size, np.int8), target))
+            thp = int((f.order == HPAGE_PMD_ORDER).sum())
+            if thp:
+                m.vmstat_add("thp_migration_split", thp)
+        return Folios.concat(parts), stuck
+
+    def _finish(self, out: Outcome) -> None:
+        """Put failed folios back (clear ISOLATED) and count the failures."""
+        m = self.m
+        bad = out.rc != 0
+        with m.lock:
+            if bad.any():
+                f = out.folios[bad]
+                _update(m.nodes, f.node, f.pfn, "state", ~np.uint8(ISOLATED | MIGRATING), op="and")
+                m.vmstat_add("pgmigrate_fail",
+                             int(np.left_shift(1, f.order.astype(np.int64)).sum()))
+                thp = int((f.order == HPAGE_PMD_ORDER).sum())
+                if thp:
+                    m.vmstat_add("thp_migration_fail", thp)
+            m.cond.notify_all()
+
+
+# -- grouping helpers: loops over distinct nodes / orders / objects, never folios ---------
+def _groups1(keys: np.ndarray):
+    """Yield (key, indices) for each distinct key."""
+    if keys.size == 0:
+        return
+    first = keys[0]
+    if (keys == first).all():
+        yield int(first), np.arange(keys.size)
+        return
+    for k in np.unique(keys):
+        yield int(k), np.flatnonzero(keys == k)
+
+
+def _groups(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None):
+    """Yield (a, b, indices) for each distinct pair, restricted to *mask*."""
+    base = np.arange(a.size) if mask is None else np.flatnonzero(mask)
+    if base.size == 0:
+        return
+    aa, bb = a[base], b[base]
+    if (aa == aa[0]).all() and (bb == bb[0]).all():
+        yield int(aa[0]), int(bb[0]), base
+        return
+    key = aa.astype(np.int64) * 64 + bb.astype(np.int64)
+    for k in np.unique(key):
+        sel = key == k
+        yield int(k // 64), int(k % 64), base[sel]
+
+
+def _gather(nodes, nid: np.ndarray, pfn: np.ndarray, attr: str) -> np.ndarray:
+    """``nodes[nid[i]].<attr>[pfn[i]]`` for every i."""
+    if nid.size == 0:
+        return np.empty(0, dtype=getattr(nodes[0], attr).dtype)
+    first = int(nid[0])
+    if (nid == first).all():
+        return getattr(nodes[first], attr)[pfn]
+    out = np.empty(nid.size, dtype=getattr(nodes[0], attr).dtype)
+    for s, idx in _groups1(nid):
+        out[idx] = getattr(nodes[s], attr)[pfn[idx]]
+    return out
+
+
+def _update(nodes, nid: np.ndarray, pfn: np.ndarray, attr: str, value, op: str = "set") -> None:
+    """Set, OR or AND ``nodes[nid[i]].<attr>[pfn[i]]`` with *value*."""
+    for s, idx in _groups1(nid):
+        arr = getattr(nodes[s], attr)
+        p = pfn[idx]
+        if op == "set":
+            arr[p] = value
+        elif op == "or":
+            arr[p] |= value
+        else:
+            arr[p] &= value

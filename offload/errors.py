@@ -1,0 +1,65 @@
+"""The exception hierarchy: one root, and helpers for kernel-style ``OSError``."""
+
+from __future__ import annotations
+
+import os
+
+
+class OffloadError(Exception):
+    """Root of every error that folio-offload raises on its own account."""
+
+
+class SpecError(OffloadError, ValueError):
+    """A malformed backend spec, policy or size string, or a bad option value."""
+
+
+class BackendUnavailable(OffloadError, RuntimeError):
+    """A backend exists but cannot run here (missing package or hardware)."""
+
+
+class UnknownBackend(OffloadError, KeyError):
+    """No backend of that name is registered."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+def oserror(code: int, what: str = "") -> OSError:
+    """Build the ``OSError`` subclass Python uses for *code*, with a message.
+
+    Parameters
+    ----------
+    code : int
+        A positive errno value, e.g. ``errno.EINVAL``.
+    what : str
+        Context appended to the strerror text.
+    """
+    msg = os.strerror(code)
+    if what:
+        msg = f"{msg}: {what}"
+    return OSError(code, msg)
+
+
+
+
+class BadArgument(OffloadError, ValueError):
+    """An argument has the right type but a wrong value (range, alignment, name)."""
+
+
+class BadArgumentType(OffloadError, TypeError):
+    """An argument has the wrong type."""
+
+
+def check_int(value: object, name: str, *, minimum: int | None = None,
+              multiple: int | None = None) -> int:
+    """Return *value* as an int, or raise an error that names the argument *name*."""
+    import numpy as np
+
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise BadArgumentType(f"{name}: expected an integer, got {type(value).__name__}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise BadArgument(f"{name}: must be >= {minimum}, got {value}")
+    if multiple is not None and value % multiple:
+        raise BadArgument(f"{name}: must be a multiple of {multiple}, got {value}")
+    return value

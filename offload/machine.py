@@ -1,0 +1,189 @@
+"""The Machine: nodes, processes, the migration engine and the offload registration."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from types import MappingProxyType
+from typing import Mapping
+
+from .constants import NR_MAX_BATCHED_MIGRATION, PAGE_SIZE
+from .control import OffloadControl
+from .engine import MigrationEngine
+from .errors import BackendUnavailable, BadArgument, BadArgumentType, SpecError, check_int
+from .migrator import Migrator
+from .node import NODE_KINDS, Node
+from .process import Process
+from .scheduler import Scheduler, parse_policy
+from .sizes import parse_size
+
+VMSTAT_KEYS = ("pgmigrate_success", "pgmigrate_fail", "thp_migration_success",
+               "thp_migration_fail", "thp_migration_split")
+
+
+def parse_nodes(spec: str) -> list[tuple[str, int]]:
+    """Parse ``"SIZE[,SIZE...]"`` with optional ``KIND:`` prefixes into (kind, bytes).
+
+    Raises
+    ------
+    SpecError
+        For an empty spec, an unknown kind, or a size that is zero or not a multiple of
+        the page size.
+    """
+    if not isinstance(spec, str):
+        raise SpecError(f"nodes: expected a string such as '256M,256M', got {type(spec).__name__}")
+    out = []
+    for i, part in enumerate(spec.split(",")):
+        part = part.strip()
+        kind, sep, size = part.partition(":")
+        if not sep:
+            kind, size = "dram", part
+        kind = kind.strip().lower()
+        if kind not in NODE_KINDS:
+            raise SpecError(f"nodes: node {i} has unknown kind {kind!r} (kinds: {', '.join(NODE_KINDS)})")
+        nbytes = parse_size(size, f"nodes: node {i} size")
+        if nbytes <= 0 or nbytes % PAGE_SIZE:
+            raise SpecError(f"nodes: node {i} size must be a positive multiple of "
+                            f"{PAGE_SIZE} bytes, got {size!r}")
+        out.append((kind, nbytes))
+    if not out:
+        raise SpecError("nodes: at least one node is needed")
+    return out
+
+
+class Machine:
+    """A machine with memory nodes, processes and a migration engine.
+
+    Parameters
+    ----------
+    nodes : str
+        ``"SIZE[,SIZE...]"``, each optionally ``"KIND:SIZE"`` (``dram``, ``device``).
+    cpu : str or Migrator
+        The CPU copy path (a backend spec such as ``"cpu-serial"``, or a Migrator).
+    offload : str or Migrator, optional
+        A backend registered as the active migrator at start, for every reason.
+    policy : str
+        Scheduler policy: ``cpu-only``, ``offload-only``, ``static:F``,
+        ``threshold:SIZE`` or ``adaptive``.
+    batch_pages : int
+        NR_MAX_BATCHED_MIGRATION, the batch limit in base pages (kernel: 512).
+
+    Examples
+    --------
+    >>> with Machine(nodes="64M,64M") as m:
+    ...     p = m.spawn(uid=1000)
+    ...     a = p.mmap(1 << 21, node=0, folio_size=1 << 21)
+    ...     p.write(a, b"hello")
+    ...     p.move_pages([a], [1]).status
+    [1]
+    """
+
+    def __init__(self, nodes: str = "256M,256M", cpu: str | Migrator = "cpu-serial",
+                 offload: str | Migrator | None = None, policy: str = "adaptive",
+                 batch_pages: int = NR_MAX_BATCHED_MIGRATION) -> None:
+        layout = parse_nodes(nodes)
+        self.batch_pages = check_int(batch_pages, "batch_pages", minimum=1)
+        self._policy = parse_policy(policy)
+        self._owned: list[Migrator] = []
+        self.cpu = self._backend(cpu, "cpu")
+        offload_backend = None if offload is None else self._backend(offload, "offload")
+        if any(kind == "device" for kind, _ in layout):
+            self.close()
+            raise BackendUnavailable("nodes: device nodes need CuPy and a usable GPU, and the "
+                                     "cupy backend that places them is not available here")
+        self.nodes: tuple[Node, ...] = tuple(Node(i, size // PAGE_SIZE, kind)
+                                             for i, (kind, size) in enumerate(layout))
+        self.memory: Mapping[int, object] = MappingProxyType({n.id: n.frames for n in self.nodes})
+        self.lock = threading.RLock()
+        self.cond = threading.Condition(self.lock)
+        self.objects: dict = {}
+        self.processes: dict[int, Process] = {}
+        self._pids = itertools.count(1)
+        self._oids = itertools.count(1)
+        self._vmstat = dict.fromkeys(VMSTAT_KEYS, 0)
+        self.offload = OffloadControl()
+        self.scheduler = Scheduler(self.cpu, self.offload, self._policy, list(self.nodes))
+        self.engine = MigrationEngine(self)
+        if offload_backend is not None:
+            self.offload.register(offload_backend, "all")
+        self._closed = False
+
+    # -- construction helpers --------------------------------------------------------------
+    def _backend(self, value: str | Migrator, what: str) -> Migrator:
+        if isinstance(value, Migrator):
+            return value
+        if not isinstance(value, str):
+            raise BadArgumentType(f"{what}: expected a backend spec string or a Migrator, "
+                                  f"got {type(value).__name__}")
+        from . import registry
+
+        backend = registry.create(value)
+        self._owned.append(backend)
+        return backend
+
+    def _check_node(self, node: object, name: str) -> int:
+        nid = check_int(node, name, minimum=0)
+        if nid >= len(self.nodes):
+            raise BadArgument(f"{name}: no node {nid} (nodes: 0..{len(self.nodes) - 1})")
+        return nid
+
+    def _next_oid(self) -> int:
+        return next(self._oids)
+
+    # -- public API ----------------------------------------------------------------------
+    @property
+    def policy(self) -> str:
+        """The scheduler policy."""
+        return self._policy.spec
+
+    @property
+    def vmstat(self) -> Mapping[str, int]:
+        """Migration counters in base pages, as /proc/vmstat names them (a snapshot)."""
+        with self.lock:
+            return MappingProxyType(dict(self._vmstat))
+
+    def vmstat_add(self, key: str, n: int) -> None:
+        """Add *n* to counter *key* (the caller holds the lock)."""
+        self._vmstat[key] += n
+
+    @property
+    def stats(self) -> dict:
+        """Engine timings per phase and scheduler totals, for benchmarks."""
+        return {"engine": self.engine.stats.snapshot(), "scheduler": self.scheduler.stats.as_dict()}
+
+    def copy_batch(self, batch) -> None:
+        """The batch-copy step: hand *batch* to the scheduler."""
+        self.scheduler.copy(batch)
+
+    def spawn(self, uid: int = 1000, cap_sys_nice: bool = False) -> Process:
+        """Create a process. uid 0, or *cap_sys_nice*, is privileged."""
+        uid = check_int(uid, "uid", minimum=0)
+        if not isinstance(cap_sys_nice, bool):
+            raise BadArgumentType(f"cap_sys_nice: expected bool, got {type(cap_sys_nice).__name__}")
+        with self.lock:
+            p = Process(self, next(self._pids), uid, cap_sys_nice)
+            self.processes[p.pid] = p
+        return p
+
+    def close(self) -> None:
+        """Unregister the offload backend and close the backends this machine created."""
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
+        control = getattr(self, "offload", None)
+        if control is not None and control.active is not None:
+            control.unregister(control.active)
+        for b in getattr(self, "_owned", []):
+            b.close()
+
+    def __enter__(self) -> "Machine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        nodes = ",".join(f"{n.kind}:{n.size >> 20}M" for n in getattr(self, "nodes", ()))
+        return f"Machine(nodes={nodes!r}, cpu={self.cpu.spec!r}, policy={self.policy!r})"
+
+

@@ -1,0 +1,120 @@
+"""The offload interface: the ``Migrator`` ABC that every copy backend implements."""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from .batch import FolioBatch
+
+
+@dataclass(frozen=True)
+class Option:
+    """An option a backend accepts in its spec string (``NAME:key=value``).
+
+    Parameters
+    ----------
+    type : type
+        ``int``, ``float``, ``bool`` or ``str``.
+    default : Any
+        Value when the spec leaves it out (None: the backend chooses).
+    min, max : float, optional
+        Inclusive range for numbers.
+    help : str
+        One line for ``offload backends``.
+    choices : tuple, optional
+        Allowed values for strings.
+    """
+
+    type: type
+    default: Any = None
+    min: float | None = None
+    max: float | None = None
+    help: str = ""
+    choices: tuple | None = None
+
+
+@runtime_checkable
+class CopyHandle(Protocol):
+    """What :meth:`Migrator.submit` returns: something to wait on."""
+
+    def result(self, timeout: float | None = None) -> Any: ...
+
+    def done(self) -> bool: ...
+
+
+class Migrator(ABC):
+    """A backend that copies folio batches (the kernel's ``struct migrator``).
+
+    Subclasses implement :meth:`offload_copy`; everything else has a default.
+    The counters ``folios_migrated`` and ``folios_failures`` are kept by the machine
+    that uses the migrator (folios it marked copied, folios it was given and did not).
+    """
+
+    #: Registry name of the backend.
+    name: ClassVar[str] = "migrator"
+    #: Options accepted in the spec string.
+    options: ClassVar[dict[str, Option]] = {}
+
+    def __init__(self) -> None:
+        self.folios_migrated = 0
+        self.folios_failures = 0
+        self._executor: ThreadPoolExecutor | None = None
+        self._exec_lock = threading.Lock()
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        """Whether the backend can run on this machine, and why not.
+
+        Must be cheap and free of side effects (no device initialisation).
+        """
+        return True, ""
+
+    @property
+    def spec(self) -> str:
+        """The spec string that recreates this backend."""
+        opts = ",".join(f"{k}={getattr(self, k)}" for k in self.options
+                        if getattr(self, k, None) is not None)
+        return f"{self.name}:{opts}" if opts else self.name
+
+    @abstractmethod
+    def offload_copy(self, batch: FolioBatch) -> None:
+        """Copy the batch; set ``batch.copied[i]`` for each folio fully copied.
+
+        Raising, or leaving folios unmarked, is allowed: the engine copies whatever is
+        unmarked on the CPU, so a failure here changes speed, never outcomes.
+        """
+
+    def should_batch(self, batch: FolioBatch) -> bool:
+        """Whether to take this batch at all (False: the CPU copies it)."""
+        return True
+
+    def can_access(self, node: Any) -> bool:
+        """Whether this backend can read and write *node* (a ``Node``)."""
+        return getattr(node, "kind", "dram") == "dram"
+
+    def submit(self, batch: FolioBatch) -> CopyHandle:
+        """Start copying *batch*; return a handle whose ``result()`` waits for it.
+
+        The default runs :meth:`offload_copy` on a worker thread of this migrator.
+        """
+        with self._exec_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-submit")
+            return self._executor.submit(self.offload_copy, batch)
+
+    def close(self) -> None:
+        """Release threads, device memory and other resources."""
+        with self._exec_lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.spec!r}>"
+
+
+__all__ = ["Migrator", "Option", "CopyHandle"]

@@ -1,0 +1,131 @@
+"""Memory nodes: page frames, the buddy allocator and the per-page metadata (memmap)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .buddy import BuddyAllocator
+from .constants import MAX_FOLIO_ORDER, PAGE_SIZE
+
+NODE_KINDS = ("dram", "device")
+
+#: memmap ``state`` bits, kept at a folio's head page.
+ISOLATED = 1  #: taken by a migration (off the LRU in the kernel)
+MIGRATING = 2  #: mapped through migration entries: accesses wait
+
+
+class Node:
+    """One memory node: its frames and the metadata of every page frame.
+
+    Parameters
+    ----------
+    nid : int
+        Node id.
+    nr_pages : int
+        Number of 4 KiB frames.
+    kind : str
+        ``"dram"`` or ``"device"``.
+    frames : numpy.ndarray, optional
+        Backing store of shape ``(nr_pages, PAGE_SIZE)``, uint8; allocated if omitted.
+
+    Attributes
+    ----------
+    frames : numpy.ndarray
+        The node's memory, one row per page frame.
+    order : numpy.ndarray
+        Per page: the order of the folio that holds it, or -1 when free.
+    pins, obj, objidx, state : numpy.ndarray
+        Per folio head: extra references (pins), the owning memory object id (-1 none)
+        and the page index of the head in it, migration state bits.
+    """
+
+    def __init__(self, nid: int, nr_pages: int, kind: str = "dram",
+                 frames: np.ndarray | None = None) -> None:
+        self.id = int(nid)
+        self.kind = kind
+        self.nr_pages = int(nr_pages)
+        if frames is None:
+            frames = np.zeros((self.nr_pages, PAGE_SIZE), dtype=np.uint8)
+        self.frames = frames
+        self.buddy = BuddyAllocator(self.nr_pages, MAX_FOLIO_ORDER)
+        self.order = np.full(self.nr_pages, -1, dtype=np.int8)
+        self.pins = np.zeros(self.nr_pages, dtype=np.int32)
+        self.obj = np.full(self.nr_pages, -1, dtype=np.int32)
+        self.objidx = np.zeros(self.nr_pages, dtype=np.int64)
+        self.state = np.zeros(self.nr_pages, dtype=np.uint8)
+
+    @property
+    def free_pages(self) -> int:
+        """Number of free base pages."""
+        return self.buddy.free_pages
+
+    @property
+    def size(self) -> int:
+        """Bytes of memory on the node."""
+        return self.nr_pages * PAGE_SIZE
+
+    def __repr__(self) -> str:
+        return (f"Node(id={self.id}, kind={self.kind!r}, nr_pages={self.nr_pages}, "
+                f"free_pages={self.free_pages})")
+
+    # -- folio allocation -------------------------------------------------------------
+    def alloc_folios(self, n: int, order: int, zero: bool = False) -> np.ndarray:
+        """Allocate up to *n* folios of *order*; return their head pfns.
+
+        The memmap marks them in use, with no owner, no pins and no state.
+        """
+        heads = self.buddy.alloc(n, order)
+        if heads.size:
+            pages = pages_of(heads, order)
+            self.order[pages] = order
+            self.pins[heads] = 0
+            self.obj[heads] = -1
+            self.state[heads] = 0
+            if zero:
+                self.frames[pages] = 0
+        return heads
+
+    def free_folios(self, heads: np.ndarray, orders: np.ndarray | int) -> None:
+        """Free folios given by head pfn and order (scalar or per folio)."""
+        heads = np.asarray(heads, dtype=np.int64)
+        if heads.size == 0:
+            return
+        orders = np.broadcast_to(np.asarray(orders, dtype=np.int64), heads.shape)
+        for k in np.unique(orders):
+            h = heads[orders == k]
+            self.order[pages_of(h, int(k))] = -1
+            self.obj[h] = -1
+            self.state[h] = 0
+            self.pins[h] = 0
+            self.buddy.free(h, int(k))
+
+    def head_of(self, pfn: np.ndarray) -> np.ndarray:
+        """Head pfn of the folio holding each page (pages must be allocated)."""
+        pfn = np.asarray(pfn, dtype=np.int64)
+        mask = (np.int64(1) << self.order[pfn].astype(np.int64)) - 1
+        return pfn & ~mask
+
+    def split_folios(self, heads: np.ndarray, order: int) -> np.ndarray:
+        """Split folios of *order* into order-0 folios; return every new head pfn.
+
+        Each piece keeps the owner (its own page index in it), the state bits and no pins.
+        """
+        heads = np.asarray(heads, dtype=np.int64)
+        npages = 1 << order
+        pages = pages_of(heads, order)
+        offs = np.tile(np.arange(npages, dtype=np.int64), heads.size)
+        self.order[pages] = 0
+        self.obj[pages] = np.repeat(self.obj[heads], npages)
+        self.objidx[pages] = np.repeat(self.objidx[heads], npages) + offs
+        self.state[pages] = np.repeat(self.state[heads], npages)
+        self.pins[pages] = 0
+        return pages
+
+
+def pages_of(heads: np.ndarray, order: int) -> np.ndarray:
+    """All page pfns of folios of one *order* given by head pfn."""
+    heads = np.asarray(heads, dtype=np.int64)
+    if order == 0:
+        return heads
+    return (heads[:, None] + np.arange(1 << order, dtype=np.int64)).ravel()
+

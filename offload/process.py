@@ -1,0 +1,442 @@
+"""Processes: address spaces of mappings onto memory objects, and their accesses."""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable
+
+import numpy as np
+
+from .arrays import expand_ranges
+from .constants import MAX_FOLIO_ORDER, MPOL_MF_MOVE, PAGE_SHIFT, PAGE_SIZE
+from .errors import BadArgument, BadArgumentType, check_int, oserror
+from .mm import PTE_NONE, PTE_ZERO, MemObject, Vma
+from .node import ISOLATED, MIGRATING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .machine import Machine
+
+_MMAP_BASE = 0x7F00_0000_0000
+
+
+@dataclass(frozen=True)
+class MoveResult:
+    """What ``move_pages`` returns: entries not migrated, and one status per entry."""
+
+    ret: int
+    status: list
+
+
+class Pin:
+    """An extra reference on a folio (``get_user_pages``); a context manager.
+
+    While held, the folio cannot migrate (``move_pages`` reports -EBUSY for it).
+    """
+
+    def __init__(self, machine: "Machine", nid: int, head: int) -> None:
+        self._m = machine
+        self.node = nid
+        self.head = head
+        self._held = True
+
+    def release(self) -> None:
+        """Drop the reference (idempotent)."""
+        m = self._m
+        with m.lock:
+            if not self._held:
+                return
+            self._held = False
+            node = m.nodes[self.node]
+            node.pins[self.head] -= 1
+            if node.pins[self.head] == 0 and node.obj[self.head] == -1:
+                # unmapped while pinned: the last reference frees it
+                node.free_folios(np.array([self.head]), int(node.order[self.head]))
+            m.cond.notify_all()
+
+    def __enter__(self) -> "Pin":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+class Process:
+    """An address space with credentials. Create with :meth:`Machine.spawn`.
+
+    Attributes
+    ----------
+    pid, uid : int
+        Identity; uid 0, or ``cap_sys_nice``, is privileged.
+    """
+
+    def __init__(self, machine: "Machine", pid: int, uid: int, cap_sys_nice: bool) -> None:
+        self.machine = machine
+        self.pid = pid
+        self.uid = uid
+        self.cap_sys_nice = cap_sys_nice
+        self._vmas: list[Vma] = []
+        self._next = _MMAP_BASE
+        self._starts = np.empty(0, dtype=np.int64)
+        self._ends = np.empty(0, dtype=np.int64)
+        self._pgoffs = np.empty(0, dtype=np.int64)
+
+    def __repr__(self) -> str:
+        return f"Process(pid={self.pid}, uid={self.uid}, mappings={len(self._vmas)})"
+
+    @property
+    def privileged(self) -> bool:
+        """uid 0 or CAP_SYS_NICE."""
+        return self.uid == 0 or self.cap_sys_nice
+
+    @property
+    def mappings(self) -> list[tuple[int, int, bool, int]]:
+        """(start, length, shared, folio_size) of every mapping, by address."""
+        return [(v.start, v.end - v.start, v.shared, v.folio_size) for v in self._vmas]
+
+    # -- mappings -----------------------------------------------------------------------
+    def _insert_vma(self, vma: Vma) -> None:
+        self._vmas.append(vma)
+        self._vmas.sort(key=lambda v: v.start)
+        self._reindex()
+
+    def _reindex(self) -> None:
+        self._starts = np.array([v.start for v in self._vmas], dtype=np.int64)
+        self._ends = np.array([v.end for v in self._vmas], dtype=np.int64)
+        self._pgoffs = np.array([v.pgoff for v in self._vmas], dtype=np.int64)
+
+    def _place(self, length: int, align: int) -> int:
+        start = -(-self._next // align) * align
+        self._next = start + length + PAGE_SIZE  # a guard page between mappings
+        return start
+
+    def mmap(self, length: int, node: int = 0, folio_size: int = PAGE_SIZE,
+             shared: bool = False, populate: bool = True) -> int:
+        """Map *length* bytes of anonymous memory; return its address.
+
+        Parameters
+        ----------
+        length : int
+            Bytes; a positive multiple of *folio_size*.
+        node : int
+            Node the folios are allocated on.
+        folio_size : int
+            4 KiB .. 2 MiB, a power of two: the folio size faults allocate.
+        shared : bool
+            MAP_SHARED (can be mapped into other processes with :meth:`share`).
+        populate : bool
+            Allocate and zero every folio now (MAP_POPULATE); else on first write.
+
+        Raises
+        ------
+        BadArgument, BadArgumentType
+            Naming the bad argument; nothing is allocated.
+        OSError
+            ENOMEM if *populate* and the node has no room.
+        """
+        folio_size = check_int(folio_size, "folio_size", minimum=PAGE_SIZE)
+        order = folio_size.bit_length() - 1 - PAGE_SHIFT
+        if folio_size & (folio_size - 1) or order > MAX_FOLIO_ORDER:
+            raise BadArgument(f"folio_size: must be a power of two from 4K to 2M, got {folio_size}")
+        length = check_int(length, "length", minimum=1, multiple=folio_size)
+        nid = self.machine._check_node(node, "node")
+        if not isinstance(shared, bool) or not isinstance(populate, bool):
+            raise BadArgumentType("shared/populate: expected bool")
+        m = self.machine
+        with m.lock:
+            obj = MemObject(m._next_oid(), length >> PAGE_SHIFT, order, nid, shared)
+            if populate:
+                obj.fault_in(np.arange(obj.npages), m.nodes)
+            obj.mapcount[:] = 1
+            m.objects[obj.id] = obj
+            start = self._place(length, folio_size)
+            self._insert_vma(Vma(start, start + length, obj, 0, folio_size))
+        return start
+
+    def share(self, addr: int, length: int, into: "Process") -> int:
+        """Map the shared region ``[addr, addr + length)`` into process *into*.
+
+        Returns the address in *into*. The region must lie inside one shared mapping.
+        """
+        addr = check_int(addr, "addr", minimum=0, multiple=PAGE_SIZE)
+        length = check_int(length, "length", minimum=1, multiple=PAGE_SIZE)
+        if not isinstance(into, Process) or into.machine is not self.machine:
+            raise BadArgumentType("into: expected a Process of the same Machine")
+        m = self.machine
+        with m.lock:
+            vma = self._vma_at(addr)
+            if vma is None or addr + length > vma.end:
+                raise oserror(errno.EFAULT, f"[{addr:#x}, +{length:#x}) is not inside one mapping")
+            if not vma.shared:
+                raise oserror(errno.EINVAL, f"{addr:#x} is a private mapping; only shared "
+                              "mappings (mmap(shared=True)) can be shared")
+            pgoff = vma.pgoff + ((addr - vma.start) >> PAGE_SHIFT)
+            if pgoff % (vma.folio_size >> PAGE_SHIFT) or length % vma.folio_size:
+                raise BadArgument(f"addr/length: must cover whole folios of {vma.folio_size} bytes")
+            vma.obj.mapcount[pgoff:pgoff + (length >> PAGE_SHIFT)] += 1
+            start = into._place(length, vma.folio_size)
+            into._insert_vma(Vma(start, start + length, vma.obj, pgoff, vma.folio_size))
+        return start
+
+    def munmap(self, addr: int, length: int) -> None:
+        """Unmap ``[addr, addr + length)``; free the folios no mapping uses any more.
+
+        Folios under migration are waited for; a pinned folio is freed at unpin.
+        """
+        addr = check_int(addr, "addr", minimum=0, multiple=PAGE_SIZE)
+        length = check_int(length, "length", minimum=1, multiple=PAGE_SIZE)
+        end = addr + length
+        m = self.machine
+        with m.lock:
+            hit = [v for v in self._vmas if v.start < end and v.end > addr]
+            while True:
+                ranges = [(v, max(v.start, addr), min(v.end, end)) for v in hit]
+                busy = False
+                for v, lo, hi in ranges:
+                    idx = self._obj_pages(v, lo, hi)
+                    if _folio_state(m, v.obj, idx) & (ISOLATED | MIGRATING):
+                        busy = True
+                        break
+                if not busy:
+                    break
+                m.cond.wait()
+            for v, lo, hi in ranges:
+                _unmap_pages(m, v.obj, self._obj_pages(v, lo, hi))
+                keep = []
+                if v.start < lo:
+                    keep.append(Vma(v.start, lo, v.obj, v.pgoff, v.folio_size))
+                if hi < v.end:
+                    keep.append(Vma(hi, v.end, v.obj, v.pgoff + ((hi - v.start) >> PAGE_SHIFT),
+                                    v.folio_size))
+                self._vmas.remove(v)
+                self._vmas.extend(keep)
+                if not (v.obj.mapcount > 0).any():
+                    m.objects.pop(v.obj.id, None)
+            self._vmas.sort(key=lambda x: x.start)
+            self._reindex()
+            m.cond.notify_all()
+
+    @staticmethod
+    def _obj_pages(v: Vma, lo: int, hi: int) -> np.ndarray:
+        first = v.pgoff + ((lo - v.start) >> PAGE_SHIFT)
+        return np.arange(first, first + ((hi - lo) >> PAGE_SHIFT), dtype=np.int64)
+
+    def _vma_at(self, addr: int) -> Vma | None:
+        i = int(np.searchsorted(self._starts, addr, side="right")) - 1
+        if i >= 0 and addr < self._ends[i]:
+            return self._vmas[i]
+        return None
+
+    # -- translation --------------------------------------------------------------------
+    def _translate(self, addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """VMA index (-1: unmapped) and object page index of each address."""
+        i = np.searchsorted(self._starts, addrs, side="right") - 1
+        ok = i >= 0
+        ok[ok] = addrs[ok] < self._ends[i[ok]]
+        vi = np.where(ok, i, -1)
+        j = np.where(ok, i, 0)
+        if self._starts.size == 0:
+            return vi, np.zeros(addrs.size, dtype=np.int64)
+        idx = ((addrs - self._starts[j]) >> PAGE_SHIFT) + self._pgoffs[j]
+        return vi, idx
+
+    def _ptes(self, vi: np.ndarray, idx: np.ndarray):
+        """Per entry: object id, node, pfn (PTE_NONE/PTE_ZERO/-3 unmapped), mapcount."""
+        n = vi.size
+        oid = np.full(n, -1, dtype=np.int64)
+        nid = np.full(n, -1, dtype=np.int32)
+        pfn = np.full(n, -3, dtype=np.int64)
+        mc = np.zeros(n, dtype=np.int32)
+        if n == 0:
+            return oid, nid, pfn, mc
+        lo, hi = int(vi.min()), int(vi.max())
+        groups = [(lo, slice(None))] if lo == hi else \
+            [(int(v), vi == v) for v in np.unique(vi)]
+        for v, sel in groups:
+            if v < 0:
+                continue
+            obj = self._vmas[v].obj
+            ix = idx[sel]
+            oid[sel] = obj.id
+            nid[sel] = obj.node[ix]
+            pfn[sel] = obj.pfn[ix]
+            mc[sel] = obj.mapcount[ix]
+        return oid, nid, pfn, mc
+
+    def _span(self, addr: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Translate every page of ``[addr, addr + n)``; EFAULT if any is unmapped."""
+        first = addr >> PAGE_SHIFT
+        last = (addr + n - 1) >> PAGE_SHIFT
+        pages = np.arange(first, last + 1, dtype=np.int64) << PAGE_SHIFT
+        vi, idx = self._translate(pages)
+        if (vi < 0).any():
+            bad = int(pages[np.argmax(vi < 0)])
+            raise oserror(errno.EFAULT, f"address {max(bad, addr):#x} is not mapped")
+        return vi, idx
+
+    def _wait_stable(self, addr: int, n: int):
+        """Translate the span, waiting while any of its folios is under migration."""
+        m = self.machine
+        while True:
+            vi, idx = self._span(addr, n)
+            oid, nid, pfn, mc = self._ptes(vi, idx)
+            present = pfn >= 0
+            if not present.any() or not (_states(m, nid[present], pfn[present]) & MIGRATING).any():
+                return vi, idx, oid, nid, pfn
+            m.cond.wait()
+
+    # -- accesses -----------------------------------------------------------------------
+    def read(self, addr: int, n: int) -> bytes:
+        """Read *n* bytes at *addr*. Untouched pages read as zeros (the zero page)."""
+        addr = check_int(addr, "addr", minimum=0)
+        n = check_int(n, "n", minimum=0)
+        if n == 0:
+            return b""
+        m = self.machine
+        with m.lock:
+            vi, idx, oid, nid, pfn = self._wait_stable(addr, n)
+            out = np.zeros((pfn.size, PAGE_SIZE), dtype=np.uint8)
+            for s in np.unique(nid[pfn >= 0]):
+                sel = (nid == s) & (pfn >= 0)
+                out[sel] = m.nodes[int(s)].frames[pfn[sel]]
+            none = pfn == PTE_NONE
+            if none.any():
+                for v in np.unique(vi[none]):
+                    obj = self._vmas[int(v)].obj
+                    obj.pfn[idx[none & (vi == v)]] = PTE_ZERO
+        off = addr & (PAGE_SIZE - 1)
+        return out.reshape(-1)[off:off + n].tobytes()
+
+    def write(self, addr: int, data: bytes | bytearray | memoryview | np.ndarray) -> None:
+        """Write *data* at *addr*, allocating folios on first touch."""
+        addr = check_int(addr, "addr", minimum=0)
+        if isinstance(data, np.ndarray):
+            buf = np.ascontiguousarray(data).view(np.uint8).reshape(-1)
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            buf = np.frombuffer(data, dtype=np.uint8)
+        else:
+            raise BadArgumentType(f"data: expected bytes-like or a numpy array, got {type(data).__name__}")
+        n = buf.size
+        if n == 0:
+            return
+        m = self.machine
+        with m.lock:
+            vi, idx, oid, nid, pfn = self._wait_stable(addr, n)
+            missing = pfn < 0
+            if missing.any():
+                for v in np.unique(vi[missing]):
+                    obj = self._vmas[int(v)].obj
+                    obj.fault_in(idx[missing & (vi == v)], m.nodes)
+                oid, nid, pfn, _ = self._ptes(vi, idx)
+            _scatter(m, nid, pfn, addr & (PAGE_SIZE - 1), buf)
+
+    def pin(self, addr: int) -> Pin:
+        """Take an extra reference on the folio at *addr* (faulting it in if needed)."""
+        addr = check_int(addr, "addr", minimum=0)
+        m = self.machine
+        with m.lock:
+            vi, idx, oid, nid, pfn = self._wait_stable(addr, 1)
+            if pfn[0] < 0:
+                self._vmas[int(vi[0])].obj.fault_in(idx[:1], m.nodes)
+                oid, nid, pfn, _ = self._ptes(vi, idx)
+            node = m.nodes[int(nid[0])]
+            head = int(node.head_of(pfn[:1])[0])
+            node.pins[head] += 1
+            return Pin(m, node.id, head)
+
+    # -- syscalls -----------------------------------------------------------------------
+    def move_pages(self, pages: Iterable[int], nodes: Iterable[int] | None = None,
+                   flags: int = MPOL_MF_MOVE, pid: int = 0) -> MoveResult:
+        """move_pages(2): move (or, with ``nodes=None``, locate) the pages at *pages*.
+
+        Returns ``MoveResult(ret, status)``; see DESIGN.md for every status.
+        """
+        from .syscalls import move_pages
+        return move_pages(self, pages, nodes, flags, pid)
+
+    def migrate_pages(self, old_nodes: Iterable[int], new_nodes: Iterable[int],
+                      pid: int = 0) -> int:
+        """migrate_pages(2): move every page on *old_nodes* to *new_nodes*.
+
+        Returns the number of pages not moved.
+        """
+        from .syscalls import migrate_pages
+        return migrate_pages(self, old_nodes, new_nodes, pid)
+
+
+def _states(m: "Machine", nid: np.ndarray, pfn: np.ndarray) -> np.ndarray:
+    out = np.zeros(nid.size, dtype=np.uint8)
+    for s in np.unique(nid):
+        sel = nid == s
+        node = m.nodes[int(s)]
+        out[sel] = node.state[node.head_of(pfn[sel])]
+    return out
+
+
+def _folio_state(m: "Machine", obj: MemObject, idx: np.ndarray) -> int:
+    """OR of the state bits of the folios backing object pages *idx*."""
+    present = obj.pfn[idx] >= 0
+    if not present.any():
+        return 0
+    return int(np.bitwise_or.reduce(_states(m, obj.node[idx][present], obj.pfn[idx][present])))
+
+
+def _unmap_pages(m: "Machine", obj: MemObject, idx: np.ndarray) -> None:
+    """Drop one mapping of object pages *idx*; free folios left with no mapping.
+
+    A large folio left partly mapped is split so that its unmapped part is freed (the
+    kernel defers that split); a pinned one cannot split and waits for the rest of it.
+    A pinned folio with no mapping left is freed when its last pin is dropped.
+    """
+    obj.mapcount[idx] -= 1
+    gone = idx[obj.mapcount[idx] <= 0]
+    dead = gone[obj.pfn[gone] >= 0]
+    for s in np.unique(obj.node[dead]):
+        node = m.nodes[int(s)]
+        pages = dead[obj.node[dead] == s]
+        heads = np.unique(node.head_of(obj.pfn[pages]))
+        orders = node.order[heads].astype(np.int64)
+        whole = _all_unmapped(obj, node.objidx[heads], orders)
+        split = ~whole & (orders > 0) & (node.pins[heads] == 0)
+        for k in np.unique(orders[split]):
+            node.split_folios(heads[split & (orders == k)], int(k))
+        if split.any():
+            heads = np.unique(node.head_of(obj.pfn[pages]))
+            orders = node.order[heads].astype(np.int64)
+            whole = _all_unmapped(obj, node.objidx[heads], orders)
+        pinned = node.pins[heads] > 0
+        node.obj[heads[whole & pinned]] = -1
+        node.free_folios(heads[whole & ~pinned], orders[whole & ~pinned])
+    obj.node[gone] = -1
+    obj.pfn[gone] = PTE_NONE
+
+
+def _all_unmapped(obj: MemObject, first: np.ndarray, orders: np.ndarray) -> np.ndarray:
+    """Per folio (object page range), whether no page of it is mapped any more."""
+    lens = np.left_shift(1, orders)
+    pages = expand_ranges(first, lens)
+    if pages.size == 0:
+        return np.ones(first.size, dtype=bool)
+    live = (obj.mapcount[pages] > 0).astype(np.int64)
+    starts = np.concatenate(([0], np.cumsum(lens)[:-1]))
+    return np.add.reduceat(live, starts) == 0
+
+
+def _scatter(m: "Machine", nid: np.ndarray, pfn: np.ndarray, off: int, buf: np.ndarray) -> None:
+    """Write *buf* starting at byte *off* of the first of the pages (nid, pfn)."""
+    k = pfn.size
+    n = buf.size
+    if k == 1:
+        m.nodes[int(nid[0])].frames[pfn[0], off:off + n] = buf
+        return
+    head = PAGE_SIZE - off
+    m.nodes[int(nid[0])].frames[pfn[0], off:] = buf[:head]
+    mid = k - 2
+    if mid:
+        body = buf[head:head + mid * PAGE_SIZE].reshape(mid, PAGE_SIZE)
+        mn, mp = nid[1:-1], pfn[1:-1]
+        for s in np.unique(mn):
+            sel = mn == s
+            m.nodes[int(s)].frames[mp[sel]] = body[sel]
+    tail = buf[head + mid * PAGE_SIZE:]
+    m.nodes[int(nid[-1])].frames[pfn[-1], :tail.size] = tail

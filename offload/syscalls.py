@@ -1,0 +1,236 @@
+"""move_pages(2) and migrate_pages(2) on top of the migration engine."""
+
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING, Iterable
+
+import numpy as np
+
+from .constants import MAX_NUMNODES, MPOL_MF_MOVE, MPOL_MF_MOVE_ALL, MR_SYSCALL
+from .engine import Folios
+from .errors import BadArgument, BadArgumentType, check_int, oserror
+from .node import ISOLATED
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .process import MoveResult, Process
+
+_KEY_SHIFT = 40  # folio key: node << 40 | head pfn
+
+
+def _int_array(values, name: str) -> np.ndarray:
+    """*values* (a sequence or array of ints) as int64, or an error naming *name*."""
+    if isinstance(values, (str, bytes)) or values is None:
+        raise BadArgumentType(f"{name}: expected a sequence of integers, got {type(values).__name__}")
+    arr = np.asarray(values if isinstance(values, np.ndarray) else list(values))
+    if arr.size == 0:
+        return np.empty(0, dtype=np.int64)
+    if arr.ndim != 1 or arr.dtype.kind not in "iu" or arr.dtype == np.bool_:
+        raise BadArgumentType(f"{name}: expected a flat sequence of integers, got dtype "
+                              f"{arr.dtype} and shape {arr.shape}")
+    if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+        raise BadArgument(f"{name}: values out of range")
+    return arr.astype(np.int64, copy=False)
+
+
+def _target(caller: "Process", pid: int) -> "Process":
+    pid = check_int(pid, "pid", minimum=0)
+    if pid == 0:
+        return caller
+    target = caller.machine.processes.get(pid)
+    if target is None:
+        raise oserror(errno.ESRCH, f"no process with pid {pid}")
+    if target.uid != caller.uid and not caller.privileged:
+        raise oserror(errno.EPERM, f"pid {pid} belongs to uid {target.uid}, caller is "
+                      f"uid {caller.uid} without CAP_SYS_NICE")
+    return target
+
+
+def move_pages(caller: "Process", pages, nodes, flags: int, pid: int) -> "MoveResult":
+    """See :meth:`offload.process.Process.move_pages`."""
+    from .process import MoveResult
+
+    flags = check_int(flags, "flags")
+    addrs = _int_array(pages, "pages")
+    targets = None if nodes is None else _int_array(nodes, "nodes")
+    if targets is not None and targets.size != addrs.size:
+        raise BadArgument(f"nodes: has {targets.size} entries, pages has {addrs.size}")
+    if flags & ~(MPOL_MF_MOVE | MPOL_MF_MOVE_ALL):
+        raise oserror(errno.EINVAL, f"flags {flags:#x}: only MPOL_MF_MOVE and MPOL_MF_MOVE_ALL")
+    if flags & MPOL_MF_MOVE_ALL and not caller.privileged:
+        raise oserror(errno.EPERM, "MPOL_MF_MOVE_ALL needs CAP_SYS_NICE")
+    target = _target(caller, pid)
+    m = caller.machine
+    if targets is not None and targets.size:
+        ok = (targets >= 0) & (targets < len(m.nodes))
+        if not ok.all():
+            raise oserror(errno.ENODEV, f"node {int(targets[~ok][0])} does not exist")
+    if addrs.size == 0:
+        return MoveResult(0, [])
+    if targets is None:
+        with m.lock:
+            status = _locate(target, addrs)[0]
+        return MoveResult(0, status.tolist())
+    status = _move(target, addrs, targets, bool(flags & MPOL_MF_MOVE_ALL))
+    return MoveResult(int((status != targets).sum()), status.tolist())
+
+
+def _locate(p: "Process", addrs: np.ndarray):
+    """Translate *addrs*; return (status as in query mode, nid, pfn, mapcount)."""
+    vi, idx = p._translate(addrs)
+    _, nid, pfn, mapcount = p._ptes(vi, idx)
+    status = nid.astype(np.int64)
+    status[pfn == -1] = -errno.ENOENT
+    status[(pfn == -2) | (pfn == -3) | (addrs < 0)] = -errno.EFAULT
+    return status, nid, pfn, mapcount
+
+
+def _move(p: "Process", addrs: np.ndarray, targets: np.ndarray, move_all: bool) -> np.ndarray:
+    m = p.machine
+    with m.lock:
+        while True:
+            status, nid, pfn, mapcount = _locate(p, addrs)
+            present = pfn >= 0
+            moving = present & (nid != targets)
+            if not move_all:
+                shared = moving & (mapcount > 1)
+                status[shared] = -errno.EACCES
+                moving &= ~shared
+            cand = np.flatnonzero(moving)
+            if cand.size == 0:
+                return status
+            cnid, cpfn = nid[cand], pfn[cand]
+            keys, heads = _folio_keys(m, cnid, cpfn)
+            # one migration per folio; the last entry that names it sets its target
+            if keys.size > 1 and not (keys[1:] > keys[:-1]).all():
+                _, rev = np.unique(keys[::-1], return_index=True)
+                first = keys.size - 1 - rev
+            else:
+                first = slice(None)
+            fnid, fheads = cnid[first], heads[first]
+            f = Folios(fnid, fheads, _orders(m, fnid, fheads), targets[cand][first].astype(np.int32))
+            if not _isolated(m, f).any():
+                break
+            m.cond.wait()  # another migration holds some of these folios
+        _mark_isolated(m, f)
+    out = m.engine.migrate(f, MR_SYSCALL)
+    # each candidate entry takes the outcome of the final folio holding its page
+    pk = (out.folios.node.astype(np.int64) << _KEY_SHIFT) | out.folios.pfn
+    order = np.argsort(pk, kind="stable")
+    pk = pk[order]
+    ek = (cnid.astype(np.int64) << _KEY_SHIFT) | cpfn
+    at = order[np.searchsorted(pk, ek, side="right") - 1]
+    rc = out.rc[at]
+    status[cand] = np.where(rc == 0, out.folios.target[at], rc)
+    return status
+
+
+def _folio_keys(m, nid: np.ndarray, pfn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    heads = np.empty_like(pfn)
+    for s in np.unique(nid) if nid.size and nid.min() != nid.max() else nid[:1]:
+        sel = nid == s
+        heads[sel] = m.nodes[int(s)].head_of(pfn[sel])
+    return (nid.astype(np.int64) << _KEY_SHIFT) | heads, heads
+
+
+def _orders(m, nid: np.ndarray, heads: np.ndarray) -> np.ndarray:
+    if nid.size and nid.min() == nid.max():
+        return m.nodes[int(nid[0])].order[heads]
+    out = np.empty(heads.size, dtype=np.int8)
+    for s in np.unique(nid):
+        sel = nid == s
+        out[sel] = m.nodes[int(s)].order[heads[sel]]
+    return out
+
+
+def _isolated(m, f: Folios) -> np.ndarray:
+    if len(f) and f.node.min() == f.node.max():
+        return (m.nodes[int(f.node[0])].state[f.pfn] & ISOLATED) != 0
+    out = np.zeros(len(f), dtype=bool)
+    for s in np.unique(f.node):
+        sel = f.node == s
+        out[sel] = (m.nodes[int(s)].state[f.pfn[sel]] & ISOLATED) != 0
+    return out
+
+
+def _mark_isolated(m, f: Folios) -> None:
+    for s in np.unique(f.node):
+        sel = f.node == s
+        m.nodes[int(s)].state[f.pfn[sel]] |= ISOLATED
+
+
+def _node_set(values: Iterable[int], name: str) -> list[int]:
+    arr = _int_array(values, name)
+    if ((arr < 0) | (arr >= MAX_NUMNODES)).any():
+        raise oserror(errno.EINVAL, f"{name}: node ids must be in 0..{MAX_NUMNODES - 1}")
+    return sorted(set(arr.tolist()))
+
+
+def _remap(s: int, old: list[int], new: list[int]) -> int:
+    """The kernel's node_remap(): the n-th node of old maps to the (n mod w)-th of new."""
+    if s not in old or not new:
+        return s
+    return new[old.index(s) % len(new)]
+
+
+def migrate_pages(caller: "Process", old_nodes, new_nodes, pid: int) -> int:
+    """See :meth:`offload.process.Process.migrate_pages`."""
+    old = _node_set(old_nodes, "old_nodes")
+    new = _node_set(new_nodes, "new_nodes")
+    target = _target(caller, pid)
+    m = caller.machine
+    if any(n >= len(m.nodes) for n in new):
+        raise oserror(errno.EINVAL, f"new_nodes: {new} names a node without memory "
+                      f"(nodes: 0..{len(m.nodes) - 1})")
+    if old == new:
+        return 0
+    move_all = caller.privileged
+    busy = 0
+    todo = set(old)
+    # do_migrate_pages(): pick moves so that a destination is not a source still to go
+    while todo:
+        source, dest = None, 0
+        for s in sorted(todo):
+            if len(old) != len(new) and s in new:
+                continue
+            d = _remap(s, old, new)
+            if s == d:
+                continue
+            source, dest = s, d
+            if d not in todo:
+                break
+        if source is None:
+            break
+        todo.discard(source)
+        busy += _migrate_to_node(target, source, dest, move_all)
+    return busy
+
+
+def _migrate_to_node(p: "Process", source: int, dest: int, move_all: bool) -> int:
+    """Move every page of *p* on node *source* to *dest*; return pages not moved."""
+    m = p.machine
+    if source >= len(m.nodes):
+        return 0
+    with m.lock:
+        while True:
+            nid_l, pfn_l = [], []
+            for v in p._vmas:
+                obj = v.obj
+                sl = slice(v.pgoff, v.pgoff + v.npages)
+                on = (obj.node[sl] == source) & (obj.pfn[sl] >= 0)
+                if not move_all:
+                    on &= obj.mapcount[sl] <= 1  # shared folios are skipped, not failed
+                pfn_l.append(obj.pfn[sl][on])
+            pfn = np.concatenate(pfn_l) if pfn_l else np.empty(0, np.int64)
+            if pfn.size == 0:
+                return 0
+            node = m.nodes[source]
+            heads = np.unique(node.head_of(pfn))
+            nid = np.full(heads.size, source, dtype=np.int32)
+            f = Folios(nid, heads, node.order[heads].copy(),
+                       np.full(heads.size, dest, dtype=np.int32))
+            if not _isolated(m, f).any():
+                break
+            m.cond.wait()
+        _mark_isolated(m, f)
+    return m.engine.migrate(f, MR_SYSCALL).pages_failed()
