@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from offload.batch import FolioBatch
+from offload.constants import PAGE_SHIFT
 from offload.migrator import Migrator
 
 
@@ -10,17 +11,20 @@ class CpuSerial(Migrator):
     """Copy each folio with its own copy call, in order, on the calling thread.
 
     This is the baseline the benchmarks compare against (``folio_copy()`` per folio in
-    the unpatched kernel), so it loops in Python on purpose.
+    the unpatched kernel), so it loops in Python on purpose; each copy is one memcpy
+    through a memoryview, the cheapest per-folio copy Python has.
     """
 
     name = "cpu-serial"
 
     def offload_copy(self, batch: FolioBatch) -> None:
-        mem = batch.memory
+        views = {}
+        for nid in set(batch.src_node.tolist()) | set(batch.dst_node.tolist()):
+            views[nid] = memoryview(batch.memory[nid].reshape(-1))
         copied = batch.copied
-        rows = zip(batch.src_node.tolist(), batch.src_pfn.tolist(), batch.dst_node.tolist(),
-                   batch.dst_pfn.tolist(), batch.order.tolist())
-        for i, (sn, sp, dn, dp, order) in enumerate(rows):
-            n = 1 << order
-            mem[dn][dp:dp + n] = mem[sn][sp:sp + n]
+        rows = zip(batch.src_node.tolist(), (batch.src_pfn << PAGE_SHIFT).tolist(),
+                   batch.dst_node.tolist(), (batch.dst_pfn << PAGE_SHIFT).tolist(),
+                   (batch.npages << PAGE_SHIFT).tolist())
+        for i, (sn, s, dn, d, n) in enumerate(rows):
+            views[dn][d:d + n] = views[sn][s:s + n]
             copied[i] = True

@@ -1,10 +1,12 @@
 """A vectorised buddy allocator over one node's page frames.
 
 Free memory is kept, per order ``k``, as a bitmap over the node's naturally aligned
-blocks of ``2**k`` pages: bit ``b`` is set when block ``b`` is a free buddy block of
-exactly that order. Allocating many blocks of one order takes the free blocks of that
-order first, then splits larger ones; freeing merges each block with its buddy as far
-as it goes. Both work on whole arrays of blocks at once.
+blocks of ``2**k`` pages: bit ``b`` is set when block ``b`` is a free block of exactly
+that order. Allocating many blocks of one order takes the free blocks of that order
+first, then splits larger ones. Freeing does not merge at once: like the kernel's
+per-CPU page lists, freed blocks wait, and buddies are merged (over whole bitmaps, one
+vectorised pass per order) when an allocation cannot be met otherwise. Whether a
+request can be met is therefore exactly what an eager buddy allocator would answer.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class BuddyAllocator:
 
     def largest_free_order(self) -> int:
         """The largest order with a free block, or -1 when nothing is free."""
+        self.coalesce()
         for k in range(self.max_order, -1, -1):
             if self._count[k]:
                 return k
@@ -74,8 +77,19 @@ class BuddyAllocator:
         """
         if not 0 <= order <= self.max_order:
             raise ValueError(f"order must be in 0..{self.max_order}, got {order}")
+        got = self._alloc(int(n), order)
+        have = sum(g.size for g in got)
+        if have < n and order > 0 and self.free_pages - (have << order) >= (n - have) << order:
+            self.coalesce()
+            got += self._alloc(int(n) - have, order)
+        if not got:
+            return np.empty(0, dtype=np.int64)
+        heads = np.concatenate(got) if len(got) > 1 else got[0]
+        self.free_pages -= heads.size << order
+        return heads
+
+    def _alloc(self, need: int, order: int) -> list[np.ndarray]:
         got: list[np.ndarray] = []
-        need = int(n)
         blocks = self._take(order, need)
         if blocks.size:
             got.append(blocks << order)
@@ -91,14 +105,10 @@ class BuddyAllocator:
                     self._insert(heads[need:], order)
                 need -= min(need, heads.size)
             k += 1
-        if not got:
-            return np.empty(0, dtype=np.int64)
-        heads = np.concatenate(got) if len(got) > 1 else got[0]
-        self.free_pages -= heads.size << order
-        return heads
+        return got
 
     def free(self, heads: np.ndarray, order: int) -> None:
-        """Return blocks of *order* (by head pfn) and merge them with free buddies."""
+        """Return blocks of *order* (by head pfn); buddies merge on demand."""
         heads = np.asarray(heads, dtype=np.int64)
         if heads.size == 0:
             return
@@ -106,33 +116,26 @@ class BuddyAllocator:
         self._insert(heads, order)
 
     def _insert(self, heads: np.ndarray, order: int) -> None:
-        k = order
-        cur = heads >> k  # block indices at order k
-        if cur.size > 1 and not (cur[1:] > cur[:-1]).all():
-            cur = np.unique(cur)
-        while True:
+        bm = self._free[order]
+        bm[heads >> order] = True
+        self._count[order] += heads.size
+
+    def coalesce(self) -> None:
+        """Merge every pair of free buddies, from order 0 up (one pass per order)."""
+        for k in range(self.max_order):
+            if self._count[k] < 2:
+                continue
             bm = self._free[k]
-            bm[cur] = True
-            self._count[k] += cur.size
-            if k == self.max_order:
-                return
-            # cur is sorted and unique, so equal pair indices are neighbours
-            pair = cur >> 1
-            if pair.size > 1:
-                pair = pair[np.concatenate(([True], pair[1:] != pair[:-1]))]
-            lo = pair << 1
-            pair = pair[(lo | 1) < bm.size]
-            lo = pair << 1
-            both = bm[lo] & bm[lo | 1]
-            if not both.any():
-                return
-            pair = pair[both]
-            lo = lo[both]
-            bm[lo] = False
-            bm[lo | 1] = False
-            self._count[k] -= 2 * pair.size
-            cur = pair
-            k += 1
+            even = bm.size & ~1
+            pairs = bm[:even].reshape(-1, 2)
+            both = pairs[:, 0] & pairs[:, 1]
+            merged = int(np.count_nonzero(both))
+            if not merged:
+                continue
+            pairs[both] = False
+            self._count[k] -= 2 * merged
+            self._free[k + 1][: both.size] |= both
+            self._count[k + 1] += merged
 
     def is_free(self, pfn: int) -> bool:
         """Whether base page *pfn* lies inside a free block."""

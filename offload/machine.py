@@ -31,7 +31,8 @@ def parse_nodes(spec: str) -> list[tuple[str, int]]:
         the page size.
     """
     if not isinstance(spec, str):
-        raise SpecError(f"nodes: expected a string such as '256M,256M', got {type(spec).__name__}")
+        raise BadArgumentType(f"nodes: expected a string such as '256M,256M', "
+                              f"got {type(spec).__name__}")
     out = []
     for i, part in enumerate(spec.split(",")):
         part = part.strip()

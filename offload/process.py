@@ -288,24 +288,34 @@ class Process:
     # -- accesses -----------------------------------------------------------------------
     def read(self, addr: int, n: int) -> bytes:
         """Read *n* bytes at *addr*. Untouched pages read as zeros (the zero page)."""
+        return self.read_array(addr, n).tobytes()
+
+    def read_array(self, addr: int, n: int) -> np.ndarray:
+        """Like :meth:`read`, as a new uint8 numpy array."""
         addr = check_int(addr, "addr", minimum=0)
         n = check_int(n, "n", minimum=0)
         if n == 0:
-            return b""
+            return np.empty(0, dtype=np.uint8)
         m = self.machine
         with m.lock:
             vi, idx, oid, nid, pfn = self._wait_stable(addr, n)
-            out = np.zeros((pfn.size, PAGE_SIZE), dtype=np.uint8)
-            for s in np.unique(nid[pfn >= 0]):
-                sel = (nid == s) & (pfn >= 0)
-                out[sel] = m.nodes[int(s)].frames[pfn[sel]]
+            out = np.empty((pfn.size, PAGE_SIZE), dtype=np.uint8)
+            present = pfn >= 0
+            if present.all() and nid.min() == nid.max():
+                np.take(m.nodes[int(nid[0])].frames, pfn, axis=0, out=out, mode="clip")
+            else:
+                out[~present] = 0
+                for s in np.unique(nid[present]):
+                    sel = (nid == s) & present
+                    out[sel] = m.nodes[int(s)].frames[pfn[sel]]
             none = pfn == PTE_NONE
             if none.any():
                 for v in np.unique(vi[none]):
                     obj = self._vmas[int(v)].obj
                     obj.pfn[idx[none & (vi == v)]] = PTE_ZERO
         off = addr & (PAGE_SIZE - 1)
-        return out.reshape(-1)[off:off + n].tobytes()
+        flat = out.reshape(-1)
+        return flat[off:off + n] if off or n != flat.size else flat
 
     def write(self, addr: int, data: bytes | bytearray | memoryview | np.ndarray) -> None:
         """Write *data* at *addr*, allocating folios on first touch."""

@@ -159,8 +159,9 @@ class Scheduler:
     def _run(self, mig: "Migrator", batch: FolioBatch, to_off: np.ndarray) -> None:
         st = self.stats
         st.batches += 1
-        off = batch[to_off] if not to_off.all() else batch[:]
-        cpu = batch[~to_off]
+        whole = bool(to_off.all())
+        off = batch if whole else batch[to_off]
+        cpu = batch[:0] if whole else batch[~to_off]
         done_at = [0.0]
         t0 = time.perf_counter()
         ok = True
@@ -197,8 +198,9 @@ class Scheduler:
         if marked < len(off):
             ok = False
             st.offload_failures += len(off) - marked
-        batch.absorb(off)
-        batch.absorb(cpu)
+        if not whole:
+            batch.absorb(off)
+            batch.absorb(cpu)
         b_off, b_cpu = off.nbytes, cpu.nbytes
         st.bytes_offload += b_off
         st.bytes_cpu += b_cpu

@@ -101,19 +101,28 @@ def _move(p: "Process", addrs: np.ndarray, targets: np.ndarray, move_all: bool) 
                 return status
             cnid, cpfn = nid[cand], pfn[cand]
             keys, heads = _folio_keys(m, cnid, cpfn)
-            # one migration per folio; the last entry that names it sets its target
+            # one migration per folio, in the order of the entries that first name it;
+            # the last entry that names it sets its target
             if keys.size > 1 and not (keys[1:] > keys[:-1]).all():
+                _, first = np.unique(keys, return_index=True)
                 _, rev = np.unique(keys[::-1], return_index=True)
-                first = keys.size - 1 - rev
+                pos = np.argsort(first)
+                first, last = first[pos], (keys.size - 1 - rev)[pos]
             else:
-                first = slice(None)
+                first = last = slice(None)
             fnid, fheads = cnid[first], heads[first]
-            f = Folios(fnid, fheads, _orders(m, fnid, fheads), targets[cand][first].astype(np.int32))
+            f = Folios(fnid, fheads, _orders(m, fnid, fheads), targets[cand][last].astype(np.int32))
             if not _isolated(m, f).any():
                 break
             m.cond.wait()  # another migration holds some of these folios
         _mark_isolated(m, f)
     out = m.engine.migrate(f, MR_SYSCALL)
+    if isinstance(first, slice) and len(out.folios) == len(f) and \
+            np.array_equal(out.folios.pfn, f.pfn) and np.array_equal(out.folios.node, f.node):
+        # one entry per folio, outcomes in entry order: the common case, no search
+        rc = out.rc
+        status[cand] = np.where(rc == 0, out.folios.target, rc)
+        return status
     # each candidate entry takes the outcome of the final folio holding its page
     pk = (out.folios.node.astype(np.int64) << _KEY_SHIFT) | out.folios.pfn
     order = np.argsort(pk, kind="stable")

@@ -1,0 +1,1 @@
+"""Benchmark suites of folio-offload and their CLI (``offload bench ...``)."""

@@ -1,0 +1,80 @@
+"""What the benchmarks record about the host: CPU, NUMA nodes, GPU, library versions."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo, else the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def numa_nodes() -> list[int]:
+    """Online NUMA nodes with memory, from sysfs (``[]`` when unknown)."""
+    base = Path("/sys/devices/system/node")
+    try:
+        text = (base / "has_memory").read_text().strip() or (base / "online").read_text().strip()
+    except OSError:
+        return []
+    out: list[int] = []
+    for part in text.split(","):
+        if "-" in part:
+            a, b = part.split("-")
+            out.extend(range(int(a), int(b) + 1))
+        elif part:
+            out.append(int(part))
+    return out
+
+
+def gpu_summary() -> str:
+    """The cupy backend's availability line (cheap; never initialises CUDA here)."""
+    from offload import registry
+
+    if "cupy" not in registry.names():
+        return "none (no cupy backend registered)"
+    info = registry.info("cupy")
+    return "usable" if info.available else f"none ({info.reason})"
+
+
+def host_info() -> dict:
+    """Machine metadata for the JSON document."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover
+        cpus = os.cpu_count() or 1
+    info = {
+        "cpus": cpus,
+        "cpu_model": cpu_model(),
+        "numa_nodes": len(numa_nodes()) or 1,
+        "gpu": gpu_summary(),
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    try:
+        import importlib.metadata as md
+
+        info["cupy"] = next((md.version(d) for d in ("cupy-cuda12x", "cupy-cuda13x", "cupy")
+                             if _has_dist(md, d)), None)
+    except Exception:  # pragma: no cover
+        info["cupy"] = None
+    return info
+
+
+def _has_dist(md, name: str) -> bool:
+    try:
+        md.version(name)
+        return True
+    except md.PackageNotFoundError:
+        return False

@@ -1,0 +1,50 @@
+"""Shared fixtures: machines over every built-in backend, and content helpers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from offload import Machine, PAGE_SIZE
+
+#: Every CPU-runnable backend; the same test bodies run over each (as CuPy's tests do).
+CPU_BACKENDS = ["cpu-serial", "cpu-batched", "cpu-batched:threads=1"]
+
+
+def make_machine(backend: str = "cpu-serial", nodes: str = "16M,16M", **kw) -> Machine:
+    """A machine whose batch copies go to *backend* (``cpu-serial``: no migrator)."""
+    if backend == "cpu-serial":
+        return Machine(nodes=nodes, cpu="cpu-serial", **kw)
+    kw.setdefault("policy", "offload-only")
+    return Machine(nodes=nodes, cpu="cpu-serial", offload=backend, **kw)
+
+
+@pytest.fixture(params=CPU_BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def machine(backend):
+    m = make_machine(backend)
+    yield m
+    m.close()
+
+
+@pytest.fixture
+def m1():
+    """A plain cpu-serial machine with two 16 MiB nodes."""
+    m = make_machine()
+    yield m
+    m.close()
+
+
+def fill(p, addr: int, length: int, seed: int) -> np.ndarray:
+    """Write reproducible random bytes to ``[addr, addr+length)``; return them."""
+    data = np.random.default_rng(seed).integers(0, 256, size=length, dtype=np.uint8)
+    p.write(addr, data)
+    return data
+
+
+def pages(addr: int, length: int, step: int = PAGE_SIZE) -> list[int]:
+    return list(range(addr, addr + length, step))

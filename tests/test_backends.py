@@ -1,0 +1,80 @@
+"""The conformance suite over every built-in backend, and cpu-batched's layouts."""
+
+import numpy as np
+import pytest
+
+from offload import FolioBatch, PAGE_SIZE, registry
+from offload.testing import MigratorConformance, check_batch_copy, check_migrator
+
+from conftest import CPU_BACKENDS
+
+
+@pytest.mark.parametrize("spec", CPU_BACKENDS + ["cpu-batched:threads=3"])
+class TestBuiltins(MigratorConformance):
+    @pytest.fixture(autouse=True)
+    def _spec(self, spec):
+        self.spec = spec
+
+    def make_migrator(self):
+        return registry.create(self.spec)
+
+
+class Liar(__import__("offload").Migrator):
+    """Marks folios it never copied: the conformance suite must catch it."""
+
+    name = "liar"
+
+    def offload_copy(self, batch):
+        batch.copied[:] = True
+
+
+def test_conformance_catches_a_lying_backend():
+    with pytest.raises(AssertionError, match="wrong bytes"):
+        check_batch_copy(Liar(), "scattered")
+
+
+def test_check_migrator_passes_for_builtins():
+    check_migrator(lambda: registry.create("cpu-batched:threads=2"))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_cpu_batched_layouts(threads):
+    """Runs, dst-only runs and scattered pages, one large folio chunked over threads."""
+    rng = np.random.default_rng(threads)
+    mem = {0: rng.integers(0, 256, (4096, PAGE_SIZE), dtype=np.uint8),
+           1: np.zeros((4096, PAGE_SIZE), dtype=np.uint8)}
+    cases = [
+        ([0], [512], [1], [1024], [9]),                                   # one THP
+        ([0] * 300, np.arange(300), [1] * 300, np.arange(300) + 7, [0] * 300),
+        ([0] * 300, rng.permutation(3000)[:300], [1] * 300, np.arange(300), [0] * 300),
+        ([0] * 300, rng.permutation(3000)[:300], [1] * 300, rng.permutation(3000)[:300], [0] * 300),
+    ]
+    b = registry.create(f"cpu-batched:threads={threads}")
+    for sn, sp, dn, dp, order in cases:
+        mem[1][:] = 0
+        batch = FolioBatch(sn, sp, dn, dp, order, memory=mem)
+        b.offload_copy(batch)
+        assert batch.copied.all()
+        sp_all, dp_all = batch.page_indices()
+        assert np.array_equal(mem[1][dp_all], mem[0][sp_all])
+        untouched = np.setdiff1d(np.arange(4096), dp_all)
+        assert not mem[1][untouched].any()
+    b.close()
+
+
+def test_batch_runs_and_selection():
+    mem = {0: np.zeros((64, PAGE_SIZE), np.uint8), 1: np.zeros((64, PAGE_SIZE), np.uint8)}
+    b = FolioBatch([0, 0, 0, 0], [0, 1, 2, 8], [1, 1, 1, 1], [4, 5, 8, 10], [0, 0, 1, 0], memory=mem)
+    runs = b.runs()
+    assert runs.npages.tolist() == [2, 2, 1] and runs.start.tolist() == [0, 2, 3]
+    assert b.runs("dst").npages.tolist() == [2, 3]
+    assert b.nbytes == 5 * PAGE_SIZE and len(b) == 4
+    sub = b[[1, 3]]
+    sub.copied[:] = True
+    b.absorb(sub)
+    assert b.copied.tolist() == [False, True, False, True]
+    assert len(b[b.order > 0]) == 1 and len(b[1:3]) == 2
+    with pytest.raises(TypeError):
+        b[0]
+    with pytest.raises(ValueError, match="dst_pfn"):
+        FolioBatch([0], [0], [1], [0, 1], [0], memory=mem)

@@ -1,0 +1,188 @@
+"""The memory model: nodes, mmap, read/write, the zero page, share, munmap, pin."""
+
+import errno
+
+import numpy as np
+import pytest
+
+from offload import BadArgument, BadArgumentType, Machine, OffloadError, PAGE_SIZE, SpecError
+
+from conftest import fill
+
+
+def test_node_spec_parsing():
+    with Machine(nodes="8M, dram:4M,1024K") as m:
+        assert [n.id for n in m.nodes] == [0, 1, 2]
+        assert [n.kind for n in m.nodes] == ["dram"] * 3
+        assert [n.nr_pages for n in m.nodes] == [2048, 1024, 256]
+        assert all(n.free_pages == n.nr_pages for n in m.nodes)
+
+
+@pytest.mark.parametrize("spec", ["", "8M,", "0", "5000", "8Q", "hbm:8M", "-4M", "8M,,8M"])
+def test_bad_node_specs_name_the_argument(spec):
+    with pytest.raises(SpecError, match="nodes"):
+        Machine(nodes=spec)
+
+
+def test_device_node_without_gpu_is_a_clear_error():
+    with pytest.raises(OffloadError, match="device"):
+        Machine(nodes="dram:8M,device:8M")
+
+
+def test_bad_machine_arguments():
+    with pytest.raises(SpecError, match="policy"):
+        Machine(nodes="8M", policy="fastest")
+    with pytest.raises(OffloadError, match="unknown backend"):
+        Machine(nodes="8M", cpu="cpu-turbo")
+    with pytest.raises(BadArgument, match="batch_pages"):
+        Machine(nodes="8M", batch_pages=0)
+    with pytest.raises(BadArgumentType, match="nodes"):
+        Machine(nodes=8 << 20)
+
+
+def test_populate_allocates_and_zeroes(m1):
+    p = m1.spawn()
+    free = m1.nodes[1].free_pages
+    a = p.mmap(1 << 21, node=1, folio_size=1 << 21)
+    assert m1.nodes[1].free_pages == free - 512
+    assert p.read(a, 1 << 21) == bytes(1 << 21)
+    assert p.move_pages([a], None).status == [1]
+
+
+def test_write_read_across_folios_and_mappings_boundaries(m1):
+    p = m1.spawn()
+    a = p.mmap(8 * PAGE_SIZE, folio_size=2 * PAGE_SIZE)
+    data = fill(p, a + 100, 5 * PAGE_SIZE + 17, seed=1)
+    assert p.read(a + 100, data.size) == data.tobytes()
+    assert p.read(a, 100) == bytes(100)
+    p.write(a + 3, np.array([7, 8], dtype=np.uint8))
+    assert p.read(a + 2, 4) == b"\x00\x07\x08\x00"
+
+
+def test_first_touch_and_the_zero_page(m1):
+    p = m1.spawn()
+    free = m1.nodes[0].free_pages
+    a = p.mmap(4 * PAGE_SIZE, populate=False)
+    assert m1.nodes[0].free_pages == free
+    assert p.move_pages(pages_of(a, 4), None).status == [-errno.ENOENT] * 4
+    assert p.read(a + PAGE_SIZE, 10) == bytes(10)  # maps the zero page
+    p.write(a + 2 * PAGE_SIZE, b"x")
+    assert m1.nodes[0].free_pages == free - 1
+    st = p.move_pages(pages_of(a, 4), None).status
+    assert st == [-errno.ENOENT, -errno.EFAULT, 0, -errno.ENOENT]
+    p.write(a + PAGE_SIZE, b"y")  # a write to the zero page allocates
+    assert p.move_pages([a + PAGE_SIZE], None).status == [0]
+
+
+def test_first_touch_of_large_folio_allocates_whole_folio(m1):
+    p = m1.spawn()
+    a = p.mmap(1 << 21, folio_size=1 << 21, populate=False)
+    free = m1.nodes[0].free_pages
+    p.write(a + 5000, b"z")
+    assert m1.nodes[0].free_pages == free - 512
+    r = p.move_pages([a], [1])
+    assert r.status == [1] and m1.vmstat["thp_migration_success"] == 1
+
+
+def test_populate_without_room_is_enomem_and_allocates_nothing(m1):
+    p = m1.spawn()
+    free = m1.nodes[0].free_pages
+    with pytest.raises(OSError) as e:
+        p.mmap(32 << 20, node=0)
+    assert e.value.errno == errno.ENOMEM
+    assert m1.nodes[0].free_pages == free and p.mappings == []
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(length=0), "length"), (dict(length=-4096), "length"), (dict(length=4097), "length"),
+    (dict(length=8192, folio_size=3 * 4096), "folio_size"),
+    (dict(length=4 << 20, folio_size=4 << 20), "folio_size"),
+    (dict(length=8192, folio_size=1024), "folio_size"),
+    (dict(length=8192, node=2), "node"), (dict(length=8192, node=-1), "node"),
+    (dict(length=4096 * 3, folio_size=8192), "length"),
+])
+def test_bad_mmap_arguments(m1, kwargs, name):
+    p = m1.spawn()
+    free = [n.free_pages for n in m1.nodes]
+    with pytest.raises((BadArgument, BadArgumentType), match=name):
+        p.mmap(**kwargs)
+    assert [n.free_pages for n in m1.nodes] == free and p.mappings == []
+
+
+def test_wrong_types(m1):
+    p = m1.spawn()
+    a = p.mmap(PAGE_SIZE)
+    with pytest.raises(BadArgumentType, match="length"):
+        p.mmap("4096")
+    with pytest.raises(BadArgumentType, match="data"):
+        p.write(a, "text")
+    with pytest.raises(BadArgumentType, match="addr"):
+        p.read(float(a), 1)
+    with pytest.raises(BadArgument, match="n"):
+        p.read(a, -1)
+
+
+def test_access_outside_mappings_is_efault(m1):
+    p = m1.spawn()
+    a = p.mmap(2 * PAGE_SIZE)
+    for call in (lambda: p.read(a + 2 * PAGE_SIZE, 1), lambda: p.write(a - 1, b"ab"),
+                 lambda: p.read(a + PAGE_SIZE, PAGE_SIZE + 1), lambda: p.pin(a + 3 * PAGE_SIZE)):
+        with pytest.raises(OSError) as e:
+            call()
+        assert e.value.errno == errno.EFAULT
+    assert p.read(a, 2) == b"\0\0"
+
+
+def test_munmap_frees_and_faults(m1):
+    p = m1.spawn()
+    free = m1.nodes[0].free_pages
+    a = p.mmap(4 * PAGE_SIZE)
+    fill(p, a, 4 * PAGE_SIZE, 2)
+    p.munmap(a + PAGE_SIZE, 2 * PAGE_SIZE)
+    assert m1.nodes[0].free_pages == free - 2
+    with pytest.raises(OSError):
+        p.read(a + PAGE_SIZE, 1)
+    assert p.move_pages([a, a + PAGE_SIZE, a + 3 * PAGE_SIZE], None).status == \
+        [0, -errno.EFAULT, 0]
+    p.munmap(a, 4 * PAGE_SIZE)
+    assert m1.nodes[0].free_pages == free and p.mappings == []
+
+
+def test_munmap_of_part_of_a_thp_splits_it(m1):
+    p = m1.spawn()
+    free = m1.nodes[0].free_pages
+    a = p.mmap(1 << 21, folio_size=1 << 21)
+    data = fill(p, a, 1 << 21, 3)
+    p.munmap(a, 1 << 20)
+    assert m1.nodes[0].free_pages == free - 256
+    assert p.read(a + (1 << 20), 1 << 20) == data[1 << 20:].tobytes()
+    assert p.move_pages([a + (1 << 20)], [1]).status == [1]
+    assert p.read(a + (1 << 20), 1 << 20) == data[1 << 20:].tobytes()
+
+
+def test_share_maps_the_same_memory(m1):
+    p, q = m1.spawn(uid=1), m1.spawn(uid=1)
+    a = p.mmap(4 * PAGE_SIZE, shared=True)
+    b = p.share(a + PAGE_SIZE, 2 * PAGE_SIZE, into=q)
+    q.write(b, b"from q")
+    assert p.read(a + PAGE_SIZE, 6) == b"from q"
+    q.munmap(b, 2 * PAGE_SIZE)
+    assert p.read(a + PAGE_SIZE, 6) == b"from q"
+    priv = p.mmap(PAGE_SIZE)
+    with pytest.raises(OSError) as e:
+        p.share(priv, PAGE_SIZE, into=q)
+    assert e.value.errno == errno.EINVAL
+
+
+def test_pin_keeps_a_folio_until_released(m1):
+    p = m1.spawn()
+    a = p.mmap(PAGE_SIZE)
+    free = m1.nodes[0].free_pages
+    with p.pin(a):
+        p.munmap(a, PAGE_SIZE)
+        assert m1.nodes[0].free_pages == free  # still referenced
+    assert m1.nodes[0].free_pages == free + 1
+
+
+def pages_of(a, n):
+    return [a + i * PAGE_SIZE for i in range(n)]

@@ -1,0 +1,225 @@
+"""move_pages(2) semantics, run over every backend: errors, statuses, counters, bytes."""
+
+import errno
+
+import numpy as np
+import pytest
+
+from offload import MPOL_MF_MOVE, MPOL_MF_MOVE_ALL, MPOL_MF_STRICT, PAGE_SIZE, BadArgument
+
+from conftest import fill, make_machine, pages
+
+THP = 1 << 21
+
+
+def test_move_and_query(machine):
+    p = machine.spawn()
+    a = p.mmap(16 * PAGE_SIZE)
+    data = fill(p, a, 16 * PAGE_SIZE, 1)
+    r = p.move_pages(pages(a, 16 * PAGE_SIZE), [1] * 16)
+    assert r.ret == 0 and r.status == [1] * 16
+    assert p.move_pages(pages(a, 16 * PAGE_SIZE), None).status == [1] * 16
+    assert p.read(a, data.size) == data.tobytes()
+    assert machine.vmstat["pgmigrate_success"] == 16
+    assert machine.nodes[0].free_pages == machine.nodes[0].nr_pages
+
+
+def test_unaligned_addresses_name_their_page(machine):
+    p = machine.spawn()
+    a = p.mmap(2 * PAGE_SIZE)
+    fill(p, a, 2 * PAGE_SIZE, 2)
+    r = p.move_pages([a + 5, a + PAGE_SIZE + 4095], [1, 1])
+    assert r.status == [1, 1] and r.ret == 0
+
+
+def test_already_on_target_is_success_and_not_counted(machine):
+    p = machine.spawn()
+    a = p.mmap(2 * PAGE_SIZE, node=1)
+    r = p.move_pages(pages(a, 2 * PAGE_SIZE), [1, 1])
+    assert r == type(r)(0, [1, 1])
+    assert machine.vmstat["pgmigrate_success"] == 0
+
+
+def test_per_entry_errors(machine):
+    p = machine.spawn()
+    a = p.mmap(3 * PAGE_SIZE, populate=False)
+    p.write(a, b"x")
+    p.read(a + PAGE_SIZE, 1)  # zero page
+    unmapped = a + 64 * PAGE_SIZE
+    r = p.move_pages([a, a + PAGE_SIZE, a + 2 * PAGE_SIZE, unmapped, -5], [1] * 5)
+    assert r.status == [1, -errno.EFAULT, -errno.ENOENT, -errno.EFAULT, -errno.EFAULT]
+    assert r.ret == 4
+
+
+@pytest.mark.parametrize("flags", [MPOL_MF_STRICT, MPOL_MF_MOVE | MPOL_MF_STRICT, 8, 1 << 20,
+                                   MPOL_MF_MOVE | 16])
+def test_unknown_flags_are_einval_before_anything(machine, flags):
+    p = machine.spawn(uid=0)
+    a = p.mmap(PAGE_SIZE)
+    with pytest.raises(OSError) as e:
+        p.move_pages([a], [1], flags=flags, pid=999)  # EINVAL wins over ESRCH
+    assert e.value.errno == errno.EINVAL
+    assert p.move_pages([a], None).status == [0]
+
+
+def test_errno_order_and_nothing_moved(machine):
+    p = machine.spawn(uid=1000)
+    other = machine.spawn(uid=2000)
+    a = p.mmap(PAGE_SIZE)
+    b = other.mmap(PAGE_SIZE)
+
+    def err(*args, **kw):
+        with pytest.raises(OSError) as e:
+            p.move_pages(*args, **kw)
+        return e.value.errno
+
+    assert err([a], [1], flags=MPOL_MF_MOVE_ALL, pid=999) == errno.EPERM  # before ESRCH
+    assert err([a], [1], pid=999) == errno.ESRCH
+    assert err([b], [1], pid=other.pid) == errno.EPERM
+    assert err([b], [7], pid=other.pid) == errno.EPERM  # before ENODEV
+    assert err([a, a], [1, 2]) == errno.ENODEV
+    assert err([a], [-1]) == errno.ENODEV
+    assert p.move_pages([a], None).status == [0]
+    assert other.move_pages([b], None).status == [0]
+    assert machine.vmstat["pgmigrate_success"] == 0
+
+
+def test_privileged_caller_moves_another_users_pages(machine):
+    root = machine.spawn(uid=0)
+    nice = machine.spawn(uid=5, cap_sys_nice=True)
+    q = machine.spawn(uid=1000)
+    a = q.mmap(2 * PAGE_SIZE)
+    data = fill(q, a, 2 * PAGE_SIZE, 3)
+    assert root.move_pages([a], [1], pid=q.pid).status == [1]
+    assert nice.move_pages([a + PAGE_SIZE], [1], pid=q.pid, flags=MPOL_MF_MOVE_ALL).status == [1]
+    same = machine.spawn(uid=1000)
+    assert same.move_pages([a], [0], pid=q.pid).status == [0]
+    assert q.read(a, data.size) == data.tobytes()
+
+
+def test_shared_pages_need_move_all(machine):
+    p = machine.spawn(uid=0)
+    q = machine.spawn(uid=0)
+    a = p.mmap(2 * PAGE_SIZE, shared=True)
+    data = fill(p, a, 2 * PAGE_SIZE, 4)
+    b = p.share(a, PAGE_SIZE, into=q)
+    r = p.move_pages([a, a + PAGE_SIZE], [1, 1])
+    assert r.status == [-errno.EACCES, 1] and r.ret == 1
+    r = p.move_pages([a], [1], flags=MPOL_MF_MOVE_ALL)
+    assert r.status == [1]
+    assert q.move_pages([b], None).status == [1]  # the other process sees the move
+    assert q.read(b, PAGE_SIZE) == data[:PAGE_SIZE].tobytes()
+    unpriv = machine.spawn(uid=7)
+    with pytest.raises(OSError) as e:
+        unpriv.move_pages([a], [0], flags=MPOL_MF_MOVE_ALL)
+    assert e.value.errno == errno.EPERM
+
+
+def test_shared_mapping_in_one_process_moves_without_move_all(machine):
+    p = machine.spawn()
+    a = p.mmap(PAGE_SIZE, shared=True)
+    assert p.move_pages([a], [1]).status == [1]
+
+
+@pytest.mark.parametrize("folio_size", [2 * PAGE_SIZE, 16 * PAGE_SIZE, 64 * PAGE_SIZE, THP])
+def test_large_folios_move_whole(machine, folio_size):
+    p = machine.spawn()
+    a = p.mmap(2 * folio_size, folio_size=folio_size)
+    data = fill(p, a, 2 * folio_size, 5)
+    entries = [a + folio_size - PAGE_SIZE, a + folio_size, a + folio_size + 3 * PAGE_SIZE // 2]
+    r = p.move_pages(entries, [1, 1, 1])
+    assert r.ret == 0 and r.status == [1, 1, 1]
+    # every page of both folios moved, each folio once
+    assert p.move_pages(pages(a, 2 * folio_size), None).status == [1] * (2 * folio_size // PAGE_SIZE)
+    assert machine.vmstat["pgmigrate_success"] == 2 * folio_size // PAGE_SIZE
+    assert machine.vmstat["thp_migration_success"] == (2 if folio_size == THP else 0)
+    assert p.read(a, data.size) == data.tobytes()
+
+
+def test_entries_into_one_folio_with_different_targets_last_wins(machine):
+    with make_machine("cpu-serial", nodes="8M,8M,8M") as m:
+        p = m.spawn()
+        a = p.mmap(4 * PAGE_SIZE, folio_size=4 * PAGE_SIZE)
+        r = p.move_pages([a, a + PAGE_SIZE], [1, 2])
+        assert r.status == [2, 2] and r.ret == 1
+        assert m.vmstat["pgmigrate_success"] == 4
+
+
+def test_pinned_page_is_ebusy_after_retries_and_intact(machine):
+    p = machine.spawn()
+    a = p.mmap(4 * PAGE_SIZE)
+    data = fill(p, a, 4 * PAGE_SIZE, 6)
+    with p.pin(a + PAGE_SIZE):
+        r = p.move_pages(pages(a, 4 * PAGE_SIZE), [1] * 4)
+    assert r.status == [1, -errno.EBUSY, 1, 1] and r.ret == 1
+    assert machine.vmstat["pgmigrate_fail"] == 1 and machine.vmstat["pgmigrate_success"] == 3
+    assert p.read(a, data.size) == data.tobytes()
+    assert p.move_pages([a + PAGE_SIZE], [1]).status == [1]
+
+
+def test_pinned_thp_counts_thp_fail(machine):
+    p = machine.spawn()
+    a = p.mmap(THP, folio_size=THP)
+    with p.pin(a + 12345):
+        assert p.move_pages([a], [1]).status == [-errno.EBUSY]
+    assert machine.vmstat["thp_migration_fail"] == 1
+    assert machine.vmstat["pgmigrate_fail"] == 512
+
+
+def test_enomem_when_target_is_full(machine):
+    with make_machine(machine.scheduler.control.active.spec if machine.offload.active else
+                      "cpu-serial", nodes="8M,64K") as m:
+        p = m.spawn()
+        a = p.mmap(32 * PAGE_SIZE)
+        data = fill(p, a, 32 * PAGE_SIZE, 7)
+        r = p.move_pages(pages(a, 32 * PAGE_SIZE), [1] * 32)
+        assert r.status == [1] * 16 + [-errno.ENOMEM] * 16 and r.ret == 16
+        assert m.vmstat["pgmigrate_fail"] == 16
+        assert p.read(a, data.size) == data.tobytes()
+
+
+def test_thp_split_on_fragmented_target(machine):
+    with make_machine("cpu-serial", nodes="8M,4M") as m:
+        p = m.spawn()
+        # fragment node 1: every other page used, so no 2M block (nor any pair) is free
+        holes = p.mmap(1024 * PAGE_SIZE, node=1)
+        keep = [holes + i * PAGE_SIZE for i in range(1, 1024, 2)]
+        for i in range(0, 1024, 2):
+            p.munmap(holes + i * PAGE_SIZE, PAGE_SIZE)
+        assert m.nodes[1].buddy.largest_free_order() == 0
+        a = p.mmap(THP, folio_size=THP)
+        data = fill(p, a, THP, 8)
+        r = p.move_pages([a, a + THP - 1], [1, 1])
+        assert r.status == [1, 1] and r.ret == 0
+        assert m.vmstat["thp_migration_split"] == 1
+        assert m.vmstat["thp_migration_success"] == 0
+        assert m.vmstat["pgmigrate_success"] == 512
+        assert p.read(a, THP) == data.tobytes()
+        assert p.move_pages(keep[:3], None).status == [1, 1, 1]
+
+
+def test_split_pieces_that_still_do_not_fit_fail_enomem(machine):
+    with make_machine("cpu-serial", nodes="8M,1M") as m:
+        p = m.spawn()
+        a = p.mmap(THP, folio_size=THP)
+        data = fill(p, a, THP, 9)
+        r = p.move_pages(pages(a, THP), [1] * 512)
+        assert r.status.count(1) == 256 and r.status.count(-errno.ENOMEM) == 256
+        assert m.vmstat["thp_migration_split"] == 1
+        assert m.vmstat["pgmigrate_success"] == 256 and m.vmstat["pgmigrate_fail"] == 256
+        assert p.read(a, THP) == data.tobytes()
+
+
+def test_bad_arguments(machine):
+    p = machine.spawn()
+    a = p.mmap(PAGE_SIZE)
+    with pytest.raises(BadArgument, match="nodes"):
+        p.move_pages([a, a], [1])
+    with pytest.raises(TypeError, match="pages"):
+        p.move_pages("abc", [1])
+    with pytest.raises(TypeError, match="pages"):
+        p.move_pages([1.5], [1])
+    with pytest.raises(TypeError, match="flags"):
+        p.move_pages([a], [1], flags=None)
+    assert p.move_pages([], []).ret == 0
+    assert p.move_pages(np.array([a]), np.array([1])).status == [1]
