@@ -79,7 +79,7 @@ def _validate_specs(specs: list[str]) -> None:
 @click.option("--warmup", default=1, show_default=True, type=click.IntRange(0, 100),
               help="Untimed runs per cell before the timed ones.")
 @click.option("--batch-pages", default=None, type=click.IntRange(1, 1 << 24),
-              help="NR_MAX_BATCHED_MIGRATION in base pages [default: 8192; the kernel's "
+              help="NR_MAX_BATCHED_MIGRATION in base pages [default: 65536; the kernel's "
                    "is 512].")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document on stdout.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV on stdout.")

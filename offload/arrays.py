@@ -37,8 +37,16 @@ def run_boundaries(*contiguous: np.ndarray) -> np.ndarray:
     ``contiguous[k][i]`` tells whether element ``i + 1`` continues the run of element
     ``i``; a run breaks where any of them is False. Returns the start index of each run.
     """
-    n = contiguous[0].size + 1
-    cont = np.ones(n - 1, dtype=bool)
-    for c in contiguous:
-        cont &= c
-    return np.flatnonzero(np.concatenate(([True], ~cont)))
+    cont = contiguous[0]
+    for c in contiguous[1:]:
+        cont = cont & c
+    breaks = np.flatnonzero(~cont)
+    out = np.empty(breaks.size + 1, dtype=np.int64)
+    out[0] = 0
+    out[1:] = breaks + 1
+    return out
+
+
+def folio_pages(order: np.ndarray) -> np.ndarray:
+    """Base pages of each folio (``2**order``) as int64."""
+    return np.left_shift(np.int64(1), order, dtype=np.int64)

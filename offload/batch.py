@@ -7,8 +7,8 @@ from typing import Mapping
 
 import numpy as np
 
-from .arrays import run_boundaries
-from .constants import MR_SYSCALL, PAGE_SHIFT
+from .arrays import folio_pages, run_boundaries
+from .constants import MAX_FOLIO_ORDER, MR_SYSCALL, PAGE_SHIFT
 
 
 @dataclass(frozen=True)
@@ -100,12 +100,15 @@ class FolioBatch:
     @property
     def npages(self) -> np.ndarray:
         """Base pages per folio."""
-        return np.left_shift(1, self.order.astype(np.int64))
+        return folio_pages(self.order)
 
     @property
     def nbytes(self) -> int:
         """Payload bytes of the whole batch."""
-        return int(self.npages.sum()) << PAGE_SHIFT
+        if not len(self):
+            return 0
+        counts = np.bincount(self.order, minlength=MAX_FOLIO_ORDER + 1)
+        return int(counts @ (1 << np.arange(counts.size, dtype=np.int64))) << PAGE_SHIFT
 
     def runs(self, contiguous: str = "both") -> Runs:
         """Coalesce neighbouring folios into runs.
@@ -125,12 +128,14 @@ class FolioBatch:
         if n == 0:
             e = np.empty(0, dtype=np.int64)
             return Runs(e, e, e, e, e, e, e)
-        conds = [self.dst_node[1:] == self.dst_node[:-1],
-                 self.dst_pfn[1:] == self.dst_pfn[:-1] + npages[:-1]]
+        step = npages[:-1]
+        cont = np.equal(self.dst_pfn[1:], self.dst_pfn[:-1] + step)
         if contiguous == "both":
-            conds += [self.src_node[1:] == self.src_node[:-1],
-                      self.src_pfn[1:] == self.src_pfn[:-1] + npages[:-1]]
-        start = run_boundaries(*conds)
+            cont &= np.equal(self.src_pfn[1:], self.src_pfn[:-1] + step)
+        for nodes in ((self.dst_node, self.src_node) if contiguous == "both" else (self.dst_node,)):
+            if nodes[0] != nodes[-1] or nodes.min() != nodes.max():
+                cont &= nodes[1:] == nodes[:-1]
+        start = run_boundaries(cont)
         stop = np.append(start[1:], n)
         csum = np.concatenate(([0], np.cumsum(npages)))
         return Runs(self.src_node[start], self.src_pfn[start], self.dst_node[start],

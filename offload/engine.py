@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .arrays import expand_ranges
+from .arrays import folio_pages, expand_ranges
 from .batch import FolioBatch
 from .constants import HPAGE_PMD_ORDER, NR_MAX_MIGRATE_PAGES_RETRY
 from .node import ISOLATED, MIGRATING
@@ -63,7 +63,7 @@ class Outcome:
     def pages_failed(self) -> int:
         """Base pages that did not move."""
         bad = self.rc != 0
-        return int((np.left_shift(1, self.folios.order[bad].astype(np.int64))).sum())
+        return int((folio_pages(self.folios.order[bad])).sum())
 
 
 @dataclass
@@ -121,6 +121,11 @@ class MigrationEngine:
                 done.append(stuck)
                 rcs.append(np.full(len(stuck), -errno.ENOMEM, dtype=np.int64))
                 settled &= ~nomem_large
+            if settled.all():
+                done.append(pending)
+                rcs.append(rc)
+                pending = pending[:0]
+                continue
             done.append(pending[settled])
             rcs.append(rc[settled])
             pending = pending[rc == -errno.EAGAIN]
@@ -134,7 +139,10 @@ class MigrationEngine:
             rc[rc == -errno.EAGAIN] = -errno.EBUSY
             done.append(split)
             rcs.append(rc)
-        out = Outcome(Folios.concat(done), np.concatenate(rcs) if rcs else np.empty(0, np.int64))
+        if len(done) == 1:
+            out = Outcome(done[0], rcs[0])
+        else:
+            out = Outcome(Folios.concat(done), np.concatenate(rcs) if rcs else np.empty(0, np.int64))
         self._finish(out)
         return out
 
@@ -144,7 +152,7 @@ class MigrationEngine:
         n = len(folios)
         rc = np.zeros(n, dtype=np.int64)
         limit = self.m.batch_pages
-        npages = np.left_shift(1, folios.order.astype(np.int64))
+        npages = folio_pages(folios.order)
         csum = np.cumsum(npages)
         start = 0
         while start < n:
@@ -223,7 +231,7 @@ class MigrationEngine:
             return
         oid = _gather(nodes, g.node, g.pfn, "obj")
         oidx = _gather(nodes, g.node, g.pfn, "objidx")
-        npages = np.left_shift(1, g.order.astype(np.int64))
+        npages = folio_pages(g.order)
         for o, idx in _groups1(oid):
             obj = m.objects[int(o)]
             pages = expand_ranges(oidx[idx], npages[idx])
@@ -275,7 +283,7 @@ class MigrationEngine:
                 f = out.folios[bad]
                 _update(m.nodes, f.node, f.pfn, "state", ~np.uint8(ISOLATED | MIGRATING), op="and")
                 m.vmstat_add("pgmigrate_fail",
-                             int(np.left_shift(1, f.order.astype(np.int64)).sum()))
+                             int(folio_pages(f.order).sum()))
                 thp = int((f.order == HPAGE_PMD_ORDER).sum())
                 if thp:
                     m.vmstat_add("thp_migration_fail", thp)

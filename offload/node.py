@@ -90,14 +90,17 @@ class Node:
         heads = np.asarray(heads, dtype=np.int64)
         if heads.size == 0:
             return
-        orders = np.broadcast_to(np.asarray(orders, dtype=np.int64), heads.shape)
-        for k in np.unique(orders):
-            h = heads[orders == k]
-            self.order[pages_of(h, int(k))] = -1
+        orders = np.asarray(orders)
+        if orders.ndim == 0 or orders.min() == orders.max():
+            groups = [(int(orders.flat[0]), heads)]
+        else:
+            groups = [(int(k), heads[orders == k]) for k in np.unique(orders)]
+        for k, h in groups:
+            self.order[pages_of(h, k)] = -1
             self.obj[h] = -1
             self.state[h] = 0
             self.pins[h] = 0
-            self.buddy.free(h, int(k))
+            self.buddy.free(h, k)
 
     def head_of(self, pfn: np.ndarray) -> np.ndarray:
         """Head pfn of the folio holding each page (pages must be allocated)."""

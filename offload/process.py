@@ -230,6 +230,12 @@ class Process:
     # -- translation --------------------------------------------------------------------
     def _translate(self, addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """VMA index (-1: unmapped) and object page index of each address."""
+        if addrs.size and self._starts.size:
+            lo, hi = int(addrs.min()), int(addrs.max())
+            v = int(np.searchsorted(self._starts, lo, side="right")) - 1
+            if v >= 0 and hi < self._ends[v]:  # all in one mapping: no search per entry
+                idx = ((addrs - self._starts[v]) >> PAGE_SHIFT) + self._pgoffs[v]
+                return np.full(addrs.size, v, dtype=np.int64), idx
         i = np.searchsorted(self._starts, addrs, side="right") - 1
         ok = i >= 0
         ok[ok] = addrs[ok] < self._ends[i[ok]]

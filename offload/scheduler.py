@@ -137,9 +137,10 @@ class Scheduler:
                 self.cpu.offload_copy(batch)
                 return
             to_off = self._choose(batch)
-            cpu_ok = self._cpu_reach[batch.src_node] & self._cpu_reach[batch.dst_node]
-            to_off |= ~cpu_ok
-            to_off &= reach[batch.src_node] & reach[batch.dst_node]
+            if not self._cpu_reach.all():
+                to_off |= ~(self._cpu_reach[batch.src_node] & self._cpu_reach[batch.dst_node])
+            if not reach.all():
+                to_off &= reach[batch.src_node] & reach[batch.dst_node]
             self._run(mig, batch, to_off)
 
     def _choose(self, batch: FolioBatch) -> np.ndarray:
