@@ -110,7 +110,7 @@ class FolioBatch:
         counts = np.bincount(self.order, minlength=MAX_FOLIO_ORDER + 1)
         return int(counts @ (1 << np.arange(counts.size, dtype=np.int64))) << PAGE_SHIFT
 
-    def runs(self, contiguous: str = "both") -> Runs:
+    def runs(self, contiguous: str = "both", breaks: np.ndarray | None = None) -> Runs:
         """Coalesce neighbouring folios into runs.
 
         Parameters
@@ -120,6 +120,8 @@ class FolioBatch:
             descriptor per run). ``"dst"``: contiguous in the destination only (one
             gather into a contiguous destination per run; ``src_pfn`` of the run is
             then only its first folio's).
+        breaks : numpy.ndarray, optional
+            Batch positions where a run must start anyway (e.g. DMA channel slices).
         """
         if contiguous not in ("both", "dst"):
             raise ValueError(f"contiguous: expected 'both' or 'dst', got {contiguous!r}")
@@ -135,6 +137,10 @@ class FolioBatch:
         for nodes in ((self.dst_node, self.src_node) if contiguous == "both" else (self.dst_node,)):
             if nodes[0] != nodes[-1] or nodes.min() != nodes.max():
                 cont &= nodes[1:] == nodes[:-1]
+        if breaks is not None:
+            b = np.asarray(breaks, dtype=np.int64)
+            b = b[(b > 0) & (b < n)]
+            cont[b - 1] = False
         start = run_boundaries(cont)
         stop = np.append(start[1:], n)
         csum = np.concatenate(([0], np.cumsum(npages)))

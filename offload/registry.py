@@ -23,6 +23,7 @@ GROUP = "offload.backends"
 _FALLBACK = {
     "cpu-serial": "backends.cpu_serial:CpuSerial",
     "cpu-batched": "backends.cpu_batched:CpuBatched",
+    "dma-threads": "backends.dcbm:DmaThreads",
 }
 
 #: What to install when an import fails, by missing top-level module.

@@ -8,7 +8,8 @@ import pytest
 from offload import Machine, PAGE_SIZE
 
 #: Every CPU-runnable backend; the same test bodies run over each (as CuPy's tests do).
-CPU_BACKENDS = ["cpu-serial", "cpu-batched", "cpu-batched:threads=1"]
+CPU_BACKENDS = ["cpu-serial", "cpu-batched", "cpu-batched:threads=1", "dma-threads",
+                "dma-threads:channels=4", "dma-threads:channels=16,coalesce=false"]
 
 
 def make_machine(backend: str = "cpu-serial", nodes: str = "16M,16M", **kw) -> Machine:

@@ -1,0 +1,40 @@
+"""DCBM: the DMA batch migrator (driver logic), and the engines it drives.
+
+- ``dma-threads`` (:class:`DmaThreads`): channels are CPU worker threads;
+- ``cupy`` (:class:`backends.dcbm.cupy_engine.CupyDcbm`): channels are CUDA streams.
+
+Importing this package never imports CuPy.
+"""
+
+from __future__ import annotations
+
+from .driver import Dcbm
+from .engine import DmaEngine, Job
+from .plan import MAX_CHANNELS, Plan, channel_bounds, plan_batch
+from .threads import Faults, ThreadEngine
+
+
+class DmaThreads(Dcbm):
+    """``dma-threads``: DCBM over software channels run by CPU threads.
+
+    The CPU-only stand-in for a DMA engine: the same driver logic, with real copies,
+    on every machine. ``faults`` (a :class:`Faults`) injects errors, hangs and
+    out-of-order completion for tests.
+    """
+
+    name = "dma-threads"
+
+    def __init__(self, channels: int = 1, timeout: float = 10.0, coalesce: bool = True,
+                 faults: Faults | None = None) -> None:
+        super().__init__(channels, timeout, coalesce, engine=ThreadEngine(faults))
+
+    @property
+    def faults(self) -> Faults:
+        return self._engine.faults
+
+    def make_engine(self) -> DmaEngine:  # pragma: no cover - set in __init__
+        return ThreadEngine()
+
+
+__all__ = ["Dcbm", "DmaThreads", "DmaEngine", "Job", "Plan", "Faults", "ThreadEngine",
+           "MAX_CHANNELS", "channel_bounds", "plan_batch"]

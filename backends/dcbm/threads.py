@@ -1,0 +1,162 @@
+"""Software DMA channels: each channel a CPU worker thread doing real copies.
+
+Descriptors are executed in scatter-gather transactions of up to ``SG_ELEMS``
+descriptors (one vectorised copy each, as the later DCBM tree merges folios), and each
+descriptor's completion is recorded on its own. Faults can be injected for tests.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+from offload.arrays import expand_ranges
+
+from .engine import DONE, FAILED, DmaEngine, Job
+from .plan import Plan
+
+#: Descriptors per scatter-gather transaction.
+SG_ELEMS = 32
+
+
+@dataclass
+class Faults:
+    """Faults the thread engine injects (for tests).
+
+    Attributes
+    ----------
+    fail : set of int
+        Descriptor indices (in the plan) that complete with an error.
+    fail_every : int
+        When > 0, every n-th descriptor issued fails.
+    hang : set of int
+        Descriptors that never complete (until the job is aborted): a timeout.
+    reorder : bool
+        Complete each channel's descriptors in reverse order.
+    """
+
+    fail: set = field(default_factory=set)
+    fail_every: int = 0
+    hang: set = field(default_factory=set)
+    reorder: bool = False
+    issued: int = 0
+
+
+class _ThreadJob(Job):
+    def __init__(self, plan: Plan) -> None:
+        super().__init__(plan)
+        self.cond = threading.Condition()
+        self.left = len(plan)
+        self.active = 0
+        self.cancelled = threading.Event()
+
+
+class ThreadEngine(DmaEngine):
+    """A DMA engine whose channels are CPU worker threads."""
+
+    def __init__(self, faults: Faults | None = None) -> None:
+        self.faults = faults or Faults()
+        self._queues: list[queue.SimpleQueue] = []
+        self._threads: list[threading.Thread] = []
+
+    def open(self, channels: int) -> None:
+        for c in range(channels):
+            q: queue.SimpleQueue = queue.SimpleQueue()
+            t = threading.Thread(target=self._worker, args=(q,), name=f"dma-chan{c}", daemon=True)
+            t.start()
+            self._queues.append(q)
+            self._threads.append(t)
+
+    def submit(self, plan: Plan, memory: Mapping[int, object], channel_ids: list[int]) -> Job:
+        job = _ThreadJob(plan)
+        for c in range(plan.channels):
+            idx = plan.of_channel(c)
+            if idx.size:
+                with job.cond:
+                    job.active += 1
+                self._queues[channel_ids[c]].put((job, idx, memory))
+        return job
+
+    def wait(self, job: Job, timeout: float) -> bool:
+        assert isinstance(job, _ThreadJob)
+        with job.cond:
+            return job.cond.wait_for(lambda: job.left == 0, timeout)
+
+    def abort(self, job: Job) -> None:
+        assert isinstance(job, _ThreadJob)
+        job.cancelled.set()
+        with job.cond:
+            job.cond.wait_for(lambda: job.active == 0)
+
+    def close(self) -> None:
+        for q in self._queues:
+            q.put(None)
+        for t in self._threads:
+            t.join()
+        self._queues.clear()
+        self._threads.clear()
+
+    # -- the channel ----------------------------------------------------------------------
+    def _worker(self, q: queue.SimpleQueue) -> None:
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            job, idx, memory = item
+            try:
+                self._run(job, idx, memory)
+            finally:
+                with job.cond:
+                    job.active -= 1
+                    job.cond.notify_all()
+
+    def _run(self, job: _ThreadJob, idx: np.ndarray, memory) -> None:
+        f = self.faults
+        if f.reorder:
+            idx = idx[::-1]
+        plan = job.plan
+        for lo in range(0, idx.size, SG_ELEMS):
+            if job.cancelled.is_set():
+                return
+            sg = idx[lo:lo + SG_ELEMS]
+            bad = np.zeros(sg.size, dtype=bool)
+            if f.fail or f.fail_every:
+                nums = f.issued + np.arange(1, sg.size + 1)
+                bad = np.isin(sg, list(f.fail))
+                if f.fail_every:
+                    bad |= nums % f.fail_every == 0
+            f.issued += sg.size
+            hang = np.isin(sg, list(f.hang)) if f.hang else np.zeros(sg.size, dtype=bool)
+            good = sg[~bad & ~hang]
+            if good.size:
+                _copy(plan, good, memory)
+            with job.cond:
+                job.status[good] = DONE
+                job.status[sg[bad]] = FAILED
+                job.left -= good.size + int(bad.sum())
+                job.cond.notify_all()
+            if hang.any():
+                job.cancelled.wait()  # never completes; only an abort ends it
+                return
+
+
+def _copy(plan: Plan, d: np.ndarray, memory) -> None:
+    """Copy descriptors *d* as one transaction: a slice copy each, or one gather."""
+    sn, dn = plan.src_node[d], plan.dst_node[d]
+    if d.size <= 4 or plan.npages[d].min() >= 64:
+        for s, sp, t, dp, k in zip(sn.tolist(), plan.src_pfn[d].tolist(), dn.tolist(),
+                                   plan.dst_pfn[d].tolist(), plan.npages[d].tolist()):
+            np.copyto(memory[t][dp:dp + k], memory[s][sp:sp + k])
+        return
+    npg = plan.npages[d]
+    spfn = expand_ranges(plan.src_pfn[d], npg)
+    dpfn = expand_ranges(plan.dst_pfn[d], npg)
+    sn, dn = np.repeat(sn, npg), np.repeat(dn, npg)
+    pair = sn.astype(np.int64) * 65536 + dn
+    for key in np.unique(pair):
+        sel = pair == key
+        memory[int(key % 65536)][dpfn[sel]] = memory[int(key // 65536)][spfn[sel]]

@@ -1,0 +1,125 @@
+"""DCBM: planning (pure numpy), the thread engine, faults, refusals, counters."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from backends.dcbm import DmaThreads, Faults, channel_bounds, plan_batch
+from offload import FolioBatch, Machine, PAGE_SIZE, SpecError, registry
+
+from conftest import fill, pages
+
+
+@pytest.mark.parametrize("n, ch, expect", [
+    (10, 4, [0, 2, 5, 7, 10]), (3, 8, [0, 1, 2, 3]), (100, 32, None), (1, 16, [0, 1]),
+])
+def test_channel_slices_follow_the_kernel(n, ch, expect):
+    b = channel_bounds(n, ch)
+    c = min(ch, n, 16)
+    assert b.tolist() == [n * i // c for i in range(c + 1)]
+    if expect:
+        assert b.tolist() == expect
+
+
+def batch_of(src, dst, order, n_nodes=2):
+    mem = {i: np.zeros((4096, PAGE_SIZE), np.uint8) for i in range(n_nodes)}
+    k = len(src)
+    return FolioBatch([0] * k, src, [1] * k, dst, order, memory=mem)
+
+
+def test_plan_one_descriptor_per_folio_without_coalescing():
+    b = batch_of(np.arange(10) * 2, np.arange(10) * 2, [1] * 10)
+    p = plan_batch(b, 4, coalesce=False)
+    assert len(p) == 10 and p.channel.tolist() == [0, 0, 1, 1, 1, 2, 2, 3, 3, 3]
+    assert p.npages.tolist() == [2] * 10 and (p.stop - p.start == 1).all()
+
+
+def test_coalesced_runs_never_cross_channels():
+    b = batch_of(np.arange(12), np.arange(12) + 100, [0] * 12)
+    p = plan_batch(b, 3)
+    assert len(p) == 3 and p.npages.tolist() == [4, 4, 4]
+    assert p.channel.tolist() == [0, 1, 2] and p.src_pfn.tolist() == [0, 4, 8]
+    b2 = batch_of([0, 1, 5, 6], [10, 11, 12, 13], [0] * 4)
+    p2 = plan_batch(b2, 1)
+    assert p2.npages.tolist() == [2, 2] and p2.start.tolist() == [0, 2]
+    assert p2.folios_done(np.array([False, True]), 4).tolist() == [False, False, True, True]
+
+
+@pytest.mark.parametrize("spec", ["dma-threads:channels=0", "dma-threads:channels=17",
+                                  "dma-threads:timeout=0", "dma-threads:channels=two"])
+def test_bad_specs(spec):
+    with pytest.raises(SpecError):
+        registry.create(spec)
+
+
+def migrate_with(mig, n=64, folio=PAGE_SIZE):
+    with Machine(nodes="16M,16M", offload=mig, policy="offload-only") as m:
+        p = m.spawn()
+        a = p.mmap(n * folio, folio_size=folio)
+        data = fill(p, a, n * folio, 5)
+        r = p.move_pages(pages(a, n * folio, folio), [1] * n)
+        assert r.ret == 0 and r.status == [1] * n
+        assert p.read(a, data.size) == data.tobytes()
+        return m.vmstat["pgmigrate_success"]
+
+
+def test_failed_descriptors_fall_back_and_count():
+    mig = DmaThreads(channels=4, coalesce=False, faults=Faults(fail={3, 40}))
+    assert migrate_with(mig) == 64
+    assert mig.folios_failures == 2 and mig.folios_migrated == 62
+
+
+def test_every_nth_descriptor_fails():
+    mig = DmaThreads(channels=2, coalesce=False, faults=Faults(fail_every=5))
+    migrate_with(mig)
+    assert mig.folios_failures == 12 and mig.folios_migrated == 52
+
+
+def test_timeout_aborts_and_the_cpu_copies_the_rest():
+    mig = DmaThreads(channels=4, timeout=0.05, coalesce=False, faults=Faults(hang={20}))
+    migrate_with(mig)
+    assert mig.timeouts == 1
+    assert 1 <= mig.folios_failures <= 16  # the hung descriptor and what queued behind it
+    assert mig.folios_migrated + mig.folios_failures == 64
+
+
+def test_out_of_order_completion_is_tracked_per_descriptor():
+    mig = DmaThreads(channels=3, coalesce=False, faults=Faults(reorder=True, fail={0}))
+    migrate_with(mig, n=16, folio=4 * PAGE_SIZE)
+    assert mig.folios_failures == 1 and mig.folios_migrated == 15
+
+
+def test_batches_refused_when_every_channel_is_busy():
+    import time
+
+    mig = DmaThreads(channels=1, faults=Faults(hang={0}), timeout=1.0)
+    mem = {0: np.ones((64, PAGE_SIZE), np.uint8), 1: np.zeros((64, PAGE_SIZE), np.uint8)}
+    first = FolioBatch([0], [0], [1], [0], [0], memory=mem)
+    t = threading.Thread(target=mig.offload_copy, args=(first,))
+    t.start()
+    deadline = time.monotonic() + 5
+    while mig._free and time.monotonic() < deadline:  # until the hung batch holds the channel
+        time.sleep(0.001)
+    second = FolioBatch([0], [1], [1], [1], [0], memory=mem)
+    mig.offload_copy(second)
+    assert mig.batches_refused == 1 and not second.copied.any()
+    assert not mem[1][1].any()  # a refused batch writes nothing
+    t.join(10)
+    assert mig.timeouts == 1 and not first.copied.any()
+    mig.close()
+
+
+def test_unregister_is_offload_off_and_close_stops_channels():
+    mig = DmaThreads(channels=2)
+    with Machine(nodes="8M,8M", policy="offload-only") as m:
+        m.offload.register(mig)
+        p = m.spawn()
+        a = p.mmap(8 * PAGE_SIZE)
+        p.move_pages(pages(a, 8 * PAGE_SIZE), [1] * 8)
+        assert mig.folios_migrated == 8
+        m.offload.unregister(mig)
+        p.move_pages(pages(a, 8 * PAGE_SIZE), [0] * 8)
+        assert mig.folios_migrated == 8
+    mig.close()
+    assert all(not t.is_alive() for t in mig._engine._threads)
