@@ -81,11 +81,15 @@ def _validate_specs(specs: list[str]) -> None:
 @click.option("--batch-pages", default=None, type=click.IntRange(1, 1 << 24),
               help="NR_MAX_BATCHED_MIGRATION in base pages [default: 65536; the kernel's "
                    "is 512].")
+@click.option("--to", "to", type=click.Choice(["dram", "device"]), default="dram",
+              show_default=True,
+              help="Kind of the destination node; 'device' (GPU memory, needs CuPy) times "
+                   "dram -> device moves only and adds a cudaMemcpy roofline.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document on stdout.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV on stdout.")
 @click.pass_context
 def bench(ctx: click.Context, backends: str, sizes: str, total: str, repeat: int, warmup: int,
-          batch_pages: int | None, as_json: bool, as_csv: bool) -> None:
+          batch_pages: int | None, to: str, as_json: bool, as_csv: bool) -> None:
     """Benchmark migration: GB/s of move_pages by backend and folio size.
 
     With no subcommand, runs the move_pages suite: a region of --total bytes is moved
@@ -114,16 +118,30 @@ def bench(ctx: click.Context, backends: str, sizes: str, total: str, repeat: int
                                  param_hint="--total")
     bp = batch_pages or movepages.DEFAULT_BATCH_PAGES
     data = movepages.pattern(total_b, 0)
+    if to == "device":
+        from offload import registry
+
+        info = registry.info("cupy")
+        if not info.available:
+            raise click.BadParameter(f"device nodes need the cupy backend: {info.reason}",
+                                     param_hint="--to")
     roof = summarize(memcpy_gbps(total_b, max(3, repeat)))["gbps_median"]
-    cases = [movepages.Case(b, s, total_b, repeat, warmup, bp) for b in specs for s in size_list]
+    extra = {"batch_pages": None}
+    if to == "device":
+        from .roofline import h2d_gbps
+
+        extra["roofline_h2d_gbps"] = summarize(h2d_gbps(total_b, max(3, repeat)))["gbps_median"]
+    cases = [movepages.Case(b, s, total_b, repeat, warmup, bp, to=to)
+             for b in specs for s in size_list]
     with click.progressbar(length=len(cases), label="move_pages", file=sys.stderr) as bar:
         try:
             results = movepages.run_cases(cases, data, on_done=lambda c: bar.update(1))
         except movepages.VerificationError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(3)
-    report.add_ratios(results, roof)
-    doc = report.document(host_info(), roof, results, batch_pages=bp)
+    report.add_ratios(results, roof, extra.get("roofline_h2d_gbps"))
+    extra["batch_pages"] = bp
+    doc = report.document(host_info(), roof, results, **extra)
     if as_json:
         click.echo(report.to_json(doc))
     elif as_csv:
@@ -131,5 +149,5 @@ def bench(ctx: click.Context, backends: str, sizes: str, total: str, repeat: int
     else:
         click.echo(f"move_pages of {total} between two nodes, GB/s median±stdev "
                    f"(xN: ratio to cpu-serial; ~: spread > 10%), batch {bp} pages")
-        click.echo(report.table(results, roof, size_list))
+        click.echo(report.table(results, roof, size_list, extra.get("roofline_h2d_gbps")))
         click.echo(report.details(results))

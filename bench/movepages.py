@@ -28,23 +28,26 @@ class Case:
     warmup: int = 1
     batch_pages: int = DEFAULT_BATCH_PAGES
     seed: int = 0
+    to: str = "dram"  #: kind of the destination node (node 1)
 
 
 class VerificationError(AssertionError):
     """A benchmark run left wrong bytes (or wrong counters) behind."""
 
 
-def machine_for(backend: str, total: int, batch_pages: int) -> Machine:
+def machine_for(backend: str, total: int, batch_pages: int, to: str = "dram") -> Machine:
     """A two-node machine sized for *total* bytes, with *backend* doing the batch copy.
 
     ``cpu-serial`` is the vanilla kernel (no migrator registered); any other backend is
     registered as the migrator with the ``offload-only`` policy, so it copies every batch.
+    Node 1 is of kind *to* (``dram`` or ``device``).
     """
     node = ((total + (8 << 20)) >> 21) << 21
+    nodes = f"dram:{node},{to}:{node}"
     if backend.strip() == "cpu-serial":
-        return Machine(nodes=f"{node},{node}", cpu="cpu-serial", batch_pages=batch_pages)
-    return Machine(nodes=f"{node},{node}", cpu="cpu-serial", offload=backend,
-                   policy="offload-only", batch_pages=batch_pages)
+        return Machine(nodes=nodes, cpu="cpu-serial", batch_pages=batch_pages)
+    return Machine(nodes=nodes, cpu="cpu-serial", offload=backend, policy="offload-only",
+                   batch_pages=batch_pages)
 
 
 def pattern(total: int, seed: int) -> np.ndarray:
@@ -82,7 +85,7 @@ def run_case(case: Case, data: np.ndarray | None = None, machine: Machine | None
     if data is None:
         data = pattern(total, case.seed)
     own = machine is None
-    m = machine_for(case.backend, total, case.batch_pages) if own else machine
+    m = machine_for(case.backend, total, case.batch_pages, case.to) if own else machine
     try:
         p = m.spawn(uid=0)
         addr = p.mmap(total, node=0, folio_size=case.folio_size)
@@ -90,7 +93,11 @@ def run_case(case: Case, data: np.ndarray | None = None, machine: Machine | None
         addrs = np.arange(addr, addr + total, case.folio_size, dtype=np.int64)
         gbps, copy_frac, overhead = [], [], []
         where = 0
+        one_way = case.to != "dram"  # time dram -> device only; come back untimed
         for i in range(case.warmup + case.repeat):
+            if one_way and where == 1:
+                p.move_pages(addrs, np.zeros(addrs.size, dtype=np.int64))
+                where = 0
             where = 1 - where
             targets = np.full(addrs.size, where, dtype=np.int64)
             before = m.engine.stats.copy_s
@@ -121,6 +128,7 @@ def run_case(case: Case, data: np.ndarray | None = None, machine: Machine | None
         "folios": folios,
         "repeat": case.repeat,
         "batch_pages": case.batch_pages,
+        "direction": "dram->device" if case.to != "dram" else "dram<->dram",
         "gbps": gbps,
     }
     row.update(summarize(gbps))
@@ -136,7 +144,7 @@ def run_cases(cases: list[Case], data: np.ndarray, on_done=None) -> list[dict]:
     rows = []
     try:
         for case in cases:
-            key = (case.backend, case.total, case.batch_pages)
+            key = (case.backend, case.total, case.batch_pages, case.to)
             if key not in machines:
                 machines[key] = machine_for(*key)
             rows.append(run_case(case, data, machines[key]))

@@ -18,17 +18,20 @@ def document(machine: dict, roofline: float, results: list[dict], **extra) -> di
     return doc
 
 
-def add_ratios(results: list[dict], roofline: float, baseline: str = "cpu-serial") -> None:
-    """Add ``ratio_to_serial`` and ``ratio_to_roofline`` to each row (same run)."""
+def add_ratios(results: list[dict], roofline: float, h2d: float | None = None,
+               baseline: str = "cpu-serial") -> None:
+    """Add ``ratio_to_serial`` and ``ratio_to_roofline`` (and ``ratio_to_h2d``) to each row."""
     base = {(r["suite"], r["folio_size"]): r["gbps_median"] for r in results
             if r["backend"] == baseline}
     for r in results:
         b = base.get((r["suite"], r["folio_size"]))
         r["ratio_to_serial"] = r["gbps_median"] / b if b else None
         r["ratio_to_roofline"] = r["gbps_median"] / roofline if roofline else None
+        if h2d:
+            r["ratio_to_h2d"] = r["gbps_median"] / h2d
 
 
-def table(results: list[dict], roofline: float, sizes: list[int]) -> str:
+def table(results: list[dict], roofline: float, sizes: list[int], h2d: float | None = None) -> str:
     """A plain-text table: one row per backend, one column per folio size."""
     backends = list(dict.fromkeys(r["backend"] for r in results))
     cells = {(r["backend"], r["folio_size"]): r for r in results}
@@ -49,6 +52,8 @@ def table(results: list[dict], roofline: float, sizes: list[int]) -> str:
             row.append(text)
         rows.append(row)
     rows.append(["memcpy roofline"] + [f"{roofline:.2f}"] * len(sizes))
+    if h2d:
+        rows.append(["cudaMemcpy H2D"] + [f"{h2d:.2f}"] * len(sizes))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
              for r in rows]

@@ -19,3 +19,21 @@ def memcpy_gbps(total_bytes: int, repeat: int = 3) -> list[float]:
         np.copyto(dst, src)
         out.append(total_bytes / (time.perf_counter() - t0) / 1e9)
     return out
+
+
+def h2d_gbps(total_bytes: int, repeat: int = 3) -> list[float]:
+    """GB/s of one cudaMemcpy of *total_bytes* from pinned host memory to the GPU."""
+    import cupy
+
+    host = cupy.cuda.alloc_pinned_memory(total_bytes)
+    src = np.frombuffer(host, dtype=np.uint8, count=total_bytes)
+    src.fill(0x5A)
+    dst = cupy.empty(total_bytes, dtype=np.uint8)
+    rt = cupy.cuda.runtime
+    rt.memcpy(dst.data.ptr, src.ctypes.data, total_bytes, 1)  # warm
+    out = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        rt.memcpy(dst.data.ptr, src.ctypes.data, total_bytes, 1)  # cudaMemcpyHostToDevice
+        out.append(total_bytes / (time.perf_counter() - t0) / 1e9)
+    return out

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .arrays import folio_pages, expand_ranges
+from . import devmem
 from .batch import FolioBatch
 from .constants import HPAGE_PMD_ORDER, NR_MAX_MIGRATE_PAGES_RETRY
 from .node import ISOLATED, MIGRATING
@@ -196,10 +197,21 @@ class MigrationEngine:
         m.copy_batch(batch)
         unmarked = ~batch.copied
         if unmarked.any():
-            sub = batch[unmarked]
-            self.stats.cpu_fallback_folios += len(sub)
-            m.cpu.offload_copy(sub)
-            batch.absorb(sub)
+            self.stats.cpu_fallback_folios += int(unmarked.sum())
+            reach = m.scheduler.cpu_reaches(batch)
+            if (unmarked & reach).any():
+                sub = batch[unmarked & reach]
+                m.cpu.offload_copy(sub)
+                batch.absorb(sub)
+            far = unmarked & ~reach
+            if far.any():
+                # device memory the CPU path cannot touch: copy through the CUDA runtime
+                g2 = batch[far]
+                sp, dp = g2.page_indices()
+                npg = g2.npages
+                devmem.copy_pages(batch.memory, np.repeat(g2.src_node, npg), sp,
+                                  np.repeat(g2.dst_node, npg), dp)
+                batch.copied[far] = True
             if not batch.copied.all():
                 raise RuntimeError(f"CPU copy backend {m.cpu.name} left folios uncopied")
         t2 = time.perf_counter()

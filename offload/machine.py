@@ -89,9 +89,13 @@ class Machine:
         self.cpu = self._backend(cpu, "cpu")
         offload_backend = None if offload is None else self._backend(offload, "offload")
         if any(kind == "device" for kind, _ in layout):
-            self.close()
-            raise BackendUnavailable("nodes: device nodes need CuPy and a usable GPU, and the "
-                                     "cupy backend that places them is not available here")
+            from . import registry
+
+            info = registry.info("cupy") if "cupy" in registry.names() else None
+            if info is None or not info.available:
+                self.close()
+                why = info.reason if info is not None else "no cupy backend is registered"
+                raise BackendUnavailable(f"nodes: device nodes need CuPy and a usable GPU: {why}")
         self.nodes: tuple[Node, ...] = tuple(Node(i, size // PAGE_SIZE, kind)
                                              for i, (kind, size) in enumerate(layout))
         self.memory: Mapping[int, object] = MappingProxyType({n.id: n.frames for n in self.nodes})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import devmem
 from .buddy import BuddyAllocator
 from .constants import MAX_FOLIO_ORDER, PAGE_SIZE
 
@@ -45,7 +46,7 @@ class Node:
         self.kind = kind
         self.nr_pages = int(nr_pages)
         if frames is None:
-            frames = np.zeros((self.nr_pages, PAGE_SIZE), dtype=np.uint8)
+            frames = devmem.allocate(kind, self.nr_pages, PAGE_SIZE)
         self.frames = frames
         self.buddy = BuddyAllocator(self.nr_pages, MAX_FOLIO_ORDER)
         self.order = np.full(self.nr_pages, -1, dtype=np.int8)
@@ -82,7 +83,7 @@ class Node:
             self.obj[heads] = -1
             self.state[heads] = 0
             if zero:
-                self.frames[pages] = 0
+                devmem.zero(self.frames, pages)
         return heads
 
     def free_folios(self, heads: np.ndarray, orders: np.ndarray | int) -> None:
@@ -101,6 +102,18 @@ class Node:
             self.state[h] = 0
             self.pins[h] = 0
             self.buddy.free(h, k)
+
+    def read_pages(self, pfns: np.ndarray) -> np.ndarray:
+        """Rows *pfns* as a new host array (from GPU memory for a device node)."""
+        return devmem.gather(self.frames, pfns)
+
+    def write_pages(self, pfns: np.ndarray, rows: np.ndarray) -> None:
+        """Write host *rows* into pages *pfns*."""
+        devmem.scatter(self.frames, pfns, rows)
+
+    def write_bytes(self, pfn: int, off: int, buf: np.ndarray) -> None:
+        """Write *buf* at byte *off* of page *pfn*."""
+        devmem.write_partial(self.frames, pfn, off, buf)
 
     def head_of(self, pfn: np.ndarray) -> np.ndarray:
         """Head pfn of the folio holding each page (pages must be allocated)."""

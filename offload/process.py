@@ -307,13 +307,14 @@ class Process:
             vi, idx, oid, nid, pfn = self._wait_stable(addr, n)
             out = np.empty((pfn.size, PAGE_SIZE), dtype=np.uint8)
             present = pfn >= 0
-            if present.all() and nid.min() == nid.max():
-                np.take(m.nodes[int(nid[0])].frames, pfn, axis=0, out=out, mode="clip")
+            node0 = m.nodes[int(nid[0])] if nid.size else None
+            if present.all() and nid.min() == nid.max() and node0.kind == "dram":
+                np.take(node0.frames, pfn, axis=0, out=out, mode="clip")
             else:
                 out[~present] = 0
                 for s in np.unique(nid[present]):
                     sel = (nid == s) & present
-                    out[sel] = m.nodes[int(s)].frames[pfn[sel]]
+                    out[sel] = m.nodes[int(s)].read_pages(pfn[sel])
             none = pfn == PTE_NONE
             if none.any():
                 for v in np.unique(vi[none]):
@@ -443,16 +444,16 @@ def _scatter(m: "Machine", nid: np.ndarray, pfn: np.ndarray, off: int, buf: np.n
     k = pfn.size
     n = buf.size
     if k == 1:
-        m.nodes[int(nid[0])].frames[pfn[0], off:off + n] = buf
+        m.nodes[int(nid[0])].write_bytes(int(pfn[0]), off, buf[:n])
         return
     head = PAGE_SIZE - off
-    m.nodes[int(nid[0])].frames[pfn[0], off:] = buf[:head]
+    m.nodes[int(nid[0])].write_bytes(int(pfn[0]), off, buf[:head])
     mid = k - 2
     if mid:
         body = buf[head:head + mid * PAGE_SIZE].reshape(mid, PAGE_SIZE)
         mn, mp = nid[1:-1], pfn[1:-1]
         for s in np.unique(mn):
             sel = mn == s
-            m.nodes[int(s)].frames[mp[sel]] = body[sel]
+            m.nodes[int(s)].write_pages(mp[sel], body[sel])
     tail = buf[head + mid * PAGE_SIZE:]
-    m.nodes[int(nid[-1])].frames[pfn[-1], :tail.size] = tail
+    m.nodes[int(nid[-1])].write_bytes(int(pfn[-1]), 0, tail)

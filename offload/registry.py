@@ -24,6 +24,7 @@ _FALLBACK = {
     "cpu-serial": "backends.cpu_serial:CpuSerial",
     "cpu-batched": "backends.cpu_batched:CpuBatched",
     "dma-threads": "backends.dcbm:DmaThreads",
+    "cupy": "backends.dcbm.cupy_engine:CupyDcbm",
 }
 
 #: What to install when an import fails, by missing top-level module.

@@ -125,7 +125,7 @@ class Scheduler:
         """Copy what the policy gives each side; leave failures unmarked for the engine."""
         with self.control.use(batch.reason) as mig:
             if mig is None:
-                self.cpu.offload_copy(batch)
+                self._cpu_copy(batch)
                 return
             try:
                 take = bool(mig.should_batch(batch))
@@ -134,7 +134,7 @@ class Scheduler:
                 self.control.warn(mig, exc)
                 take, reach = False, None
             if not take:
-                self.cpu.offload_copy(batch)
+                self._cpu_copy(batch)
                 return
             to_off = self._choose(batch)
             if not self._cpu_reach.all():
@@ -142,6 +142,23 @@ class Scheduler:
             if not reach.all():
                 to_off &= reach[batch.src_node] & reach[batch.dst_node]
             self._run(mig, batch, to_off)
+
+    def _cpu_copy(self, batch: FolioBatch) -> None:
+        """The CPU path copies what it can reach; the engine copies the rest later."""
+        if self._cpu_reach.all():
+            self.cpu.offload_copy(batch)
+            return
+        ok = self._cpu_reach[batch.src_node] & self._cpu_reach[batch.dst_node]
+        if ok.any():
+            sub = batch[ok]
+            self.cpu.offload_copy(sub)
+            batch.absorb(sub)
+
+    def cpu_reaches(self, batch: FolioBatch) -> np.ndarray:
+        """Per folio: whether the CPU copy path can reach both of its nodes."""
+        if self._cpu_reach.all():
+            return np.ones(len(batch), dtype=bool)
+        return self._cpu_reach[batch.src_node] & self._cpu_reach[batch.dst_node]
 
     def _choose(self, batch: FolioBatch) -> np.ndarray:
         p = self.policy

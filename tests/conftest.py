@@ -12,6 +12,20 @@ CPU_BACKENDS = ["cpu-serial", "cpu-batched", "cpu-batched:threads=1", "dma-threa
                 "dma-threads:channels=4", "dma-threads:channels=16,coalesce=false"]
 
 
+def gpu_status() -> tuple[bool, str]:
+    """Whether the cupy backend can run here, and why not (a cached child-process check)."""
+    from offload import registry
+
+    info = registry.info("cupy")
+    return info.available, info.reason
+
+
+GPU_OK, GPU_REASON = gpu_status()
+#: The GPU backends, run through the same test bodies when a GPU is usable.
+GPU_BACKENDS = ["cupy:channels=4", "cupy:channels=2,path=kernel", "cupy:channels=1,path=memcpy"]
+requires_gpu = pytest.mark.skipif(not GPU_OK, reason=f"no usable GPU: {GPU_REASON}")
+
+
 def make_machine(backend: str = "cpu-serial", nodes: str = "16M,16M", **kw) -> Machine:
     """A machine whose batch copies go to *backend* (``cpu-serial``: no migrator)."""
     if backend == "cpu-serial":
@@ -20,7 +34,8 @@ def make_machine(backend: str = "cpu-serial", nodes: str = "16M,16M", **kw) -> M
     return Machine(nodes=nodes, cpu="cpu-serial", offload=backend, **kw)
 
 
-@pytest.fixture(params=CPU_BACKENDS)
+@pytest.fixture(params=CPU_BACKENDS + [pytest.param(b, marks=[pytest.mark.gpu, requires_gpu])
+                                        for b in GPU_BACKENDS])
 def backend(request) -> str:
     return request.param
 

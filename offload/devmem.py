@@ -1,0 +1,78 @@
+"""Page access that works for host (numpy) and device (CuPy) frames alike.
+
+Host frames are numpy arrays; the frames of a ``device`` node are a CuPy array. CuPy is
+imported only when device frames are actually touched.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def on_device(frames) -> bool:
+    """Whether *frames* live in GPU memory (a CuPy array)."""
+    return not isinstance(frames, np.ndarray)
+
+
+def _cp():
+    import cupy
+
+    return cupy
+
+
+def allocate(kind: str, nr_pages: int, page_size: int):
+    """Zeroed frames for a node of *kind* (``dram``: numpy; ``device``: CuPy)."""
+    if kind == "device":
+        return _cp().zeros((nr_pages, page_size), dtype=np.uint8)
+    return np.zeros((nr_pages, page_size), dtype=np.uint8)
+
+
+def gather(frames, pfns: np.ndarray) -> np.ndarray:
+    """Rows *pfns* of *frames* as a new host array."""
+    if not on_device(frames):
+        return frames[pfns]
+    cp = _cp()
+    return cp.asnumpy(frames[cp.asarray(pfns)])
+
+
+def scatter(frames, pfns: np.ndarray, rows: np.ndarray) -> None:
+    """Write host *rows* into rows *pfns* of *frames*."""
+    if not on_device(frames):
+        frames[pfns] = rows
+        return
+    cp = _cp()
+    frames[cp.asarray(pfns)] = cp.asarray(rows)
+
+
+def write_partial(frames, pfn: int, off: int, buf: np.ndarray) -> None:
+    """Write *buf* at byte *off* of page *pfn*."""
+    if not on_device(frames):
+        frames[pfn, off:off + buf.size] = buf
+        return
+    frames[int(pfn), off:off + buf.size] = _cp().asarray(buf)
+
+
+def zero(frames, pages: np.ndarray) -> None:
+    """Zero rows *pages*."""
+    if not on_device(frames):
+        frames[pages] = 0
+        return
+    frames[_cp().asarray(pages)] = 0
+
+
+def copy_pages(memory, src_node: np.ndarray, src_pfn: np.ndarray, dst_node: np.ndarray,
+               dst_pfn: np.ndarray) -> None:
+    """Copy pages one for one between any frames (host or device), grouped by node pair."""
+    pair = src_node.astype(np.int64) * 65536 + dst_node
+    for key in np.unique(pair):
+        sel = pair == key
+        src, dst = memory[int(key // 65536)], memory[int(key % 65536)]
+        if not on_device(src) and not on_device(dst):
+            dst[dst_pfn[sel]] = src[src_pfn[sel]]
+        elif on_device(src) and on_device(dst):
+            cp = _cp()
+            dst[cp.asarray(dst_pfn[sel])] = src[cp.asarray(src_pfn[sel])]
+        elif on_device(dst):
+            scatter(dst, dst_pfn[sel], src[src_pfn[sel]])
+        else:
+            dst[dst_pfn[sel]] = gather(src, src_pfn[sel])
