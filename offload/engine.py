@@ -108,8 +108,32 @@ class MigrationEngine:
         """
         done: list[Folios] = []
         rcs: list[np.ndarray] = []
-        pending = folios
         pieces: list[Folios] = []
+        ctx = {"current": folios}  # what this call still holds isolated, for error recovery
+        try:
+            return self._migrate(folios, reason, done, rcs, pieces, ctx)
+        except BaseException:
+            # a backend bug: put back every folio still at its source, then report it
+            self._putback_after_error(done, rcs, pieces, ctx["current"])
+            raise
+
+    def _putback_after_error(self, done, rcs, pieces, current) -> None:
+        m = self.m
+        with m.lock:
+            held = [f[rc != 0] for f, rc in zip(done, rcs) if len(f)] + pieces + [current]
+            for f in held:
+                if f is None or not len(f):
+                    continue
+                st = _gather(m.nodes, f.node, f.pfn, "state")
+                mine = (st & ISOLATED) != 0
+                if mine.any():
+                    g = f[mine]
+                    _update(m.nodes, g.node, g.pfn, "state", ~np.uint8(ISOLATED | MIGRATING),
+                            op="and")
+            m.cond.notify_all()
+
+    def _migrate(self, folios: Folios, reason: str, done, rcs, pieces, ctx) -> Outcome:
+        pending = folios
         for _ in range(NR_MAX_MIGRATE_PAGES_RETRY):
             if not len(pending):
                 break
@@ -126,16 +150,21 @@ class MigrationEngine:
                 done.append(pending)
                 rcs.append(rc)
                 pending = pending[:0]
+                ctx["current"] = None
                 continue
             done.append(pending[settled])
             rcs.append(rc[settled])
             pending = pending[rc == -errno.EAGAIN]
+            ctx["current"] = pending
         if len(pending):
             # still busy after every pass: a pinned folio
             done.append(pending)
             rcs.append(np.full(len(pending), -errno.EBUSY, dtype=np.int64))
+        ctx["current"] = None
         if pieces:
             split = Folios.concat(pieces)
+            ctx["current"] = split
+            pieces.clear()
             rc = self._one_pass(split, reason)
             rc[rc == -errno.EAGAIN] = -errno.EBUSY
             done.append(split)
@@ -194,6 +223,22 @@ class MigrationEngine:
         g = f[sel]
         batch = FolioBatch(g.node, g.pfn, g.target, dst[sel], g.order,
                            memory=m.memory, reason=reason)
+        try:
+            self._copy(batch)
+        except BaseException:
+            with m.lock:  # undo the unmap: sources stay, destinations go
+                for d, k, idx in _groups(g.target, g.order):
+                    nodes[d].free_folios(batch.dst_pfn[idx], k)
+                _update(nodes, g.node, g.pfn, "state", ~np.uint8(MIGRATING), op="and")
+                m.cond.notify_all()
+            raise
+        t2 = time.perf_counter()
+        self.stats.copy_s += t2 - t1
+        return self._move(g, batch, rc, sel, t2)
+
+    def _copy(self, batch: FolioBatch) -> None:
+        """The batch copy (scheduler and migrator), then the CPU for whatever is unmarked."""
+        m = self.m
         m.copy_batch(batch)
         unmarked = ~batch.copied
         if unmarked.any():
@@ -214,8 +259,12 @@ class MigrationEngine:
                 batch.copied[far] = True
             if not batch.copied.all():
                 raise RuntimeError(f"CPU copy backend {m.cpu.name} left folios uncopied")
-        t2 = time.perf_counter()
-        self.stats.copy_s += t2 - t1
+
+    def _move(self, g: Folios, batch: FolioBatch, rc: np.ndarray, sel: np.ndarray,
+              t2: float) -> np.ndarray:
+        """The move phase: reference-count check, remap, free the sources."""
+        m = self.m
+        nodes = m.nodes
         with m.lock:
             # move: a folio pinned since the unmap goes back and is copied afresh next pass
             pinned = _gather(nodes, g.node, g.pfn, "pins") > 0

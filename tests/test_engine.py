@@ -225,3 +225,36 @@ def test_unregister_waits_for_inflight_copies():
         mover.join(5)
         assert done.is_set()
         assert p.read(a, data.size) == data.tobytes()
+
+
+class Exploding(Recorder):
+    """A CPU copy path with a bug: raises on its second batch."""
+
+    name = "exploding"
+
+    calls = 0
+
+    def offload_copy(self, batch):
+        self.calls += 1
+        if self.calls == 2:
+            raise MemoryError("boom")
+        super().offload_copy(batch)
+
+
+def test_a_crashing_cpu_backend_leaves_everything_usable():
+    cpu = Exploding()
+    with Machine(nodes="8M,8M", cpu=cpu, batch_pages=4) as m:
+        p = m.spawn()
+        a = p.mmap(12 * PAGE_SIZE)
+        data = fill(p, a, 12 * PAGE_SIZE, 4)
+        free = [n.free_pages for n in m.nodes]
+        with pytest.raises(MemoryError):
+            p.move_pages(pages(a, 12 * PAGE_SIZE), [1] * 12)
+        # the first batch moved, the rest stayed; nothing is left isolated or leaked
+        st = p.move_pages(pages(a, 12 * PAGE_SIZE), None).status
+        assert st == [1] * 4 + [0] * 8
+        assert p.read(a, data.size) == data.tobytes()
+        assert sum(n.free_pages for n in m.nodes) == sum(free)
+        assert all((n.state == 0).all() for n in m.nodes)
+        assert p.move_pages(pages(a, 12 * PAGE_SIZE), [1] * 12).ret == 0  # usable again
+        assert p.read(a, data.size) == data.tobytes()
