@@ -66,30 +66,85 @@ def _validate_specs(specs: list[str]) -> None:
                                      param_hint="--backends")
 
 
+def _size_options(f):
+    """The options every suite shares."""
+    opts = [
+        click.option("--sizes", default=DEFAULT_SIZES, show_default=True,
+                     help="Folio sizes, powers of two from 4K to 2M."),
+        click.option("--total", default="256M", show_default=True,
+                     help="Bytes moved per run (a multiple of every folio size)."),
+        click.option("--repeat", default=3, show_default=True, type=click.IntRange(1, 1000),
+                     help="Timed runs per cell (after the warm-up)."),
+        click.option("--warmup", default=1, show_default=True, type=click.IntRange(0, 100),
+                     help="Untimed runs per cell before the timed ones."),
+        click.option("--batch-pages", default=None, type=click.IntRange(1, 1 << 24),
+                     help="NR_MAX_BATCHED_MIGRATION in base pages [default: 65536; the "
+                          "kernel's is 512]."),
+        click.option("--json", "as_json", is_flag=True, help="Print the JSON document on stdout."),
+        click.option("--csv", "as_csv", is_flag=True, help="Print CSV on stdout."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _total(total: str, sizes: list[int]) -> int:
+    try:
+        total_b = parse_size(total, "--total")
+    except OffloadError as exc:
+        raise click.BadParameter(str(exc), param_hint="--total") from None
+    if total_b <= 0 or any(total_b < s or total_b % s for s in sizes):
+        raise click.BadParameter(f"{total} must be a positive multiple of every folio size",
+                                 param_hint="--total")
+    return total_b
+
+
+def _run(cases, total_b: int, size_list: list[int], repeat: int, as_json: bool, as_csv: bool,
+         title: str, to: str = "dram") -> None:
+    """Run the cells with a progress bar on stderr; print the table, JSON or CSV."""
+    from . import movepages, report
+    from .hostinfo import host_info
+    from .roofline import memcpy_gbps
+    from .stats import summarize
+
+    data = movepages.pattern(total_b, 0)
+    roof = summarize(memcpy_gbps(total_b, max(3, repeat)))["gbps_median"]
+    extra: dict = {}
+    if to == "device":
+        from .roofline import h2d_gbps
+
+        extra["roofline_h2d_gbps"] = summarize(h2d_gbps(total_b, max(3, repeat)))["gbps_median"]
+    with click.progressbar(length=len(cases), label=cases[0].suite, file=sys.stderr) as bar:
+        try:
+            results = movepages.run_cases(cases, data, on_done=lambda c: bar.update(1))
+        except movepages.VerificationError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(3)
+    report.add_ratios(results, roof, extra.get("roofline_h2d_gbps"))
+    extra["batch_pages"] = cases[0].batch_pages
+    doc = report.document(host_info(), roof, results, **extra)
+    if as_json:
+        click.echo(report.to_json(doc))
+    elif as_csv:
+        click.echo(report.to_csv(results), nl=False)
+    else:
+        click.echo(title)
+        click.echo(report.table(results, roof, size_list, extra.get("roofline_h2d_gbps")))
+        click.echo(report.details(results))
+
+
 @click.group("bench", invoke_without_command=True)
 @click.option("--backends", default=DEFAULT_BACKENDS, show_default=True,
               help="Backend specs, comma-separated; use ';' between specs that carry "
                    "options (e.g. \"cpu-serial;cpu-batched:threads=2\").")
-@click.option("--sizes", default=DEFAULT_SIZES, show_default=True,
-              help="Folio sizes, powers of two from 4K to 2M.")
-@click.option("--total", default="256M", show_default=True,
-              help="Bytes moved per run (a multiple of every folio size).")
-@click.option("--repeat", default=3, show_default=True, type=click.IntRange(1, 1000),
-              help="Timed runs per cell (after the warm-up).")
-@click.option("--warmup", default=1, show_default=True, type=click.IntRange(0, 100),
-              help="Untimed runs per cell before the timed ones.")
-@click.option("--batch-pages", default=None, type=click.IntRange(1, 1 << 24),
-              help="NR_MAX_BATCHED_MIGRATION in base pages [default: 65536; the kernel's "
-                   "is 512].")
+@_size_options
 @click.option("--to", "to", type=click.Choice(["dram", "device"]), default="dram",
               show_default=True,
               help="Kind of the destination node; 'device' (GPU memory, needs CuPy) times "
                    "dram -> device moves only and adds a cudaMemcpy roofline.")
-@click.option("--json", "as_json", is_flag=True, help="Print the JSON document on stdout.")
-@click.option("--csv", "as_csv", is_flag=True, help="Print CSV on stdout.")
 @click.pass_context
 def bench(ctx: click.Context, backends: str, sizes: str, total: str, repeat: int, warmup: int,
-          batch_pages: int | None, to: str, as_json: bool, as_csv: bool) -> None:
+          batch_pages: int | None, as_json: bool, as_csv: bool, to: str) -> None:
     """Benchmark migration: GB/s of move_pages by backend and folio size.
 
     With no subcommand, runs the move_pages suite: a region of --total bytes is moved
@@ -100,24 +155,12 @@ def bench(ctx: click.Context, backends: str, sizes: str, total: str, repeat: int
     """
     if ctx.invoked_subcommand is not None:
         return
-    from . import movepages, report
-    from .hostinfo import host_info
-    from .roofline import memcpy_gbps
-    from .stats import summarize
+    from . import movepages
 
     specs = split_backends(backends)
     _validate_specs(specs)
     size_list = parse_sizes(sizes)
-    try:
-        total_b = parse_size(total, "--total")
-    except OffloadError as exc:
-        raise click.BadParameter(str(exc), param_hint="--total") from None
-    bad = [s for s in size_list if total_b < s or total_b % s]
-    if total_b <= 0 or bad:
-        raise click.BadParameter(f"{total} must be a positive multiple of every folio size",
-                                 param_hint="--total")
-    bp = batch_pages or movepages.DEFAULT_BATCH_PAGES
-    data = movepages.pattern(total_b, 0)
+    total_b = _total(total, size_list)
     if to == "device":
         from offload import registry
 
@@ -125,29 +168,54 @@ def bench(ctx: click.Context, backends: str, sizes: str, total: str, repeat: int
         if not info.available:
             raise click.BadParameter(f"device nodes need the cupy backend: {info.reason}",
                                      param_hint="--to")
-    roof = summarize(memcpy_gbps(total_b, max(3, repeat)))["gbps_median"]
-    extra = {"batch_pages": None}
-    if to == "device":
-        from .roofline import h2d_gbps
-
-        extra["roofline_h2d_gbps"] = summarize(h2d_gbps(total_b, max(3, repeat)))["gbps_median"]
+    bp = batch_pages or movepages.DEFAULT_BATCH_PAGES
     cases = [movepages.Case(b, s, total_b, repeat, warmup, bp, to=to)
              for b in specs for s in size_list]
-    with click.progressbar(length=len(cases), label="move_pages", file=sys.stderr) as bar:
+    _run(cases, total_b, size_list, repeat, as_json, as_csv,
+         f"move_pages of {total} between two nodes, GB/s median±stdev (xN: ratio to "
+         f"cpu-serial; ~: spread > 10%), batch {bp} pages", to)
+
+
+SPLIT_POLICIES = ("cpu-only", "offload-only", "static:0.25", "static:0.5", "static:0.75",
+                  "adaptive")
+
+
+@bench.command("split")
+@click.option("--cpu", "cpu", default="cpu-batched", show_default=True,
+              help="Backend spec of the CPU copy path.")
+@click.option("--offload", "offload", default="dma-threads:channels=2", show_default=True,
+              help="Backend spec of the offload engine.")
+@click.option("--policies", default=",".join(SPLIT_POLICIES), show_default=True,
+              help="Scheduler policies to compare, comma-separated.")
+@_size_options
+def split_cmd(cpu: str, offload: str, policies: str, sizes: str, total: str, repeat: int,
+              warmup: int, batch_pages: int | None, as_json: bool, as_csv: bool) -> None:
+    """Compare scheduler policies: how each splits every batch between CPU and offload.
+
+    One row per policy (its name in the backend field): cpu-only, offload-only, fixed
+    CPU fractions and adaptive, so the adaptive split can be compared with the best
+    fixed one. Rows also give the CPU share of the bytes and each side's measured GB/s.
+    """
+    from offload.scheduler import parse_policy
+
+    from . import movepages
+
+    _validate_specs([cpu, offload])
+    pols = [p.strip() for p in policies.split(",") if p.strip()]
+    for p in pols:
         try:
-            results = movepages.run_cases(cases, data, on_done=lambda c: bar.update(1))
-        except movepages.VerificationError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(3)
-    report.add_ratios(results, roof, extra.get("roofline_h2d_gbps"))
-    extra["batch_pages"] = bp
-    doc = report.document(host_info(), roof, results, **extra)
-    if as_json:
-        click.echo(report.to_json(doc))
-    elif as_csv:
-        click.echo(report.to_csv(results), nl=False)
-    else:
-        click.echo(f"move_pages of {total} between two nodes, GB/s median±stdev "
-                   f"(xN: ratio to cpu-serial; ~: spread > 10%), batch {bp} pages")
-        click.echo(report.table(results, roof, size_list, extra.get("roofline_h2d_gbps")))
-        click.echo(report.details(results))
+            parse_policy(p)
+        except OffloadError as exc:
+            raise click.BadParameter(str(exc), param_hint="--policies") from None
+    size_list = parse_sizes(sizes)
+    total_b = _total(total, size_list)
+    bp = batch_pages or SPLIT_BATCH_PAGES
+    cases = [movepages.Case(p, s, total_b, repeat, warmup, bp, cpu=cpu, offload=offload,
+                            policy=p, suite="split") for p in pols for s in size_list]
+    _run(cases, total_b, size_list, repeat, as_json, as_csv,
+         f"split: CPU path {cpu} + offload {offload}, move_pages of {total}, GB/s "
+         f"median±stdev, batch {bp} pages")
+
+
+#: The split suite cuts smaller batches, so that the adaptive policy gets several per run.
+SPLIT_BATCH_PAGES = 8192

@@ -29,21 +29,37 @@ class Case:
     batch_pages: int = DEFAULT_BATCH_PAGES
     seed: int = 0
     to: str = "dram"  #: kind of the destination node (node 1)
+    #: split suite: the CPU path, the offload backend and the policy; ``backend`` then
+    #: names the policy
+    cpu: str | None = None
+    offload: str | None = None
+    policy: str | None = None
+    suite: str = SUITE
+
+    def machine_key(self) -> tuple:
+        return (self.backend, self.total, self.batch_pages, self.to, self.cpu, self.offload,
+                self.policy)
 
 
 class VerificationError(AssertionError):
     """A benchmark run left wrong bytes (or wrong counters) behind."""
 
 
-def machine_for(backend: str, total: int, batch_pages: int, to: str = "dram") -> Machine:
+def machine_for(backend: str, total: int, batch_pages: int, to: str = "dram",
+                cpu: str | None = None, offload: str | None = None,
+                policy: str | None = None) -> Machine:
     """A two-node machine sized for *total* bytes, with *backend* doing the batch copy.
 
     ``cpu-serial`` is the vanilla kernel (no migrator registered); any other backend is
     registered as the migrator with the ``offload-only`` policy, so it copies every batch.
-    Node 1 is of kind *to* (``dram`` or ``device``).
+    Node 1 is of kind *to* (``dram`` or ``device``). With *policy*, the machine is built
+    from *cpu*, *offload* and *policy* instead (the split suite).
     """
     node = ((total + (8 << 20)) >> 21) << 21
     nodes = f"dram:{node},{to}:{node}"
+    if policy is not None:
+        return Machine(nodes=nodes, cpu=cpu, offload=offload, policy=policy,
+                       batch_pages=batch_pages)
     if backend.strip() == "cpu-serial":
         return Machine(nodes=nodes, cpu="cpu-serial", batch_pages=batch_pages)
     return Machine(nodes=nodes, cpu="cpu-serial", offload=backend, policy="offload-only",
@@ -85,7 +101,7 @@ def run_case(case: Case, data: np.ndarray | None = None, machine: Machine | None
     if data is None:
         data = pattern(total, case.seed)
     own = machine is None
-    m = machine_for(case.backend, total, case.batch_pages, case.to) if own else machine
+    m = machine_for(*case.machine_key()) if own else machine
     try:
         p = m.spawn(uid=0)
         addr = p.mmap(total, node=0, folio_size=case.folio_size)
@@ -117,11 +133,12 @@ def run_case(case: Case, data: np.ndarray | None = None, machine: Machine | None
                 copy_frac.append(copy_s / dt)
                 overhead.append((dt - copy_s) / folios * 1e6)
         p.munmap(addr, total)
+        sched = m.offload.stats
     finally:
         if own:
             m.close()
     row = {
-        "suite": SUITE,
+        "suite": case.suite,
         "backend": case.backend,
         "folio_size": case.folio_size,
         "total_bytes": total,
@@ -135,6 +152,14 @@ def run_case(case: Case, data: np.ndarray | None = None, machine: Machine | None
     row["copy_fraction"] = float(np.median(copy_frac))
     row["overhead_us_per_folio"] = float(np.median(overhead))
     row["verified"] = True
+    if case.policy is not None:
+        rep = sched
+        row["cpu"], row["offload"] = case.cpu, case.offload
+        row["cpu_fraction"] = rep["cpu_fraction"] if case.policy == "adaptive" else \
+            rep["bytes_cpu"] / max(1, rep["bytes_cpu"] + rep["bytes_offload"])
+        row["cpu_gbps_measured"] = rep["cpu_gbps"]
+        row["offload_gbps_measured"] = rep["offload_gbps"]
+        row["offload_failures"] = rep["offload_failures"]
     return row
 
 
@@ -144,7 +169,7 @@ def run_cases(cases: list[Case], data: np.ndarray, on_done=None) -> list[dict]:
     rows = []
     try:
         for case in cases:
-            key = (case.backend, case.total, case.batch_pages, case.to)
+            key = case.machine_key()
             if key not in machines:
                 machines[key] = machine_for(*key)
             rows.append(run_case(case, data, machines[key]))

@@ -47,6 +47,8 @@ def table(results: list[dict], roofline: float, sizes: list[int], h2d: float | N
             text = f"{r['gbps_median']:.2f}±{r['gbps_stdev']:.2f}"
             if r.get("ratio_to_serial") is not None and b != "cpu-serial":
                 text += f" x{r['ratio_to_serial']:.2f}"
+            if "cpu_fraction" in r:
+                text += f" cpu{r['cpu_fraction']:.2f}"
             if r.get("noisy"):
                 text += "~"
             row.append(text)

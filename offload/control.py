@@ -30,6 +30,14 @@ class OffloadControl:
         self._mask = 0
         self._inflight = 0
         self._last_warn = 0.0
+        self._stats_source = None
+
+    @property
+    def stats(self) -> dict:
+        """The scheduler's record: batches, bytes per side, each side's measured GB/s,
+        the current CPU fraction and the recent splits (CPU share of each batch)."""
+        src = self._stats_source
+        return src() if src is not None else {}
 
     @property
     def active(self) -> Migrator | None:

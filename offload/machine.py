@@ -109,6 +109,7 @@ class Machine:
         self.offload = OffloadControl()
         self.scheduler = Scheduler(self.cpu, self.offload, self._policy, list(self.nodes))
         self.engine = MigrationEngine(self)
+        self.offload._stats_source = self.scheduler.report
         if offload_backend is not None:
             self.offload.register(offload_backend, "all")
         self._closed = False

@@ -108,18 +108,32 @@ class Scheduler:
         The machine's nodes (for reachability).
     """
 
-    #: Largest change of the adaptive CPU fraction per batch.
-    STEP = 0.1
-
     def __init__(self, cpu: "Migrator", control: "OffloadControl", policy: Policy,
                  nodes: "list[Node]") -> None:
         self.cpu = cpu
         self.control = control
         self.policy = policy
         self.stats = SchedulerStats()
+        #: one adaptive state per batch shape (mean folio size, as a power of two): the
+        #: best split for 4K folios is not the best for 2M ones
+        self.adaptive_by_size: dict[int, Adaptive] = {}
+        self.adaptive = Adaptive()
         self._cpu_reach = np.array([cpu.can_access(n) for n in nodes], dtype=bool)
         self._nodes = nodes
         self._lock = threading.Lock()
+
+    def report(self) -> dict:
+        """Observability: policy, current CPU fraction and the totals (a snapshot)."""
+        d = self.stats.as_dict()
+        d["policy"] = self.policy.spec
+        d["cpu_fraction"] = self.policy.cpu_fraction
+        if self.policy.kind == "adaptive":
+            a = self.adaptive
+            d["adaptive"] = {"mode": a.mode, "split": a.split, "gbps": dict(a.gbps)}
+            d["adaptive_by_folio_size"] = {
+                1 << k: {"mode": v.current, "split": v.split, "gbps": dict(v.gbps)}
+                for k, v in sorted(self.adaptive_by_size.items())}
+        return d
 
     def copy(self, batch: FolioBatch) -> None:
         """Copy what the policy gives each side; leave failures unmarked for the engine."""
@@ -169,10 +183,19 @@ class Scheduler:
             return np.zeros(n, dtype=bool)
         if p.kind == "threshold":
             return (batch.npages << 12) >= p.threshold
+        f = p.cpu_fraction
+        if p.kind == "adaptive":
+            shape = int(np.log2(max(1, batch.nbytes // max(1, n))))
+            self.adaptive = self.adaptive_by_size.setdefault(shape, Adaptive())
+            f = p.cpu_fraction = self.adaptive.fraction()
+        if f >= 1.0:
+            return np.zeros(n, dtype=bool)
+        if f <= 0.0:
+            return np.ones(n, dtype=bool)
         nbytes = batch.npages.astype(np.float64)
         cum = np.cumsum(nbytes)
         # the offload takes the first (1 - f) of the bytes, submitted before the CPU starts
-        return cum <= (1.0 - p.cpu_fraction) * cum[-1] + 0.5 * nbytes
+        return cum <= (1.0 - f) * cum[-1] + 0.5 * nbytes
 
     def _run(self, mig: "Migrator", batch: FolioBatch, to_off: np.ndarray) -> None:
         st = self.stats
@@ -225,20 +248,101 @@ class Scheduler:
         st.splits.append(b_cpu / max(1, b_off + b_cpu))
         if len(st.splits) > 4096:
             del st.splits[:2048]
-        self._learn(b_cpu, t_cpu, b_off, t_off, ok)
+        self._learn(b_cpu, t_cpu, b_off, t_off, time.perf_counter() - t0, ok)
 
-    def _learn(self, b_cpu: int, t_cpu: float, b_off: int, t_off: float, ok: bool) -> None:
+    def _learn(self, b_cpu: int, t_cpu: float, b_off: int, t_off: float, wall: float,
+               ok: bool) -> None:
         st = self.stats
-        if b_cpu and t_cpu > 0:
-            st.cpu_gbps = _ewma(st.cpu_gbps, b_cpu / t_cpu / 1e9)
-        if b_off and t_off > 0 and ok:  # failed offloads say nothing about its speed
-            st.offload_gbps = _ewma(st.offload_gbps, b_off / t_off / 1e9)
-        p = self.policy
-        if p.kind != "adaptive" or not (st.cpu_gbps and st.offload_gbps):
-            return
-        target = st.cpu_gbps / (st.cpu_gbps + st.offload_gbps)
-        step = max(-self.STEP, min(self.STEP, target - p.cpu_fraction))
-        p.cpu_fraction = min(0.95, max(0.05, p.cpu_fraction + step))
+        cpu_rate = b_cpu / t_cpu / 1e9 if b_cpu and t_cpu > 0 else 0.0
+        # a failed offload says nothing about its speed
+        off_rate = b_off / t_off / 1e9 if b_off and t_off > 0 and ok else 0.0
+        if cpu_rate:
+            st.cpu_gbps = _ewma(st.cpu_gbps, cpu_rate)
+        if off_rate:
+            st.offload_gbps = _ewma(st.offload_gbps, off_rate)
+        if self.policy.kind == "adaptive":
+            self.adaptive.learn(b_cpu + b_off, wall, cpu_rate, off_rate, ok)
+
+
+class Adaptive:
+    """The adaptive policy: measured throughput decides each batch's CPU fraction.
+
+    Three ways to copy a batch are measured (whole-batch GB/s, smoothed): all on the CPU,
+    all offloaded, and split so that both sides finish together, the split fraction
+    being corrected after every split batch from the two sides' measured GB/s, in steps
+    of at most ``STEP`` (as Intel DTO's autotune corrects its fraction). After measuring
+    each mode ``WARMUP`` times, each batch uses the best of the three (leaving the mode
+    in use only for one ``MARGIN`` better); every ``PROBE_EVERY``-th batch re-measures
+    the stalest, so that a change in either side's speed is noticed. Failed offloads
+    are not measured.
+    """
+
+    MODES = ("split", "cpu", "offload")
+    STEP = 0.1
+    PROBE_EVERY = 16
+    MARGIN = 0.05
+    ALPHA = 0.3
+    WARMUP = 2
+
+    def __init__(self, split: float = 0.5) -> None:
+        self.split = split
+        self.gbps = dict.fromkeys(self.MODES, 0.0)
+        self.seen = dict.fromkeys(self.MODES, -1)
+        self.batches = 0
+        self.mode = "split"
+        self.current = "split"  #: the mode exploited between probes
+        self.rates = (0.0, 0.0)  #: CPU and offload GB/s seen in split batches
+        self.rates_seen = 0
+
+    def fraction(self) -> float:
+        """Choose this batch's mode; return its CPU fraction."""
+        self.batches += 1
+        if self.batches <= self.WARMUP * len(self.MODES):
+            # measure every mode WARMUP times, round robin, before trusting any
+            self.mode = self.MODES[(self.batches - 1) % len(self.MODES)]
+            self.current = max(self.MODES, key=lambda m: self.gbps[m])
+        elif self.batches % self.PROBE_EVERY == 0:
+            self.mode = min(self.MODES, key=lambda m: self.seen[m])
+        else:
+            best = max(self.MODES, key=lambda m: self.gbps[m])
+            # hysteresis: leave the mode in use only for a clearly better one
+            if self.gbps[best] > (1 + self.MARGIN) * self.gbps[self.current]:
+                self.current = best
+            self.mode = self.current
+        return {"split": self.split, "cpu": 1.0, "offload": 0.0}[self.mode]
+
+    def learn(self, nbytes: int, wall: float, cpu_rate: float, off_rate: float, ok: bool) -> None:
+        """Record the batch just copied in the chosen mode."""
+        mode = self.mode
+        self.seen[mode] = self.batches
+        if mode == "split":
+            if cpu_rate and off_rate:
+                self.rates = (_ewma(self.rates[0], cpu_rate, self.ALPHA),
+                              _ewma(self.rates[1], off_rate, self.ALPHA))
+                rc, ro = self.rates
+                used = self.split
+                target = rc / (rc + ro)
+                # the first estimate is taken whole; later ones in bounded steps
+                step = target - self.split if self.rates_seen == 0 else \
+                    max(-self.STEP, min(self.STEP, target - self.split))
+                self.split = min(0.98, max(0.02, self.split + step))
+                self.rates_seen += 1
+                # the split is scored by what this batch measured, scaled to its
+                # corrected fraction by the two sides' speeds while sharing the machine
+                def predict(f: float) -> float:
+                    return 1.0 / max(f / rc, (1.0 - f) / ro)
+
+                if ok and wall > 0 and nbytes:
+                    score = nbytes / wall / 1e9 * predict(self.split) / predict(used)
+                    self.gbps["split"] = _ewma(self.gbps["split"], score, self.ALPHA)
+            elif ok and wall > 0 and nbytes:
+                self.gbps["split"] = _ewma(self.gbps["split"], nbytes / wall / 1e9, self.ALPHA)
+            elif not self.gbps["split"]:
+                self.gbps["split"] = 1e-9
+        elif ok and wall > 0 and nbytes:
+            self.gbps[mode] = _ewma(self.gbps[mode], nbytes / wall / 1e9, self.ALPHA)
+        elif not self.gbps[mode]:
+            self.gbps[mode] = 1e-9  # measured as failing: not chosen until probed again
 
 
 def _ewma(old: float, new: float, alpha: float = 0.5) -> float:

@@ -46,6 +46,8 @@ def test_every_backend_and_policy_gives_the_same_outcome():
     configs = [("cpu-serial", None, "adaptive")] + [
         ("cpu-serial", b, pol) for b in CPU_BACKENDS for pol in ("offload-only", "static:0.5")]
     configs.append(("cpu-batched", None, "adaptive"))
+    configs += [("cpu-batched", "dma-threads:channels=3", pol)
+                for pol in ("cpu-only", "threshold:64K", "adaptive", "static:0.75")]
     for cpu, off, pol in configs:
         with Machine(nodes="16M,12M,8M", cpu=cpu, offload=off, policy=pol) as m:
             results[(cpu, off, pol)] = scenario(m)

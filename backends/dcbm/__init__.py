@@ -8,6 +8,8 @@ Importing this package never imports CuPy.
 
 from __future__ import annotations
 
+from offload.migrator import Option
+
 from .driver import Dcbm
 from .engine import DmaEngine, Job
 from .plan import MAX_CHANNELS, Plan, channel_bounds, plan_batch
@@ -23,10 +25,14 @@ class DmaThreads(Dcbm):
     """
 
     name = "dma-threads"
+    options = dict(Dcbm.options)
+    options["bandwidth"] = Option(float, default=None, min=0.001, max=10000.0,
+                                  help="throttle to this many GB/s in all (default: unthrottled)")
 
     def __init__(self, channels: int = 1, timeout: float = 10.0, coalesce: bool = True,
-                 faults: Faults | None = None) -> None:
-        super().__init__(channels, timeout, coalesce, engine=ThreadEngine(faults))
+                 bandwidth: float | None = None, faults: Faults | None = None) -> None:
+        super().__init__(channels, timeout, coalesce, engine=ThreadEngine(faults, bandwidth))
+        self.bandwidth = bandwidth
 
     @property
     def faults(self) -> Faults:

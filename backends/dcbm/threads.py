@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
 
 from offload.arrays import expand_ranges
+from offload.constants import PAGE_SIZE
 
 from .engine import DONE, FAILED, DmaEngine, Job
 from .plan import Plan
@@ -56,10 +58,21 @@ class _ThreadJob(Job):
 
 
 class ThreadEngine(DmaEngine):
-    """A DMA engine whose channels are CPU worker threads."""
+    """A DMA engine whose channels are CPU worker threads.
 
-    def __init__(self, faults: Faults | None = None) -> None:
+    Parameters
+    ----------
+    faults : Faults, optional
+        Faults to inject.
+    bandwidth : float, optional
+        Throttle the engine to this many GB/s in all (shared evenly by the channels), so
+        that its speed is known and steady (for scheduler tests); None: as fast as the
+        CPU copies.
+    """
+
+    def __init__(self, faults: Faults | None = None, bandwidth: float | None = None) -> None:
         self.faults = faults or Faults()
+        self.bandwidth = bandwidth
         self._queues: list[queue.SimpleQueue] = []
         self._threads: list[threading.Thread] = []
 
@@ -116,6 +129,8 @@ class ThreadEngine(DmaEngine):
 
     def _run(self, job: _ThreadJob, idx: np.ndarray, memory) -> None:
         f = self.faults
+        per_chan = self.bandwidth * 1e9 / max(1, len(self._threads)) if self.bandwidth else 0.0
+        clock = time.perf_counter()
         if f.reorder:
             idx = idx[::-1]
         plan = job.plan
@@ -134,6 +149,9 @@ class ThreadEngine(DmaEngine):
             good = sg[~bad & ~hang]
             if good.size:
                 _copy(plan, good, memory)
+                if per_chan:
+                    clock += int(plan.npages[good].sum()) * PAGE_SIZE / per_chan
+                    job.cancelled.wait(max(0.0, clock - time.perf_counter()))
             with job.cond:
                 job.status[good] = DONE
                 job.status[sg[bad]] = FAILED

@@ -1,0 +1,107 @@
+"""The scheduler: policies, reachability, observability, adaptive convergence."""
+
+import numpy as np
+import pytest
+
+from backends.dcbm import DmaThreads, Faults
+from offload import Machine, PAGE_SIZE, SpecError
+from offload.scheduler import parse_policy
+
+from conftest import fill, pages
+
+
+@pytest.mark.parametrize("text, kind, f, thr", [
+    ("cpu-only", "cpu-only", 1.0, 0), ("offload-only", "offload-only", 0.0, 0),
+    ("static:0.25", "static", 0.25, 0), ("threshold:64K", "threshold", 0.0, 65536),
+    ("adaptive", "adaptive", 0.5, 0),
+])
+def test_policies_parse(text, kind, f, thr):
+    p = parse_policy(text)
+    assert (p.kind, p.cpu_fraction, p.threshold) == (kind, f, thr)
+
+
+@pytest.mark.parametrize("bad", ["static", "static:1.5", "static:x", "threshold:", "fast",
+                                 "threshold:4Q", "cpu-only:1", 3])
+def test_bad_policies(bad):
+    with pytest.raises(SpecError, match="policy"):
+        Machine(nodes="8M,8M", policy=bad)
+
+
+def split_of(policy, sizes):
+    mig = DmaThreads(channels=2)
+    with Machine(nodes="32M,32M", offload=mig, policy=policy) as m:
+        p = m.spawn()
+        entries = []
+        for fs in sizes:
+            a = p.mmap(4 * fs, folio_size=fs)
+            fill(p, a, 4 * fs, fs)
+            entries += pages(a, 4 * fs, fs)
+        assert p.move_pages(entries, [1] * len(entries)).ret == 0
+        st = m.offload.stats
+    mig.close()
+    return st
+
+
+def test_static_and_threshold_splits():
+    st = split_of("static:0.25", [PAGE_SIZE, 1 << 21])
+    total = st["bytes_cpu"] + st["bytes_offload"]
+    assert abs(st["bytes_cpu"] / total - 0.25) < 0.26  # whole folios: 4 THPs + 4 pages
+    st = split_of("threshold:64K", [PAGE_SIZE, 16 * PAGE_SIZE, 1 << 21])
+    assert st["bytes_cpu"] == 4 * PAGE_SIZE  # only folios below 64K stay on the CPU
+    assert st["bytes_offload"] == 4 * 16 * PAGE_SIZE + (4 << 21)
+    st = split_of("cpu-only", [PAGE_SIZE])
+    assert st["bytes_offload"] == 0 and st["bytes_cpu"] == 4 * PAGE_SIZE
+    assert split_of("offload-only", [PAGE_SIZE])["bytes_cpu"] == 0
+
+
+def test_adaptive_converges_to_the_balanced_split():
+    # deterministic speeds: the CPU path 0.25 GB/s, the offload engine 0.75 GB/s, so
+    # both finish together when the CPU takes 25% of the bytes
+    cpu = DmaThreads(channels=1, bandwidth=0.25)
+    off = DmaThreads(channels=1, bandwidth=0.75)
+    with Machine(nodes="200M,200M", cpu=cpu, offload=off, policy="adaptive",
+                 batch_pages=4096) as m:
+        p = m.spawn()
+        a = p.mmap(192 << 20, folio_size=16 * PAGE_SIZE)
+        data = fill(p, a, 192 << 20, 3)
+        m.nodes[1].frames[:] = 1  # fault the destination in: first touches are not copies
+        cpu.engine, off.engine  # start the channel threads
+        assert p.move_pages(pages(a, 192 << 20, 16 * PAGE_SIZE), [1] * 3072).ret == 0
+        st = m.offload.stats
+        assert p.read(a, data.size) == data.tobytes()
+    cpu.close()
+    off.close()
+    splits = st["splits"]
+    assert len(splits) == 12
+    best = 0.25
+    warm = 2 * 3  # it measures each of its three modes twice
+    assert splits[:warm:3] == [0.5, pytest.approx(best, abs=0.1)], splits  # first correction
+    # after its probes, every batch runs within 10% of the best split
+    assert all(abs(f - best) <= 0.1 for f in splits[warm:]), splits
+    assert abs(st["cpu_fraction"] - best) < 0.05
+    assert st["adaptive"]["mode"] == "split"
+    g = st["adaptive"]["gbps"]
+    assert g["split"] > g["offload"] > g["cpu"]
+
+
+def test_adaptive_drops_a_failing_offload():
+    off = DmaThreads(channels=2, faults=Faults(fail_every=1))
+    with Machine(nodes="32M,32M", offload=off, policy="adaptive", batch_pages=16) as m:
+        p = m.spawn()
+        a = p.mmap(2 << 20)
+        data = fill(p, a, 2 << 20, 4)
+        assert p.move_pages(pages(a, 2 << 20), [1] * 512).ret == 0
+        assert p.read(a, data.size) == data.tobytes()
+        st = m.offload.stats
+    off.close()
+    assert st["adaptive_by_folio_size"][PAGE_SIZE]["mode"] == "cpu"
+    assert st["offload_gbps"] == 0.0  # failed offloads were never measured
+    after_warmup = st["splits"][6:]
+    assert len(after_warmup) == 26 and np.mean(np.array(after_warmup) == 1.0) >= 0.9
+
+
+def test_offload_stats_are_observable():
+    st = split_of("adaptive", [PAGE_SIZE])
+    assert {"batches", "bytes_cpu", "bytes_offload", "cpu_gbps", "offload_gbps", "splits",
+            "policy", "cpu_fraction"} <= set(st)
+    assert st["policy"] == "adaptive" and st["batches"] >= 1
