@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import sys
 
 import click
@@ -9,8 +10,24 @@ import click
 from offload.errors import OffloadError
 from offload.sizes import parse_size
 
-DEFAULT_BACKENDS = "cpu-serial,cpu-batched"
 DEFAULT_SIZES = "4K,16K,64K,256K,1M,2M"
+#: In --backends, this name stands for the scheduler's adaptive policy over cpu-batched
+#: and the 4-channel DMA engine.
+ADAPTIVE = "adaptive"
+
+
+def dma_engine() -> str:
+    """The DMA backend of the default table: ``cupy`` on a usable GPU, else ``dma-threads``."""
+    from offload import registry
+
+    return "cupy" if registry.info("cupy").available else "dma-threads"
+
+
+def default_backends() -> str:
+    """The rows of the series' table for this machine."""
+    dma = dma_engine()
+    return ";".join(["cpu-serial", "cpu-batched"] + [f"{dma}:channels={c}" for c in (1, 2, 4)]
+                    + [ADAPTIVE])
 
 
 def split_backends(text: str) -> list[str]:
@@ -55,6 +72,8 @@ def _validate_specs(specs: list[str]) -> None:
     from offload import registry
 
     for spec in specs:
+        if spec == ADAPTIVE:
+            continue
         try:
             name, raw = registry.parse_spec(spec)
             registry.validate_options(name, raw, registry.options(name))
@@ -99,8 +118,15 @@ def _total(total: str, sizes: list[int]) -> int:
     return total_b
 
 
+def _check_plot() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise click.UsageError("--plot needs matplotlib: pip install 'folio-offload[plot]'")
+
+
 def _run(cases, total_b: int, size_list: list[int], repeat: int, as_json: bool, as_csv: bool,
-         title: str, to: str = "dram") -> None:
+         title: str, to: str = "dram", plot: str | None = None, reference: bool = False) -> None:
     """Run the cells with a progress bar on stderr; print the table, JSON or CSV."""
     from . import movepages, report
     from .hostinfo import host_info
@@ -122,7 +148,17 @@ def _run(cases, total_b: int, size_list: list[int], repeat: int, as_json: bool, 
             sys.exit(3)
     report.add_ratios(results, roof, extra.get("roofline_h2d_gbps"))
     extra["batch_pages"] = cases[0].batch_pages
+    if reference:
+        from . import reference as ref
+
+        extra["reference"] = {"source": ref.SOURCE, "gbps": {
+            k: {str(s): v for s, v in vals.items()} for k, vals in ref.rows(size_list).items()}}
     doc = report.document(host_info(), roof, results, **extra)
+    if plot:
+        from .plot import plot_table
+
+        plot_table(results, size_list, roof, plot, title)
+        click.echo(f"plot written to {plot}", err=True)
     if as_json:
         click.echo(report.to_json(doc))
     elif as_csv:
@@ -130,21 +166,34 @@ def _run(cases, total_b: int, size_list: list[int], repeat: int, as_json: bool, 
     else:
         click.echo(title)
         click.echo(report.table(results, roof, size_list, extra.get("roofline_h2d_gbps")))
+        if reference:
+            from . import reference as ref
+
+            click.echo("")
+            click.echo(ref.table(size_list))
+        click.echo("")
         click.echo(report.details(results))
 
 
 @click.group("bench", invoke_without_command=True)
-@click.option("--backends", default=DEFAULT_BACKENDS, show_default=True,
+@click.option("--backends", default=None,
               help="Backend specs, comma-separated; use ';' between specs that carry "
-                   "options (e.g. \"cpu-serial;cpu-batched:threads=2\").")
+                   "options (e.g. \"cpu-serial;cpu-batched:threads=2\"). 'adaptive' is the "
+                   "scheduler's adaptive policy over cpu-batched and the 4-channel DMA engine. "
+                   "[default: cpu-serial, cpu-batched, the DMA engine (cupy on a usable GPU, "
+                   "else dma-threads) at 1, 2 and 4 channels, adaptive]")
 @_size_options
 @click.option("--to", "to", type=click.Choice(["dram", "device"]), default="dram",
               show_default=True,
               help="Kind of the destination node; 'device' (GPU memory, needs CuPy) times "
                    "dram -> device moves only and adds a cudaMemcpy roofline.")
 @click.pass_context
-def bench(ctx: click.Context, backends: str, sizes: str, total: str, repeat: int, warmup: int,
-          batch_pages: int | None, as_json: bool, as_csv: bool, to: str) -> None:
+@click.option("--plot", "plot", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Also draw the table to this PNG (grouped bars and speedup lines; needs "
+                   "the 'plot' extra).")
+def bench(ctx: click.Context, backends: str | None, sizes: str, total: str, repeat: int,
+          warmup: int, batch_pages: int | None, as_json: bool, as_csv: bool, to: str,
+          plot: str | None) -> None:
     """Benchmark migration: GB/s of move_pages by backend and folio size.
 
     With no subcommand, runs the move_pages suite: a region of --total bytes is moved
@@ -157,7 +206,9 @@ def bench(ctx: click.Context, backends: str, sizes: str, total: str, repeat: int
         return
     from . import movepages
 
-    specs = split_backends(backends)
+    if plot:
+        _check_plot()
+    specs = split_backends(backends or default_backends())
     _validate_specs(specs)
     size_list = parse_sizes(sizes)
     total_b = _total(total, size_list)
@@ -169,11 +220,19 @@ def bench(ctx: click.Context, backends: str, sizes: str, total: str, repeat: int
             raise click.BadParameter(f"device nodes need the cupy backend: {info.reason}",
                                      param_hint="--to")
     bp = batch_pages or movepages.DEFAULT_BATCH_PAGES
-    cases = [movepages.Case(b, s, total_b, repeat, warmup, bp, to=to)
-             for b in specs for s in size_list]
+    cases = []
+    for b in specs:
+        for s in size_list:
+            if b == ADAPTIVE:
+                # the policy learns: it measures each of its 3 ways twice before settling
+                cases.append(movepages.Case(b, s, total_b, repeat, max(warmup, 6), bp, to=to,
+                                            cpu="cpu-batched", offload=f"{dma_engine()}:channels=4",
+                                            policy="adaptive"))
+            else:
+                cases.append(movepages.Case(b, s, total_b, repeat, warmup, bp, to=to))
     _run(cases, total_b, size_list, repeat, as_json, as_csv,
          f"move_pages of {total} between two nodes, GB/s median±stdev (xN: ratio to "
-         f"cpu-serial; ~: spread > 10%), batch {bp} pages", to)
+         f"cpu-serial; ~: spread > 10%), batch {bp} pages", to, plot=plot, reference=True)
 
 
 SPLIT_POLICIES = ("cpu-only", "offload-only", "static:0.25", "static:0.5", "static:0.75",
@@ -219,3 +278,148 @@ def split_cmd(cpu: str, offload: str, policies: str, sizes: str, total: str, rep
 
 #: The split suite cuts smaller batches, so that the adaptive policy gets several per run.
 SPLIT_BATCH_PAGES = 8192
+
+
+LATENCY_BATCHES = "1,4,16,64,256,512,1024,4096"
+
+
+@bench.command("latency")
+@click.option("--backends", default="cpu-serial;cpu-batched;dma-threads:channels=4",
+              show_default=True, help="Backend specs (';' between specs with options).")
+@click.option("--batches", default=LATENCY_BATCHES, show_default=True,
+              help="NR_MAX_BATCHED_MIGRATION values to try, in base pages.")
+@click.option("--size", default="4K", show_default=True, help="Folio size.")
+@click.option("--total", default="16M", show_default=True, help="Bytes moved per run.")
+@click.option("--repeat", default=3, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON document on stdout.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV on stdout.")
+def latency_cmd(backends: str, batches: str, size: str, total: str, repeat: int, as_json: bool,
+                as_csv: bool) -> None:
+    """The cost of batching: first-folio latency and total time by batch size.
+
+    For each backend and each batch limit, moves --total bytes of --size folios and
+    reports when the first folio became usable at its destination (the end of the first
+    batch's move phase) and how long the whole call took.
+    """
+    from . import movepages, report
+    from .hostinfo import host_info
+
+    specs = split_backends(backends)
+    _validate_specs(specs)
+    size_b = parse_sizes(size)[0]
+    total_b = _total(total, [size_b])
+    try:
+        blist = sorted({int(b) for b in batches.split(",") if b.strip()})
+    except ValueError:
+        raise click.BadParameter(f"{batches!r}: expected page counts such as 1,64,512",
+                                 param_hint="--batches") from None
+    if not blist or blist[0] < 1:
+        raise click.BadParameter("batch sizes are positive page counts", param_hint="--batches")
+    cases = [movepages.Case(b, size_b, total_b, repeat, 1, bp, suite="latency")
+             for b in specs for bp in blist]
+    data = movepages.pattern(total_b, 0)
+    with click.progressbar(length=len(cases), label="latency", file=sys.stderr) as bar:
+        rows = movepages.run_cases(cases, data, on_done=lambda c: bar.update(1))
+    if as_json:
+        click.echo(report.to_json(report.document(host_info(), None, rows)))
+        return
+    if as_csv:
+        click.echo(report.to_csv(rows), nl=False)
+        return
+    click.echo(f"first-folio latency / total time of move_pages({total} of {size} folios), by "
+               "NR_MAX_BATCHED_MIGRATION (pages)")
+    head = ["backend"] + [str(b) for b in blist]
+    table = [head]
+    for b in specs:
+        cells = [b]
+        for bp in blist:
+            r = next(x for x in rows if x["backend"] == b and x["batch_pages"] == bp)
+            cells.append(f"{r['first_folio_us'] / 1e3:.2f}/{r['total_ms']:.1f} ms")
+        table.append(cells)
+    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+    for r in table:
+        click.echo("  ".join(c.rjust(w) if i else c.ljust(w)
+                             for i, (c, w) in enumerate(zip(r, widths))))
+
+
+@bench.command("cpu")
+@click.option("--backends", default=None,
+              help="Backend specs (default: the rows of the main table).")
+@_size_options
+def cpu_cmd(backends: str | None, sizes: str, total: str, repeat: int, warmup: int,
+            batch_pages: int | None, as_json: bool, as_csv: bool) -> None:
+    """CPU cost: CPU seconds spent per GB migrated, by backend and folio size.
+
+    Process CPU time (every thread, copy workers included) against wall time during
+    move_pages: how much CPU a backend frees (the offload claim, measured). A DMA engine
+    on the GPU copies without the CPU; dma-threads only moves the copy to other threads.
+    """
+    from . import movepages, report
+    from .hostinfo import host_info
+
+    specs = split_backends(backends or default_backends())
+    specs = [s for s in specs if s != ADAPTIVE]
+    _validate_specs(specs)
+    size_list = parse_sizes(sizes)
+    total_b = _total(total, size_list)
+    bp = batch_pages or movepages.DEFAULT_BATCH_PAGES
+    cases = [movepages.Case(b, s, total_b, repeat, warmup, bp, suite="cpu")
+             for b in specs for s in size_list]
+    data = movepages.pattern(total_b, 0)
+    with click.progressbar(length=len(cases), label="cpu", file=sys.stderr) as bar:
+        rows = movepages.run_cases(cases, data, on_done=lambda c: bar.update(1))
+    if as_json:
+        click.echo(report.to_json(report.document(host_info(), None, rows, batch_pages=bp)))
+    elif as_csv:
+        click.echo(report.to_csv(rows), nl=False)
+    else:
+        click.echo(f"CPU seconds per GB moved (CPU utilisation during the move), move_pages of "
+                   f"{total}, batch {bp} pages")
+        click.echo(report.table(rows, None, size_list, metric="cpu"))
+
+
+@bench.command("kernel")
+@click.option("--sizes", default="4K,2M", show_default=True,
+              help="Folio sizes: 4K (no THP) and 2M (THP by madvise).")
+@click.option("--total", default="256M", show_default=True, help="Bytes moved per run.")
+@click.option("--repeat", default=3, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--warmup", default=1, show_default=True, type=click.IntRange(0, 100))
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON document on stdout.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV on stdout.")
+def kernel_cmd(sizes: str, total: str, repeat: int, warmup: int, as_json: bool,
+               as_csv: bool) -> None:
+    """The real kernel's move_pages(2) on this host's NUMA nodes, in the same format.
+
+    Needs two NUMA nodes with memory; with fewer it says so and exits 0. Sizes other
+    than 4K and 2M would need mTHP settings in sysfs and are skipped.
+    """
+    from . import kernel, report
+    from .hostinfo import host_info, numa_nodes
+
+    nodes = numa_nodes()
+    if len(nodes) < 2:
+        click.echo(f"kernel: this host has {len(nodes) or 1} NUMA node(s) with memory; "
+                   "move_pages(2) between nodes needs at least two. Nothing to measure.")
+        return
+    if kernel.syscall_number() is None:
+        click.echo(f"kernel: move_pages' syscall number on {platform.machine()} is not known "
+                   "here. Nothing to measure.")
+        return
+    size_list = parse_sizes(sizes)
+    skipped = [s for s in size_list if s not in (4096, 2 << 20)]
+    size_list = [s for s in size_list if s in (4096, 2 << 20)]
+    total_b = _total(total, size_list or [4096])
+    rows = []
+    with click.progressbar(size_list, label="kernel", file=sys.stderr) as bar:
+        for s in bar:
+            rows.append(kernel.run(s, total_b, (nodes[0], nodes[1]), repeat, warmup))
+    if as_json:
+        click.echo(report.to_json(report.document(host_info(), None, rows)))
+    elif as_csv:
+        click.echo(report.to_csv(rows), nl=False)
+    else:
+        click.echo(f"kernel move_pages(2) of {total} between NUMA nodes {nodes[0]} and "
+                   f"{nodes[1]}, GB/s median±stdev")
+        click.echo(report.table(rows, None, size_list))
+        if skipped:
+            click.echo("skipped (need mTHP settings): " + ", ".join(str(s) for s in skipped))

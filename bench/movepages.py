@@ -107,7 +107,7 @@ def run_case(case: Case, data: np.ndarray | None = None, machine: Machine | None
         addr = p.mmap(total, node=0, folio_size=case.folio_size)
         p.write(addr, data)
         addrs = np.arange(addr, addr + total, case.folio_size, dtype=np.int64)
-        gbps, copy_frac, overhead = [], [], []
+        gbps, copy_frac, overhead, first, cpu_s = [], [], [], [], []
         where = 0
         one_way = case.to != "dram"  # time dram -> device only; come back untimed
         for i in range(case.warmup + case.repeat):
@@ -118,9 +118,11 @@ def run_case(case: Case, data: np.ndarray | None = None, machine: Machine | None
             targets = np.full(addrs.size, where, dtype=np.int64)
             before = m.engine.stats.copy_s
             moved_before = m.vmstat["pgmigrate_success"]
+            c0 = time.process_time()
             t0 = time.perf_counter()
             res = p.move_pages(addrs, targets)
             dt = time.perf_counter() - t0
+            dc = time.process_time() - c0
             copy_s = m.engine.stats.copy_s - before
             if res.ret != 0 or m.vmstat["pgmigrate_success"] - moved_before != total // PAGE_SIZE:
                 raise VerificationError(f"{case.backend} at {case.folio_size}: {res.ret} pages "
@@ -132,6 +134,8 @@ def run_case(case: Case, data: np.ndarray | None = None, machine: Machine | None
                 gbps.append(total / dt / 1e9)
                 copy_frac.append(copy_s / dt)
                 overhead.append((dt - copy_s) / folios * 1e6)
+                first.append((m.engine.stats.first_remap_at - t0) * 1e6)
+                cpu_s.append(dc)
         p.munmap(addr, total)
         sched = m.offload.stats
     finally:
@@ -151,6 +155,11 @@ def run_case(case: Case, data: np.ndarray | None = None, machine: Machine | None
     row.update(summarize(gbps))
     row["copy_fraction"] = float(np.median(copy_frac))
     row["overhead_us_per_folio"] = float(np.median(overhead))
+    row["first_folio_us"] = float(np.median(first))
+    row["total_ms"] = float(np.median([total / g / 1e6 for g in gbps]))
+    # CPU time of the whole process (copy threads included) per GB moved, and per second
+    row["cpu_s_per_gb"] = float(np.median(cpu_s)) / (total / 1e9)
+    row["cpu_utilization"] = float(np.median(cpu_s)) / (row["total_ms"] / 1e3)
     row["verified"] = True
     if case.policy is not None:
         rep = sched

@@ -31,8 +31,13 @@ def add_ratios(results: list[dict], roofline: float, h2d: float | None = None,
             r["ratio_to_h2d"] = r["gbps_median"] / h2d
 
 
-def table(results: list[dict], roofline: float, sizes: list[int], h2d: float | None = None) -> str:
-    """A plain-text table: one row per backend, one column per folio size."""
+def table(results: list[dict], roofline: float | None, sizes: list[int], h2d: float | None = None,
+          metric: str = "gbps") -> str:
+    """A plain-text table: one row per backend, one column per folio size.
+
+    *metric* ``gbps`` shows GB/s median ± stdev with ratios; ``cpu`` shows CPU seconds
+    per GB moved and the CPU utilisation during the move.
+    """
     backends = list(dict.fromkeys(r["backend"] for r in results))
     cells = {(r["backend"], r["folio_size"]): r for r in results}
     head = ["backend"] + [format_size(s) for s in sizes]
@@ -44,6 +49,9 @@ def table(results: list[dict], roofline: float, sizes: list[int], h2d: float | N
             if r is None:
                 row.append("-")
                 continue
+            if metric == "cpu":
+                row.append(f"{r['cpu_s_per_gb']:.3f} s/GB ({100 * r['cpu_utilization']:.0f}%)")
+                continue
             text = f"{r['gbps_median']:.2f}±{r['gbps_stdev']:.2f}"
             if r.get("ratio_to_serial") is not None and b != "cpu-serial":
                 text += f" x{r['ratio_to_serial']:.2f}"
@@ -53,7 +61,8 @@ def table(results: list[dict], roofline: float, sizes: list[int], h2d: float | N
                 text += "~"
             row.append(text)
         rows.append(row)
-    rows.append(["memcpy roofline"] + [f"{roofline:.2f}"] * len(sizes))
+    if roofline:
+        rows.append(["memcpy roofline"] + [f"{roofline:.2f}"] * len(sizes))
     if h2d:
         rows.append(["cudaMemcpy H2D"] + [f"{h2d:.2f}"] * len(sizes))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]

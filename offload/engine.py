@@ -10,6 +10,7 @@ whole arrays; nothing here loops per folio.
 from __future__ import annotations
 
 import errno
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -79,6 +80,8 @@ class EngineStats:
     folios: int = 0
     tlb_flushes: int = 0
     cpu_fallback_folios: int = 0
+    #: perf_counter() time of the first folio remapped by the latest migration
+    first_remap_at: float = 0.0
     extra: dict = field(default_factory=dict)
 
     def snapshot(self) -> dict:
@@ -98,6 +101,7 @@ class MigrationEngine:
     def __init__(self, machine: "Machine") -> None:
         self.m = machine
         self.stats = EngineStats()
+        self._tls = threading.local()
 
     # -- entry point --------------------------------------------------------------------
     def migrate(self, folios: Folios, reason: str) -> Outcome:
@@ -110,6 +114,7 @@ class MigrationEngine:
         rcs: list[np.ndarray] = []
         pieces: list[Folios] = []
         ctx = {"current": folios}  # what this call still holds isolated, for error recovery
+        self._tls.first = True
         try:
             return self._migrate(folios, reason, done, rcs, pieces, ctx)
         except BaseException:
@@ -290,6 +295,9 @@ class MigrationEngine:
         nodes = m.nodes
         if not len(g):
             return
+        if getattr(self._tls, "first", False):
+            self._tls.first = False
+            self.stats.first_remap_at = time.perf_counter()
         oid = _gather(nodes, g.node, g.pfn, "obj")
         oidx = _gather(nodes, g.node, g.pfn, "objidx")
         npages = folio_pages(g.order)

@@ -70,3 +70,109 @@ def test_bench_table_and_csv(run):
 def test_bench_rejects_bad_options(run, args, hint):
     r = CliRunner().invoke(main, ["bench", *args])
     assert r.exit_code == 2 and hint in r.output
+
+
+def test_bench_default_rows(run, monkeypatch):
+    from bench import cli
+
+    rows = cli.split_backends(cli.default_backends())
+    dma = "cupy" if cli.dma_engine() == "cupy" else "dma-threads"
+    assert rows == ["cpu-serial", "cpu-batched", f"{dma}:channels=1", f"{dma}:channels=2",
+                    f"{dma}:channels=4", "adaptive"]
+
+
+def test_bench_table_with_adaptive_and_published_rows(run):
+    r = run("bench", "--backends", "cpu-serial;adaptive", "--sizes", "4K,2M", "--total", "4M",
+            "--repeat", "1", "--warmup", "0")
+    assert r.exit_code == 0, r.output
+    assert "adaptive" in r.output and "published (kernel)" in r.output
+    assert "27.16" in r.output and "RFC v4" in r.output
+
+
+def test_split_suite_rows_name_the_policies(run):
+    r = run("bench", "split", "--cpu", "cpu-batched:threads=1", "--offload", "dma-threads",
+            "--sizes", "16K", "--total", "2M", "--repeat", "1", "--json")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)["results"]
+    assert [x["backend"] for x in rows] == ["cpu-only", "offload-only", "static:0.25",
+                                            "static:0.5", "static:0.75", "adaptive"]
+    by = {x["backend"]: x for x in rows}
+    assert by["cpu-only"]["cpu_fraction"] == 1.0 and by["offload-only"]["cpu_fraction"] == 0.0
+    assert 0.1 < by["static:0.25"]["cpu_fraction"] < 0.4
+    assert all(x["suite"] == "split" and x["verified"] for x in rows)
+
+
+def test_latency_suite(run):
+    r = run("bench", "latency", "--backends", "cpu-serial", "--batches", "16,512", "--total", "2M",
+            "--repeat", "1", "--json")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)["results"]
+    assert [x["batch_pages"] for x in rows] == [16, 512]
+    small, big = rows
+    # the first folio is usable sooner with small batches, the whole move takes longer
+    assert small["first_folio_us"] < big["first_folio_us"]
+    assert small["first_folio_us"] < small["total_ms"] * 1e3
+    assert run("bench", "latency", "--batches", "x").exit_code == 2
+
+
+def test_cpu_suite(run):
+    r = run("bench", "cpu", "--backends", "cpu-serial;cpu-batched:threads=2", "--sizes", "64K",
+            "--total", "4M", "--repeat", "1", "--json")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)["results"]
+    assert all(x["cpu_s_per_gb"] > 0 and x["cpu_utilization"] > 0 for x in rows)
+    r = run("bench", "cpu", "--backends", "cpu-serial", "--sizes", "64K", "--total", "1M",
+            "--repeat", "1")
+    assert "s/GB" in r.output
+
+
+def test_kernel_suite_on_this_host(run):
+    from bench.hostinfo import numa_nodes
+
+    r = run("bench", "kernel", "--total", "4M", "--repeat", "1")
+    assert r.exit_code == 0
+    if len(numa_nodes()) < 2:
+        assert "needs at least two" in r.output
+
+
+def test_kernel_move_pages_through_ctypes_query_mode():
+    import mmap
+
+    import numpy as np
+
+    from bench import kernel
+
+    if kernel.syscall_number() is None:
+        pytest.skip("move_pages syscall number unknown on this architecture")
+    region = kernel.Region(8 * 4096, huge=False)
+    try:
+        addrs = region.addr + np.arange(0, 8 * 4096, 4096, dtype=np.uint64)
+        try:
+            ret, status = kernel.move_pages(addrs, None)
+        except OSError as exc:
+            if exc.errno in (1, 38):  # EPERM / ENOSYS: a seccomp filter forbids the call
+                pytest.skip(f"this sandbox refuses move_pages(2): {exc}")
+            raise
+        assert ret == 0 and (status >= 0).all()  # every page is on some node
+        from bench.hostinfo import numa_nodes
+
+        assert set(status.tolist()) <= set(numa_nodes() or [0])
+        with pytest.raises(OSError):
+            kernel.move_pages(addrs, None, flags=1 << 10)  # EINVAL from the kernel
+    finally:
+        region.close()
+    del mmap
+
+
+def test_plot_output_or_a_clear_message(run, tmp_path):
+    out = tmp_path / "bench.png"
+    args = ["bench", "--backends", "cpu-serial;cpu-batched", "--sizes", "4K", "--total", "1M",
+            "--repeat", "1", "--plot", str(out)]
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 2 and "folio-offload[plot]" in r.output
+    else:
+        r = run(*args)
+        assert r.exit_code == 0 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
