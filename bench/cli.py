@@ -188,12 +188,15 @@ def _run(cases, total_b: int, size_list: list[int], repeat: int, as_json: bool, 
               help="Kind of the destination node; 'device' (GPU memory, needs CuPy) times "
                    "dram -> device moves only and adds a cudaMemcpy roofline.")
 @click.pass_context
+@click.option("--verify", "verify", is_flag=True,
+              help="Run every machine with verify=True (each batch compared with its source "
+                   "after the copy), to measure what that protection costs.")
 @click.option("--plot", "plot", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Also draw the table to this PNG (grouped bars and speedup lines; needs "
                    "the 'plot' extra).")
 def bench(ctx: click.Context, backends: str | None, sizes: str, total: str, repeat: int,
           warmup: int, batch_pages: int | None, as_json: bool, as_csv: bool, to: str,
-          plot: str | None) -> None:
+          verify: bool, plot: str | None) -> None:
     """Benchmark migration: GB/s of move_pages by backend and folio size.
 
     With no subcommand, runs the move_pages suite: a region of --total bytes is moved
@@ -227,12 +230,14 @@ def bench(ctx: click.Context, backends: str | None, sizes: str, total: str, repe
                 # the policy learns: it measures each of its 3 ways twice before settling
                 cases.append(movepages.Case(b, s, total_b, repeat, max(warmup, 6), bp, to=to,
                                             cpu="cpu-batched", offload=f"{dma_engine()}:channels=4",
-                                            policy="adaptive"))
+                                            policy="adaptive", verify=verify))
             else:
-                cases.append(movepages.Case(b, s, total_b, repeat, warmup, bp, to=to))
+                cases.append(movepages.Case(b, s, total_b, repeat, warmup, bp, to=to,
+                                            verify=verify))
     _run(cases, total_b, size_list, repeat, as_json, as_csv,
          f"move_pages of {total} between two nodes, GB/s median±stdev (xN: ratio to "
-         f"cpu-serial; ~: spread > 10%), batch {bp} pages", to, plot=plot, reference=True)
+         f"cpu-serial; ~: spread > 10%), batch {bp} pages" + (", verify=True" if verify else ""),
+         to, plot=plot, reference=True)
 
 
 SPLIT_POLICIES = ("cpu-only", "offload-only", "static:0.25", "static:0.5", "static:0.75",

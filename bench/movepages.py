@@ -35,10 +35,11 @@ class Case:
     offload: str | None = None
     policy: str | None = None
     suite: str = SUITE
+    verify: bool = False  #: Machine(verify=True): every batch compared after its copy
 
     def machine_key(self) -> tuple:
         return (self.backend, self.total, self.batch_pages, self.to, self.cpu, self.offload,
-                self.policy)
+                self.policy, self.verify)
 
 
 class VerificationError(AssertionError):
@@ -47,7 +48,7 @@ class VerificationError(AssertionError):
 
 def machine_for(backend: str, total: int, batch_pages: int, to: str = "dram",
                 cpu: str | None = None, offload: str | None = None,
-                policy: str | None = None) -> Machine:
+                policy: str | None = None, verify: bool = False) -> Machine:
     """A two-node machine sized for *total* bytes, with *backend* doing the batch copy.
 
     ``cpu-serial`` is the vanilla kernel (no migrator registered); any other backend is
@@ -59,11 +60,11 @@ def machine_for(backend: str, total: int, batch_pages: int, to: str = "dram",
     nodes = f"dram:{node},{to}:{node}"
     if policy is not None:
         return Machine(nodes=nodes, cpu=cpu, offload=offload, policy=policy,
-                       batch_pages=batch_pages)
+                       batch_pages=batch_pages, verify=verify)
     if backend.strip() == "cpu-serial":
-        return Machine(nodes=nodes, cpu="cpu-serial", batch_pages=batch_pages)
+        return Machine(nodes=nodes, cpu="cpu-serial", batch_pages=batch_pages, verify=verify)
     return Machine(nodes=nodes, cpu="cpu-serial", offload=backend, policy="offload-only",
-                   batch_pages=batch_pages)
+                   batch_pages=batch_pages, verify=verify)
 
 
 def pattern(total: int, seed: int) -> np.ndarray:
@@ -161,6 +162,7 @@ def run_case(case: Case, data: np.ndarray | None = None, machine: Machine | None
     row["cpu_s_per_gb"] = float(np.median(cpu_s)) / (total / 1e9)
     row["cpu_utilization"] = float(np.median(cpu_s)) / (row["total_ms"] / 1e3)
     row["verified"] = True
+    row["engine_verify"] = case.verify
     if case.policy is not None:
         rep = sched
         row["cpu"], row["offload"] = case.cpu, case.offload

@@ -35,6 +35,12 @@ def gather(frames, pfns: np.ndarray) -> np.ndarray:
     return cp.asnumpy(frames[cp.asarray(pfns)])
 
 
+def gather_words(frames, pfns: np.ndarray) -> np.ndarray:
+    """Rows *pfns* as 64-bit words (a host array), for fast comparison."""
+    rows = gather(frames, pfns)
+    return rows.view(np.uint64) if rows.size else rows.reshape(0, 0).view(np.uint64)
+
+
 def scatter(frames, pfns: np.ndarray, rows: np.ndarray) -> None:
     """Write host *rows* into rows *pfns* of *frames*."""
     if not on_device(frames):

@@ -82,6 +82,8 @@ class EngineStats:
     cpu_fallback_folios: int = 0
     #: perf_counter() time of the first folio remapped by the latest migration
     first_remap_at: float = 0.0
+    verify_s: float = 0.0
+    verify_failures: int = 0
     extra: dict = field(default_factory=dict)
 
     def snapshot(self) -> dict:
@@ -212,6 +214,10 @@ class MigrationEngine:
             rc[pins > 0] = -errno.EAGAIN
             want = rc == 0
             for d, k, idx in _groups(f.target, f.order, want):
+                if nodes[d].fail_allocs > 0:  # injected allocation failure
+                    nodes[d].fail_allocs -= 1
+                    rc[idx] = -errno.ENOMEM
+                    continue
                 heads = nodes[d].alloc_folios(idx.size, k)
                 dst[idx[:heads.size]] = heads
                 rc[idx[heads.size:]] = -errno.ENOMEM
@@ -244,7 +250,9 @@ class MigrationEngine:
     def _copy(self, batch: FolioBatch) -> None:
         """The batch copy (scheduler and migrator), then the CPU for whatever is unmarked."""
         m = self.m
-        m.copy_batch(batch)
+        mig, by_off = m.copy_batch(batch)
+        if m.verify:
+            marked_by_cpu = batch.copied.copy() if by_off is None else batch.copied & ~by_off
         unmarked = ~batch.copied
         if unmarked.any():
             self.stats.cpu_fallback_folios += int(unmarked.sum())
@@ -264,6 +272,24 @@ class MigrationEngine:
                 batch.copied[far] = True
             if not batch.copied.all():
                 raise RuntimeError(f"CPU copy backend {m.cpu.name} left folios uncopied")
+        if m.verify:
+            self._verify(batch, mig, by_off, marked_by_cpu)
+
+    def _verify(self, batch: FolioBatch, mig, by_off, by_cpu) -> None:
+        """Compare every destination with its source; copy again what a backend got wrong."""
+        t0 = time.perf_counter()
+        bad = verify_batch(batch)
+        if bad.any():
+            g = batch[bad]
+            sp, dp = g.page_indices()
+            npg = g.npages
+            devmem.copy_pages(batch.memory, np.repeat(g.src_node, npg), sp,
+                              np.repeat(g.dst_node, npg), dp)
+            if mig is not None and by_off is not None:
+                mig.verify_failures += int((bad & by_off).sum())
+            self.m.cpu.verify_failures += int((bad & by_cpu).sum())
+            self.stats.verify_failures += int(bad.sum())
+        self.stats.verify_s += time.perf_counter() - t0
 
     def _move(self, g: Folios, batch: FolioBatch, rc: np.ndarray, sel: np.ndarray,
               t2: float) -> np.ndarray:
@@ -411,3 +437,49 @@ def _update(nodes, nid: np.ndarray, pfn: np.ndarray, attr: str, value, op: str =
             arr[p] |= value
         else:
             arr[p] &= value
+
+
+def verify_batch(batch: FolioBatch, chunk: int = 8192) -> np.ndarray:
+    """Per folio: whether its destination differs from its source (vectorised, chunked).
+
+    Runs contiguous on both sides are compared in place, a chunk at a time, and only a
+    run that differs is looked at page by page; scattered folios are gathered.
+    """
+    n = len(batch)
+    runs = batch.runs("both")
+    host = not any(devmem.on_device(batch.memory[int(x)])
+                   for x in np.unique(np.concatenate((batch.src_node, batch.dst_node))))
+    if host and len(runs) * 16 <= max(64, n):
+        bad = np.zeros(n, dtype=bool)
+        for r in range(len(runs)):
+            s64 = batch.memory[int(runs.src_node[r])].view(np.uint64)
+            d64 = batch.memory[int(runs.dst_node[r])].view(np.uint64)
+            sp, dp, k = int(runs.src_pfn[r]), int(runs.dst_pfn[r]), int(runs.npages[r])
+            for lo in range(0, k, chunk):
+                hi = min(k, lo + chunk)
+                if np.not_equal(s64[sp + lo:sp + hi], d64[dp + lo:dp + hi]).any():
+                    a, b = int(runs.start[r]), int(runs.stop[r])
+                    bad[a:b] |= _verify_pages(batch[a:b], chunk)
+                    break
+        return bad
+    return _verify_pages(batch, chunk)
+
+
+def _verify_pages(batch: FolioBatch, chunk: int) -> np.ndarray:
+    n = len(batch)
+    npg = batch.npages
+    sp, dp = batch.page_indices()
+    sn, dn = np.repeat(batch.src_node, npg), np.repeat(batch.dst_node, npg)
+    page_bad = np.zeros(sp.size, dtype=bool)
+    for lo in range(0, sp.size, chunk):
+        sl = slice(lo, lo + chunk)
+        for s, idx in _groups1(sn[sl]):
+            for d, jdx in _groups1(dn[sl][idx]):
+                at = lo + idx[jdx]
+                src = devmem.gather_words(batch.memory[s], sp[at])
+                dst = devmem.gather_words(batch.memory[d], dp[at])
+                page_bad[at] = (src != dst).any(axis=1)
+    if not page_bad.any():
+        return np.zeros(n, dtype=bool)
+    starts = np.concatenate(([0], np.cumsum(npg)[:-1]))
+    return np.logical_or.reduceat(page_bad, starts)

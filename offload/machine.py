@@ -68,6 +68,10 @@ class Machine:
         ``threshold:SIZE`` or ``adaptive``.
     batch_pages : int
         NR_MAX_BATCHED_MIGRATION, the batch limit in base pages (kernel: 512).
+    verify : bool
+        After each batch copy, compare every destination with its source; a folio a
+        backend marked copied but got wrong is copied again and counted against that
+        backend (``verify_failures``), so a buggy plugin cannot corrupt memory.
 
     Examples
     --------
@@ -81,9 +85,12 @@ class Machine:
 
     def __init__(self, nodes: str = "256M,256M", cpu: str | Migrator = "cpu-serial",
                  offload: str | Migrator | None = None, policy: str = "adaptive",
-                 batch_pages: int = NR_MAX_BATCHED_MIGRATION) -> None:
+                 batch_pages: int = NR_MAX_BATCHED_MIGRATION, verify: bool = False) -> None:
         layout = parse_nodes(nodes)
         self.batch_pages = check_int(batch_pages, "batch_pages", minimum=1)
+        if not isinstance(verify, bool):
+            raise BadArgumentType(f"verify: expected bool, got {type(verify).__name__}")
+        self.verify = verify
         self._policy = parse_policy(policy)
         self._owned: list[Migrator] = []
         self.cpu = self._backend(cpu, "cpu")
@@ -157,9 +164,9 @@ class Machine:
         """Engine timings per phase and scheduler totals, for benchmarks."""
         return {"engine": self.engine.stats.snapshot(), "scheduler": self.scheduler.stats.as_dict()}
 
-    def copy_batch(self, batch) -> None:
-        """The batch-copy step: hand *batch* to the scheduler."""
-        self.scheduler.copy(batch)
+    def copy_batch(self, batch):
+        """The batch-copy step: hand *batch* to the scheduler (see ``Scheduler.copy``)."""
+        return self.scheduler.copy(batch)
 
     def spawn(self, uid: int = 1000, cap_sys_nice: bool = False) -> Process:
         """Create a process. uid 0, or *cap_sys_nice*, is privileged."""

@@ -51,7 +51,8 @@ class Migrator(ABC):
 
     Subclasses implement :meth:`offload_copy`; everything else has a default.
     The counters ``folios_migrated`` and ``folios_failures`` are kept by the machine
-    that uses the migrator (folios it marked copied, folios it was given and did not).
+    that uses the migrator (folios it marked copied, folios it was given and did not);
+    ``verify_failures`` counts folios it marked but got wrong, when the machine verifies.
     """
 
     #: Registry name of the backend.
@@ -62,6 +63,8 @@ class Migrator(ABC):
     def __init__(self) -> None:
         self.folios_migrated = 0
         self.folios_failures = 0
+        #: folios this backend marked copied but got wrong (``Machine(verify=True)``)
+        self.verify_failures = 0
         self._executor: ThreadPoolExecutor | None = None
         self._exec_lock = threading.Lock()
 

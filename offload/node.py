@@ -54,6 +54,8 @@ class Node:
         self.obj = np.full(self.nr_pages, -1, dtype=np.int32)
         self.objidx = np.zeros(self.nr_pages, dtype=np.int64)
         self.state = np.zeros(self.nr_pages, dtype=np.uint8)
+        #: fault injection: the next this-many migration allocations here fail (ENOMEM)
+        self.fail_allocs = 0
 
     @property
     def free_pages(self) -> int:

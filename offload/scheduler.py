@@ -135,12 +135,15 @@ class Scheduler:
                 for k, v in sorted(self.adaptive_by_size.items())}
         return d
 
-    def copy(self, batch: FolioBatch) -> None:
-        """Copy what the policy gives each side; leave failures unmarked for the engine."""
+    def copy(self, batch: FolioBatch) -> tuple["Migrator | None", np.ndarray | None]:
+        """Copy what the policy gives each side; leave failures unmarked for the engine.
+
+        Returns the migrator used (or None) and which folios it marked copied.
+        """
         with self.control.use(batch.reason) as mig:
             if mig is None:
                 self._cpu_copy(batch)
-                return
+                return None, None
             try:
                 take = bool(mig.should_batch(batch))
                 reach = np.array([mig.can_access(n) for n in self._nodes], dtype=bool)
@@ -149,13 +152,13 @@ class Scheduler:
                 take, reach = False, None
             if not take:
                 self._cpu_copy(batch)
-                return
+                return None, None
             to_off = self._choose(batch)
             if not self._cpu_reach.all():
                 to_off |= ~(self._cpu_reach[batch.src_node] & self._cpu_reach[batch.dst_node])
             if not reach.all():
                 to_off &= reach[batch.src_node] & reach[batch.dst_node]
-            self._run(mig, batch, to_off)
+            return mig, self._run(mig, batch, to_off)
 
     def _cpu_copy(self, batch: FolioBatch) -> None:
         """The CPU path copies what it can reach; the engine copies the rest later."""
@@ -197,7 +200,7 @@ class Scheduler:
         # the offload takes the first (1 - f) of the bytes, submitted before the CPU starts
         return cum <= (1.0 - f) * cum[-1] + 0.5 * nbytes
 
-    def _run(self, mig: "Migrator", batch: FolioBatch, to_off: np.ndarray) -> None:
+    def _run(self, mig: "Migrator", batch: FolioBatch, to_off: np.ndarray) -> np.ndarray:
         st = self.stats
         st.batches += 1
         whole = bool(to_off.all())
@@ -249,6 +252,12 @@ class Scheduler:
         if len(st.splits) > 4096:
             del st.splits[:2048]
         self._learn(b_cpu, t_cpu, b_off, t_off, time.perf_counter() - t0, ok)
+        by_off = np.zeros(len(batch), dtype=bool)
+        if whole:
+            by_off[:] = off.copied
+        elif len(off):
+            by_off[off.index] = off.copied
+        return by_off
 
     def _learn(self, b_cpu: int, t_cpu: float, b_off: int, t_off: float, wall: float,
                ok: bool) -> None:
