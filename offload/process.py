@@ -143,7 +143,14 @@ class Process:
         if not isinstance(shared, bool) or not isinstance(populate, bool):
             raise BadArgumentType("shared/populate: expected bool")
         m = self.machine
+        capacity = sum(n.nr_pages for n in m.nodes) << PAGE_SHIFT
+        if length > capacity:  # the kernel's overcommit check refuses it as well
+            raise oserror(errno.ENOMEM, f"length {length} is more than the machine's "
+                          f"{capacity} bytes of memory")
         with m.lock:
+            if populate and (length >> PAGE_SHIFT) > m.nodes[nid].free_pages:
+                raise oserror(errno.ENOMEM, f"node {nid} has {m.nodes[nid].free_pages} free "
+                              f"pages, {length >> PAGE_SHIFT} asked for")
             obj = MemObject(m._next_oid(), length >> PAGE_SHIFT, order, nid, shared)
             if populate:
                 obj.fault_in(np.arange(obj.npages), m.nodes)

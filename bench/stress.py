@@ -1,0 +1,190 @@
+"""``offload bench stress``: random migrations under accessors and injected faults."""
+
+from __future__ import annotations
+
+import errno
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from offload import MPOL_MF_MOVE_ALL, PAGE_SIZE, Machine
+
+ALLOWED_STATUS = {-errno.EBUSY, -errno.ENOMEM, -errno.EACCES}
+
+
+@dataclass
+class Region:
+    proc: object
+    addr: int
+    length: int
+    model: np.ndarray  #: the byte value every page should hold
+
+    @property
+    def npages(self) -> int:
+        return self.length // PAGE_SIZE
+
+
+def run_stress(seconds: float, seed: int = 0, policy: str = "adaptive",
+               verify: bool = False, progress=None) -> dict:
+    """Run the stress for *seconds*; return its report (``report["ok"]`` is the verdict)."""
+    from backends.dcbm import DmaThreads, Faults
+
+    faults = Faults(fail_every=13, reorder=True)
+    off = DmaThreads(channels=4, timeout=0.05, faults=faults)
+    ops: Counter = Counter()
+    injected: Counter = Counter()
+    errors: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    m = Machine(nodes="40M,40M,40M", cpu="cpu-batched:threads=2", offload=off, policy=policy,
+                batch_pages=256, verify=verify)
+    try:
+        user = m.spawn(uid=1000)
+        root = m.spawn(uid=0)
+        regions = []
+        for length, fs, shared in ((2 << 20, PAGE_SIZE, False), (4 << 20, 16 * PAGE_SIZE, False),
+                                   (4 << 20, 1 << 21, False), (1 << 20, PAGE_SIZE, True)):
+            a = user.mmap(length, node=0, folio_size=fs, shared=shared)
+            regions.append(Region(user, a, length, np.zeros(length // PAGE_SIZE, np.uint8)))
+        shared_r = regions[-1]
+        shared_in_root = user.share(shared_r.addr, shared_r.length, into=root)
+
+        def guard(fn):
+            def run(*args):
+                try:
+                    fn(*args)
+                except Exception as exc:  # every failure is a finding
+                    with lock:
+                        errors.append(f"{fn.__name__}: {type(exc).__name__}: {exc}")
+                    stop.set()
+            return run
+
+        @guard
+        def writer(w: int, nw: int) -> None:
+            rng = np.random.default_rng(seed + 10 + w)
+            while not stop.is_set():
+                r = regions[int(rng.integers(len(regions)))]
+                page = int(rng.integers(r.npages // nw)) * nw + w  # pages w, w+nw, ...
+                v = int(rng.integers(1, 256))
+                r.proc.write(r.addr + page * PAGE_SIZE, bytes([v]) * PAGE_SIZE)
+                r.model[page] = v
+                ops["write"] += 1
+
+        @guard
+        def reader() -> None:
+            rng = np.random.default_rng(seed + 20)
+            while not stop.is_set():
+                r = regions[int(rng.integers(len(regions)))]
+                page = int(rng.integers(r.npages))
+                got = r.proc.read_array(r.addr + page * PAGE_SIZE, PAGE_SIZE)
+                if (got != got[0]).any():
+                    raise AssertionError(f"torn read of page {page} at {r.addr:#x}")
+                ops["read"] += 1
+
+        @guard
+        def mover(k: int) -> None:
+            rng = np.random.default_rng(seed + 30 + k)
+            while not stop.is_set():
+                choice = rng.random()
+                r = regions[int(rng.integers(len(regions)))]
+                if choice < 0.6:
+                    n = int(rng.integers(1, r.npages + 1))
+                    idx = np.sort(rng.choice(r.npages, n, replace=False))
+                    target = int(rng.integers(3))
+                    res = r.proc.move_pages(r.addr + idx * PAGE_SIZE, [target] * n)
+                    bad = set(res.status) - {target} - ALLOWED_STATUS
+                    if bad:
+                        raise AssertionError(f"move_pages gave statuses {sorted(bad)}")
+                    ops["move_pages"] += 1
+                elif choice < 0.8:
+                    target = int(rng.integers(3))
+                    n = shared_r.npages
+                    res = root.move_pages(shared_in_root + np.arange(n) * PAGE_SIZE,
+                                          [target] * n, flags=MPOL_MF_MOVE_ALL)
+                    if set(res.status) - {target, -errno.EBUSY, -errno.ENOMEM}:
+                        raise AssertionError(f"MOVE_ALL gave statuses {sorted(set(res.status))}")
+                    ops["move_pages_all"] += 1
+                else:
+                    old = sorted(set(rng.choice(3, int(rng.integers(1, 3)), replace=False).tolist()))
+                    new = [int(rng.integers(3))]
+                    if user.migrate_pages(old, new) < 0:
+                        raise AssertionError("migrate_pages returned a negative count")
+                    ops["migrate_pages"] += 1
+
+        @guard
+        def pinner() -> None:
+            rng = np.random.default_rng(seed + 40)
+            while not stop.is_set():
+                r = regions[int(rng.integers(len(regions)))]
+                with r.proc.pin(r.addr + int(rng.integers(r.npages)) * PAGE_SIZE):
+                    time.sleep(0.002)
+                ops["pin"] += 1
+                time.sleep(0.003)
+
+        @guard
+        def injector() -> None:
+            rng = np.random.default_rng(seed + 50)
+            while not stop.wait(0.02):
+                node = m.nodes[int(rng.integers(3))]
+                node.fail_allocs += 1
+                injected["allocation failures"] += 1
+                if rng.random() < 0.1:
+                    faults.hang = {0}  # the next batch's first descriptor never completes
+                    injected["hung DMA descriptors"] += 1
+                    stop.wait(0.01)
+                    faults.hang = set()
+
+        threads = [threading.Thread(target=writer, args=(w, 2)) for w in range(2)]
+        threads += [threading.Thread(target=reader), threading.Thread(target=pinner),
+                    threading.Thread(target=injector)]
+        threads += [threading.Thread(target=mover, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + seconds
+        while not stop.is_set() and time.monotonic() < deadline:
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+            if progress:
+                progress(min(seconds, seconds - (deadline - time.monotonic())))
+        stop.set()
+        for t in threads:
+            t.join(60)
+        integrity = _check(m, regions, errors)
+        report = {
+            "seconds": seconds, "seed": seed, "policy": policy, "verify": verify,
+            "operations": dict(ops),
+            "pages_moved": m.vmstat["pgmigrate_success"],
+            "pages_not_moved": m.vmstat["pgmigrate_fail"],
+            "faults_injected": dict(injected) | {
+                "failed DMA descriptors": off.folios_failures, "DMA timeouts": off.timeouts},
+            "integrity_ok": integrity,
+            "errors": errors,
+        }
+        report["ok"] = integrity and not errors
+        return report
+    finally:
+        for n in m.nodes:
+            n.fail_allocs = 0
+        m.close()
+        off.close()
+
+
+def _check(m: Machine, regions: list[Region], errors: list[str]) -> bool:
+    ok = True
+    for r in regions:
+        got = r.proc.read_array(r.addr, r.length).reshape(r.npages, PAGE_SIZE)
+        wrong = np.flatnonzero((got != r.model[:, None]).any(axis=1))
+        if wrong.size:
+            ok = False
+            errors.append(f"{wrong.size} pages of the region at {r.addr:#x} hold wrong bytes")
+    used = sum(n.nr_pages - n.free_pages for n in m.nodes)
+    present = sum(int((o.pfn >= 0).sum()) for o in m.objects.values())
+    if used != present:
+        ok = False
+        errors.append(f"{used} pages allocated but {present} mapped: a leak or a double free")
+    if any((n.state != 0).any() for n in m.nodes):
+        ok = False
+        errors.append("folios left isolated or under migration")
+    return ok
