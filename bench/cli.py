@@ -122,7 +122,8 @@ def _check_plot() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise click.UsageError("--plot needs matplotlib: pip install 'folio-offload[plot]'")
+        raise click.UsageError("--plot needs matplotlib: pip install 'folio-offload[plot]'") \
+            from None
 
 
 def _run(cases, total_b: int, size_list: list[int], repeat: int, as_json: bool, as_csv: bool,

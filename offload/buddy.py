@@ -137,11 +137,6 @@ class BuddyAllocator:
             self._free[k + 1][: both.size] |= both
             self._count[k + 1] += merged
 
-    def is_free(self, pfn: int) -> bool:
-        """Whether base page *pfn* lies inside a free block."""
-        return any(bool(self._free[k][pfn >> k]) for k in range(self.max_order + 1)
-                   if (pfn >> k) < self._free[k].size)
-
 
 def _first_set(bm: np.ndarray, n: int) -> np.ndarray:
     """Indices of the first *n* set entries of *bm*, scanning in chunks."""

@@ -82,3 +82,11 @@ def copy_pages(memory, src_node: np.ndarray, src_pfn: np.ndarray, dst_node: np.n
             scatter(dst, dst_pfn[sel], src[src_pfn[sel]])
         else:
             dst[dst_pfn[sel]] = gather(src, src_pfn[sel])
+
+
+def copy_folios(batch) -> None:
+    """Copy every folio of a ``FolioBatch`` page by page, whatever memory it is in."""
+    npg = batch.npages
+    sp, dp = batch.page_indices()
+    copy_pages(batch.memory, np.repeat(batch.src_node, npg), sp, np.repeat(batch.dst_node, npg),
+               dp)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -84,11 +84,10 @@ class EngineStats:
     first_remap_at: float = 0.0
     verify_s: float = 0.0
     verify_failures: int = 0
-    extra: dict = field(default_factory=dict)
 
     def snapshot(self) -> dict:
         """A plain dict copy of the counters."""
-        return {k: v for k, v in self.__dict__.items() if k != "extra"}
+        return dict(self.__dict__)
 
 
 class MigrationEngine:
@@ -264,11 +263,7 @@ class MigrationEngine:
             far = unmarked & ~reach
             if far.any():
                 # device memory the CPU path cannot touch: copy through the CUDA runtime
-                g2 = batch[far]
-                sp, dp = g2.page_indices()
-                npg = g2.npages
-                devmem.copy_pages(batch.memory, np.repeat(g2.src_node, npg), sp,
-                                  np.repeat(g2.dst_node, npg), dp)
+                devmem.copy_folios(batch[far])
                 batch.copied[far] = True
             if not batch.copied.all():
                 raise RuntimeError(f"CPU copy backend {m.cpu.name} left folios uncopied")
@@ -280,11 +275,7 @@ class MigrationEngine:
         t0 = time.perf_counter()
         bad = verify_batch(batch)
         if bad.any():
-            g = batch[bad]
-            sp, dp = g.page_indices()
-            npg = g.npages
-            devmem.copy_pages(batch.memory, np.repeat(g.src_node, npg), sp,
-                              np.repeat(g.dst_node, npg), dp)
+            devmem.copy_folios(batch[bad])
             if mig is not None and by_off is not None:
                 mig.verify_failures += int((bad & by_off).sum())
             self.m.cpu.verify_failures += int((bad & by_cpu).sum())

@@ -222,7 +222,7 @@ def _migrate_to_node(p: "Process", source: int, dest: int, move_all: bool) -> in
         return 0
     with m.lock:
         while True:
-            nid_l, pfn_l = [], []
+            pfn_l = []
             for v in p._vmas:
                 obj = v.obj
                 sl = slice(v.pgoff, v.pgoff + v.npages)

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from offload import (MPOL_MF_MOVE, BadArgument, Machine, OffloadError, PAGE_SIZE, SpecError,
-                     registry)
+from offload import (MPOL_MF_MOVE, BadArgument, Machine, OffloadError, PAGE_SIZE, registry)
 from offload.cli import main
 
 

@@ -65,7 +65,7 @@ def test_adaptive_converges_to_the_balanced_split():
         a = p.mmap(192 << 20, folio_size=16 * PAGE_SIZE)
         data = fill(p, a, 192 << 20, 3)
         m.nodes[1].frames[:] = 1  # fault the destination in: first touches are not copies
-        cpu.engine, off.engine  # start the channel threads
+        assert cpu.engine and off.engine  # start the channel threads
         assert p.move_pages(pages(a, 192 << 20, 16 * PAGE_SIZE), [1] * 3072).ret == 0
         st = m.offload.stats
         assert p.read(a, data.size) == data.tobytes()

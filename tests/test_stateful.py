@@ -96,7 +96,7 @@ class System(RuleBasedStateMachine):
         res = caller.move_pages([r.addr + i * PAGE_SIZE for i in idx], [target] * len(idx),
                                 flags=MPOL_MF_MOVE_ALL if move_all else 2,
                                 pid=r.proc.pid if move_all else 0)
-        for i, s in zip(idx, res.status):
+        for s in res.status:
             assert s == target or s in ALLOWED | {-errno.ENOENT, -errno.EFAULT}, s
             if s == -errno.EACCES:
                 assert r.shared and not move_all

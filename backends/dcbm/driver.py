@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from typing import ClassVar
 
-import numpy as np
 
 from offload.batch import FolioBatch
 from offload.migrator import Migrator, Option
