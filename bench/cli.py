@@ -275,8 +275,10 @@ def split_cmd(cpu: str, offload: str, policies: str, sizes: str, total: str, rep
     size_list = parse_sizes(sizes)
     total_b = _total(total, size_list)
     bp = batch_pages or SPLIT_BATCH_PAGES
-    cases = [movepages.Case(p, s, total_b, repeat, warmup, bp, cpu=cpu, offload=offload,
-                            policy=p, suite="split") for p in pols for s in size_list]
+    # the adaptive policy learns: it measures each of its 3 ways twice before settling
+    cases = [movepages.Case(p, s, total_b, repeat, max(warmup, 6) if p == "adaptive" else warmup,
+                            bp, cpu=cpu, offload=offload, policy=p, suite="split")
+             for p in pols for s in size_list]
     _run(cases, total_b, size_list, repeat, as_json, as_csv,
          f"split: CPU path {cpu} + offload {offload}, move_pages of {total}, GB/s "
          f"median±stdev, batch {bp} pages")

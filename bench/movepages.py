@@ -85,108 +85,157 @@ def _same_bytes(p, addr: int, data: np.ndarray, chunk: int = 8 << 20) -> bool:
     return True
 
 
-def run_case(case: Case, data: np.ndarray | None = None, machine: Machine | None = None) -> dict:
-    """Run one cell; return its result row (see DESIGN.md's JSON schema).
+class Cell:
+    """One cell of a table, run one migration at a time (so that cells can interleave).
 
-    *machine* (from :func:`machine_for`, same backend) is reused when given, so that a
-    suite does not fault in fresh node memory for every cell; the region is unmapped
-    again at the end.
+    Parameters
+    ----------
+    case : Case
+        What to run.
+    data : numpy.ndarray
+        The region's content.
+    machine : Machine
+        A machine from :func:`machine_for` for this case (shared by the cells of one
+        backend; the region is unmapped at :meth:`finish`).
+    """
+
+    def __init__(self, case: Case, data: np.ndarray, machine: Machine) -> None:
+        self.case, self.data, self.m = case, data, machine
+        self.p = machine.spawn(uid=0)
+        self.addr = self.p.mmap(case.total, node=0, folio_size=case.folio_size)
+        self.p.write(self.addr, data)
+        self.addrs = np.arange(self.addr, self.addr + case.total, case.folio_size, dtype=np.int64)
+        self.where = 0
+        self.runs = 0
+        self.samples: dict[str, list[float]] = {k: [] for k in
+                                                ("gbps", "copy", "overhead", "first", "cpu")}
+
+    @property
+    def planned(self) -> int:
+        return self.case.warmup + self.case.repeat
+
+    def run_once(self) -> None:
+        """One migration of the whole region, verified; timed once past the warm-up."""
+        case, m, p = self.case, self.m, self.p
+        total = case.total
+        if case.to != "dram" and self.where == 1:  # time dram -> device only
+            p.move_pages(self.addrs, np.zeros(self.addrs.size, dtype=np.int64))
+            self.where = 0
+        self.where = 1 - self.where
+        targets = np.full(self.addrs.size, self.where, dtype=np.int64)
+        before = m.engine.stats.copy_s
+        moved_before = m.vmstat["pgmigrate_success"]
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        res = p.move_pages(self.addrs, targets)
+        dt = time.perf_counter() - t0
+        dc = time.process_time() - c0
+        copy_s = m.engine.stats.copy_s - before
+        if res.ret != 0 or m.vmstat["pgmigrate_success"] - moved_before != total // PAGE_SIZE:
+            raise VerificationError(f"{case.backend} at {case.folio_size}: {res.ret} pages "
+                                    "not migrated")
+        if not _same_bytes(p, self.addr, self.data):
+            raise VerificationError(f"{case.backend} at {case.folio_size}: wrong bytes "
+                                    "after migration")
+        self.runs += 1
+        if self.runs > case.warmup:
+            s = self.samples
+            s["gbps"].append(total / dt / 1e9)
+            s["copy"].append(copy_s / dt)
+            s["overhead"].append((dt - copy_s) / (total // case.folio_size) * 1e6)
+            s["first"].append((m.engine.stats.first_remap_at - t0) * 1e6)
+            s["cpu"].append(dc)
+
+    def finish(self) -> dict:
+        """Unmap the region; return the result row (see DESIGN.md's JSON schema)."""
+        case, s = self.case, self.samples
+        self.p.munmap(self.addr, case.total)
+        total = case.total
+        gbps = s["gbps"]
+        row = {
+            "suite": case.suite,
+            "backend": case.backend,
+            "folio_size": case.folio_size,
+            "total_bytes": total,
+            "folios": total // case.folio_size,
+            "repeat": case.repeat,
+            "batch_pages": case.batch_pages,
+            "direction": "dram->device" if case.to != "dram" else "dram<->dram",
+            "gbps": gbps,
+        }
+        row.update(summarize(gbps))
+        row["copy_fraction"] = float(np.median(s["copy"]))
+        row["overhead_us_per_folio"] = float(np.median(s["overhead"]))
+        row["first_folio_us"] = float(np.median(s["first"]))
+        row["total_ms"] = float(np.median([total / g / 1e6 for g in gbps]))
+        # CPU time of the whole process (copy threads included) per GB moved, and per second
+        row["cpu_s_per_gb"] = float(np.median(s["cpu"])) / (total / 1e9)
+        row["cpu_utilization"] = float(np.median(s["cpu"])) / (row["total_ms"] / 1e3)
+        row["verified"] = True
+        row["engine_verify"] = case.verify
+        if case.policy is not None:
+            rep = self.m.offload.stats
+            row["cpu"], row["offload"] = case.cpu, case.offload
+            row["cpu_fraction"] = rep["cpu_fraction"] if case.policy == "adaptive" else \
+                rep["bytes_cpu"] / max(1, rep["bytes_cpu"] + rep["bytes_offload"])
+            row["cpu_gbps_measured"] = rep["cpu_gbps"]
+            row["offload_gbps_measured"] = rep["offload_gbps"]
+            row["offload_failures"] = rep["offload_failures"]
+        return row
+
+
+def run_case(case: Case, data: np.ndarray | None = None, machine: Machine | None = None) -> dict:
+    """Run one cell on its own; return its result row.
 
     Raises
     ------
     VerificationError
         When a run did not move every page or left a wrong byte.
     """
-    total = case.total
-    folios = total // case.folio_size
     if data is None:
-        data = pattern(total, case.seed)
-    own = machine is None
-    m = machine_for(*case.machine_key()) if own else machine
+        data = pattern(case.total, case.seed)
+    m = machine_for(*case.machine_key()) if machine is None else machine
     try:
-        p = m.spawn(uid=0)
-        addr = p.mmap(total, node=0, folio_size=case.folio_size)
-        p.write(addr, data)
-        addrs = np.arange(addr, addr + total, case.folio_size, dtype=np.int64)
-        gbps, copy_frac, overhead, first, cpu_s = [], [], [], [], []
-        where = 0
-        one_way = case.to != "dram"  # time dram -> device only; come back untimed
-        for i in range(case.warmup + case.repeat):
-            if one_way and where == 1:
-                p.move_pages(addrs, np.zeros(addrs.size, dtype=np.int64))
-                where = 0
-            where = 1 - where
-            targets = np.full(addrs.size, where, dtype=np.int64)
-            before = m.engine.stats.copy_s
-            moved_before = m.vmstat["pgmigrate_success"]
-            c0 = time.process_time()
-            t0 = time.perf_counter()
-            res = p.move_pages(addrs, targets)
-            dt = time.perf_counter() - t0
-            dc = time.process_time() - c0
-            copy_s = m.engine.stats.copy_s - before
-            if res.ret != 0 or m.vmstat["pgmigrate_success"] - moved_before != total // PAGE_SIZE:
-                raise VerificationError(f"{case.backend} at {case.folio_size}: {res.ret} pages "
-                                        "not migrated")
-            if not _same_bytes(p, addr, data):
-                raise VerificationError(f"{case.backend} at {case.folio_size}: wrong bytes "
-                                        "after migration")
-            if i >= case.warmup:
-                gbps.append(total / dt / 1e9)
-                copy_frac.append(copy_s / dt)
-                overhead.append((dt - copy_s) / folios * 1e6)
-                first.append((m.engine.stats.first_remap_at - t0) * 1e6)
-                cpu_s.append(dc)
-        p.munmap(addr, total)
-        sched = m.offload.stats
+        cell = Cell(case, data, m)
+        for _ in range(cell.planned):
+            cell.run_once()
+        return cell.finish()
     finally:
-        if own:
+        if machine is None:
             m.close()
-    row = {
-        "suite": case.suite,
-        "backend": case.backend,
-        "folio_size": case.folio_size,
-        "total_bytes": total,
-        "folios": folios,
-        "repeat": case.repeat,
-        "batch_pages": case.batch_pages,
-        "direction": "dram->device" if case.to != "dram" else "dram<->dram",
-        "gbps": gbps,
-    }
-    row.update(summarize(gbps))
-    row["copy_fraction"] = float(np.median(copy_frac))
-    row["overhead_us_per_folio"] = float(np.median(overhead))
-    row["first_folio_us"] = float(np.median(first))
-    row["total_ms"] = float(np.median([total / g / 1e6 for g in gbps]))
-    # CPU time of the whole process (copy threads included) per GB moved, and per second
-    row["cpu_s_per_gb"] = float(np.median(cpu_s)) / (total / 1e9)
-    row["cpu_utilization"] = float(np.median(cpu_s)) / (row["total_ms"] / 1e3)
-    row["verified"] = True
-    row["engine_verify"] = case.verify
-    if case.policy is not None:
-        rep = sched
-        row["cpu"], row["offload"] = case.cpu, case.offload
-        row["cpu_fraction"] = rep["cpu_fraction"] if case.policy == "adaptive" else \
-            rep["bytes_cpu"] / max(1, rep["bytes_cpu"] + rep["bytes_offload"])
-        row["cpu_gbps_measured"] = rep["cpu_gbps"]
-        row["offload_gbps_measured"] = rep["offload_gbps"]
-        row["offload_failures"] = rep["offload_failures"]
-    return row
 
 
 def run_cases(cases: list[Case], data: np.ndarray, on_done=None) -> list[dict]:
-    """Run cells in order, one machine per backend; call ``on_done(case)`` after each."""
+    """Run cells, interleaved: the cells of one folio size take turns, one run each.
+
+    Interleaving spreads slow drifts of the machine (other tenants, frequency) evenly
+    over the rows being compared, instead of over whichever row ran at the bad moment.
+    Every cell's timed runs fall in the same final rounds; a cell with a longer warm-up
+    starts earlier. One machine per backend; ``on_done(case)`` after each cell.
+    """
     machines: dict[tuple, Machine] = {}
-    rows = []
+    rows: dict[int, dict] = {}
+    groups: dict[tuple, list[int]] = {}
+    for i, c in enumerate(cases):
+        groups.setdefault((c.folio_size, c.total), []).append(i)
     try:
-        for case in cases:
-            key = case.machine_key()
-            if key not in machines:
-                machines[key] = machine_for(*key)
-            rows.append(run_case(case, data, machines[key]))
-            if on_done:
-                on_done(case)
+        for idx in groups.values():
+            cells = {}
+            for i in idx:
+                key = cases[i].machine_key()
+                if key not in machines:
+                    machines[key] = machine_for(*key)
+                cells[i] = Cell(cases[i], data, machines[key])
+            rounds = max(c.planned for c in cells.values())
+            for r in range(rounds):
+                for i, cell in cells.items():
+                    if r >= rounds - cell.planned:
+                        cell.run_once()
+            for i, cell in cells.items():
+                rows[i] = cell.finish()
+                if on_done:
+                    on_done(cases[i])
     finally:
         for m in machines.values():
             m.close()
-    return rows
+    return [rows[i] for i in range(len(cases))]

@@ -302,6 +302,7 @@ class Adaptive:
         self.current = "split"  #: the mode exploited between probes
         self.rates = (0.0, 0.0)  #: CPU and offload GB/s seen in split batches
         self.rates_seen = 0
+        self.scored_at: float | None = None  #: the split fraction the split score is for
 
     def fraction(self) -> float:
         """Choose this batch's mode; return its CPU fraction."""
@@ -324,32 +325,30 @@ class Adaptive:
         """Record the batch just copied in the chosen mode."""
         mode = self.mode
         self.seen[mode] = self.batches
+        # while warming up, each new sample replaces the last: first runs are cold
+        alpha = 1.0 if self.batches <= self.WARMUP * len(self.MODES) else self.ALPHA
         if mode == "split":
+            used = self.split
+            if ok and wall > 0 and nbytes:
+                gbps = nbytes / wall / 1e9
+                # a score measured at another fraction is stale: replace it, don't blend
+                same = self.scored_at is not None and abs(used - self.scored_at) <= 0.05
+                self.gbps["split"] = _ewma(self.gbps["split"], gbps, alpha) if same else gbps
+                self.scored_at = used
+            elif not self.gbps["split"]:
+                self.gbps["split"] = 1e-9
             if cpu_rate and off_rate:
                 self.rates = (_ewma(self.rates[0], cpu_rate, self.ALPHA),
                               _ewma(self.rates[1], off_rate, self.ALPHA))
                 rc, ro = self.rates
-                used = self.split
                 target = rc / (rc + ro)
                 # the first estimate is taken whole; later ones in bounded steps
-                step = target - self.split if self.rates_seen == 0 else \
-                    max(-self.STEP, min(self.STEP, target - self.split))
-                self.split = min(0.98, max(0.02, self.split + step))
+                step = target - used if self.rates_seen == 0 else \
+                    max(-self.STEP, min(self.STEP, target - used))
+                self.split = min(0.98, max(0.02, used + step))
                 self.rates_seen += 1
-                # the split is scored by what this batch measured, scaled to its
-                # corrected fraction by the two sides' speeds while sharing the machine
-                def predict(f: float) -> float:
-                    return 1.0 / max(f / rc, (1.0 - f) / ro)
-
-                if ok and wall > 0 and nbytes:
-                    score = nbytes / wall / 1e9 * predict(self.split) / predict(used)
-                    self.gbps["split"] = _ewma(self.gbps["split"], score, self.ALPHA)
-            elif ok and wall > 0 and nbytes:
-                self.gbps["split"] = _ewma(self.gbps["split"], nbytes / wall / 1e9, self.ALPHA)
-            elif not self.gbps["split"]:
-                self.gbps["split"] = 1e-9
         elif ok and wall > 0 and nbytes:
-            self.gbps[mode] = _ewma(self.gbps[mode], nbytes / wall / 1e9, self.ALPHA)
+            self.gbps[mode] = _ewma(self.gbps[mode], nbytes / wall / 1e9, alpha)
         elif not self.gbps[mode]:
             self.gbps[mode] = 1e-9  # measured as failing: not chosen until probed again
 
