@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .batch import FolioBatch
+from .constants import PAGE_SHIFT
 from .errors import SpecError
 from .sizes import parse_size
 
@@ -120,7 +120,6 @@ class Scheduler:
         self.adaptive = Adaptive()
         self._cpu_reach = np.array([cpu.can_access(n) for n in nodes], dtype=bool)
         self._nodes = nodes
-        self._lock = threading.Lock()
 
     def report(self) -> dict:
         """Observability: policy, current CPU fraction and the totals (a snapshot)."""
@@ -153,12 +152,12 @@ class Scheduler:
             if not take:
                 self._cpu_copy(batch)
                 return None, None
-            to_off = self._choose(batch)
+            to_off, ada = self._choose(batch)
             if not self._cpu_reach.all():
                 to_off |= ~(self._cpu_reach[batch.src_node] & self._cpu_reach[batch.dst_node])
             if not reach.all():
                 to_off &= reach[batch.src_node] & reach[batch.dst_node]
-            return mig, self._run(mig, batch, to_off)
+            return mig, self._run(mig, batch, to_off, ada)
 
     def _cpu_copy(self, batch: FolioBatch) -> None:
         """The CPU path copies what it can reach; the engine copies the rest later."""
@@ -177,30 +176,33 @@ class Scheduler:
             return np.ones(len(batch), dtype=bool)
         return self._cpu_reach[batch.src_node] & self._cpu_reach[batch.dst_node]
 
-    def _choose(self, batch: FolioBatch) -> np.ndarray:
+    def _choose(self, batch: FolioBatch) -> tuple[np.ndarray, "Adaptive | None"]:
+        """Which folios the offload gets, and the adaptive state that chose (if any)."""
         p = self.policy
         n = len(batch)
         if p.kind == "offload-only":
-            return np.ones(n, dtype=bool)
+            return np.ones(n, dtype=bool), None
         if p.kind == "cpu-only":
-            return np.zeros(n, dtype=bool)
+            return np.zeros(n, dtype=bool), None
         if p.kind == "threshold":
-            return (batch.npages << 12) >= p.threshold
+            return (batch.npages << PAGE_SHIFT) >= p.threshold, None
         f = p.cpu_fraction
+        ada = None
         if p.kind == "adaptive":
             shape = int(np.log2(max(1, batch.nbytes // max(1, n))))
-            self.adaptive = self.adaptive_by_size.setdefault(shape, Adaptive())
-            f = p.cpu_fraction = self.adaptive.fraction()
+            ada = self.adaptive = self.adaptive_by_size.setdefault(shape, Adaptive())
+            f = p.cpu_fraction = ada.fraction()
         if f >= 1.0:
-            return np.zeros(n, dtype=bool)
+            return np.zeros(n, dtype=bool), ada
         if f <= 0.0:
-            return np.ones(n, dtype=bool)
+            return np.ones(n, dtype=bool), ada
         nbytes = batch.npages.astype(np.float64)
         cum = np.cumsum(nbytes)
         # the offload takes the first (1 - f) of the bytes, submitted before the CPU starts
-        return cum <= (1.0 - f) * cum[-1] + 0.5 * nbytes
+        return cum <= (1.0 - f) * cum[-1] + 0.5 * nbytes, ada
 
-    def _run(self, mig: "Migrator", batch: FolioBatch, to_off: np.ndarray) -> np.ndarray:
+    def _run(self, mig: "Migrator", batch: FolioBatch, to_off: np.ndarray,
+             ada: "Adaptive | None") -> np.ndarray:
         st = self.stats
         st.batches += 1
         whole = bool(to_off.all())
@@ -251,7 +253,7 @@ class Scheduler:
         st.splits.append(b_cpu / max(1, b_off + b_cpu))
         if len(st.splits) > 4096:
             del st.splits[:2048]
-        self._learn(b_cpu, t_cpu, b_off, t_off, time.perf_counter() - t0, ok)
+        self._learn(b_cpu, t_cpu, b_off, t_off, time.perf_counter() - t0, ok, ada)
         by_off = np.zeros(len(batch), dtype=bool)
         if whole:
             by_off[:] = off.copied
@@ -260,7 +262,7 @@ class Scheduler:
         return by_off
 
     def _learn(self, b_cpu: int, t_cpu: float, b_off: int, t_off: float, wall: float,
-               ok: bool) -> None:
+               ok: bool, ada: "Adaptive | None") -> None:
         st = self.stats
         cpu_rate = b_cpu / t_cpu / 1e9 if b_cpu and t_cpu > 0 else 0.0
         # a failed offload says nothing about its speed
@@ -269,8 +271,8 @@ class Scheduler:
             st.cpu_gbps = _ewma(st.cpu_gbps, cpu_rate)
         if off_rate:
             st.offload_gbps = _ewma(st.offload_gbps, off_rate)
-        if self.policy.kind == "adaptive":
-            self.adaptive.learn(b_cpu + b_off, wall, cpu_rate, off_rate, ok)
+        if ada is not None:
+            ada.learn(b_cpu + b_off, wall, cpu_rate, off_rate, ok)
 
 
 class Adaptive:
