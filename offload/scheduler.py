@@ -290,7 +290,7 @@ class Adaptive:
 
     MODES = ("split", "cpu", "offload")
     STEP = 0.1
-    PROBE_EVERY = 16
+    PROBE_EVERY = 32
     MARGIN = 0.05
     ALPHA = 0.3
     WARMUP = 2
