@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, NamedTuple
 
 import numpy as np
 
@@ -20,8 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
 _MMAP_BASE = 0x7F00_0000_0000
 
 
-@dataclass(frozen=True)
-class MoveResult:
+class MoveResult(NamedTuple):
     """What ``move_pages`` returns: entries not migrated, and one status per entry."""
 
     ret: int

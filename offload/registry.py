@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import importlib
 import threading
-from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from .errors import BackendUnavailable, SpecError, UnknownBackend
 from .migrator import Migrator, Option
@@ -34,8 +33,7 @@ _INSTALL_HINTS = {
 }
 
 
-@dataclass(frozen=True)
-class BackendInfo:
+class BackendInfo(NamedTuple):
     """A backend as ``available()`` lists it."""
 
     name: str

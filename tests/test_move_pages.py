@@ -223,3 +223,14 @@ def test_bad_arguments(machine):
         p.move_pages([a], [1], flags=None)
     assert p.move_pages([], []).ret == 0
     assert p.move_pages(np.array([a]), np.array([1])).status == [1]
+
+
+def test_results_unpack_like_tuples(machine):
+    from offload import registry
+
+    p = machine.spawn()
+    a = p.mmap(PAGE_SIZE)
+    ret, status = p.move_pages([a], [1])
+    assert (ret, status) == (0, [1])
+    name, ok, reason = registry.available()["cpu-serial"]
+    assert (name, ok, reason) == ("cpu-serial", True, "")
