@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -120,6 +121,7 @@ class Scheduler:
         self.adaptive = Adaptive()
         self._cpu_reach = np.array([cpu.can_access(n) for n in nodes], dtype=bool)
         self._nodes = nodes
+        self._lock = threading.Lock()
 
     def report(self) -> dict:
         """Observability: policy, current CPU fraction and the totals (a snapshot)."""
@@ -204,7 +206,8 @@ class Scheduler:
     def _run(self, mig: "Migrator", batch: FolioBatch, to_off: np.ndarray,
              ada: "Adaptive | None") -> np.ndarray:
         st = self.stats
-        st.batches += 1
+        with self._lock:
+            st.batches += 1
         whole = bool(to_off.all())
         off = batch if whole else batch[to_off]
         cpu = batch[:0] if whole else batch[~to_off]
@@ -239,21 +242,22 @@ class Scheduler:
             self.cpu.offload_copy(cpu)
             t_cpu, t_off = time.perf_counter() - t0, 0.0
         marked = int(off.copied.sum())
-        mig.folios_migrated += marked
-        mig.folios_failures += len(off) - marked
         if marked < len(off):
             ok = False
-            st.offload_failures += len(off) - marked
         if not whole:
             batch.absorb(off)
             batch.absorb(cpu)
         b_off, b_cpu = off.nbytes, cpu.nbytes
-        st.bytes_offload += b_off
-        st.bytes_cpu += b_cpu
-        st.splits.append(b_cpu / max(1, b_off + b_cpu))
-        if len(st.splits) > 4096:
-            del st.splits[:2048]
-        self._learn(b_cpu, t_cpu, b_off, t_off, time.perf_counter() - t0, ok, ada)
+        with self._lock:  # migrations from several threads share these counters
+            mig.folios_migrated += marked
+            mig.folios_failures += len(off) - marked
+            st.offload_failures += len(off) - marked
+            st.bytes_offload += b_off
+            st.bytes_cpu += b_cpu
+            st.splits.append(b_cpu / max(1, b_off + b_cpu))
+            if len(st.splits) > 4096:
+                del st.splits[:2048]
+            self._learn(b_cpu, t_cpu, b_off, t_off, time.perf_counter() - t0, ok, ada)
         by_off = np.zeros(len(batch), dtype=bool)
         if whole:
             by_off[:] = off.copied
