@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from offload.arrays import run_boundaries
+from offload.devmem import copy_pages, copy_runs
 from offload.batch import FolioBatch
 from offload.migrator import Migrator, Option
 
@@ -65,12 +66,9 @@ class CpuBatched(Migrator):
         if len(runs) * shares <= 8 * self.threads:
             # few long runs: cut them into equal page ranges, no page arrays needed
             jobs = _cut_runs(runs, shares)
-            self._run(jobs, lambda job: _copy_runs(batch.memory, *job))
+            self._run(jobs, lambda job: copy_runs(batch.memory, *job))
         else:
-            spfn, dpfn = batch.page_indices()
-            per = batch.npages
-            snode = np.repeat(batch.src_node, per)
-            dnode = np.repeat(batch.dst_node, per)
+            snode, spfn, dnode, dpfn = batch.pages()
             bounds = np.linspace(0, npages, shares + 1).astype(np.int64)
             jobs = [(snode[a:b], spfn[a:b], dnode[a:b], dpfn[a:b])
                     for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
@@ -116,12 +114,6 @@ def _cut_runs(runs, shares: int) -> list[tuple]:
     return jobs
 
 
-def _copy_runs(memory, snode, spfn, dnode, dpfn, npages) -> None:
-    for sn, sp, dn, dp, k in zip(snode.tolist(), spfn.tolist(), dnode.tolist(), dpfn.tolist(),
-                                 npages.tolist()):
-        np.copyto(memory[dn][dp:dp + k], memory[sn][sp:sp + k])
-
-
 def _copy_pages(memory, snode, spfn, dnode, dpfn) -> None:
     """Copy pages given one by one, with as few numpy calls as their layout allows."""
     n = spfn.size
@@ -133,7 +125,7 @@ def _copy_pages(memory, snode, spfn, dnode, dpfn) -> None:
     both = run_boundaries(same_s, same_d, dcont, spfn[1:] == spfn[:-1] + 1)
     if both.size * 1024 <= _RUNS_PER_1K_PAGES * n:
         stop = np.append(both[1:], n)
-        _copy_runs(memory, snode[both], spfn[both], dnode[both], dpfn[both], stop - both)
+        copy_runs(memory, snode[both], spfn[both], dnode[both], dpfn[both], stop - both)
         return
     dst_runs = run_boundaries(same_s, same_d, dcont)
     if dst_runs.size * 1024 <= _RUNS_PER_1K_PAGES * n:
@@ -143,7 +135,4 @@ def _copy_pages(memory, snode, spfn, dnode, dpfn) -> None:
             np.take(memory[int(snode[a])], spfn[a:b], axis=0,
                     out=memory[int(dnode[a])][d0:d0 + b - a], mode="clip")
         return
-    pair = snode.astype(np.int64) * 65536 + dnode
-    for key in np.unique(pair):
-        sel = pair == key
-        memory[int(key % 65536)][dpfn[sel]] = memory[int(key // 65536)][spfn[sel]]
+    copy_pages(memory, snode, spfn, dnode, dpfn)  # scattered on both sides: gather/scatter

@@ -7,7 +7,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .arrays import folio_pages, run_boundaries
+from .arrays import expand_ranges, folio_pages, run_boundaries
 from .constants import MAX_FOLIO_ORDER, MR_SYSCALL, PAGE_SHIFT
 
 
@@ -149,6 +149,11 @@ class FolioBatch:
 
     def page_indices(self) -> tuple[np.ndarray, np.ndarray]:
         """Every base page of the batch: (source pfns, destination pfns), in order."""
-        from .arrays import expand_ranges
         npages = self.npages
         return expand_ranges(self.src_pfn, npages), expand_ranges(self.dst_pfn, npages)
+
+    def pages(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every base page of the batch: (src node, src pfn, dst node, dst pfn), in order."""
+        npages = self.npages
+        sp, dp = self.page_indices()
+        return np.repeat(self.src_node, npages), sp, np.repeat(self.dst_node, npages), dp

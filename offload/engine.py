@@ -459,8 +459,7 @@ def verify_batch(batch: FolioBatch, chunk: int = 8192) -> np.ndarray:
 def _verify_pages(batch: FolioBatch, chunk: int) -> np.ndarray:
     n = len(batch)
     npg = batch.npages
-    sp, dp = batch.page_indices()
-    sn, dn = np.repeat(batch.src_node, npg), np.repeat(batch.dst_node, npg)
+    sn, sp, dn, dp = batch.pages()
     page_bad = np.zeros(sp.size, dtype=bool)
     for lo in range(0, sp.size, chunk):
         sl = slice(lo, lo + chunk)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from offload.batch import FolioBatch
+from offload.batch import FolioBatch, Runs
 
 #: The DCBM driver's channel limit.
 MAX_CHANNELS = 16
@@ -20,26 +20,16 @@ def channel_bounds(n: int, channels: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Plan:
+class Plan(Runs):
     """Descriptors of one batch: one per folio, or per coalesced run within a channel.
 
-    Descriptor ``d`` copies ``npages[d]`` pages from ``(src_node, src_pfn)`` to
-    ``(dst_node, dst_pfn)`` on channel ``channel[d]`` and covers batch folios
-    ``start[d]:stop[d]``.
+    Descriptor ``d`` is run ``d`` of :class:`~offload.batch.Runs`: it copies
+    ``npages[d]`` pages from ``(src_node, src_pfn)`` to ``(dst_node, dst_pfn)`` and
+    covers batch folios ``start[d]:stop[d]``; it is issued on channel ``channel[d]``.
     """
 
     channel: np.ndarray
-    src_node: np.ndarray
-    src_pfn: np.ndarray
-    dst_node: np.ndarray
-    dst_pfn: np.ndarray
-    npages: np.ndarray
-    start: np.ndarray
-    stop: np.ndarray
     channels: int
-
-    def __len__(self) -> int:
-        return int(self.npages.size)
 
     def of_channel(self, c: int) -> np.ndarray:
         """Descriptor indices of channel *c*, in issue order."""
@@ -63,11 +53,9 @@ def plan_batch(batch: FolioBatch, channels: int, coalesce: bool = True) -> Plan:
     bounds = channel_bounds(n, channels)
     if coalesce:
         runs = batch.runs("both", breaks=bounds[1:-1])
-        start, stop = runs.start, runs.stop
-        fields = (runs.src_node, runs.src_pfn, runs.dst_node, runs.dst_pfn, runs.npages)
     else:
         start = np.arange(n, dtype=np.int64)
-        stop = start + 1
-        fields = (batch.src_node, batch.src_pfn, batch.dst_node, batch.dst_pfn, batch.npages)
-    channel = np.searchsorted(bounds, start, side="right") - 1
-    return Plan(channel, *fields, start, stop, channels=bounds.size - 1)
+        runs = Runs(batch.src_node, batch.src_pfn, batch.dst_node, batch.dst_pfn, batch.npages,
+                    start, start + 1)
+    channel = np.searchsorted(bounds, runs.start, side="right") - 1
+    return Plan(**vars(runs), channel=channel, channels=bounds.size - 1)

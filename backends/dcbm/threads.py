@@ -17,6 +17,7 @@ import numpy as np
 
 from offload.arrays import expand_ranges
 from offload.constants import PAGE_SIZE
+from offload.devmem import copy_pages, copy_runs
 
 from .engine import DONE, FAILED, DmaEngine, Job
 from .plan import Plan
@@ -163,18 +164,12 @@ class ThreadEngine(DmaEngine):
 
 
 def _copy(plan: Plan, d: np.ndarray, memory) -> None:
-    """Copy descriptors *d* as one transaction: a slice copy each, or one gather."""
-    sn, dn = plan.src_node[d], plan.dst_node[d]
-    if d.size <= 4 or plan.npages[d].min() >= 64:
-        for s, sp, t, dp, k in zip(sn.tolist(), plan.src_pfn[d].tolist(), dn.tolist(),
-                                   plan.dst_pfn[d].tolist(), plan.npages[d].tolist()):
-            np.copyto(memory[t][dp:dp + k], memory[s][sp:sp + k])
-        return
+    """Copy descriptors *d* as one transaction: a memcpy each, or one gather/scatter."""
+    fields = (plan.src_node[d], plan.src_pfn[d], plan.dst_node[d], plan.dst_pfn[d])
     npg = plan.npages[d]
-    spfn = expand_ranges(plan.src_pfn[d], npg)
-    dpfn = expand_ranges(plan.dst_pfn[d], npg)
-    sn, dn = np.repeat(sn, npg), np.repeat(dn, npg)
-    pair = sn.astype(np.int64) * 65536 + dn
-    for key in np.unique(pair):
-        sel = pair == key
-        memory[int(key % 65536)][dpfn[sel]] = memory[int(key // 65536)][spfn[sel]]
+    if d.size <= 4 or npg.min() >= 64:
+        copy_runs(memory, *fields, npg)
+        return
+    sn, sp, dn, dp = fields
+    copy_pages(memory, np.repeat(sn, npg), expand_ranges(sp, npg), np.repeat(dn, npg),
+               expand_ranges(dp, npg))
