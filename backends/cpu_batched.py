@@ -49,6 +49,8 @@ class CpuBatched(Migrator):
     """
 
     name = "cpu-batched"
+    #: shipped with folio-offload: called inline on the CPU path, without a guard
+    _trusted = True
     options = {"threads": Option(int, min=1, max=256, help="copy threads (default: usable CPUs)")}
 
     def __init__(self, threads: int | None = None) -> None:

@@ -8,7 +8,7 @@ import sys
 import click
 
 from offload.errors import OffloadError
-from offload.sizes import parse_size
+from offload.sizes import format_size, parse_size
 
 DEFAULT_SIZES = "4K,16K,64K,256K,1M,2M"
 #: In --backends, this name stands for the scheduler's adaptive policy over cpu-batched
@@ -126,9 +126,25 @@ def _check_plot() -> None:
             from None
 
 
+def _check_memory(cases, total_b: int) -> None:
+    """Refuse up front a --total whose machines cannot fit in this host's free memory."""
+    from . import hostinfo, movepages
+
+    machines = len({c.machine_key() for c in cases}) if cases else 1
+    need = movepages.peak_estimate(total_b, machines)
+    have = hostinfo.memory_available()
+    if have and need > have:
+        raise click.BadParameter(
+            f"{format_size(total_b)} needs about {need / 2**30:.1f} GiB of memory here "
+            f"({machines} two-node machine(s) of --total each, the data and its checks), "
+            f"but {have / 2**30:.1f} GiB is available; use a smaller --total or fewer "
+            f"--backends", param_hint="--total")
+
+
 def _run(cases, total_b: int, size_list: list[int], repeat: int, as_json: bool, as_csv: bool,
          title: str, to: str = "dram", plot: str | None = None, reference: bool = False) -> None:
     """Run the cells with a progress bar on stderr; print the table, JSON or CSV."""
+    _check_memory(cases, total_b)
     from . import movepages, report
     from .hostinfo import host_info
     from .roofline import memcpy_gbps
@@ -436,7 +452,8 @@ def kernel_cmd(sizes: str, total: str, repeat: int, warmup: int, as_json: bool,
 @bench.command("stress")
 @click.option("--seconds", default=10.0, show_default=True, type=click.FloatRange(0.1, 86400),
               help="How long to run.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),
+              help="Random seed (0 .. 2**32-1).")
 @click.option("--policy", default="adaptive", show_default=True, help="Scheduler policy.")
 @click.option("--verify", is_flag=True, help="Run the machine with verify=True.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")

@@ -20,6 +20,17 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def memory_available() -> int:
+    """Bytes of memory available to new allocations (MemAvailable), 0 when unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def numa_nodes() -> list[int]:
     """Online NUMA nodes with memory, from sysfs (``[]`` when unknown)."""
     base = Path("/sys/devices/system/node")

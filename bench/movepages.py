@@ -67,6 +67,17 @@ def machine_for(backend: str, total: int, batch_pages: int, to: str = "dram",
                    batch_pages=batch_pages, verify=verify)
 
 
+def peak_estimate(total: int, machines: int) -> int:
+    """Bytes a run of *machines* two-node machines moving *total* bytes may peak at.
+
+    Each machine holds two nodes of about *total*; beside them sit the data pattern and
+    the chunks read back to verify, plus the interpreter (measured: 256M with one
+    machine peaked at 1.1 GB, with six at 2.0 GB for 128M).
+    """
+    node = ((total + (8 << 20)) >> 21) << 21
+    return machines * 2 * node + 2 * total + (256 << 20)
+
+
 def pattern(total: int, seed: int) -> np.ndarray:
     """Reproducible content for the region: random bytes, page number in each page."""
     rng = np.random.default_rng(seed)

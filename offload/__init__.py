@@ -12,8 +12,8 @@ from . import registry
 from .batch import FolioBatch
 from .constants import (MPOL_MF_MOVE, MPOL_MF_MOVE_ALL, MPOL_MF_STRICT,
                         NR_MAX_BATCHED_MIGRATION, PAGE_SIZE)
-from .errors import (BackendUnavailable, BadArgument, BadArgumentType, OffloadError, SpecError,
-                     UnknownBackend)
+from .errors import (BackendUnavailable, BadArgument, BadArgumentType, MachineClosed, OffloadError,
+                     SpecError, UnknownBackend)
 from .machine import Machine
 from .migrator import Migrator, Option
 from .process import MoveResult, Pin, Process
@@ -24,5 +24,5 @@ __all__ = [
     "Machine", "Migrator", "FolioBatch", "OffloadError", "PAGE_SIZE", "MPOL_MF_STRICT",
     "MPOL_MF_MOVE", "MPOL_MF_MOVE_ALL", "NR_MAX_BATCHED_MIGRATION", "MoveResult", "Process",
     "Pin", "Option", "SpecError", "BackendUnavailable", "UnknownBackend", "BadArgument",
-    "BadArgumentType", "registry",
+    "BadArgumentType", "MachineClosed", "registry",
 ]

@@ -82,14 +82,19 @@ class FolioBatch:
     def __getitem__(self, sel) -> "FolioBatch":
         """A sub-batch (slice, boolean mask or index array) with its own markers.
 
-        Merge its markers back with :meth:`absorb`.
+        Its arrays are copies (``batch[:]`` is a detached copy of the whole batch), its
+        metadata read-only. Merge its markers back with :meth:`absorb`.
         """
         if isinstance(sel, (int, np.integer)):
             raise TypeError("index a FolioBatch with a slice, mask or index array")
         index = np.arange(len(self), dtype=np.int64)[sel]
-        return FolioBatch(self.src_node[index], self.src_pfn[index], self.dst_node[index],
-                          self.dst_pfn[index], self.order[index], memory=self.memory,
-                          reason=self.reason, copied=self.copied[index].copy(), index=index)
+        sub = FolioBatch(self.src_node[index], self.src_pfn[index], self.dst_node[index],
+                         self.dst_pfn[index], self.order[index], memory=self.memory,
+                         reason=self.reason, copied=self.copied[index], index=index)
+        # a backend reads its sub-batch's metadata; nothing it does changes the engine's
+        for name in ("src_node", "src_pfn", "dst_node", "dst_pfn", "order", "index"):
+            getattr(sub, name).flags.writeable = False
+        return sub
 
     def absorb(self, sub: "FolioBatch") -> None:
         """OR the markers of a sub-batch made by ``self[...]`` back into this batch."""

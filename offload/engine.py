@@ -21,7 +21,9 @@ from .arrays import folio_pages, expand_ranges
 from . import devmem
 from .batch import FolioBatch
 from .constants import HPAGE_PMD_ORDER, NR_MAX_MIGRATE_PAGES_RETRY
+from .counters import counters
 from .node import ISOLATED, MIGRATING
+from .scheduler import CopyResult
 
 if TYPE_CHECKING:  # pragma: no cover
     from .machine import Machine
@@ -84,6 +86,8 @@ class EngineStats:
     first_remap_at: float = 0.0
     verify_s: float = 0.0
     verify_failures: int = 0
+    #: destination pages held back while an abandoned backend call may write to them
+    quarantined_pages: int = 0
 
     def snapshot(self) -> dict:
         """A plain dict copy of the counters."""
@@ -233,42 +237,115 @@ class MigrationEngine:
         g = f[sel]
         batch = FolioBatch(g.node, g.pfn, g.target, dst[sel], g.order,
                            memory=m.memory, reason=reason)
+        res = CopyResult(n=len(batch))
         try:
-            self._copy(batch)
+            keep = self._copy(batch, res)
         except BaseException:
-            with m.lock:  # undo the unmap: sources stay, destinations go
-                for d, k, idx in _groups(g.target, g.order):
-                    nodes[d].free_folios(batch.dst_pfn[idx], k)
-                _update(nodes, g.node, g.pfn, "state", ~np.uint8(MIGRATING), op="and")
-                m.cond.notify_all()
+            self._undo_unmap(g, batch, res)
             raise
+        if keep is not None and not keep.all():
+            # abandoned by a late backend call, and no fresh frame for another copy
+            drop = ~keep
+            rc[sel[drop]] = -errno.EAGAIN
+            with m.lock:
+                _update(nodes, g.node[drop], g.pfn[drop], "state", ~np.uint8(MIGRATING), op="and")
+                m.cond.notify_all()
+            g, batch, sel = g[keep], batch[keep], sel[keep]
         t2 = time.perf_counter()
         self.stats.copy_s += t2 - t1
         return self._move(g, batch, rc, sel, t2)
 
-    def _copy(self, batch: FolioBatch) -> None:
-        """The batch copy (scheduler and migrator), then the CPU for whatever is unmarked."""
+    def _undo_unmap(self, g: Folios, batch: FolioBatch, res: CopyResult) -> None:
+        """Undo the unmap of a batch whose copy step failed: sources stay, destinations
+        go (or wait in quarantine while a backend call may still write to them)."""
         m = self.m
-        mig, by_off = m.copy_batch(batch)
+        with m.lock:
+            pending = res.pending()
+            if pending:
+                self._quarantine(batch.dst_node, batch.dst_pfn, batch.order, pending)
+            else:
+                for d, k, idx in _groups(batch.dst_node, batch.order):
+                    m.nodes[d].free_folios(batch.dst_pfn[idx], k)
+            _update(m.nodes, g.node, g.pfn, "state", ~np.uint8(MIGRATING), op="and")
+            m.cond.notify_all()
+
+    def _quarantine(self, dnode: np.ndarray, dpfn: np.ndarray, order: np.ndarray,
+                    calls: list) -> None:
+        """Keep destination folios allocated until every call in *calls* has returned.
+
+        A backend call abandoned at its deadline may still write to them; once it
+        returns they are freed. The caller holds the machine lock.
+        """
+        m = self.m
+        dnode, dpfn, order = dnode.copy(), dpfn.copy(), order.copy()
+        pages = int(folio_pages(order).sum())
+        self.stats.quarantined_pages += pages
+        left = [len(calls)]
+        lock = threading.Lock()
+
+        def release() -> None:
+            with lock:
+                left[0] -= 1
+                if left[0]:
+                    return
+            with m.lock:
+                for d, k, idx in _groups(dnode, order):
+                    m.nodes[d].free_folios(dpfn[idx], k)
+                self.stats.quarantined_pages -= pages
+                m.cond.notify_all()
+
+        if not calls:
+            left[0] = 1
+            release()
+        for c in calls:
+            c.on_done(release)
+
+    def _rehome(self, batch: FolioBatch, res: CopyResult) -> np.ndarray:
+        """Give the folios of an abandoned call fresh destinations (the old ones wait in
+        quarantine). Returns which folios of the batch can go on (False: no frame)."""
+        m = self.m
+        idx = np.flatnonzero(res.abandoned)
+        keep = np.ones(len(batch), dtype=bool)
+        with m.lock:
+            self._quarantine(batch.dst_node[idx], batch.dst_pfn[idx], batch.order[idx],
+                             res.pending())
+            for d, k, gi in _groups(batch.dst_node[idx], batch.order[idx]):
+                pos = idx[gi]
+                heads = m.nodes[d].alloc_folios(pos.size, k)
+                batch.dst_pfn[pos[:heads.size]] = heads
+                keep[pos[heads.size:]] = False
+        batch.copied[idx] = False
+        return keep
+
+    def _copy(self, batch: FolioBatch, res: CopyResult) -> np.ndarray | None:
+        """The batch copy (scheduler and migrator), then a CPU copy of whatever is unmarked.
+
+        Returns None, or (after a backend call was abandoned) which folios go on.
+        """
+        m = self.m
+        m.scheduler.copy(batch, res)
+        keep = self._rehome(batch, res) if res.abandoned is not None else None
+        by_off = res.by_offload
         if m.verify:
             marked_by_cpu = batch.copied.copy() if by_off is None else batch.copied & ~by_off
-        unmarked = ~batch.copied
+        unmarked = ~batch.copied if keep is None else ~batch.copied & keep
         if unmarked.any():
             self.stats.cpu_fallback_folios += int(unmarked.sum())
-            reach = m.scheduler.cpu_reaches(batch)
-            if (unmarked & reach).any():
-                sub = batch[unmarked & reach]
-                m.cpu.offload_copy(sub)
+            cpu = m.scheduler.cpu
+            near = unmarked & m.scheduler.cpu_reaches(batch)
+            if getattr(cpu, "_trusted", False) and near.any() and not m.scheduler.stuck(cpu):
+                sub = batch[near]
+                cpu.offload_copy(sub)
                 batch.absorb(sub)
-            far = unmarked & ~reach
-            if far.any():
-                # device memory the CPU path cannot touch: copy through the CUDA runtime
-                devmem.copy_folios(batch[far])
-                batch.copied[far] = True
-            if not batch.copied.all():
-                raise RuntimeError(f"CPU copy backend {m.cpu.name} left folios uncopied")
+            left = unmarked & ~batch.copied
+            if left.any():
+                # what the CPU path could not or would not copy: the plain page copy,
+                # which reaches device memory too (through the CUDA runtime)
+                devmem.copy_folios(batch[left])
+                batch.copied[left] = True
         if m.verify:
-            self._verify(batch, mig, by_off, marked_by_cpu)
+            self._verify(batch, res.migrator, by_off, marked_by_cpu)
+        return keep
 
     def _verify(self, batch: FolioBatch, mig, by_off, by_cpu) -> None:
         """Compare every destination with its source; copy again what a backend got wrong."""
@@ -277,8 +354,8 @@ class MigrationEngine:
         if bad.any():
             devmem.copy_folios(batch[bad])
             if mig is not None and by_off is not None:
-                mig.verify_failures += int((bad & by_off).sum())
-            self.m.cpu.verify_failures += int((bad & by_cpu).sum())
+                counters(mig).add(verify_failures=int((bad & by_off).sum()))
+            counters(self.m.cpu).add(verify_failures=int((bad & by_cpu).sum()))
             self.stats.verify_failures += int(bad.sum())
         self.stats.verify_s += time.perf_counter() - t0
 
@@ -343,7 +420,10 @@ class MigrationEngine:
     def _split(self, f: Folios) -> tuple[Folios, Folios]:
         """Split large folios (ENOMEM) into order-0 pieces that stay isolated.
 
-        Returns (pieces, folios that could not be split because they are pinned).
+        A piece whose page no process maps any more (the folio was partly unmapped
+        while pinned, so it could not split then) is freed here, as the kernel frees
+        the unmapped tail of a split folio. Returns (the pieces still mapped, folios
+        that could not be split because they are pinned).
         """
         m = self.m
         parts = []
@@ -351,13 +431,21 @@ class MigrationEngine:
             pinned = _gather(m.nodes, f.node, f.pfn, "pins") > 0
             stuck, f = f[pinned], f[~pinned]
             for s, k, idx in _groups(f.node, f.order):
-                heads = m.nodes[s].split_folios(f.pfn[idx], k)
+                node = m.nodes[s]
+                heads = node.split_folios(f.pfn[idx], k)
                 target = np.repeat(f.target[idx], 1 << k)
+                live = _mapped(m, node, heads)
+                if not live.all():
+                    dead = heads[~live]
+                    node.state[dead] = 0
+                    node.free_folios(dead, 0)
+                    heads, target = heads[live], target[live]
                 parts.append(Folios(np.full(heads.size, s, np.int32), heads,
                                     np.zeros(heads.size, np.int8), target))
             thp = int((f.order == HPAGE_PMD_ORDER).sum())
             if thp:
                 m.vmstat_add("thp_migration_split", thp)
+            m.cond.notify_all()
         return Folios.concat(parts), stuck
 
     def _finish(self, out: Outcome) -> None:
@@ -402,6 +490,17 @@ def _groups(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None):
     for k in np.unique(key):
         sel = key == k
         yield int(k // 64), int(k % 64), base[sel]
+
+
+def _mapped(m: "Machine", node, pfns: np.ndarray) -> np.ndarray:
+    """Per page frame of *node* (order-0 folios): whether a process still maps it."""
+    out = np.zeros(pfns.size, dtype=bool)
+    oid = node.obj[pfns]
+    for o, idx in _groups1(oid):
+        obj = m.objects.get(o)
+        if obj is not None:
+            out[idx] = obj.mapcount[node.objidx[pfns[idx]]] > 0
+    return out
 
 
 def _gather(nodes, nid: np.ndarray, pfn: np.ndarray, attr: str) -> np.ndarray:

@@ -40,6 +40,8 @@ def oserror(code: int, what: str = "") -> OSError:
     return OSError(code, msg)
 
 
+class MachineClosed(OffloadError, RuntimeError):
+    """The machine was closed: it starts no new migrations."""
 
 
 class BadArgument(OffloadError, ValueError):

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import itertools
 import threading
+from contextlib import contextmanager
 from types import MappingProxyType
-from typing import Mapping
+from typing import Iterator, Mapping
 
 from .constants import NR_MAX_BATCHED_MIGRATION, PAGE_SIZE
 from .control import OffloadControl
 from .engine import MigrationEngine
-from .errors import BackendUnavailable, BadArgument, BadArgumentType, SpecError, check_int
+from .errors import (BackendUnavailable, BadArgument, BadArgumentType, MachineClosed, SpecError,
+                     check_int)
+from .guard import CallRunner
 from .migrator import Migrator
 from .node import NODE_KINDS, Node
 from .process import Process
 from .scheduler import Scheduler, parse_policy
 from .sizes import parse_size
+
+#: Seconds an offload (or third-party CPU path) call may take before it is abandoned:
+#: the DCBM driver's completion timeout.
+DEFAULT_OFFLOAD_TIMEOUT = 10.0
 
 VMSTAT_KEYS = ("pgmigrate_success", "pgmigrate_fail", "thp_migration_success",
                "thp_migration_fail", "thp_migration_split")
@@ -72,6 +79,11 @@ class Machine:
         After each batch copy, compare every destination with its source; a folio a
         backend marked copied but got wrong is copied again and counted against that
         backend (``verify_failures``), so a buggy plugin cannot corrupt memory.
+    offload_timeout : float
+        Seconds a call into the offload backend (or a third-party CPU path) may take.
+        After it the call is abandoned: its folios are copied by the CPU to fresh
+        destinations, the old ones held until the call returns, and the backend gets
+        no new batch until then.
 
     Examples
     --------
@@ -85,9 +97,16 @@ class Machine:
 
     def __init__(self, nodes: str = "256M,256M", cpu: str | Migrator = "cpu-serial",
                  offload: str | Migrator | None = None, policy: str = "adaptive",
-                 batch_pages: int = NR_MAX_BATCHED_MIGRATION, verify: bool = False) -> None:
+                 batch_pages: int = NR_MAX_BATCHED_MIGRATION, verify: bool = False,
+                 offload_timeout: float = DEFAULT_OFFLOAD_TIMEOUT) -> None:
+        self._closed = False
         layout = parse_nodes(nodes)
         self.batch_pages = check_int(batch_pages, "batch_pages", minimum=1)
+        if isinstance(offload_timeout, bool) or not isinstance(offload_timeout, (int, float)) \
+                or not 0 < offload_timeout <= 3600:
+            raise BadArgument(f"offload_timeout: expected seconds in (0, 3600], "
+                              f"got {offload_timeout!r}")
+        self.offload_timeout = float(offload_timeout)
         if not isinstance(verify, bool):
             raise BadArgumentType(f"verify: expected bool, got {type(verify).__name__}")
         self.verify = verify
@@ -113,13 +132,15 @@ class Machine:
         self._pids = itertools.count(1)
         self._oids = itertools.count(1)
         self._vmstat = dict.fromkeys(VMSTAT_KEYS, 0)
+        self._inflight = 0
         self.offload = OffloadControl()
-        self.scheduler = Scheduler(self.cpu, self.offload, self._policy, list(self.nodes))
+        self._runner = CallRunner(f"offload-m{id(self) & 0xffff:04x}")
+        self.scheduler = Scheduler(self.cpu, self.offload, self._policy, list(self.nodes),
+                                   self._runner, self.offload_timeout)
         self.engine = MigrationEngine(self)
         self.offload._stats_source = self.scheduler.report
         if offload_backend is not None:
             self.offload.register(offload_backend, "all")
-        self._closed = False
 
     # -- construction helpers --------------------------------------------------------------
     def _backend(self, value: str | Migrator, what: str) -> Migrator:
@@ -164,10 +185,6 @@ class Machine:
         """Engine timings per phase and scheduler totals, for benchmarks."""
         return {"engine": self.engine.stats.snapshot(), "scheduler": self.scheduler.stats.as_dict()}
 
-    def copy_batch(self, batch):
-        """The batch-copy step: hand *batch* to the scheduler (see ``Scheduler.copy``)."""
-        return self.scheduler.copy(batch)
-
     def spawn(self, uid: int = 1000, cap_sys_nice: bool = False) -> Process:
         """Create a process. uid 0, or *cap_sys_nice*, is privileged."""
         uid = check_int(uid, "uid", minimum=0)
@@ -178,16 +195,58 @@ class Machine:
             self.processes[p.pid] = p
         return p
 
+    @contextmanager
+    def migration(self) -> Iterator[None]:
+        """Hold the machine open for one migration (``move_pages``, ``migrate_pages``).
+
+        Raises
+        ------
+        MachineClosed
+            When :meth:`close` has been called.
+        """
+        with self.lock:
+            if self._closed:
+                raise MachineClosed("the machine is closed: no new migrations")
+            self._inflight += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self._inflight -= 1
+                self.cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
     def close(self) -> None:
-        """Unregister the offload backend and close the backends this machine created."""
-        if getattr(self, "_closed", False):
+        """Stop new migrations, wait for those in flight, then unregister the offload
+        backend and close the backends and worker threads this machine created.
+
+        Afterwards ``move_pages`` and ``migrate_pages`` raise :class:`MachineClosed`;
+        reads and writes of memory still work. A backend call abandoned at its deadline
+        cannot be stopped: its worker (a daemon thread) ends when the call returns.
+        """
+        lock = getattr(self, "lock", None)
+        if lock is None:  # the constructor failed before the machine existed
+            self._closed = True
+            for b in getattr(self, "_owned", []):
+                b.close()
             return
-        self._closed = True
-        control = getattr(self, "offload", None)
-        if control is not None and control.active is not None:
-            control.unregister(control.active)
-        for b in getattr(self, "_owned", []):
+        with lock:
+            if self._closed:
+                return
+            self._closed = True
+            while self._inflight:
+                self.cond.wait()
+        control = self.offload
+        active = control.active
+        if active is not None:
+            control.unregister(active)
+        for b in self._owned:
             b.close()
+        self._runner.close()
 
     def __enter__(self) -> "Machine":
         return self

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from .batch import FolioBatch
+from .counters import counters
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,12 @@ class CopyHandle(Protocol):
 class Migrator(ABC):
     """A backend that copies folio batches (the kernel's ``struct migrator``).
 
-    Subclasses implement :meth:`offload_copy`; everything else has a default.
+    Subclasses implement :meth:`offload_copy`; everything else has a default, and a
+    subclass needs no state of ours (calling ``super().__init__()`` is optional).
     The counters ``folios_migrated`` and ``folios_failures`` are kept by the machine
     that uses the migrator (folios it marked copied, folios it was given and did not);
     ``verify_failures`` counts folios it marked but got wrong, when the machine verifies.
+    All of them and more are in :func:`offload.counters.counters`.
     """
 
     #: Registry name of the backend.
@@ -61,12 +64,19 @@ class Migrator(ABC):
     options: ClassVar[dict[str, Option]] = {}
 
     def __init__(self) -> None:
-        self.folios_migrated = 0
-        self.folios_failures = 0
-        #: folios this backend marked copied but got wrong (``Machine(verify=True)``)
-        self.verify_failures = 0
-        self._executor: ThreadPoolExecutor | None = None
-        self._exec_lock = threading.Lock()
+        """Nothing to set up: a subclass may skip ``super().__init__()``."""
+
+    # The counters live outside the plugin (offload.counters), so that a subclass needs
+    # no state of ours; assigning one (``mig.folios_failures = 0``) resets it.
+    folios_migrated = property(lambda self: counters(self).folios_migrated,
+                               lambda self, v: setattr(counters(self), "folios_migrated", v),
+                               doc="Folios this migrator marked copied (trusted marks).")
+    folios_failures = property(lambda self: counters(self).folios_failures,
+                               lambda self, v: setattr(counters(self), "folios_failures", v),
+                               doc="Folios it was given and did not copy.")
+    verify_failures = property(lambda self: counters(self).verify_failures,
+                               lambda self, v: setattr(counters(self), "verify_failures", v),
+                               doc="Folios it marked copied but got wrong (verify mode).")
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -102,19 +112,26 @@ class Migrator(ABC):
     def submit(self, batch: FolioBatch) -> CopyHandle:
         """Start copying *batch*; return a handle whose ``result()`` waits for it.
 
-        The default runs :meth:`offload_copy` on a worker thread of this migrator.
+        The default runs :meth:`offload_copy` on a new daemon thread and returns a
+        :class:`concurrent.futures.Future`. The machine itself calls backends on its own
+        workers, with a deadline; it calls ``submit`` only when a subclass overrides it
+        (an engine with a native asynchronous interface).
         """
-        with self._exec_lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-submit")
-            return self._executor.submit(self.offload_copy, batch)
+        fut: Future = Future()
+
+        def run() -> None:
+            if not fut.set_running_or_notify_cancel():
+                return
+            try:
+                fut.set_result(self.offload_copy(batch))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiter
+                fut.set_exception(exc)
+
+        threading.Thread(target=run, daemon=True, name=f"{self.name}-submit").start()
+        return fut
 
     def close(self) -> None:
-        """Release threads, device memory and other resources."""
-        with self._exec_lock:
-            if self._executor is not None:
-                self._executor.shutdown(wait=True)
-                self._executor = None
+        """Release threads, device memory and other resources (default: nothing)."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.spec!r}>"

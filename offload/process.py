@@ -47,9 +47,19 @@ class Pin:
             self._held = False
             node = m.nodes[self.node]
             node.pins[self.head] -= 1
-            if node.pins[self.head] == 0 and node.obj[self.head] == -1:
-                # unmapped while pinned: the last reference frees it
-                node.free_folios(np.array([self.head]), int(node.order[self.head]))
+            if node.pins[self.head] == 0:
+                head = np.array([self.head])
+                if node.obj[self.head] == -1:
+                    # unmapped while pinned: the last reference frees it
+                    node.free_folios(head, int(node.order[self.head]))
+                elif node.order[self.head] > 0 and not node.state[self.head]:
+                    # partly unmapped while pinned: split now, free the unmapped part
+                    obj = m.objects.get(int(node.obj[self.head]))
+                    if obj is not None:
+                        first = node.objidx[head]
+                        k = int(node.order[self.head])
+                        if not (obj.mapcount[first[0]:first[0] + (1 << k)] > 0).all():
+                            _reap_partial(m, obj, node, head, np.array([k]))
             m.cond.notify_all()
 
     def __enter__(self) -> "Pin":
@@ -275,7 +285,12 @@ class Process:
         return oid, nid, pfn, mc
 
     def _span(self, addr: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Translate every page of ``[addr, addr + n)``; EFAULT if any is unmapped."""
+        """Translate every page of ``[addr, addr + n)``; EFAULT if any is unmapped.
+
+        The range is checked against the mappings first, so that an absurd length
+        fails with EFAULT before any per-page array is built.
+        """
+        self._check_mapped(addr, n)
         first = addr >> PAGE_SHIFT
         last = (addr + n - 1) >> PAGE_SHIFT
         pages = np.arange(first, last + 1, dtype=np.int64) << PAGE_SHIFT
@@ -284,6 +299,18 @@ class Process:
             bad = int(pages[np.argmax(vi < 0)])
             raise oserror(errno.EFAULT, f"address {max(bad, addr):#x} is not mapped")
         return vi, idx
+
+    def _check_mapped(self, addr: int, n: int) -> None:
+        """EFAULT unless mappings cover ``[addr, addr + n)`` without a hole."""
+        i = int(np.searchsorted(self._starts, addr, side="right")) - 1
+        end = addr + n
+        at = addr
+        while i >= 0 and i < self._starts.size and self._starts[i] <= at < self._ends[i]:
+            at = int(self._ends[i])
+            if at >= end:
+                return
+            i += 1
+        raise oserror(errno.EFAULT, f"address {at:#x} is not mapped")
 
     def _wait_stable(self, addr: int, n: int):
         """Translate the span, waiting while any of its folios is under migration."""
@@ -333,9 +360,15 @@ class Process:
         """Write *data* at *addr*, allocating folios on first touch."""
         addr = check_int(addr, "addr", minimum=0)
         if isinstance(data, np.ndarray):
+            if data.dtype.hasobject:
+                raise BadArgumentType(f"data: a numpy array of Python objects (dtype "
+                                      f"{data.dtype}) has no bytes to write")
             buf = np.ascontiguousarray(data).view(np.uint8).reshape(-1)
         elif isinstance(data, (bytes, bytearray, memoryview)):
-            buf = np.frombuffer(data, dtype=np.uint8)
+            try:
+                buf = np.frombuffer(data, dtype=np.uint8)
+            except (TypeError, ValueError, BufferError) as exc:
+                raise BadArgument(f"data: not a contiguous buffer of bytes ({exc})") from None
         else:
             raise BadArgumentType(f"data: expected bytes-like or a numpy array, got {type(data).__name__}")
         n = buf.size
@@ -417,20 +450,31 @@ def _unmap_pages(m: "Machine", obj: MemObject, idx: np.ndarray) -> None:
         node = m.nodes[int(s)]
         pages = dead[obj.node[dead] == s]
         heads = np.unique(node.head_of(obj.pfn[pages]))
-        orders = node.order[heads].astype(np.int64)
-        whole = _all_unmapped(obj, node.objidx[heads], orders)
-        split = ~whole & (orders > 0) & (node.pins[heads] == 0)
-        for k in np.unique(orders[split]):
-            node.split_folios(heads[split & (orders == k)], int(k))
-        if split.any():
-            heads = np.unique(node.head_of(obj.pfn[pages]))
-            orders = node.order[heads].astype(np.int64)
-            whole = _all_unmapped(obj, node.objidx[heads], orders)
-        pinned = node.pins[heads] > 0
-        node.obj[heads[whole & pinned]] = -1
-        node.free_folios(heads[whole & ~pinned], orders[whole & ~pinned])
+        _reap_partial(m, obj, node, heads, node.order[heads].astype(np.int64))
     obj.node[gone] = -1
     obj.pfn[gone] = PTE_NONE
+
+
+def _reap_partial(m: "Machine", obj: MemObject, node, heads: np.ndarray,
+                  orders: np.ndarray) -> None:
+    """Free the folios at *heads* that no process maps any more.
+
+    A large folio left partly mapped is split so that its unmapped part is freed (the
+    kernel defers that split); a pinned one cannot split and waits for the rest of it,
+    or for its last pin. A pinned folio with no mapping left is freed at its last unpin.
+    """
+    whole = _all_unmapped(obj, node.objidx[heads], orders)
+    split = ~whole & (orders > 0) & (node.pins[heads] == 0)
+    if split.any():
+        for k in np.unique(orders[split]):
+            pieces = node.split_folios(heads[split & (orders == k)], int(k))
+            dead = pieces[obj.mapcount[node.objidx[pieces]] <= 0]
+            node.free_folios(dead, 0)
+        heads, orders = heads[~split], orders[~split]
+        whole = whole[~split]
+    pinned = node.pins[heads] > 0
+    node.obj[heads[whole & pinned]] = -1
+    node.free_folios(heads[whole & ~pinned], orders[whole & ~pinned])
 
 
 def _all_unmapped(obj: MemObject, first: np.ndarray, orders: np.ndarray) -> np.ndarray:

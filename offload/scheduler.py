@@ -11,12 +11,14 @@ import numpy as np
 
 from .batch import FolioBatch
 from .constants import PAGE_SHIFT
+from .counters import counters
+from .guard import CallRunner, GuardedCall
+from .migrator import Migrator
 from .errors import SpecError
 from .sizes import parse_size
 
 if TYPE_CHECKING:  # pragma: no cover
     from .control import OffloadControl
-    from .migrator import Migrator
     from .node import Node
 
 POLICIES = ("cpu-only", "offload-only", "static:F", "threshold:SIZE", "adaptive")
@@ -94,8 +96,51 @@ class SchedulerStats:
         return d
 
 
+@dataclass
+class CopyResult:
+    """What the batch-copy step did, filled in as it goes (so that an error midway
+    still tells the engine which backend calls may be running).
+
+    Attributes
+    ----------
+    n : int
+        Folios in the batch.
+    migrator : Migrator or None
+        The offload migrator that took part of the batch.
+    by_offload : numpy.ndarray or None
+        Per folio: marked copied by the offload (trusted marks only).
+    calls : list of GuardedCall
+        Every backend call started for this batch.
+    abandoned : numpy.ndarray or None
+        Per folio: given to a call abandoned at its deadline, which may still write
+        to the folio's destination (the engine moves such folios to fresh frames).
+    """
+
+    n: int = 0
+    migrator: "Migrator | None" = None
+    by_offload: "np.ndarray | None" = None
+    calls: list = field(default_factory=list)
+    abandoned: "np.ndarray | None" = None
+
+    def pending(self) -> list:
+        """The calls that have not returned yet."""
+        return [c for c in self.calls if not c.done()]
+
+    def abandon(self, at: np.ndarray) -> None:
+        """Record that the folios at positions *at* were given to an abandoned call."""
+        if self.abandoned is None:
+            self.abandoned = np.zeros(self.n, dtype=bool)
+        self.abandoned[at] = True
+
+
 class Scheduler:
     """Runs the batch-copy step of the engine.
+
+    Backends that folio-offload does not ship (and the offload engine always) are
+    called on workers of *runner* with a deadline of *timeout* seconds: a call that
+    raises (anything, ``SystemExit`` included) or returns late has its marks ignored,
+    and a migrator with a call still running past its deadline gets no new batches
+    until that call returns.
 
     Parameters
     ----------
@@ -107,21 +152,29 @@ class Scheduler:
         How to split a batch.
     nodes : list of Node
         The machine's nodes (for reachability).
+    runner : CallRunner
+        Workers for guarded calls.
+    timeout : float
+        Seconds a guarded call may take before it is abandoned.
     """
 
     def __init__(self, cpu: "Migrator", control: "OffloadControl", policy: Policy,
-                 nodes: "list[Node]") -> None:
+                 nodes: "list[Node]", runner: "CallRunner", timeout: float) -> None:
         self.cpu = cpu
         self.control = control
         self.policy = policy
+        self.runner = runner
+        self.timeout = timeout
         self.stats = SchedulerStats()
         #: one adaptive state per batch shape (mean folio size, as a power of two): the
         #: best split for 4K folios is not the best for 2M ones
         self.adaptive_by_size: dict[int, Adaptive] = {}
         self.adaptive = Adaptive()
-        self._cpu_reach = np.array([cpu.can_access(n) for n in nodes], dtype=bool)
         self._nodes = nodes
         self._lock = threading.Lock()
+        self._reach: dict[int, tuple[object, np.ndarray]] = {}
+        self._stuck: dict[int, list[GuardedCall]] = {}
+        self._cpu_reach = self.reach(cpu)
 
     def report(self) -> dict:
         """Observability: policy, current CPU fraction and the totals (a snapshot)."""
@@ -136,47 +189,121 @@ class Scheduler:
                 for k, v in sorted(self.adaptive_by_size.items())}
         return d
 
-    def copy(self, batch: FolioBatch) -> tuple["Migrator | None", np.ndarray | None]:
-        """Copy what the policy gives each side; leave failures unmarked for the engine.
+    # -- what a backend reaches, and whether it is stuck -----------------------------------
+    def reach(self, mig: "Migrator") -> np.ndarray:
+        """Per node: whether *mig* can read and write it (asked once per migrator)."""
+        hit = self._reach.get(id(mig))
+        if hit is not None and hit[0] is mig:
+            return hit[1]
+        try:
+            r = np.array([bool(mig.can_access(n)) for n in self._nodes], dtype=bool)
+        except BaseException as exc:  # noqa: BLE001 - a plugin's bug: it reaches nothing
+            self.control.warn(mig, exc)
+            r = np.zeros(len(self._nodes), dtype=bool)
+        with self._lock:
+            self._reach[id(mig)] = (mig, r)
+        return r
 
-        Returns the migrator used (or None) and which folios it marked copied.
-        """
-        with self.control.use(batch.reason) as mig:
-            if mig is None:
-                self._cpu_copy(batch)
-                return None, None
-            try:
-                take = bool(mig.should_batch(batch))
-                reach = np.array([mig.can_access(n) for n in self._nodes], dtype=bool)
-            except Exception as exc:  # a plugin's bug must not fail the migration
-                self.control.warn(mig, exc)
-                take, reach = False, None
-            if not take:
-                self._cpu_copy(batch)
-                return None, None
-            to_off, ada = self._choose(batch)
-            if not self._cpu_reach.all():
-                to_off |= ~(self._cpu_reach[batch.src_node] & self._cpu_reach[batch.dst_node])
-            if not reach.all():
-                to_off &= reach[batch.src_node] & reach[batch.dst_node]
-            return mig, self._run(mig, batch, to_off, ada)
-
-    def _cpu_copy(self, batch: FolioBatch) -> None:
-        """The CPU path copies what it can reach; the engine copies the rest later."""
-        if self._cpu_reach.all():
-            self.cpu.offload_copy(batch)
-            return
-        ok = self._cpu_reach[batch.src_node] & self._cpu_reach[batch.dst_node]
-        if ok.any():
-            sub = batch[ok]
-            self.cpu.offload_copy(sub)
-            batch.absorb(sub)
+    def stuck(self, mig: "Migrator") -> bool:
+        """Whether a call of *mig* abandoned at its deadline is still running."""
+        calls = self._stuck.get(id(mig))
+        if not calls:
+            return False
+        with self._lock:
+            calls[:] = [c for c in calls if not c.done()]
+            return bool(calls)
 
     def cpu_reaches(self, batch: FolioBatch) -> np.ndarray:
         """Per folio: whether the CPU copy path can reach both of its nodes."""
         if self._cpu_reach.all():
             return np.ones(len(batch), dtype=bool)
         return self._cpu_reach[batch.src_node] & self._cpu_reach[batch.dst_node]
+
+    # -- the batch copy ----------------------------------------------------------------------
+    def copy(self, batch: FolioBatch, res: CopyResult) -> None:
+        """Copy what the policy gives each side; leave failures unmarked for the engine.
+
+        Fills *res* as it goes: the migrator used, which folios it marked, the calls
+        started and the folios abandoned with a late call.
+        """
+        with self.control.use(batch.reason) as mig:
+            if mig is not None and self.stuck(mig):
+                counters(mig).add(batches_skipped=1)
+                mig = None
+            if mig is None:
+                self.cpu_copy(batch, res)
+                return
+            reach = self.reach(mig)
+            to_off, ada = self._choose(batch)
+            if not self._cpu_reach.all():
+                to_off |= ~(self._cpu_reach[batch.src_node] & self._cpu_reach[batch.dst_node])
+            if not reach.all():
+                to_off &= reach[batch.src_node] & reach[batch.dst_node]
+            res.migrator = mig
+            self._run(mig, batch, to_off, ada, res)
+
+    def cpu_copy(self, batch: FolioBatch, res: CopyResult,
+                 where: np.ndarray | None = None) -> None:
+        """The CPU path copies what it can reach; the engine copies the rest later.
+
+        *where* gives the position of each folio of *batch* in the batch *res* is
+        about (None: *batch* is that batch).
+        """
+        if self.stuck(self.cpu):
+            counters(self.cpu).add(batches_skipped=1)
+            return
+        reach = None if self._cpu_reach.all() else \
+            self._cpu_reach[batch.src_node] & self._cpu_reach[batch.dst_node]
+        if reach is not None and not reach.any():
+            return
+        if getattr(self.cpu, "_trusted", False):
+            sub = batch if reach is None else batch[reach]
+            self.cpu.offload_copy(sub)
+            if sub is not batch:
+                batch.absorb(sub)
+            return
+        own = batch[:] if reach is None else batch[reach]  # a failed call's marks stay there
+        call = self._start(self.cpu, own, res)
+        at = own.index if where is None else where[own.index]
+        if self._collect(self.cpu, call, time.perf_counter(), res, at):
+            batch.copied[own.index] |= own.copied
+
+    def _start(self, mig: "Migrator", sub: FolioBatch, res: CopyResult) -> GuardedCall:
+        """Start *mig* on *sub* on a worker (``should_batch`` is asked there too)."""
+        native = type(mig).submit is not Migrator.submit
+
+        def call() -> bool:
+            if not mig.should_batch(sub):
+                return False
+            if native:
+                mig.submit(sub).result()
+            else:
+                mig.offload_copy(sub)
+            return True
+
+        c = self.runner.start(call)
+        res.calls.append(c)
+        return c
+
+    def _collect(self, mig: "Migrator", call: GuardedCall, t0: float, res: CopyResult,
+                 at: np.ndarray) -> bool:
+        """Wait for *call* until its deadline; return whether its marks can be trusted.
+
+        A late call is abandoned: the folios at positions *at* of the batch are recorded
+        in *res* as possibly still written to. A failed call is warned about. A call
+        declined by ``should_batch`` returns True with nothing marked.
+        """
+        if not call.wait(max(0.0, self.timeout - (time.perf_counter() - t0))):
+            counters(mig).add(timeouts=1)
+            with self._lock:
+                self._stuck.setdefault(id(mig), []).append(call)
+            res.abandon(at)
+            self.control.warn(mig, TimeoutError(f"no answer in {self.timeout:g} s"))
+            return False
+        if call.error is not None:
+            self.control.warn(mig, call.error)
+            return False
+        return True
 
     def _choose(self, batch: FolioBatch) -> tuple[np.ndarray, "Adaptive | None"]:
         """Which folios the offload gets, and the adaptive state that chose (if any)."""
@@ -204,66 +331,46 @@ class Scheduler:
         return cum <= (1.0 - f) * cum[-1] + 0.5 * nbytes, ada
 
     def _run(self, mig: "Migrator", batch: FolioBatch, to_off: np.ndarray,
-             ada: "Adaptive | None") -> np.ndarray:
+             ada: "Adaptive | None", res: CopyResult) -> None:
         st = self.stats
         with self._lock:
             st.batches += 1
+        n = len(batch)
         whole = bool(to_off.all())
-        off = batch if whole else batch[to_off]
+        off = batch[:] if whole else batch[to_off]  # its own markers and metadata
         cpu = batch[:0] if whole else batch[~to_off]
-        done_at = [0.0]
         t0 = time.perf_counter()
-        ok = True
-        if len(off) and len(cpu):
-            try:
-                handle = mig.submit(off)
-                if hasattr(handle, "add_done_callback"):
-                    handle.add_done_callback(lambda _f: done_at.__setitem__(0, time.perf_counter()))
-            except Exception as exc:
-                self.control.warn(mig, exc)
-                handle, ok = None, False
-            self.cpu.offload_copy(cpu)
+        call = self._start(mig, off, res) if len(off) else None
+        t_cpu = 0.0
+        if len(cpu):
+            self.cpu_copy(cpu, res, where=cpu.index)
             t_cpu = time.perf_counter() - t0
-            if handle is not None:
-                try:
-                    handle.result()
-                except Exception as exc:
-                    self.control.warn(mig, exc)
-                    ok = False
-            t_off = (done_at[0] or time.perf_counter()) - t0
-        elif len(off):
-            try:
-                mig.offload_copy(off)
-            except Exception as exc:
-                self.control.warn(mig, exc)
-                ok = False
-            t_off, t_cpu = time.perf_counter() - t0, 0.0
-        else:
-            self.cpu.offload_copy(cpu)
-            t_cpu, t_off = time.perf_counter() - t0, 0.0
-        marked = int(off.copied.sum())
-        if marked < len(off):
-            ok = False
-        if not whole:
-            batch.absorb(off)
+        trusted = call is None or self._collect(mig, call, t0, res, off.index)
+        declined = call is not None and trusted and call.value is False
+        # marks of a call that failed, was declined or is still running count for nothing
+        marks = off.copied.copy() if trusted and not declined else np.zeros(len(off), bool)
+        marked = int(marks.sum())
+        ok = trusted and not declined and marked == len(off)
+        t_off = (call.finished_at - t0) if call is not None and trusted else 0.0
+        by_off = np.zeros(n, dtype=bool)
+        if marked:
+            batch.copied[off.index] |= marks
+            by_off[off.index] = marks
+        if len(cpu):
             batch.absorb(cpu)
+        res.by_offload = by_off
         b_off, b_cpu = off.nbytes, cpu.nbytes
+        declined = call is not None and call.done() and call.value is False
+        failed = 0 if declined else len(off) - marked
+        counters(mig).add(folios_migrated=marked, folios_failures=failed)
         with self._lock:  # migrations from several threads share these counters
-            mig.folios_migrated += marked
-            mig.folios_failures += len(off) - marked
-            st.offload_failures += len(off) - marked
+            st.offload_failures += failed
             st.bytes_offload += b_off
             st.bytes_cpu += b_cpu
             st.splits.append(b_cpu / max(1, b_off + b_cpu))
             if len(st.splits) > 4096:
                 del st.splits[:2048]
             self._learn(b_cpu, t_cpu, b_off, t_off, time.perf_counter() - t0, ok, ada)
-        by_off = np.zeros(len(batch), dtype=bool)
-        if whole:
-            by_off[:] = off.copied
-        elif len(off):
-            by_off[off.index] = off.copied
-        return by_off
 
     def _learn(self, b_cpu: int, t_cpu: float, b_off: int, t_off: float, wall: float,
                ok: bool, ada: "Adaptive | None") -> None:

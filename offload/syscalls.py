@@ -20,9 +20,13 @@ _KEY_SHIFT = 40  # folio key: node << 40 | head pfn
 
 def _int_array(values, name: str) -> np.ndarray:
     """*values* (a sequence or array of ints) as int64, or an error naming *name*."""
-    if isinstance(values, (str, bytes)) or values is None:
+    if isinstance(values, (str, bytes, bytearray)) or values is None or \
+            not hasattr(values, "__iter__") or (isinstance(values, np.ndarray) and values.ndim == 0):
         raise BadArgumentType(f"{name}: expected a sequence of integers, got {type(values).__name__}")
-    arr = np.asarray(values if isinstance(values, np.ndarray) else list(values))
+    try:
+        arr = np.asarray(values if isinstance(values, np.ndarray) else list(values))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise BadArgument(f"{name}: expected a flat sequence of integers ({exc})") from None
     if arr.size == 0:
         return np.empty(0, dtype=np.int64)
     if arr.ndim != 1 or arr.dtype.kind not in "iu" or arr.dtype == np.bool_:
@@ -71,7 +75,8 @@ def move_pages(caller: "Process", pages, nodes, flags: int, pid: int) -> "MoveRe
         with m.lock:
             status = _locate(target, addrs)[0]
         return MoveResult(0, status.tolist())
-    status = _move(target, addrs, targets, bool(flags & MPOL_MF_MOVE_ALL))
+    with m.migration():
+        status = _move(target, addrs, targets, bool(flags & MPOL_MF_MOVE_ALL))
     return MoveResult(int((status != targets).sum()), status.tolist())
 
 
@@ -193,10 +198,14 @@ def migrate_pages(caller: "Process", old_nodes, new_nodes, pid: int) -> int:
                       f"(nodes: 0..{len(m.nodes) - 1})")
     if old == new:
         return 0
-    move_all = caller.privileged
+    with m.migration():
+        return _migrate_nodes(target, old, new, caller.privileged)
+
+
+def _migrate_nodes(target: "Process", old: list[int], new: list[int], move_all: bool) -> int:
+    """do_migrate_pages(): move node by node, a destination not being a source to go."""
     busy = 0
     todo = set(old)
-    # do_migrate_pages(): pick moves so that a destination is not a source still to go
     while todo:
         source, dest = None, 0
         for s in sorted(todo):

@@ -241,13 +241,48 @@ class Exploding(Recorder):
         super().offload_copy(batch)
 
 
-def test_a_crashing_cpu_backend_leaves_everything_usable():
+def test_a_crashing_cpu_backend_cannot_stop_a_migration():
+    """A third-party CPU path that raises: the plain page copy completes the batch."""
     cpu = Exploding()
     with Machine(nodes="8M,8M", cpu=cpu, batch_pages=4) as m:
         p = m.spawn()
         a = p.mmap(12 * PAGE_SIZE)
         data = fill(p, a, 12 * PAGE_SIZE, 4)
         free = [n.free_pages for n in m.nodes]
+        assert p.move_pages(pages(a, 12 * PAGE_SIZE), [1] * 12).status == [1] * 12
+        assert cpu.calls == 3
+        assert p.read(a, data.size) == data.tobytes()
+        assert sum(n.free_pages for n in m.nodes) == sum(free)
+        assert all((n.state == 0).all() for n in m.nodes)
+
+
+class Unmarking(Recorder):
+    """A CPU copy path that copies nothing (leaves every folio to the fallback)."""
+
+    name = "unmarking"
+
+    def offload_copy(self, batch):
+        pass
+
+
+def test_an_error_inside_the_copy_step_leaves_everything_usable(monkeypatch):
+    from offload import devmem
+
+    real = devmem.copy_folios
+    calls = []
+
+    def flaky(batch):
+        calls.append(len(batch))
+        if len(calls) == 2:
+            raise MemoryError("boom")
+        real(batch)
+
+    with Machine(nodes="8M,8M", cpu=Unmarking(), batch_pages=4) as m:
+        p = m.spawn()
+        a = p.mmap(12 * PAGE_SIZE)
+        data = fill(p, a, 12 * PAGE_SIZE, 4)
+        free = [n.free_pages for n in m.nodes]
+        monkeypatch.setattr(devmem, "copy_folios", flaky)
         with pytest.raises(MemoryError):
             p.move_pages(pages(a, 12 * PAGE_SIZE), [1] * 12)
         # the first batch moved, the rest stayed; nothing is left isolated or leaked

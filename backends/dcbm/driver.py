@@ -33,6 +33,8 @@ class Dcbm(Migrator):
     """
 
     name = "dcbm"
+    #: shipped with folio-offload: called inline on the CPU path, without a guard
+    _trusted = True
     options = {
         "channels": Option(int, default=1, min=1, max=MAX_CHANNELS, help="DMA channels (1..16)"),
         "timeout": Option(float, default=10.0, min=0.001, max=3600.0,

@@ -1,0 +1,86 @@
+"""Per-migrator counters, kept by folio-offload rather than by the plugin.
+
+The kernel's ``struct migrator`` carries no state of the core's; a driver keeps its own
+counters. Here too a :class:`~offload.migrator.Migrator` subclass needs no state of
+ours (it may skip ``super().__init__()``): the counters the engine and the scheduler
+update live in a :class:`MigratorCounters` found by the migrator's identity.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from dataclasses import dataclass, field, fields
+
+
+@dataclass
+class MigratorCounters:
+    """What the machine saw a migrator (offload or CPU path) do.
+
+    Attributes
+    ----------
+    folios_migrated : int
+        Folios it marked copied, the mark being trusted (its call returned in time).
+    folios_failures : int
+        Folios it was given and did not copy (unmarked, or its call failed).
+    verify_failures : int
+        Folios it marked copied but got wrong (``Machine(verify=True)``).
+    stray_writes : int
+        Pages outside its destinations that it changed (``Machine(verify=True)``).
+    timeouts : int
+        Calls abandoned at the deadline (their destinations quarantined).
+    batches_skipped : int
+        Batches the CPU copied because an abandoned call of it had not returned yet.
+    """
+
+    folios_migrated: int = 0
+    folios_failures: int = 0
+    verify_failures: int = 0
+    stray_writes: int = 0
+    timeouts: int = 0
+    batches_skipped: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **deltas: int) -> None:
+        """Add to several counters at once, atomically."""
+        with self.lock:
+            for k, v in deltas.items():
+                setattr(self, k, getattr(self, k) + int(v))
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters as a plain dict (a snapshot)."""
+        with self.lock:
+            return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "lock"}
+
+
+#: id(migrator) -> (weak reference to it, or the migrator itself, its counters)
+_TABLE: dict[int, tuple[object, MigratorCounters]] = {}
+_TABLE_LOCK = threading.Lock()
+
+
+def counters(mig: object) -> MigratorCounters:
+    """The counters of *mig*, created on first use (keyed by identity, not equality)."""
+    key = id(mig)
+    with _TABLE_LOCK:
+        hit = _TABLE.get(key)
+        if hit is not None:
+            ref = hit[0]
+            if (ref() if isinstance(ref, weakref.ref) else ref) is mig:
+                return hit[1]
+        c = MigratorCounters()
+        try:
+            ref = weakref.ref(mig, lambda _r, k=key: _forget(k, _r))
+        except TypeError:  # no weak references (``__slots__`` without ``__weakref__``)
+            ref = mig  # kept alive with its counters: a small, bounded leak per object
+        _TABLE[key] = (ref, c)
+        return c
+
+
+def _forget(key: int, ref: weakref.ref) -> None:
+    with _TABLE_LOCK:
+        hit = _TABLE.get(key)
+        if hit is not None and hit[0] is ref:
+            del _TABLE[key]
+
+
+__all__ = ["MigratorCounters", "counters"]
