@@ -24,6 +24,7 @@ from .constants import HPAGE_PMD_ORDER, NR_MAX_MIGRATE_PAGES_RETRY
 from .counters import counters
 from .node import ISOLATED, MIGRATING
 from .scheduler import CopyResult
+from .watch import WriteWatch
 
 if TYPE_CHECKING:  # pragma: no cover
     from .machine import Machine
@@ -88,6 +89,8 @@ class EngineStats:
     verify_failures: int = 0
     #: destination pages held back while an abandoned backend call may write to them
     quarantined_pages: int = 0
+    #: watched pages outside the destinations that a backend changed (verify mode)
+    stray_writes: int = 0
 
     def snapshot(self) -> dict:
         """A plain dict copy of the counters."""
@@ -107,6 +110,8 @@ class MigrationEngine:
         self.m = machine
         self.stats = EngineStats()
         self._tls = threading.local()
+        self._verify_lock = threading.Lock()
+        self._rng = np.random.default_rng(0x5EED)
 
     # -- entry point --------------------------------------------------------------------
     def migrate(self, folios: Folios, reason: str) -> Outcome:
@@ -320,14 +325,30 @@ class MigrationEngine:
     def _copy(self, batch: FolioBatch, res: CopyResult) -> np.ndarray | None:
         """The batch copy (scheduler and migrator), then a CPU copy of whatever is unmarked.
 
-        Returns None, or (after a backend call was abandoned) which folios go on.
+        Returns None, or (after a backend call was abandoned) which folios go on. In
+        verify mode, accesses wait and no other copy step runs meanwhile, so that what
+        changes outside the destinations is the backend's doing (see ``offload.watch``).
         """
+        m = self.m
+        if not m.verify:
+            return self._copy_step(batch, res)
+        with self._verify_lock, m.lock:
+            watch = WriteWatch(m.nodes, batch, self._rng)
+            keep = self._copy_step(batch, res)
+            by_off = res.by_offload
+            by_cpu = batch.copied & ~by_off if by_off is not None else batch.copied.copy()
+            strays = watch.check(m.memory)
+            if strays:
+                blamed = res.migrator if res.migrator is not None else m.cpu
+                counters(blamed).add(stray_writes=strays)
+                self.stats.stray_writes += strays
+            self._verify(batch, res.migrator, by_off, by_cpu)
+        return keep
+
+    def _copy_step(self, batch: FolioBatch, res: CopyResult) -> np.ndarray | None:
         m = self.m
         m.scheduler.copy(batch, res)
         keep = self._rehome(batch, res) if res.abandoned is not None else None
-        by_off = res.by_offload
-        if m.verify:
-            marked_by_cpu = batch.copied.copy() if by_off is None else batch.copied & ~by_off
         unmarked = ~batch.copied if keep is None else ~batch.copied & keep
         if unmarked.any():
             self.stats.cpu_fallback_folios += int(unmarked.sum())
@@ -343,8 +364,6 @@ class MigrationEngine:
                 # which reaches device memory too (through the CUDA runtime)
                 devmem.copy_folios(batch[left])
                 batch.copied[left] = True
-        if m.verify:
-            self._verify(batch, res.migrator, by_off, marked_by_cpu)
         return keep
 
     def _verify(self, batch: FolioBatch, mig, by_off, by_cpu) -> None:

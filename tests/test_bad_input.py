@@ -58,6 +58,13 @@ CASES = [
     (lambda m, p, q, a, s: p.move_pages([[a]], [1]), TypeError, "pages"),
     (lambda m, p, q, a, s: p.move_pages(np.array([a], dtype=float), [1]), TypeError, "pages"),
     (lambda m, p, q, a, s: p.move_pages(None, [1]), TypeError, "pages"),
+    (lambda m, p, q, a, s: p.move_pages(a, [1]), TypeError, "pages"),
+    (lambda m, p, q, a, s: p.move_pages([a], 1), TypeError, "nodes"),
+    (lambda m, p, q, a, s: p.move_pages([a], np.int64(1)), TypeError, "nodes"),
+    (lambda m, p, q, a, s: p.move_pages([a, 2 ** 80], [1, 1]), TypeError, "pages"),
+    (lambda m, p, q, a, s: p.write(a, np.array([object()])), TypeError, "data"),
+    (lambda m, p, q, a, s: p.read(a, 1 << 50), errno.EFAULT, ""),
+    (lambda m, p, q, a, s: p.read(a + 4 * PAGE_SIZE, 1 << 40), errno.EFAULT, ""),
     (lambda m, p, q, a, s: p.move_pages([a], [1], flags="move"), TypeError, "flags"),
     (lambda m, p, q, a, s: p.move_pages([a], [1], pid=-1), BadArgument, "pid"),
     (lambda m, p, q, a, s: p.move_pages([a] * 10 ** 6, [1] * 10 ** 6, flags=MPOL_MF_MOVE | 8),
@@ -99,7 +106,8 @@ def test_bad_calls_leave_the_machine_as_it_was(world, call, expect, text):
     (dict(offload="cpu-batched:threads=0"), "out of range"), (dict(offload=3.5), "offload"),
     (dict(policy="static:2"), "policy"), (dict(policy="threshold:abc"), "policy"),
     (dict(batch_pages=0), "batch_pages"), (dict(batch_pages="512"), "batch_pages"),
-    (dict(verify="yes"), "verify"),
+    (dict(verify="yes"), "verify"), (dict(offload_timeout=0), "offload_timeout"),
+    (dict(offload_timeout="1"), "offload_timeout"),
 ])
 def test_bad_machine_arguments(kwargs, text):
     kwargs.setdefault("nodes", "8M")
@@ -130,6 +138,8 @@ def test_bad_specs(spec, text):
     (["bench", "stress", "--seconds", "0"], "--seconds"),
     (["bench", "stress", "--policy", "x"], "--policy"),
     (["info", "--nodes", "1Q"], "--nodes"), (["nonsense"], "No such command"),
+    (["bench", "--total", "1024T"], "--total"), (["bench", "stress", "--seed", "-100"], "--seed"),
+    (["bench", "--plot", "/no/such/folder/x.png"], "--plot"),
 ])
 def test_cli_rejects_bad_input_clearly(args, text):
     r = CliRunner().invoke(main, args)
