@@ -10,9 +10,66 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from offload import MPOL_MF_MOVE_ALL, PAGE_SIZE, Machine
+from offload import MPOL_MF_MOVE_ALL, PAGE_SIZE, Machine, Migrator
+from offload.counters import counters
 
 ALLOWED_STATUS = {-errno.EBUSY, -errno.ENOMEM, -errno.EACCES}
+
+
+class Hostile(Migrator):
+    """Wraps the DMA backend and misbehaves now and then, as a buggy plugin would.
+
+    Per batch, at random: marks everything and raises; raises ``SystemExit`` or
+    ``KeyboardInterrupt``; answers only after the machine's deadline and then scribbles
+    over its destinations; with *stray*, writes one page past a destination (verify
+    mode must catch and undo it). Otherwise the wrapped backend copies.
+    """
+
+    name = "hostile"
+
+    def __init__(self, inner: Migrator, seed: int, late_s: float, stray: bool) -> None:
+        self.inner = inner
+        self.late_s = late_s
+        self.stray = stray
+        self.rng = np.random.default_rng(seed)
+        self.lock = threading.Lock()
+        self.counts: Counter = Counter()
+        self.pending = 0
+
+    def offload_copy(self, batch) -> None:
+        with self.lock:
+            x = float(self.rng.random())
+        if x < 0.03:
+            self.counts["mark-then-raise calls"] += 1
+            batch.copied[:] = True
+            raise OSError(errno.EIO, "injected DMA error after marking")
+        if x < 0.04:
+            self.counts["SystemExit/KeyboardInterrupt raised"] += 1
+            raise (SystemExit(1) if x < 0.035 else KeyboardInterrupt())
+        if x < 0.05:
+            self.counts["late calls (past the deadline, then scribbling)"] += 1
+            with self.lock:
+                self.pending += 1
+            try:
+                time.sleep(self.late_s)
+                for i in range(len(batch)):
+                    mem = batch.memory[int(batch.dst_node[i])]
+                    mem[batch.dst_pfn[i]:batch.dst_pfn[i] + (1 << int(batch.order[i]))] = 0xEE
+                batch.copied[:] = True
+            finally:
+                with self.lock:
+                    self.pending -= 1
+            return
+        self.inner.offload_copy(batch)
+        if self.stray and x < 0.07 and len(batch):
+            mem = batch.memory[int(batch.dst_node[0])]
+            end = int(batch.dst_pfn[0]) + (1 << int(batch.order[0]))
+            if end < mem.shape[0]:
+                self.counts["stray writes"] += 1
+                mem[end, :8] ^= 0xFF
+
+    def can_access(self, node) -> bool:
+        return self.inner.can_access(node)
 
 
 @dataclass
@@ -39,8 +96,9 @@ def run_stress(seconds: float, seed: int = 0, policy: str = "adaptive",
     errors: list[str] = []
     lock = threading.Lock()
     stop = threading.Event()
-    m = Machine(nodes="40M,40M,40M", cpu="cpu-batched:threads=2", offload=off, policy=policy,
-                batch_pages=256, verify=verify)
+    hostile = Hostile(off, seed + 60, late_s=0.25, stray=verify)
+    m = Machine(nodes="40M,40M,40M", cpu="cpu-batched:threads=2", offload=hostile,
+                policy=policy, batch_pages=256, verify=verify, offload_timeout=0.1)
     try:
         user = m.spawn(uid=1000)
         root = m.spawn(uid=0)
@@ -151,14 +209,23 @@ def run_stress(seconds: float, seed: int = 0, policy: str = "adaptive",
         stop.set()
         for t in threads:
             t.join(60)
+        # late calls still hold quarantined frames: let them return before accounting
+        until = time.monotonic() + 10
+        while (hostile.pending or m.engine.stats.quarantined_pages) and time.monotonic() < until:
+            time.sleep(0.01)
         integrity = _check(m, regions, errors)
+        hostile_counters = counters(hostile)
         report = {
             "seconds": seconds, "seed": seed, "policy": policy, "verify": verify,
             "operations": dict(ops),
             "pages_moved": m.vmstat["pgmigrate_success"],
             "pages_not_moved": m.vmstat["pgmigrate_fail"],
-            "faults_injected": dict(injected) | {
-                "failed DMA descriptors": off.folios_failures, "DMA timeouts": off.timeouts},
+            "faults_injected": dict(injected) | dict(hostile.counts) | {
+                "folios the offload failed (all causes)": hostile_counters.folios_failures,
+                "DMA timeouts": off.timeouts,
+                "abandoned calls": hostile_counters.timeouts,
+                "stray writes caught and undone": hostile_counters.stray_writes,
+                "wrong copies caught and redone": hostile_counters.verify_failures},
             "integrity_ok": integrity,
             "errors": errors,
         }
