@@ -185,13 +185,19 @@ class Machine:
         """Engine timings per phase and scheduler totals, for benchmarks."""
         return {"engine": self.engine.stats.snapshot(), "scheduler": self.scheduler.stats.as_dict()}
 
-    def spawn(self, uid: int = 1000, cap_sys_nice: bool = False) -> Process:
-        """Create a process. uid 0, or *cap_sys_nice*, is privileged."""
+    def spawn(self, uid: int = 1000, cap_sys_nice: bool = False,
+              cap_sys_ptrace: bool = False) -> Process:
+        """Create a process with a uid and capabilities (uid 0 holds them all).
+
+        *cap_sys_nice* allows MPOL_MF_MOVE_ALL and migrate_pages to any node;
+        *cap_sys_ptrace* allows acting on another user's process.
+        """
         uid = check_int(uid, "uid", minimum=0)
-        if not isinstance(cap_sys_nice, bool):
-            raise BadArgumentType(f"cap_sys_nice: expected bool, got {type(cap_sys_nice).__name__}")
+        for name, v in (("cap_sys_nice", cap_sys_nice), ("cap_sys_ptrace", cap_sys_ptrace)):
+            if not isinstance(v, bool):
+                raise BadArgumentType(f"{name}: expected bool, got {type(v).__name__}")
         with self.lock:
-            p = Process(self, next(self._pids), uid, cap_sys_nice)
+            p = Process(self, next(self._pids), uid, cap_sys_nice, cap_sys_ptrace)
             self.processes[p.pid] = p
         return p
 

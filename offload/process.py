@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Iterable, NamedTuple
 import numpy as np
 
 from .arrays import expand_ranges
-from .constants import MAX_FOLIO_ORDER, MPOL_MF_MOVE, PAGE_SHIFT, PAGE_SIZE
+from .constants import HPAGE_PMD_ORDER, MAX_FOLIO_ORDER, MPOL_MF_MOVE, PAGE_SHIFT, PAGE_SIZE
 from .errors import BadArgument, BadArgumentType, check_int, oserror
 from .mm import PTE_NONE, PTE_ZERO, MemObject, Vma
-from .node import ISOLATED, MIGRATING
+from .node import ISOLATED, MIGRATING, pages_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from .machine import Machine
@@ -75,14 +75,19 @@ class Process:
     Attributes
     ----------
     pid, uid : int
-        Identity; uid 0, or ``cap_sys_nice``, is privileged.
+        Identity; uid 0 holds every capability.
+    cap_sys_nice, cap_sys_ptrace : bool
+        CAP_SYS_NICE (MPOL_MF_MOVE_ALL, migrate_pages to any node) and CAP_SYS_PTRACE
+        (acting on another user's process).
     """
 
-    def __init__(self, machine: "Machine", pid: int, uid: int, cap_sys_nice: bool) -> None:
+    def __init__(self, machine: "Machine", pid: int, uid: int, cap_sys_nice: bool,
+                 cap_sys_ptrace: bool = False) -> None:
         self.machine = machine
         self.pid = pid
         self.uid = uid
         self.cap_sys_nice = cap_sys_nice
+        self.cap_sys_ptrace = cap_sys_ptrace
         self._vmas: list[Vma] = []
         self._next = _MMAP_BASE
         self._starts = np.empty(0, dtype=np.int64)
@@ -94,8 +99,12 @@ class Process:
 
     @property
     def privileged(self) -> bool:
-        """uid 0 or CAP_SYS_NICE."""
+        """uid 0 or CAP_SYS_NICE (MPOL_MF_MOVE_ALL, nodes outside the allowed set)."""
         return self.uid == 0 or self.cap_sys_nice
+
+    def may_ptrace(self, other: "Process") -> bool:
+        """``ptrace_may_access``: the same uid, or CAP_SYS_PTRACE (uid 0 has it)."""
+        return other.uid == self.uid or self.uid == 0 or self.cap_sys_ptrace
 
     @property
     def mappings(self) -> list[tuple[int, int, bool, int]]:
@@ -350,8 +359,8 @@ class Process:
             none = pfn == PTE_NONE
             if none.any():
                 for v in np.unique(vi[none]):
-                    obj = self._vmas[int(v)].obj
-                    obj.pfn[idx[none & (vi == v)]] = PTE_ZERO
+                    vma = self._vmas[int(v)]
+                    _map_zero_page(vma.obj, idx[none & (vi == v)])
         off = addr & (PAGE_SIZE - 1)
         flat = out.reshape(-1)
         return flat[off:off + n] if off or n != flat.size else flat
@@ -417,6 +426,23 @@ class Process:
         """
         from .syscalls import migrate_pages
         return migrate_pages(self, old_nodes, new_nodes, pid)
+
+
+def _map_zero_page(obj: MemObject, idx: np.ndarray) -> None:
+    """A read fault on never-touched pages *idx*: map the shared zero page.
+
+    In a THP mapping, a read of a 2 MiB slot with nothing in it maps the huge zero page
+    over the whole slot (do_huge_pmd_anonymous_page): every page of it reads as zeros
+    and queries as -EFAULT. Elsewhere, the 4 KiB zero page for each page read.
+    """
+    obj.pfn[idx] = PTE_ZERO
+    if obj.folio_order != HPAGE_PMD_ORDER:
+        return
+    slots = np.unique(idx >> HPAGE_PMD_ORDER)
+    span = pages_of(slots << HPAGE_PMD_ORDER, HPAGE_PMD_ORDER).reshape(slots.size, -1)
+    span = span[span[:, -1] < obj.npages]
+    empty = np.isin(obj.pfn[span], (PTE_NONE, PTE_ZERO)).all(axis=1)
+    obj.pfn[span[empty].ravel()] = PTE_ZERO
 
 
 def _states(m: "Machine", nid: np.ndarray, pfn: np.ndarray) -> np.ndarray:

@@ -38,15 +38,20 @@ def _int_array(values, name: str) -> np.ndarray:
 
 
 def _target(caller: "Process", pid: int) -> "Process":
+    """The process *pid* names (0: the caller), if the caller may act on it.
+
+    As the kernel: ESRCH for no such process; EPERM unless ``ptrace_may_access`` (same
+    uid, or CAP_SYS_PTRACE). CAP_SYS_NICE does not grant that.
+    """
     pid = check_int(pid, "pid", minimum=0)
     if pid == 0:
         return caller
     target = caller.machine.processes.get(pid)
     if target is None:
         raise oserror(errno.ESRCH, f"no process with pid {pid}")
-    if target.uid != caller.uid and not caller.privileged:
-        raise oserror(errno.EPERM, f"pid {pid} belongs to uid {target.uid}, caller is "
-                      f"uid {caller.uid} without CAP_SYS_NICE")
+    if not caller.may_ptrace(target):
+        raise oserror(errno.EPERM, f"pid {pid} belongs to uid {target.uid}; uid {caller.uid} "
+                      "needs CAP_SYS_PTRACE to act on it")
     return target
 
 
@@ -65,18 +70,30 @@ def move_pages(caller: "Process", pages, nodes, flags: int, pid: int) -> "MoveRe
         raise oserror(errno.EPERM, "MPOL_MF_MOVE_ALL needs CAP_SYS_NICE")
     target = _target(caller, pid)
     m = caller.machine
-    if targets is not None and targets.size:
-        ok = (targets >= 0) & (targets < len(m.nodes))
-        if not ok.all():
-            raise oserror(errno.ENODEV, f"node {int(targets[~ok][0])} does not exist")
     if addrs.size == 0:
         return MoveResult(0, [])
     if targets is None:
         with m.lock:
             status = _locate(target, addrs)[0]
         return MoveResult(0, status.tolist())
+    # do_pages_move: walk the entries in order; a node that does not exist or has no
+    # memory stops the walk (ENODEV) after the entries before it were migrated
+    bad = (targets < 0) | (targets >= len(m.nodes))
+    stop = int(np.argmax(bad)) if bad.any() else targets.size
+    status = np.zeros(stop, dtype=np.int64)
+    move_all = bool(flags & MPOL_MF_MOVE_ALL)
     with m.migration():
-        status = _move(target, addrs, targets, bool(flags & MPOL_MF_MOVE_ALL))
+        # consecutive entries with the same target node are gathered and migrated together
+        starts = np.flatnonzero(np.diff(targets[:stop])) + 1
+        bounds = np.concatenate(([0], starts, [stop])).tolist() if stop else [0]
+        for s, e in zip(bounds[:-1], bounds[1:]):
+            status[s:e] = _move_group(target, addrs[s:e], int(targets[s]), move_all)
+    if stop < targets.size:
+        err = oserror(errno.ENODEV, f"pages[{stop}]: node {int(targets[stop])} does not exist "
+                      f"or has no memory (nodes: 0..{len(m.nodes) - 1})")
+        #: statuses of the entries walked before the bad node; None for those after it
+        err.status = status.tolist() + [None] * (targets.size - stop)  # type: ignore[attr-defined]
+        raise err
     return MoveResult(int((status != targets).sum()), status.tolist())
 
 
@@ -90,13 +107,18 @@ def _locate(p: "Process", addrs: np.ndarray):
     return status, nid, pfn, mapcount
 
 
-def _move(p: "Process", addrs: np.ndarray, targets: np.ndarray, move_all: bool) -> np.ndarray:
+def _move_group(p: "Process", addrs: np.ndarray, node: int, move_all: bool) -> np.ndarray:
+    """Migrate one gathered group of entries (all to *node*); return their statuses.
+
+    Entries naming pages of one folio move it once and share its outcome (a deliberate
+    departure: the kernel gives the second of them -EBUSY, the folio being isolated).
+    """
     m = p.machine
     with m.lock:
         while True:
             status, nid, pfn, mapcount = _locate(p, addrs)
             present = pfn >= 0
-            moving = present & (nid != targets)
+            moving = present & (nid != node)
             if not move_all:
                 shared = moving & (mapcount > 1)
                 status[shared] = -errno.EACCES
@@ -106,17 +128,15 @@ def _move(p: "Process", addrs: np.ndarray, targets: np.ndarray, move_all: bool) 
                 return status
             cnid, cpfn = nid[cand], pfn[cand]
             keys, heads = _folio_keys(m, cnid, cpfn)
-            # one migration per folio, in the order of the entries that first name it;
-            # the last entry that names it sets its target
+            # one migration per folio, in the order of the entries that first name it
             if keys.size > 1 and not (keys[1:] > keys[:-1]).all():
                 _, first = np.unique(keys, return_index=True)
-                _, rev = np.unique(keys[::-1], return_index=True)
-                pos = np.argsort(first)
-                first, last = first[pos], (keys.size - 1 - rev)[pos]
+                first = np.sort(first)
             else:
-                first = last = slice(None)
+                first = slice(None)
             fnid, fheads = cnid[first], heads[first]
-            f = Folios(fnid, fheads, _orders(m, fnid, fheads), targets[cand][last].astype(np.int32))
+            f = Folios(fnid, fheads, _orders(m, fnid, fheads),
+                       np.full(fnid.size, node, dtype=np.int32))
             if not _isolated(m, f).any():
                 break
             m.cond.wait()  # another migration holds some of these folios
@@ -125,8 +145,7 @@ def _move(p: "Process", addrs: np.ndarray, targets: np.ndarray, move_all: bool) 
     if isinstance(first, slice) and len(out.folios) == len(f) and \
             np.array_equal(out.folios.pfn, f.pfn) and np.array_equal(out.folios.node, f.node):
         # one entry per folio, outcomes in entry order: the common case, no search
-        rc = out.rc
-        status[cand] = np.where(rc == 0, out.folios.target, rc)
+        status[cand] = np.where(out.rc == 0, node, out.rc)
         return status
     # each candidate entry takes the outcome of the final folio holding its page
     pk = (out.folios.node.astype(np.int64) << _KEY_SHIFT) | out.folios.pfn
@@ -135,7 +154,7 @@ def _move(p: "Process", addrs: np.ndarray, targets: np.ndarray, move_all: bool) 
     ek = (cnid.astype(np.int64) << _KEY_SHIFT) | cpfn
     at = order[np.searchsorted(pk, ek, side="right") - 1]
     rc = out.rc[at]
-    status[cand] = np.where(rc == 0, out.folios.target[at], rc)
+    status[cand] = np.where(rc == 0, node, rc)
     return status
 
 
@@ -188,14 +207,24 @@ def _remap(s: int, old: list[int], new: list[int]) -> int:
 
 
 def migrate_pages(caller: "Process", old_nodes, new_nodes, pid: int) -> int:
-    """See :meth:`offload.process.Process.migrate_pages`."""
+    """See :meth:`offload.process.Process.migrate_pages`.
+
+    As kernel_migrate_pages: ESRCH; EPERM without ptrace access; EPERM when *new_nodes*
+    is not a subset of the nodes with memory and the caller lacks CAP_SYS_NICE; then
+    *new_nodes* is intersected with the nodes with memory, and empty is EINVAL. Shared
+    pages move only for a caller with CAP_SYS_NICE (MPOL_MF_MOVE_ALL).
+    """
     old = _node_set(old_nodes, "old_nodes")
     new = _node_set(new_nodes, "new_nodes")
     target = _target(caller, pid)
     m = caller.machine
-    if any(n >= len(m.nodes) for n in new):
-        raise oserror(errno.EINVAL, f"new_nodes: {new} names a node without memory "
-                      f"(nodes: 0..{len(m.nodes) - 1})")
+    memory = set(range(len(m.nodes)))
+    if not set(new) <= memory and not caller.privileged:
+        raise oserror(errno.EPERM, f"new_nodes: {new} is not a subset of the nodes with "
+                      f"memory (0..{len(m.nodes) - 1}) and the caller lacks CAP_SYS_NICE")
+    new = [n for n in new if n in memory]
+    if not new:
+        raise oserror(errno.EINVAL, f"new_nodes: no node with memory in {sorted(set(new_nodes))}")
     if old == new:
         return 0
     with m.migration():

@@ -102,6 +102,22 @@ def test_shared_pages_need_privilege_and_are_skipped_silently(m3):
     assert where(p, a, 2) == [2, 1]
 
 
+def test_new_nodes_without_memory(m3):
+    """kernel_migrate_pages: EPERM without CAP_SYS_NICE, else new &= nodes with memory."""
+    nice = m3.spawn(uid=10, cap_sys_nice=True)
+    a = nice.mmap(PAGE_SIZE, node=0)
+    nodes = len(m3.nodes)
+    assert nice.migrate_pages([0], [1, nodes]) == 0  # moves to node 1, the only one left
+    assert where(nice, a, 1) == [1]
+    with pytest.raises(OSError) as e:
+        nice.migrate_pages([1], [nodes])
+    assert e.value.errno == errno.EINVAL  # nothing left after the intersection
+    user = m3.spawn(uid=11)
+    with pytest.raises(OSError) as e:
+        user.migrate_pages([0], [1, nodes])
+    assert e.value.errno == errno.EPERM
+
+
 def test_errors(m3):
     p = m3.spawn(uid=10)
     other = m3.spawn(uid=11)
@@ -114,7 +130,8 @@ def test_errors(m3):
 
     assert err([0], [1], pid=12345) == errno.ESRCH
     assert err([0], [1], pid=other.pid) == errno.EPERM
-    assert err([0], [9]) == errno.EINVAL
+    assert err([0], [9]) == errno.EPERM  # not a node with memory, no CAP_SYS_NICE
+    assert err([0], []) == errno.EINVAL
     assert err([-1], [1]) == errno.EINVAL
     assert err([0], [5000]) == errno.EINVAL
     with pytest.raises(TypeError, match="old_nodes"):

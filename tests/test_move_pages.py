@@ -77,21 +77,58 @@ def test_errno_order_and_nothing_moved(machine):
     assert err([a], [1], pid=999) == errno.ESRCH
     assert err([b], [1], pid=other.pid) == errno.EPERM
     assert err([b], [7], pid=other.pid) == errno.EPERM  # before ENODEV
-    assert err([a, a], [1, 2]) == errno.ENODEV
     assert err([a], [-1]) == errno.ENODEV
+    assert err([a], [2]) == errno.ENODEV
     assert p.move_pages([a], None).status == [0]
     assert other.move_pages([b], None).status == [0]
     assert machine.vmstat["pgmigrate_success"] == 0
 
 
-def test_privileged_caller_moves_another_users_pages(machine):
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_a_bad_node_stops_the_walk_after_the_entries_before_it(machine, where):
+    """do_pages_move: the group gathered before the bad node is migrated, then ENODEV."""
+    p = machine.spawn()
+    a = p.mmap(3 * PAGE_SIZE)
+    data = fill(p, a, 3 * PAGE_SIZE, 11)
+    nodes = {"first": [2, 1, 1], "middle": [1, 2, 1], "last": [1, 1, 2]}[where]
+    with pytest.raises(OSError) as e:
+        p.move_pages(pages(a, 3 * PAGE_SIZE), nodes)
+    assert e.value.errno == errno.ENODEV
+    bad = nodes.index(2)
+    assert e.value.status == [1] * bad + [None] * (3 - bad)
+    assert p.move_pages(pages(a, 3 * PAGE_SIZE), None).status == [1] * bad + [0] * (3 - bad)
+    assert machine.vmstat["pgmigrate_success"] == bad
+    assert p.read(a, data.size) == data.tobytes()
+
+
+def test_the_same_page_to_two_nodes_moves_twice(machine):
+    """[A, A] to [1, 0]: two groups, two migrations, as the kernel's walk does."""
+    p = machine.spawn()
+    a = p.mmap(PAGE_SIZE)
+    data = fill(p, a, PAGE_SIZE, 12)
+    r = p.move_pages([a, a], [1, 0])
+    assert r.status == [1, 0] and r.ret == 0
+    assert p.move_pages([a], None).status == [0]
+    assert machine.vmstat["pgmigrate_success"] == 2
+    assert p.read(a, data.size) == data.tobytes()
+
+
+def test_acting_on_another_process_needs_ptrace_access(machine):
+    """ptrace_may_access: the same uid or CAP_SYS_PTRACE; CAP_SYS_NICE is not enough."""
     root = machine.spawn(uid=0)
     nice = machine.spawn(uid=5, cap_sys_nice=True)
+    tracer = machine.spawn(uid=6, cap_sys_ptrace=True)
     q = machine.spawn(uid=1000)
     a = q.mmap(2 * PAGE_SIZE)
     data = fill(q, a, 2 * PAGE_SIZE, 3)
     assert root.move_pages([a], [1], pid=q.pid).status == [1]
-    assert nice.move_pages([a + PAGE_SIZE], [1], pid=q.pid, flags=MPOL_MF_MOVE_ALL).status == [1]
+    with pytest.raises(PermissionError):
+        nice.move_pages([a + PAGE_SIZE], [1], pid=q.pid, flags=MPOL_MF_MOVE_ALL)
+    with pytest.raises(PermissionError):
+        nice.migrate_pages([0], [1], pid=q.pid)
+    assert tracer.move_pages([a + PAGE_SIZE], [1], pid=q.pid).status == [1]
+    with pytest.raises(PermissionError):  # MOVE_ALL still needs CAP_SYS_NICE
+        tracer.move_pages([a], [0], pid=q.pid, flags=MPOL_MF_MOVE_ALL)
     same = machine.spawn(uid=1000)
     assert same.move_pages([a], [0], pid=q.pid).status == [0]
     assert q.read(a, data.size) == data.tobytes()
@@ -136,13 +173,14 @@ def test_large_folios_move_whole(machine, folio_size):
     assert p.read(a, data.size) == data.tobytes()
 
 
-def test_entries_into_one_folio_with_different_targets_last_wins(machine):
+def test_entries_into_one_folio_with_different_targets_move_it_each_time(machine):
     with make_machine("cpu-serial", nodes="8M,8M,8M") as m:
         p = m.spawn()
         a = p.mmap(4 * PAGE_SIZE, folio_size=4 * PAGE_SIZE)
         r = p.move_pages([a, a + PAGE_SIZE], [1, 2])
-        assert r.status == [2, 2] and r.ret == 1
-        assert m.vmstat["pgmigrate_success"] == 4
+        assert r.status == [1, 2] and r.ret == 0
+        assert p.move_pages([a], None).status == [2]
+        assert m.vmstat["pgmigrate_success"] == 8
 
 
 def test_pinned_page_is_ebusy_after_retries_and_intact(machine):
@@ -234,3 +272,19 @@ def test_results_unpack_like_tuples(machine):
     assert (ret, status) == (0, [1])
     name, ok, reason = registry.available()["cpu-serial"]
     assert (name, ok, reason) == ("cpu-serial", True, "")
+
+
+def test_a_read_of_an_untouched_thp_slot_maps_the_huge_zero_page(machine):
+    """The whole 2 MiB slot queries -EFAULT, not only the page read; a write then
+    faults one 4K page (the huge zero PMD is split, as 6.1 does)."""
+    p = machine.spawn()
+    a = p.mmap(2 * THP, folio_size=THP, populate=False)
+    assert p.read(a + 7 * PAGE_SIZE, 3) == b"\0\0\0"
+    st = p.move_pages([a, a + 511 * PAGE_SIZE, a + THP], None).status
+    assert st == [-errno.EFAULT, -errno.EFAULT, -errno.ENOENT]
+    p.write(a + 3 * PAGE_SIZE, b"x")
+    assert p.move_pages([a, a + 3 * PAGE_SIZE], None).status == [-errno.EFAULT, 0]
+    r = p.move_pages([a, a + 3 * PAGE_SIZE], [1, 1])
+    assert r.status == [-errno.EFAULT, 1]
+    assert machine.vmstat["pgmigrate_success"] == 1 and machine.vmstat["thp_migration_success"] == 0
+    assert p.read(a + 3 * PAGE_SIZE, 1) == b"x"

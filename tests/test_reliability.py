@@ -97,7 +97,7 @@ def test_stress_survives_its_faults():
     assert ops["write"] > 0 and ops["move_pages"] > 0 and ops["migrate_pages"] > 0
     assert rep["pages_moved"] > 0
     f = rep["faults_injected"]
-    assert f["allocation failures"] > 0 and f["failed DMA descriptors"] > 0
+    assert f["allocation failures"] > 0 and f["folios the offload failed (all causes)"] > 0
 
 
 def test_stress_command():
