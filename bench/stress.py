@@ -109,6 +109,7 @@ def run_stress(seconds: float, seed: int = 0, policy: str = "adaptive",
             regions.append(Region(user, a, length, np.zeros(length // PAGE_SIZE, np.uint8)))
         shared_r = regions[-1]
         shared_in_root = user.share(shared_r.addr, shared_r.length, into=root)
+        root.read(shared_in_root, shared_r.length)  # root's page table entries: mapped twice
 
         def guard(fn):
             def run(*args):

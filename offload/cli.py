@@ -70,3 +70,87 @@ def info(nodes: str) -> None:
     click.echo(f"model machine --nodes {nodes}:")
     for i, (kind, size) in enumerate(layout):
         click.echo(f"  node {i}: {kind:6} {format_size(size):>6} ({size // 4096} pages)")
+
+
+#: ``offload kernel-check`` exit code when no real kernel can be reached here
+EXIT_NOT_RUN = 4
+
+
+@main.command("kernel-check")
+@click.option("--kernel", "kernel", default=None, metavar="IMAGE",
+              type=click.Path(exists=True, dir_okay=False, readable=True),
+              help="Kernel image to boot under qemu [default: the newest /boot/vmlinuz-*].")
+@click.option("--nodes", default=2, show_default=True, type=click.IntRange(2, 8),
+              help="NUMA nodes of the guest (and of the model machine).")
+@click.option("--timeout", default=600.0, show_default=True, type=click.FloatRange(10, 3600),
+              help="Seconds the guest may run before it is killed (its console tail is shown).")
+@click.option("--native", default="auto", show_default=True,
+              type=click.Choice(["auto", "always", "never"]),
+              help="Run on this host's own kernel when it has enough NUMA nodes (needs root).")
+@click.option("--accel", default="tcg", show_default=True, type=click.Choice(["tcg", "kvm", "auto"]),
+              help="qemu accelerator: tcg runs anywhere; kvm is faster where it works.")
+@click.option("--only", multiple=True, metavar="NAME", help="Run only this scenario (repeatable).")
+@click.option("--list", "list_", is_flag=True, help="List the scenarios and exit.")
+@click.option("--json", "as_json", is_flag=True, help="Print the verdicts as JSON.")
+@click.option("-v", "--verbose", is_flag=True, help="Show every scenario, matches included.")
+def kernel_check(kernel: str | None, nodes: int, timeout: float, native: str, accel: str,
+                 only: tuple[str, ...], list_: bool, as_json: bool, verbose: bool) -> None:
+    """Compare the model's move_pages/migrate_pages with a real Linux kernel.
+
+    Every scenario (processes, mappings, writes, pins, shares, forks, move_pages and
+    migrate_pages calls) runs through the model and through a real kernel: natively
+    on a host with two NUMA nodes, else a stock kernel booted under qemu with two NUMA
+    nodes (~1 minute under TCG). Each scenario is a match, a departure the README
+    documents (named), or a mismatch.
+
+    Exit status: 0 no mismatch; 1 a mismatch or a scenario that could not run;
+    2 bad usage; 4 no real kernel could be reached here (the message says what to
+    install).
+    """
+    import json
+    import sys
+
+    from .kcheck import DEPARTURES, SCENARIOS, Unavailable, run_check
+
+    by_name = {sc.name: sc for sc in SCENARIOS}
+    unknown = [n for n in only if n not in by_name]
+    if unknown:
+        raise click.BadParameter(f"no scenario {unknown[0]!r} (see --list)", param_hint="--only")
+    chosen = [by_name[n] for n in only] if only else list(SCENARIOS)
+    if list_:
+        for sc in chosen:
+            click.echo(f"{sc.name:36} {sc.source}")
+        return
+    click.echo(f"kernel-check: {len(chosen)} scenarios, {nodes} NUMA nodes ...", err=True)
+    try:
+        rep = run_check(chosen, kernel=kernel, nodes=nodes, timeout=timeout, native=native,
+                        accel=accel)
+    except Unavailable as exc:
+        click.echo(f"kernel-check: not run: {exc}", err=True)
+        sys.exit(EXIT_NOT_RUN)
+    if as_json:
+        click.echo(json.dumps({
+            "how": rep.how, "seconds": round(rep.seconds, 1), "counts": rep.counts,
+            "verdicts": [dict(name=v.name, source=v.source, verdict=v.verdict,
+                              departures=[dict(key=d, readme=DEPARTURES[d]) for d in v.departures],
+                              differences=v.differences) for v in rep.verdicts]}, indent=1))
+    else:
+        click.echo(f"real kernel: {rep.how}, {rep.seconds:.0f} s")
+        for v in rep.verdicts:
+            if v.verdict == "match" and not verbose:
+                continue
+            click.echo(f"{v.verdict:10} {v.name:36} {v.source}")
+            for d in v.departures:
+                click.echo(f"{'':12}documented: README \"{DEPARTURES[d]}\"")
+            for d in v.differences:
+                click.echo(f"{'':12}{d}")
+        c = rep.counts
+        click.echo(f"{len(rep.verdicts)} scenarios: {c['match']} match, {c['departure']} "
+                   f"documented departures, {c['mismatch']} mismatches, {c['error']} errors")
+        kernel_side = any(d.startswith("kernel:") for v in rep.verdicts for d in v.differences)
+        if kernel_side or rep.timed_out:
+            if rep.timed_out:
+                click.echo(f"the guest was killed after {timeout:g} s", err=True)
+            click.echo("console tail:\n" + rep.console_tail[-1500:], err=True)
+    if not rep.ok:
+        sys.exit(1)

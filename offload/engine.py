@@ -428,6 +428,9 @@ class MigrationEngine:
             nd = nodes[d]
             nd.obj[dpfn[idx]] = oid[idx]
             nd.objidx[dpfn[idx]] = oidx[idx]
+        cow = _gather(nodes, g.node, g.pfn, "cow")
+        if cow.any():
+            self._remap_cow(g, dpfn, cow)
         for s, idx in _groups1(g.node):
             nodes[s].free_folios(g.pfn[idx], g.order[idx])
         pages = int(npages.sum())
@@ -435,6 +438,25 @@ class MigrationEngine:
         m.vmstat_add("pgmigrate_success", pages)
         if thp:
             m.vmstat_add("thp_migration_success", thp)
+
+    def _remap_cow(self, g: Folios, dpfn: np.ndarray, cow: np.ndarray) -> None:
+        """Point the other mappings of folios shared copy-on-write at their copies."""
+        m = self.m
+        for i in np.flatnonzero(cow).tolist():  # only folios shared since a fork
+            s, h, t, nh = int(g.node[i]), int(g.pfn[i]), int(g.target[i]), int(dpfn[i])
+            n = 1 << int(g.order[i])
+            extras = m.cow_rmap.pop((s, h), [])
+            for o, first in extras:
+                obj = m.objects.get(o)
+                if obj is None:
+                    continue
+                pages = np.arange(first, first + n)
+                mine = (obj.node[pages] == s) & (obj.pfn[pages] >= h) & (obj.pfn[pages] < h + n)
+                obj.node[pages[mine]] = t
+                obj.pfn[pages[mine]] = nh + (obj.pfn[pages[mine]] - h)
+            if extras:
+                m.cow_rmap[(t, nh)] = extras
+            m.nodes[t].cow[nh] = cow[i]
 
     def _split(self, f: Folios) -> tuple[Folios, Folios]:
         """Split large folios (ENOMEM) into order-0 pieces that stay isolated.
@@ -447,7 +469,9 @@ class MigrationEngine:
         m = self.m
         parts = []
         with m.lock:
-            pinned = _gather(m.nodes, f.node, f.pfn, "pins") > 0
+            # a pinned folio cannot split, nor (here) one shared copy-on-write
+            pinned = (_gather(m.nodes, f.node, f.pfn, "pins") > 0) | \
+                (_gather(m.nodes, f.node, f.pfn, "cow") > 0)
             stuck, f = f[pinned], f[~pinned]
             for s, k, idx in _groups(f.node, f.order):
                 node = m.nodes[s]

@@ -130,6 +130,9 @@ class Machine:
         self.objects: dict = {}
         self.processes: dict[int, Process] = {}
         self._pids = itertools.count(1)
+        #: (node, folio head) -> [(object id, its page of the head), ...]: the mappings
+        #: beyond the first of folios shared copy-on-write after a fork
+        self.cow_rmap: dict[tuple[int, int], list[tuple[int, int]]] = {}
         self._oids = itertools.count(1)
         self._vmstat = dict.fromkeys(VMSTAT_KEYS, 0)
         self._inflight = 0
@@ -163,6 +166,9 @@ class Machine:
 
     def _next_oid(self) -> int:
         return next(self._oids)
+
+    def _next_pid(self) -> int:
+        return next(self._pids)
 
     # -- public API ----------------------------------------------------------------------
     @property

@@ -50,7 +50,11 @@ class MemObject:
         self.shared = shared
         self.node = np.full(npages, -1, dtype=np.int32)
         self.pfn = np.full(npages, PTE_NONE, dtype=np.int64)
+        #: mappings (VMAs) covering each page: a page lives while one covers it
         self.mapcount = np.zeros(npages, dtype=np.int32)
+        #: shared objects: page table entries per page (processes that touched it); a
+        #: page's mapcount for -EACCES, as the kernel counts PTEs
+        self.ptes = np.zeros(npages, dtype=np.int32)
 
     def set_folios(self, idx: np.ndarray, nid: int, heads: np.ndarray, order: int,
                    nodes: "list[Node]") -> None:
@@ -102,13 +106,24 @@ class MemObject:
 
 @dataclass
 class Vma:
-    """A mapping of ``[start, end)`` in one process onto pages of a memory object."""
+    """A mapping of ``[start, end)`` in one process onto pages of a memory object.
+
+    ``present`` (shared mappings only): per page of the mapping, whether this process
+    has a page table entry for it, i.e. touched it since it mapped the region.
+    """
 
     start: int
     end: int
     obj: MemObject
     pgoff: int
     folio_size: int
+    present: np.ndarray | None = None
+
+    def part(self, lo: int, hi: int) -> "Vma":
+        """The mapping of ``[lo, hi)``, a part of this one."""
+        a, b = (lo - self.start) >> PAGE_SHIFT, (hi - self.start) >> PAGE_SHIFT
+        return Vma(lo, hi, self.obj, self.pgoff + a, self.folio_size,
+                   None if self.present is None else self.present[a:b].copy())
 
     @property
     def shared(self) -> bool:

@@ -54,6 +54,9 @@ class Node:
         self.obj = np.full(self.nr_pages, -1, dtype=np.int32)
         self.objidx = np.zeros(self.nr_pages, dtype=np.int64)
         self.state = np.zeros(self.nr_pages, dtype=np.uint8)
+        #: per folio head: private mappings beyond the first (copy-on-write after fork);
+        #: the machine's ``cow_rmap`` lists them
+        self.cow = np.zeros(self.nr_pages, dtype=np.int16)
         #: fault injection: the next this-many migration allocations here fail (ENOMEM)
         self.fail_allocs = 0
 
@@ -84,6 +87,7 @@ class Node:
             self.pins[heads] = 0
             self.obj[heads] = -1
             self.state[heads] = 0
+            self.cow[heads] = 0
             if zero:
                 devmem.zero(self.frames, pages)
         return heads
@@ -103,6 +107,7 @@ class Node:
             self.obj[h] = -1
             self.state[h] = 0
             self.pins[h] = 0
+            self.cow[h] = 0
             self.buddy.free(h, k)
 
     def read_pages(self, pfns: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Iterable, NamedTuple
 
 import numpy as np
 
+from . import devmem
 from .arrays import expand_ranges
 from .constants import HPAGE_PMD_ORDER, MAX_FOLIO_ORDER, MPOL_MF_MOVE, PAGE_SHIFT, PAGE_SIZE
 from .errors import BadArgument, BadArgumentType, check_int, oserror
@@ -52,7 +53,8 @@ class Pin:
                 if node.obj[self.head] == -1:
                     # unmapped while pinned: the last reference frees it
                     node.free_folios(head, int(node.order[self.head]))
-                elif node.order[self.head] > 0 and not node.state[self.head]:
+                elif node.order[self.head] > 0 and not node.state[self.head] and \
+                        not node.cow[self.head]:
                     # partly unmapped while pinned: split now, free the unmapped part
                     obj = m.objects.get(int(node.obj[self.head]))
                     if obj is not None:
@@ -172,9 +174,13 @@ class Process:
             if populate:
                 obj.fault_in(np.arange(obj.npages), m.nodes)
             obj.mapcount[:] = 1
+            present = None
+            if shared:  # populated: this process has a page table entry for every page
+                present = np.full(obj.npages, populate, dtype=bool)
+                obj.ptes[:] = int(populate)
             m.objects[obj.id] = obj
             start = self._place(length, folio_size)
-            self._insert_vma(Vma(start, start + length, obj, 0, folio_size))
+            self._insert_vma(Vma(start, start + length, obj, 0, folio_size, present))
         return start
 
     def share(self, addr: int, length: int, into: "Process") -> int:
@@ -199,7 +205,10 @@ class Process:
                 raise BadArgument(f"addr/length: must cover whole folios of {vma.folio_size} bytes")
             vma.obj.mapcount[pgoff:pgoff + (length >> PAGE_SHIFT)] += 1
             start = into._place(length, vma.folio_size)
-            into._insert_vma(Vma(start, start + length, vma.obj, pgoff, vma.folio_size))
+            # no page table entry until *into* touches a page: until then the page does
+            # not count towards its mapcount (it can move with MPOL_MF_MOVE)
+            into._insert_vma(Vma(start, start + length, vma.obj, pgoff, vma.folio_size,
+                                 np.zeros(length >> PAGE_SHIFT, dtype=bool)))
         return start
 
     def munmap(self, addr: int, length: int) -> None:
@@ -225,13 +234,16 @@ class Process:
                     break
                 m.cond.wait()
             for v, lo, hi in ranges:
-                _unmap_pages(m, v.obj, self._obj_pages(v, lo, hi))
+                idx = self._obj_pages(v, lo, hi)
+                if v.present is not None:
+                    a = (lo - v.start) >> PAGE_SHIFT
+                    v.obj.ptes[idx] -= v.present[a:a + idx.size]
+                _unmap_pages(m, v.obj, idx)
                 keep = []
                 if v.start < lo:
-                    keep.append(Vma(v.start, lo, v.obj, v.pgoff, v.folio_size))
+                    keep.append(v.part(v.start, lo))
                 if hi < v.end:
-                    keep.append(Vma(hi, v.end, v.obj, v.pgoff + ((hi - v.start) >> PAGE_SHIFT),
-                                    v.folio_size))
+                    keep.append(v.part(hi, v.end))
                 self._vmas.remove(v)
                 self._vmas.extend(keep)
                 if not (v.obj.mapcount > 0).any():
@@ -271,7 +283,13 @@ class Process:
         return vi, idx
 
     def _ptes(self, vi: np.ndarray, idx: np.ndarray):
-        """Per entry: object id, node, pfn (PTE_NONE/PTE_ZERO/-3 unmapped), mapcount."""
+        """Per entry: object id, node, pfn (PTE_NONE/PTE_ZERO/-3 unmapped), mapcount.
+
+        The mapcount counts page table entries, as the kernel's does: for a shared
+        mapping, the processes that touched the page; for a private one, the processes
+        sharing the folio copy-on-write since a fork. A page of a shared mapping that
+        this process never touched has no entry here (PTE_NONE).
+        """
         n = vi.size
         oid = np.full(n, -1, dtype=np.int64)
         nid = np.full(n, -1, dtype=np.int32)
@@ -285,13 +303,42 @@ class Process:
         for v, sel in groups:
             if v < 0:
                 continue
-            obj = self._vmas[v].obj
+            vma = self._vmas[v]
+            obj = vma.obj
             ix = idx[sel]
             oid[sel] = obj.id
             nid[sel] = obj.node[ix]
             pfn[sel] = obj.pfn[ix]
-            mc[sel] = obj.mapcount[ix]
+            if vma.present is not None:
+                mc[sel] = obj.ptes[ix]
+                absent = ~vma.present[ix - vma.pgoff]
+                if absent.any():
+                    where = np.flatnonzero(sel) if not isinstance(sel, slice) else np.arange(n)
+                    nid[where[absent]] = -1
+                    pfn[where[absent]] = PTE_NONE
+            else:
+                mc[sel] = obj.mapcount[ix]
+        present = pfn >= 0
+        if present.any():
+            # private folios shared copy-on-write after a fork
+            for s in np.unique(nid[present]):
+                at = present & (nid == s)
+                node = self.machine.nodes[int(s)]
+                mc[at] += node.cow[node.head_of(pfn[at])]
         return oid, nid, pfn, mc
+
+    def _touch(self, vi: np.ndarray, idx: np.ndarray) -> None:
+        """This process accessed these pages: it has page table entries for them now."""
+        for v in np.unique(vi):
+            vma = self._vmas[int(v)]
+            if vma.present is None:
+                continue
+            ix = idx[vi == v]
+            rel = ix - vma.pgoff
+            new = ~vma.present[rel]
+            if new.any():
+                vma.present[rel[new]] = True
+                np.add.at(vma.obj.ptes, ix[new], 1)
 
     def _span(self, addr: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Translate every page of ``[addr, addr + n)``; EFAULT if any is unmapped.
@@ -332,6 +379,76 @@ class Process:
                 return vi, idx, oid, nid, pfn
             m.cond.wait()
 
+    def _fault_shared(self, vi: np.ndarray, idx: np.ndarray, pfn: np.ndarray) -> bool:
+        """Accesses through shared mappings: a page nobody has is allocated (shmem has no
+        zero page), and this process gets page table entries. Returns whether any page
+        table entry is new."""
+        changed = False
+        for v in np.unique(vi):
+            vma = self._vmas[int(v)]
+            if vma.present is None:
+                continue
+            ix = idx[vi == v]
+            if (vma.present[ix - vma.pgoff]).all():
+                continue
+            vma.obj.fault_in(ix, self.machine.nodes)
+            self._touch(np.full(ix.size, v), ix)
+            changed = True
+        return changed
+
+    def _break_cow(self, vi: np.ndarray, idx: np.ndarray) -> bool:
+        """A write to private pages whose folio is shared copy-on-write since a fork:
+        this process gets its own copy. Returns whether any folio was copied."""
+        m = self.machine
+        copied = False
+        for v in np.unique(vi):
+            vma = self._vmas[int(v)]
+            if vma.present is not None:
+                continue
+            obj = vma.obj
+            ix = idx[vi == v]
+            pf, nd = obj.pfn[ix], obj.node[ix]
+            ok = pf >= 0
+            for s in np.unique(nd[ok]):
+                node = m.nodes[int(s)]
+                heads = np.unique(node.head_of(pf[ok & (nd == s)]))
+                for h in heads[node.cow[heads] > 0].tolist():  # few: only after a fork
+                    _cow_copy(m, obj, int(s), h)
+                    copied = True
+        return copied
+
+    def fork(self) -> "Process":
+        """fork(2): a child with the same credentials and a copy of every mapping.
+
+        Private pages are shared copy-on-write: until either process writes a page, the
+        folio has two mappings (-EACCES under MPOL_MF_MOVE; MPOL_MF_MOVE_ALL moves it
+        for both). Shared mappings are shared; the child has no page table entries for
+        them until it touches a page, as fork(2) copies none for shared memory.
+        """
+        m = self.machine
+        with m.lock:
+            child = Process(m, m._next_pid(), self.uid, self.cap_sys_nice, self.cap_sys_ptrace)
+            copies: dict[int, MemObject] = {}
+            vmas = []
+            for v in self._vmas:
+                obj = v.obj
+                rng = slice(v.pgoff, v.pgoff + v.npages)
+                if v.present is not None:
+                    obj.mapcount[rng] += 1
+                    vmas.append(Vma(v.start, v.end, obj, v.pgoff, v.folio_size,
+                                    np.zeros(v.npages, dtype=bool)))
+                    continue
+                c = copies.get(obj.id)
+                if c is None:
+                    c = copies[obj.id] = _cow_clone(m, obj)
+                c.mapcount[rng] += 1
+                vmas.append(Vma(v.start, v.end, c, v.pgoff, v.folio_size))
+            child._vmas = vmas
+            child._next = self._next
+            child._reindex()
+            m.processes[child.pid] = child
+        return child
+
     # -- accesses -----------------------------------------------------------------------
     def read(self, addr: int, n: int) -> bytes:
         """Read *n* bytes at *addr*. Untouched pages read as zeros (the zero page)."""
@@ -346,6 +463,8 @@ class Process:
         m = self.machine
         with m.lock:
             vi, idx, oid, nid, pfn = self._wait_stable(addr, n)
+            if self._fault_shared(vi, idx, pfn):
+                oid, nid, pfn, _ = self._ptes(vi, idx)
             out = np.empty((pfn.size, PAGE_SIZE), dtype=np.uint8)
             present = pfn >= 0
             node0 = m.nodes[int(nid[0])] if nid.size else None
@@ -391,6 +510,8 @@ class Process:
                 for v in np.unique(vi[missing]):
                     obj = self._vmas[int(v)].obj
                     obj.fault_in(idx[missing & (vi == v)], m.nodes)
+            changed = self._fault_shared(vi, idx, pfn) | self._break_cow(vi, idx)
+            if missing.any() or changed:
                 oid, nid, pfn, _ = self._ptes(vi, idx)
             _scatter(m, nid, pfn, addr & (PAGE_SIZE - 1), buf)
 
@@ -402,6 +523,7 @@ class Process:
             vi, idx, oid, nid, pfn = self._wait_stable(addr, 1)
             if pfn[0] < 0:
                 self._vmas[int(vi[0])].obj.fault_in(idx[:1], m.nodes)
+            if self._fault_shared(vi, idx, pfn) or pfn[0] < 0:
                 oid, nid, pfn, _ = self._ptes(vi, idx)
             node = m.nodes[int(nid[0])]
             head = int(node.head_of(pfn[:1])[0])
@@ -426,6 +548,68 @@ class Process:
         """
         from .syscalls import migrate_pages
         return migrate_pages(self, old_nodes, new_nodes, pid)
+
+
+def _cow_clone(m: "Machine", obj: MemObject) -> MemObject:
+    """A private object for a fork child: the same folios, shared copy-on-write."""
+    c = MemObject(m._next_oid(), obj.npages, obj.folio_order, obj.home, False)
+    c.node[:] = obj.node
+    c.pfn[:] = obj.pfn
+    m.objects[c.id] = c
+    present = obj.pfn >= 0
+    for s in np.unique(obj.node[present]):
+        node = m.nodes[int(s)]
+        pages = np.flatnonzero(present & (obj.node == s))
+        heads, at = np.unique(node.head_of(obj.pfn[pages]), return_index=True)
+        first = pages[at] - (obj.pfn[pages[at]] - heads)  # object page of each head
+        node.cow[heads] += 1
+        for h, f in zip(heads.tolist(), first.tolist()):  # the rmap of shared folios
+            m.cow_rmap.setdefault((int(s), h), []).append((c.id, f))
+    return c
+
+
+def _cow_first(m: "Machine", nid: int, head: int, oid: int) -> int:
+    """The page of object *oid* where it maps the folio at (*nid*, *head*)."""
+    node = m.nodes[nid]
+    if int(node.obj[head]) == oid:
+        return int(node.objidx[head])
+    return next(f for o, f in m.cow_rmap.get((nid, head), []) if o == oid)
+
+
+def _cow_detach(m: "Machine", nid: int, head: int, oid: int) -> None:
+    """Object *oid* stops mapping the copy-on-write folio at (*nid*, *head*)."""
+    node = m.nodes[nid]
+    key = (nid, head)
+    extras = m.cow_rmap.get(key, [])
+    if int(node.obj[head]) == oid:
+        if extras:
+            node.obj[head], node.objidx[head] = extras.pop(0)
+    else:
+        extras[:] = [e for e in extras if e[0] != oid]
+    node.cow[head] = max(0, int(node.cow[head]) - 1)
+    if not extras:
+        m.cow_rmap.pop(key, None)
+
+
+def _cow_copy(m: "Machine", obj: MemObject, nid: int, head: int) -> None:
+    """Break copy-on-write: *obj* gets its own copy of the folio at (*nid*, *head*)."""
+    node = m.nodes[nid]
+    k = int(node.order[head])
+    n = 1 << k
+    first = _cow_first(m, nid, head, obj.id)
+    home = m.nodes[obj.home]
+    new = home.alloc_folios(1, k)
+    if new.size == 0:
+        raise oserror(errno.ENOMEM, f"node {obj.home} has no room for a copy-on-write copy")
+    devmem.copy_pages(m.memory, np.full(n, nid), pages_of(np.array([head]), k),
+                      np.full(n, obj.home), pages_of(new, k))
+    pages = np.arange(first, first + n)
+    mine = (obj.node[pages] == nid) & (obj.pfn[pages] >= head) & (obj.pfn[pages] < head + n)
+    _cow_detach(m, nid, head, obj.id)
+    obj.node[pages[mine]] = obj.home
+    obj.pfn[pages[mine]] = int(new[0]) + (obj.pfn[pages[mine]] - head)
+    home.obj[new] = obj.id
+    home.objidx[new] = first
 
 
 def _map_zero_page(obj: MemObject, idx: np.ndarray) -> None:
@@ -488,8 +672,16 @@ def _reap_partial(m: "Machine", obj: MemObject, node, heads: np.ndarray,
     A large folio left partly mapped is split so that its unmapped part is freed (the
     kernel defers that split); a pinned one cannot split and waits for the rest of it,
     or for its last pin. A pinned folio with no mapping left is freed at its last unpin.
+    A folio shared copy-on-write with another process is left to that process.
     """
-    whole = _all_unmapped(obj, node.objidx[heads], orders)
+    first = node.objidx[heads].copy()
+    cow = node.cow[heads] > 0
+    for i in np.flatnonzero(cow & (node.obj[heads] != obj.id)).tolist():
+        first[i] = _cow_first(m, node.id, int(heads[i]), obj.id)
+    whole = _all_unmapped(obj, first, orders)
+    for h in heads[whole & cow].tolist():
+        _cow_detach(m, node.id, h, obj.id)
+    heads, orders, whole = heads[~cow], orders[~cow], whole[~cow]
     split = ~whole & (orders > 0) & (node.pins[heads] == 0)
     if split.any():
         for k in np.unique(orders[split]):

@@ -261,13 +261,13 @@ def _migrate_to_node(p: "Process", source: int, dest: int, move_all: bool) -> in
     with m.lock:
         while True:
             pfn_l = []
-            for v in p._vmas:
-                obj = v.obj
-                sl = slice(v.pgoff, v.pgoff + v.npages)
-                on = (obj.node[sl] == source) & (obj.pfn[sl] >= 0)
+            for i, v in enumerate(p._vmas):
+                idx = np.arange(v.pgoff, v.pgoff + v.npages, dtype=np.int64)
+                _, nid, pfn, mapcount = p._ptes(np.full(idx.size, i), idx)
+                on = (nid == source) & (pfn >= 0)
                 if not move_all:
-                    on &= obj.mapcount[sl] <= 1  # shared folios are skipped, not failed
-                pfn_l.append(obj.pfn[sl][on])
+                    on &= mapcount <= 1  # shared folios are skipped, not failed
+                pfn_l.append(pfn[on])
             pfn = np.concatenate(pfn_l) if pfn_l else np.empty(0, np.int64)
             if pfn.size == 0:
                 return 0

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import offload.kcheck
 from offload import OffloadError, registry
 from offload.cli import main
 from offload.machine import parse_nodes
@@ -87,6 +88,7 @@ def no_work(monkeypatch):
     monkeypatch.setattr(bench.movepages, "pattern", reached)
     monkeypatch.setattr(bench.stress, "run_stress", reached)
     monkeypatch.setattr(bench.kernel, "run", reached)
+    monkeypatch.setattr(offload.kcheck, "run_check", reached)
 
 
 def test_every_option_is_fuzzed():

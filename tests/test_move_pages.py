@@ -140,6 +140,8 @@ def test_shared_pages_need_move_all(machine):
     a = p.mmap(2 * PAGE_SIZE, shared=True)
     data = fill(p, a, 2 * PAGE_SIZE, 4)
     b = p.share(a, PAGE_SIZE, into=q)
+    assert p.move_pages([a], None).status == [0]
+    q.read(b, 1)  # q's page table entry: the page is mapped twice now
     r = p.move_pages([a, a + PAGE_SIZE], [1, 1])
     assert r.status == [-errno.EACCES, 1] and r.ret == 1
     r = p.move_pages([a], [1], flags=MPOL_MF_MOVE_ALL)
@@ -288,3 +290,47 @@ def test_a_read_of_an_untouched_thp_slot_maps_the_huge_zero_page(machine):
     assert r.status == [-errno.EFAULT, 1]
     assert machine.vmstat["pgmigrate_success"] == 1 and machine.vmstat["thp_migration_success"] == 0
     assert p.read(a + 3 * PAGE_SIZE, 1) == b"x"
+
+
+def test_a_share_never_touched_does_not_count(machine):
+    """A page counts towards the mapcount once a process has a page table entry for it."""
+    p, q = machine.spawn(), machine.spawn()
+    a = p.mmap(2 * PAGE_SIZE, shared=True)
+    data = fill(p, a, 2 * PAGE_SIZE, 14)
+    b = p.share(a, 2 * PAGE_SIZE, into=q)
+    assert q.move_pages(pages(b, 2 * PAGE_SIZE), None).status == [-errno.ENOENT] * 2
+    assert p.move_pages(pages(a, 2 * PAGE_SIZE), [1, 1]).status == [1, 1]
+    q.write(b + PAGE_SIZE, b"q")
+    assert q.move_pages(pages(b, 2 * PAGE_SIZE), None).status == [-errno.ENOENT, 1]
+    r = p.move_pages(pages(a, 2 * PAGE_SIZE), [0, 0])
+    assert r.status == [0, -errno.EACCES]
+    assert q.read(b, 1) == data[:1].tobytes() and p.read(a + PAGE_SIZE, 1) == b"q"
+
+
+def test_fork_shares_private_pages_copy_on_write(machine):
+    p = machine.spawn()
+    a = p.mmap(4 * PAGE_SIZE)
+    data = fill(p, a, 4 * PAGE_SIZE, 15)
+    c = p.fork()
+    assert c.pid != p.pid and c.uid == p.uid
+    assert c.read(a, data.size) == data.tobytes()
+    r = p.move_pages(pages(a, 4 * PAGE_SIZE), [1] * 4)
+    assert r.status == [-errno.EACCES] * 4
+    c.write(a, b"child")  # breaks the sharing of page 0 only
+    p.write(a + PAGE_SIZE, b"parent")  # and of page 1, from the other side
+    r = p.move_pages(pages(a, 4 * PAGE_SIZE), [1] * 4)
+    assert r.status == [1, 1, -errno.EACCES, -errno.EACCES]
+    assert p.read(a, 5) == data[:5].tobytes() and c.read(a, 5) == b"child"
+    assert c.read(a + PAGE_SIZE, 6) == data[PAGE_SIZE:PAGE_SIZE + 6].tobytes()
+    assert p.read(a + PAGE_SIZE, 6) == b"parent"
+    # MOVE_ALL moves the still-shared pages for both processes
+    root = machine.spawn(uid=0)
+    r = root.move_pages(pages(a, 4 * PAGE_SIZE), [1] * 4, flags=MPOL_MF_MOVE_ALL, pid=c.pid)
+    assert r.status == [1] * 4
+    assert p.move_pages(pages(a, 4 * PAGE_SIZE), None).status == [1] * 4
+    assert c.read(a + 2 * PAGE_SIZE, 2 * PAGE_SIZE) == data[2 * PAGE_SIZE:].tobytes()
+    # unmapping in one process leaves the other's pages alone; then nothing leaks
+    p.munmap(a, 4 * PAGE_SIZE)
+    assert c.read(a + 2 * PAGE_SIZE, 2 * PAGE_SIZE) == data[2 * PAGE_SIZE:].tobytes()
+    c.munmap(a, 4 * PAGE_SIZE)
+    assert all(n.free_pages == n.nr_pages for n in machine.nodes)

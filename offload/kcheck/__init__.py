@@ -1,0 +1,99 @@
+"""Kernel parity: the model's move_pages(2) / migrate_pages(2) against a real kernel.
+
+Each scenario of :mod:`offload.kcheck.catalog` runs through the model and through a
+real kernel (natively on a host with two NUMA nodes, else a stock kernel booted under
+qemu with two), and :func:`offload.kcheck.compare.compare` says, per scenario: match,
+documented departure, or mismatch. ``offload kernel-check`` prints the table; the
+``kernel`` pytest marker runs it in the test suite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .catalog import NODE_MB, SCENARIOS
+from .compare import DEPARTURES, Verdict, compare
+from .observe import Observation, parse_guest, run_model
+from .realkernel import INSTALL_HINT, GuestRun, Unavailable, run_real
+from .scenario import Scenario, to_script
+
+#: the node the catalog uses for "no memory" (the first node id past the last one)
+NOMEM = 2
+
+
+@dataclass
+class Report:
+    """The outcome of a comparison run."""
+
+    verdicts: list = field(default_factory=list)
+    how: str = ""
+    seconds: float = 0.0
+    console_tail: str = ""
+    timed_out: bool = False
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out = {"match": 0, "departure": 0, "mismatch": 0, "error": 0}
+        for v in self.verdicts:
+            out[v.verdict] += 1
+        return out
+
+    @property
+    def ok(self) -> bool:
+        """No mismatch and no scenario that failed to run."""
+        c = self.counts
+        return not (c["mismatch"] or c["error"]) and bool(self.verdicts)
+
+
+def bind_nodes(sc: Scenario, nodes: int) -> Scenario:
+    """*sc* for a machine of *nodes* nodes: the catalog's memoryless node 2 becomes *nodes*."""
+    if nodes == NOMEM:
+        return sc
+    steps = []
+    for s in sc.steps:
+        a = dict(s.args)
+        if s.op == "move" and a["nodes"] is not None:
+            a["nodes"] = [nodes if n == NOMEM else n for n in a["nodes"]]
+        elif s.op == "migrate":
+            a["new"] = [nodes if n == NOMEM else n for n in a["new"]]
+            a["old"] = [nodes if n == NOMEM else n for n in a["old"]]
+        steps.append(dataclasses.replace(s, args=a))
+    return dataclasses.replace(sc, steps=tuple(steps))
+
+
+def model_nodes(nodes: int) -> str:
+    """The model machine's node spec for a guest of *nodes* nodes."""
+    return ",".join(f"{NODE_MB[min(i, 1)]}M" for i in range(nodes))
+
+
+def run_check(scenarios: list[Scenario] | None = None, kernel: str | None = None,
+              nodes: int = 2, timeout: float = 600.0, native: str = "auto",
+              accel: str = "tcg", progress=None) -> Report:
+    """Run *scenarios* (default: all) on the model and on a real kernel; compare.
+
+    Raises
+    ------
+    Unavailable
+        When no real kernel can be reached here (the message says what to install).
+    """
+    chosen = [bind_nodes(sc, nodes) for sc in (scenarios or SCENARIOS)]
+    run: GuestRun = run_real(to_script(chosen), kernel=kernel, nodes=nodes, timeout=timeout,
+                             native=native, node_mb=[NODE_MB[min(i, 1)] for i in range(nodes)],
+                             accel=accel)
+    rep = Report(how=run.how, seconds=run.seconds, console_tail=run.console_tail,
+                 timed_out=run.timed_out)
+    spec = model_nodes(nodes)
+    for sc in chosen:
+        model = run_model(sc, nodes=spec)
+        kern = parse_guest(sc, run.lines)
+        if run.timed_out and kern.error:
+            kern.error = f"the guest was killed after {timeout:g} s ({kern.error})"
+        rep.verdicts.append(compare(sc, model, kern))
+        if progress:
+            progress(sc)
+    return rep
+
+
+__all__ = ["run_check", "Report", "Verdict", "Observation", "Scenario", "SCENARIOS",
+           "DEPARTURES", "Unavailable", "INSTALL_HINT", "run_model", "parse_guest", "compare"]

@@ -1,0 +1,126 @@
+"""Kernel parity: the scenarios against a real kernel (marker ``kernel``), and the harness
+itself (the catalogue, the script, the guest's output format, the comparator)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from offload.cli import main
+from offload.kcheck import DEPARTURES, SCENARIOS, Unavailable, run_check
+from offload.kcheck.compare import compare
+from offload.kcheck.observe import Observation, parse_guest, run_model
+from offload.kcheck.scenario import script_lines, to_script
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def test_the_catalogue_is_large_and_covers_what_it_must():
+    names = [sc.name for sc in SCENARIOS]
+    assert len(names) >= 60 and len(set(names)) == len(names)
+    assert all(re.fullmatch(r"[a-z0-9_]+", n) for n in names)
+    ops = {s.op for sc in SCENARIOS for s in sc.steps}
+    assert {"spawn", "mmap", "write", "read", "pin", "unpin", "share", "fork", "munmap",
+            "move", "migrate", "fill"} <= ops
+    sources = " ".join(sc.source for sc in SCENARIOS)
+    for src in ("man move_pages", "man migrate_pages", "LTP move_pages", "LTP migrate_pages",
+                "selftests mm/migration.c", "issue 10"):
+        assert src in sources
+
+
+def test_every_documented_departure_is_in_the_readme():
+    for key, line in DEPARTURES.items():
+        assert line in README, f"{key}: README lacks {line!r}"
+
+
+def test_the_model_runs_every_scenario():
+    for sc in SCENARIOS:
+        obs = run_model(sc)
+        assert not obs.error, (sc.name, obs.error)
+        assert len(obs.final) == sum(1 for _, t in script_lines(sc) if t[0] == "observe")
+
+
+def test_the_script_names_every_step():
+    text = to_script(SCENARIOS[:3])
+    assert text.count("scenario ") == 3 and text.count("\nend\n") == 3
+    assert "on 0 move -1 2 1 4 0:0:0 0:1:0 0:2:0 0:3:0" in text  # a query of 4 pages
+
+
+def test_guest_output_is_parsed_and_compared():
+    sc = next(s for s in SCENARIOS if s.name == "move_unmapped_entry")
+    model = run_model(sc)
+    lines = []
+    for i, (line, tag) in enumerate(script_lines(sc)):
+        if tag[0] == "step" and sc.steps[tag[1]].op == "move":
+            lines.append(f"KC {sc.name} {i} ret=0 errno=0 status=1,-14,1")
+        elif tag[0] == "vmstat":
+            lines.append(f"KC {sc.name} {i} vmstat=2,0,0,0,0")
+        elif tag[0] == "observe":
+            f = model.final[tag[1:]]
+            lines.append(f"KC {sc.name} {i} where={','.join(map(str, f['where']))} thp_kb=0 "
+                         f"hash={','.join(map(str, f['hash']))}")
+        else:
+            lines.append(f"KC {sc.name} {i} ok")
+    lines.append(f"KC {sc.name} - done=0")
+    kern = parse_guest(sc, lines)
+    v = compare(sc, model, kern)
+    # the kernel does not count the -EFAULT entry in ret; the model does
+    assert v.verdict == "departure" and v.departures == ["ret_counts_entries"], v
+    # a real difference is a mismatch
+    lines[-2] = lines[-2].replace("where=1,1", "where=0,1")
+    assert compare(sc, model, parse_guest(sc, lines)).verdict == "mismatch"
+    # a guest that died says so
+    assert compare(sc, model, parse_guest(sc, lines[:2])).verdict == "error"
+
+
+def test_kernel_check_lists_and_validates():
+    r = CliRunner().invoke(main, ["kernel-check", "--list"])
+    assert r.exit_code == 0 and "move_bad_node_middle" in r.output
+    r = CliRunner().invoke(main, ["kernel-check", "--only", "nope"])
+    assert r.exit_code == 2 and "--only" in r.output
+
+
+def test_kernel_check_says_what_is_missing(monkeypatch):
+    import offload.kcheck.realkernel as rk
+
+    monkeypatch.setattr(rk, "QEMU", "qemu-that-is-not-installed")
+    monkeypatch.setattr(rk, "host_numa_nodes", lambda: [0])
+    r = CliRunner().invoke(main, ["kernel-check", "--only", "move_basic"])
+    assert r.exit_code == 4
+    assert "apt-get install qemu-system-x86 linux-image-amd64" in r.output
+
+
+@pytest.fixture(scope="module")
+def report():
+    try:
+        return run_check(SCENARIOS, timeout=900)
+    except Unavailable as exc:
+        pytest.skip(f"no real kernel here: {exc}")
+
+
+@pytest.mark.kernel
+def test_the_model_agrees_with_the_real_kernel(report):
+    bad = [(v.name, v.verdict, v.differences) for v in report.verdicts
+           if v.verdict in ("mismatch", "error")]
+    assert not bad, f"{len(bad)} scenarios differ from the real kernel ({report.how}):\n" + \
+        "\n".join(f"{n} [{k}]: {d}" for n, k, d in bad) + "\n" + report.console_tail[-800:]
+    assert report.counts["match"] >= 40  # most scenarios match outright
+
+
+@pytest.mark.kernel
+def test_a_hung_guest_is_killed_and_its_console_shown():
+    import offload.kcheck.realkernel as rk
+
+    try:
+        rk.find_kernel()
+    except Unavailable as exc:
+        pytest.skip(f"no real kernel here: {exc}")
+    if rk.shutil.which(rk.QEMU) is None:
+        pytest.skip(f"{rk.QEMU} is not installed")
+    # a guest given 2 seconds cannot finish booting under TCG
+    run = rk.run_in_qemu(to_script(SCENARIOS[:1]), timeout=2)
+    assert run.timed_out and run.seconds < 30
+    assert isinstance(run.console_tail, str)
