@@ -431,6 +431,12 @@ class MigrationEngine:
         cow = _gather(nodes, g.node, g.pfn, "cow")
         if cow.any():
             self._remap_cow(g, dpfn, cow)
+        if m.deferred_split:  # a partly unmapped folio moves whole, and stays queued
+            for i in np.flatnonzero(g.order > 0).tolist():
+                key = (int(g.node[i]), int(g.pfn[i]))
+                if key in m.deferred_split:
+                    m.deferred_split.discard(key)
+                    m.deferred_split.add((int(g.target[i]), int(dpfn[i])))
         for s, idx in _groups1(g.node):
             nodes[s].free_folios(g.pfn[idx], g.order[idx])
         pages = int(npages.sum())
@@ -475,6 +481,8 @@ class MigrationEngine:
             stuck, f = f[pinned], f[~pinned]
             for s, k, idx in _groups(f.node, f.order):
                 node = m.nodes[s]
+                for h in f.pfn[idx].tolist():
+                    m.deferred_split.discard((s, h))
                 heads = node.split_folios(f.pfn[idx], k)
                 target = np.repeat(f.target[idx], 1 << k)
                 live = _mapped(m, node, heads)

@@ -125,6 +125,11 @@ class Machine:
         self.nodes: tuple[Node, ...] = tuple(Node(i, size // PAGE_SIZE, kind)
                                              for i, (kind, size) in enumerate(layout))
         self.memory: Mapping[int, object] = MappingProxyType({n.id: n.frames for n in self.nodes})
+        #: large folios partly unmapped, split only when memory runs short on their node
+        #: or a migration must split them (the kernel's deferred split queue)
+        self.deferred_split: set[tuple[int, int]] = set()
+        for n in self.nodes:
+            n.reclaim = lambda nid=n.id: self._reclaim(nid)
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
         self.objects: dict = {}
@@ -169,6 +174,14 @@ class Machine:
 
     def _next_pid(self) -> int:
         return next(self._pids)
+
+    def _reclaim(self, nid: int) -> bool:
+        """Memory is short on node *nid*: split the folios queued for deferred split
+        there and free their unmapped pages (the deferred split shrinker). The caller
+        holds the machine lock. Returns whether anything was freed."""
+        from .process import split_deferred
+
+        return split_deferred(self, nid) > 0
 
     # -- public API ----------------------------------------------------------------------
     @property

@@ -59,6 +59,9 @@ class Node:
         self.cow = np.zeros(self.nr_pages, dtype=np.int16)
         #: fault injection: the next this-many migration allocations here fail (ENOMEM)
         self.fail_allocs = 0
+        #: called when an allocation falls short; returns whether it freed memory (the
+        #: machine splits folios queued for deferred split there)
+        self.reclaim = None
 
     @property
     def free_pages(self) -> int:
@@ -81,6 +84,9 @@ class Node:
         The memmap marks them in use, with no owner, no pins and no state.
         """
         heads = self.buddy.alloc(n, order)
+        if heads.size < n and self.reclaim is not None and self.reclaim():
+            more = self.buddy.alloc(n - heads.size, order)
+            heads = np.concatenate((heads, more)) if heads.size else more
         if heads.size:
             pages = pages_of(heads, order)
             self.order[pages] = order

@@ -18,6 +18,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .machine import Machine
 
 _MMAP_BASE = 0x7F00_0000_0000
+#: the kernel's fault_around_bytes: a read fault on shared memory maps the pages of the
+#: aligned window around it that are already in memory (shared mappings are so aligned)
+FAULT_AROUND_BYTES = 64 << 10
 
 
 class MoveResult(NamedTuple):
@@ -48,20 +51,9 @@ class Pin:
             self._held = False
             node = m.nodes[self.node]
             node.pins[self.head] -= 1
-            if node.pins[self.head] == 0:
-                head = np.array([self.head])
-                if node.obj[self.head] == -1:
-                    # unmapped while pinned: the last reference frees it
-                    node.free_folios(head, int(node.order[self.head]))
-                elif node.order[self.head] > 0 and not node.state[self.head] and \
-                        not node.cow[self.head]:
-                    # partly unmapped while pinned: split now, free the unmapped part
-                    obj = m.objects.get(int(node.obj[self.head]))
-                    if obj is not None:
-                        first = node.objidx[head]
-                        k = int(node.order[self.head])
-                        if not (obj.mapcount[first[0]:first[0] + (1 << k)] > 0).all():
-                            _reap_partial(m, obj, node, head, np.array([k]))
+            if node.pins[self.head] == 0 and node.obj[self.head] == -1:
+                # unmapped while pinned: the last reference frees it
+                node.free_folios(np.array([self.head]), int(node.order[self.head]))
             m.cond.notify_all()
 
     def __enter__(self) -> "Pin":
@@ -179,7 +171,7 @@ class Process:
                 present = np.full(obj.npages, populate, dtype=bool)
                 obj.ptes[:] = int(populate)
             m.objects[obj.id] = obj
-            start = self._place(length, folio_size)
+            start = self._place(length, max(folio_size, FAULT_AROUND_BYTES) if shared else folio_size)
             self._insert_vma(Vma(start, start + length, obj, 0, folio_size, present))
         return start
 
@@ -204,7 +196,7 @@ class Process:
             if pgoff % (vma.folio_size >> PAGE_SHIFT) or length % vma.folio_size:
                 raise BadArgument(f"addr/length: must cover whole folios of {vma.folio_size} bytes")
             vma.obj.mapcount[pgoff:pgoff + (length >> PAGE_SHIFT)] += 1
-            start = into._place(length, vma.folio_size)
+            start = into._place(length, max(vma.folio_size, FAULT_AROUND_BYTES))
             # no page table entry until *into* touches a page: until then the page does
             # not count towards its mapcount (it can move with MPOL_MF_MOVE)
             into._insert_vma(Vma(start, start + length, vma.obj, pgoff, vma.folio_size,
@@ -379,20 +371,38 @@ class Process:
                 return vi, idx, oid, nid, pfn
             m.cond.wait()
 
-    def _fault_shared(self, vi: np.ndarray, idx: np.ndarray, pfn: np.ndarray) -> bool:
+    def _fault_shared(self, vi: np.ndarray, idx: np.ndarray, write: bool = False) -> bool:
         """Accesses through shared mappings: a page nobody has is allocated (shmem has no
-        zero page), and this process gets page table entries. Returns whether any page
-        table entry is new."""
+        zero page), and this process gets page table entries for it; a read fault also
+        maps the pages around it that are already in memory, in the aligned 64 KiB
+        window (the kernel's fault-around). Returns whether any entry is new."""
         changed = False
         for v in np.unique(vi):
             vma = self._vmas[int(v)]
             if vma.present is None:
                 continue
             ix = idx[vi == v]
-            if (vma.present[ix - vma.pgoff]).all():
+            rel = ix - vma.pgoff
+            if vma.present[rel].all():
                 continue
-            vma.obj.fault_in(ix, self.machine.nodes)
-            self._touch(np.full(ix.size, v), ix)
+            obj = vma.obj
+            try:
+                obj.fault_in(ix[~vma.present[rel]], self.machine.nodes)
+            except OSError:
+                if write:
+                    raise
+                # no memory for a page nobody has yet: this read sees zeros and maps
+                # nothing (the kernel would fail the fault)
+                rel = rel[obj.pfn[ix] >= 0]
+            touched = rel
+            if not write:
+                win = FAULT_AROUND_BYTES >> PAGE_SHIFT
+                first = (rel[~vma.present[rel]] // win) * win  # the mapping is aligned
+                around = (first[:, None] + np.arange(win)).ravel()
+                around = np.unique(around[around < vma.npages])
+                around = around[obj.pfn[around + vma.pgoff] >= 0]
+                touched = np.union1d(rel, around)
+            self._touch(np.full(touched.size, v), touched + vma.pgoff)
             changed = True
         return changed
 
@@ -463,7 +473,7 @@ class Process:
         m = self.machine
         with m.lock:
             vi, idx, oid, nid, pfn = self._wait_stable(addr, n)
-            if self._fault_shared(vi, idx, pfn):
+            if self._fault_shared(vi, idx):
                 oid, nid, pfn, _ = self._ptes(vi, idx)
             out = np.empty((pfn.size, PAGE_SIZE), dtype=np.uint8)
             present = pfn >= 0
@@ -510,7 +520,7 @@ class Process:
                 for v in np.unique(vi[missing]):
                     obj = self._vmas[int(v)].obj
                     obj.fault_in(idx[missing & (vi == v)], m.nodes)
-            changed = self._fault_shared(vi, idx, pfn) | self._break_cow(vi, idx)
+            changed = self._fault_shared(vi, idx, write=True) | self._break_cow(vi, idx)
             if missing.any() or changed:
                 oid, nid, pfn, _ = self._ptes(vi, idx)
             _scatter(m, nid, pfn, addr & (PAGE_SIZE - 1), buf)
@@ -523,7 +533,7 @@ class Process:
             vi, idx, oid, nid, pfn = self._wait_stable(addr, 1)
             if pfn[0] < 0:
                 self._vmas[int(vi[0])].obj.fault_in(idx[:1], m.nodes)
-            if self._fault_shared(vi, idx, pfn) or pfn[0] < 0:
+            if self._fault_shared(vi, idx) or pfn[0] < 0:
                 oid, nid, pfn, _ = self._ptes(vi, idx)
             node = m.nodes[int(nid[0])]
             head = int(node.head_of(pfn[:1])[0])
@@ -669,10 +679,9 @@ def _reap_partial(m: "Machine", obj: MemObject, node, heads: np.ndarray,
                   orders: np.ndarray) -> None:
     """Free the folios at *heads* that no process maps any more.
 
-    A large folio left partly mapped is split so that its unmapped part is freed (the
-    kernel defers that split); a pinned one cannot split and waits for the rest of it,
-    or for its last pin. A pinned folio with no mapping left is freed at its last unpin.
-    A folio shared copy-on-write with another process is left to that process.
+    A large folio left partly mapped stays whole and is queued for deferred split (see
+    :func:`split_deferred`). A pinned folio with no mapping left is freed at its last
+    unpin. A folio shared copy-on-write with another process is left to that process.
     """
     first = node.objidx[heads].copy()
     cow = node.cow[heads] > 0
@@ -682,17 +691,38 @@ def _reap_partial(m: "Machine", obj: MemObject, node, heads: np.ndarray,
     for h in heads[whole & cow].tolist():
         _cow_detach(m, node.id, h, obj.id)
     heads, orders, whole = heads[~cow], orders[~cow], whole[~cow]
-    split = ~whole & (orders > 0) & (node.pins[heads] == 0)
-    if split.any():
-        for k in np.unique(orders[split]):
-            pieces = node.split_folios(heads[split & (orders == k)], int(k))
-            dead = pieces[obj.mapcount[node.objidx[pieces]] <= 0]
-            node.free_folios(dead, 0)
-        heads, orders = heads[~split], orders[~split]
-        whole = whole[~split]
+    # partly unmapped: the folio stays whole (it migrates whole) until memory runs short
+    for h in heads[~whole & (orders > 0)].tolist():
+        m.deferred_split.add((node.id, h))
+    for h in heads[whole].tolist():
+        m.deferred_split.discard((node.id, h))
     pinned = node.pins[heads] > 0
     node.obj[heads[whole & pinned]] = -1
     node.free_folios(heads[whole & ~pinned], orders[whole & ~pinned])
+
+
+def split_deferred(m: "Machine", nid: int) -> int:
+    """Split the partly unmapped folios of node *nid* queued for deferred split (those
+    neither pinned, nor under migration, nor shared copy-on-write) and free their
+    unmapped pages. Returns the pages freed."""
+    node = m.nodes[nid]
+    freed = 0
+    for key in [k for k in m.deferred_split if k[0] == nid]:
+        h = key[1]
+        if node.order[h] <= 0 or node.obj[h] < 0:
+            m.deferred_split.discard(key)
+            continue
+        if node.pins[h] or node.state[h] or node.cow[h]:
+            continue
+        obj = m.objects.get(int(node.obj[h]))
+        m.deferred_split.discard(key)
+        if obj is None:
+            continue
+        pieces = node.split_folios(np.array([h]), int(node.order[h]))
+        dead = pieces[obj.mapcount[node.objidx[pieces]] <= 0]
+        node.free_folios(dead, 0)
+        freed += int(dead.size)
+    return freed
 
 
 def _all_unmapped(obj: MemObject, first: np.ndarray, orders: np.ndarray) -> np.ndarray:

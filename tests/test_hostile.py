@@ -80,27 +80,22 @@ def fragment(p, node: int, n: int) -> list[int]:
     return singles[1::2]
 
 
-@pytest.mark.parametrize("reap_at_unpin", [True, False])
-def test_a_split_frees_the_unmapped_half_of_a_pinned_thp(reap_at_unpin, monkeypatch):
-    """The issue's case; without reaping at unpin, the engine's ENOMEM split frees it."""
-    import offload.process
-
+def test_a_split_frees_the_unmapped_half_of_a_pinned_thp():
+    """The issue's case: a THP half unmapped while pinned, moved to a node with no free
+    2M block (-ENOMEM, split, pieces migrate); afterwards nothing stays allocated."""
     with Machine(nodes="8M,4M") as m:
         p = m.spawn()
         kept = fragment(p, 1, 1024)  # node 1: no free 2M block
         a = p.mmap(2 << 20, folio_size=2 << 20)
         data = fill(p, a, 2 << 20, 3)
         pin = p.pin(a)
-        p.munmap(a + (1 << 20), 1 << 20)  # pinned: cannot split yet
-        with monkeypatch.context() as mp:
-            if not reap_at_unpin:
-                mp.setattr(offload.process, "_reap_partial", lambda *a, **k: None)
-            pin.release()
-        assert used(m) == [256 if reap_at_unpin else 512, 512]
+        p.munmap(a + (1 << 20), 1 << 20)  # the folio stays whole, queued for split
+        pin.release()
+        assert used(m) == [512, 512]
         r = p.move_pages(pages(a, 1 << 20), [1] * 256)
         assert r.status == [1] * 256
-        assert m.vmstat["thp_migration_split"] == (0 if reap_at_unpin else 1)
-        assert used(m) == [0, 512 + 256]
+        assert m.vmstat["thp_migration_split"] == 1
+        assert used(m) == [0, 512 + 256]  # the unmapped half was freed at the split
         assert p.read(a, 1 << 20) == data[: 1 << 20].tobytes()
         p.munmap(a, 1 << 20)
         for s in kept:
@@ -108,18 +103,25 @@ def test_a_split_frees_the_unmapped_half_of_a_pinned_thp(reap_at_unpin, monkeypa
         assert used(m) == [0, 0]
 
 
-def test_the_last_unpin_frees_the_unmapped_part_of_a_folio():
-    with Machine(nodes="8M,8M") as m:
+def test_a_partly_unmapped_thp_moves_whole_and_is_split_under_pressure():
+    """As the kernel's deferred split: the folio stays whole (and migrates whole) until
+    memory runs short on its node; then its unmapped part is freed."""
+    with Machine(nodes="4M,4M") as m:
         p = m.spawn()
         a = p.mmap(2 << 20, folio_size=2 << 20)
         data = fill(p, a, 2 << 20, 4)
-        pin = p.pin(a)
         p.munmap(a + (1 << 20), 1 << 20)
-        assert used(m)[0] == 512
-        pin.release()
-        assert used(m)[0] == 256
+        assert used(m) == [512, 0]
+        assert p.move_pages([a], [1]).status == [1]
+        assert m.vmstat["thp_migration_success"] == 1 and m.vmstat["pgmigrate_success"] == 512
+        assert p.move_pages(pages(a, 1 << 20), None).status == [1] * 256
+        # node 1 has 512 pages left; 768 are asked for: the deferred split frees 256
+        b = p.mmap(768 * PAGE_SIZE, node=1, populate=False)
+        p.write(b, bytes(768 * PAGE_SIZE))
+        assert used(m) == [0, 1024]
         assert p.read(a, 1 << 20) == data[: 1 << 20].tobytes()
         p.munmap(a, 1 << 20)
+        p.munmap(b, 768 * PAGE_SIZE)
         assert used(m) == [0, 0]
 
 

@@ -106,13 +106,28 @@ static void outf(char *out, const char *fmt, ...)
 }
 
 /* -- steps run by a server ------------------------------------------------------------ */
+/* A shared mapping at a 64 KiB-aligned address, as the model places them, so that the
+ * kernel's fault-around window (fault_around_bytes) covers the same pages in both. */
+static char *map_aligned(int fd, unsigned long len, unsigned long off)
+{
+    unsigned long align = 64UL << 10;
+    char *raw = mmap(NULL, len + align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED)
+        return raw;
+    char *a = (char *)(((unsigned long)raw + align - 1) & ~(align - 1));
+    char *m = mmap(a, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, off);
+    if (a > raw) munmap(raw, a - raw);
+    if (raw + len + align > a + len) munmap(a + len, raw + len + align - (a + len));
+    return m;
+}
+
 static void do_mmap(char *out, int r, unsigned long npages, int order, int populate,
                     int shared, int node)
 {
     unsigned long len = npages * PAGE;
     char *a;
     if (shared) {
-        a = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, memfds[r], 0);
+        a = map_aligned(memfds[r], len, 0);
     } else {
         unsigned long align = order == 9 ? THP : PAGE;
         char *raw = mmap(NULL, len + align, PROT_READ | PROT_WRITE,
@@ -141,8 +156,7 @@ static void do_mmap(char *out, int r, unsigned long npages, int order, int popul
 
 static void do_share(char *out, int r, unsigned long first, unsigned long npages)
 {
-    char *a = mmap(NULL, npages * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, memfds[r],
-                   first * PAGE);
+    char *a = map_aligned(memfds[r], npages * PAGE, first * PAGE);
     if (a == MAP_FAILED) { outf(out, "err=%d", errno); return; }
     reg[r].addr = a - first * PAGE; /* so that page i of the region is addr + i * PAGE */
     reg[r].npages = first + npages;

@@ -4,7 +4,8 @@
 ``status``, None for a status the call left unwritten; ``migrate``: ``ret`` and
 ``errno``; other steps: ``ok`` or an error). ``final[(p, r, first, n)]`` holds, for the
 pages ``first .. first+n-1`` of region *r* as process *p* sees them, ``where`` (the
-query statuses), ``thp`` (pages in 2 MiB folios) and ``hash`` (a checksum per page).
+query statuses), ``thp`` (pages mapped by PMD-mapped 2 MiB folios: smaps'
+AnonHugePages) and ``hash`` (a checksum per page).
 ``vmstat`` is the five migration counters' deltas.
 """
 
@@ -135,7 +136,9 @@ def _pid(procs: dict, slot: int | None) -> int:
 
 
 def _thp_pages(p, addrs: list[int]) -> int:
-    """Pages of *addrs* that sit in PMD-order (2 MiB) folios."""
+    """Pages of *addrs* mapped by a PMD: in a 2 MiB folio all of which this process still
+    maps (what /proc/PID/smaps calls AnonHugePages; a THP partly unmapped is mapped by
+    PTEs, and counts for nothing there)."""
     import numpy as np
 
     from ..constants import HPAGE_PMD_ORDER
@@ -144,8 +147,11 @@ def _thp_pages(p, addrs: list[int]) -> int:
     _, nid, pfn, _ = p._ptes(vi, idx)
     n = 0
     for k in range(len(addrs)):
-        if pfn[k] >= 0:
-            n += int(p.machine.nodes[int(nid[k])].order[pfn[k]] == HPAGE_PMD_ORDER)
+        if pfn[k] < 0 or p.machine.nodes[int(nid[k])].order[pfn[k]] != HPAGE_PMD_ORDER:
+            continue
+        obj = p._vmas[int(vi[k])].obj
+        first = int(idx[k]) - int(pfn[k] & ((1 << HPAGE_PMD_ORDER) - 1))
+        n += int((obj.mapcount[first:first + (1 << HPAGE_PMD_ORDER)] > 0).all())
     return n
 
 
