@@ -311,7 +311,7 @@ class Process:
             else:
                 mc[sel] = obj.mapcount[ix]
         present = pfn >= 0
-        if present.any():
+        if self.machine.cow_rmap and present.any():
             # private folios shared copy-on-write after a fork
             for s in np.unique(nid[present]):
                 at = present & (nid == s)

@@ -337,10 +337,17 @@ class Scheduler:
             st.batches += 1
         n = len(batch)
         whole = bool(to_off.all())
-        off = batch[:] if whole else batch[to_off]  # its own markers and metadata
+        inline = whole and getattr(mig, "_trusted", False)
+        # a backend gets its own markers and metadata, except a driver we ship taking the
+        # whole batch: it keeps its own deadline (DCBM aborts its job at its timeout), and
+        # nothing runs beside it to overlap with, so it runs here on the batch itself
+        off = batch if inline else (batch[:] if whole else batch[to_off])
         cpu = batch[:0] if whole else batch[~to_off]
         t0 = time.perf_counter()
-        call = self._start(mig, off, res) if len(off) else None
+        if inline:
+            call = _inline(mig, off)
+        else:
+            call = self._start(mig, off, res) if len(off) else None
         t_cpu = 0.0
         if len(cpu):
             self.cpu_copy(cpu, res, where=cpu.index)
@@ -353,7 +360,10 @@ class Scheduler:
         ok = trusted and not declined and marked == len(off)
         t_off = (call.finished_at - t0) if call is not None and trusted else 0.0
         by_off = np.zeros(n, dtype=bool)
-        if marked:
+        if off is batch:
+            batch.copied[:] = marks
+            by_off = marks
+        elif marked:
             batch.copied[off.index] |= marks
             by_off[off.index] = marks
         if len(cpu):
@@ -464,6 +474,32 @@ class Adaptive:
             self.gbps[mode] = _ewma(self.gbps[mode], nbytes / wall / 1e9, alpha)
         elif not self.gbps[mode]:
             self.gbps[mode] = 1e-9  # measured as failing: not chosen until probed again
+
+
+class _Finished:
+    """A call that ran on this thread and is over (what :class:`GuardedCall` says)."""
+
+    __slots__ = ("value", "error", "finished_at")
+
+    def __init__(self, value: object, error: BaseException | None) -> None:
+        self.value, self.error, self.finished_at = value, error, time.perf_counter()
+
+    def done(self) -> bool:
+        return True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return True
+
+
+def _inline(mig: "Migrator", sub: FolioBatch) -> "_Finished":
+    """Run a trusted migrator on this thread; return the finished call."""
+    try:
+        if not mig.should_batch(sub):
+            return _Finished(False, None)
+        mig.offload_copy(sub)
+    except Exception as exc:  # a failure of the offload is the CPU's to fix
+        return _Finished(None, exc)
+    return _Finished(True, None)
 
 
 def _ewma(old: float, new: float, alpha: float = 0.5) -> float:

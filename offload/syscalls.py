@@ -84,8 +84,11 @@ def move_pages(caller: "Process", pages, nodes, flags: int, pid: int) -> "MoveRe
     move_all = bool(flags & MPOL_MF_MOVE_ALL)
     with m.migration():
         # consecutive entries with the same target node are gathered and migrated together
-        starts = np.flatnonzero(np.diff(targets[:stop])) + 1
-        bounds = np.concatenate(([0], starts, [stop])).tolist() if stop else [0]
+        if stop == targets.size and (targets == targets[0]).all():
+            bounds = [0, stop]  # one target node: one group
+        else:
+            starts = np.flatnonzero(np.diff(targets[:stop])) + 1
+            bounds = np.concatenate(([0], starts, [stop])).tolist() if stop else [0]
         for s, e in zip(bounds[:-1], bounds[1:]):
             status[s:e] = _move_group(target, addrs[s:e], int(targets[s]), move_all)
     if stop < targets.size:
