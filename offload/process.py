@@ -319,19 +319,6 @@ class Process:
                 mc[at] += node.cow[node.head_of(pfn[at])]
         return oid, nid, pfn, mc
 
-    def _touch(self, vi: np.ndarray, idx: np.ndarray) -> None:
-        """This process accessed these pages: it has page table entries for them now."""
-        for v in np.unique(vi):
-            vma = self._vmas[int(v)]
-            if vma.present is None:
-                continue
-            ix = idx[vi == v]
-            rel = ix - vma.pgoff
-            new = ~vma.present[rel]
-            if new.any():
-                vma.present[rel[new]] = True
-                np.add.at(vma.obj.ptes, ix[new], 1)
-
     def _span(self, addr: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Translate every page of ``[addr, addr + n)``; EFAULT if any is unmapped.
 
@@ -402,8 +389,10 @@ class Process:
                 around = np.unique(around[around < vma.npages])
                 around = around[obj.pfn[around + vma.pgoff] >= 0]
                 touched = np.union1d(rel, around)
-            self._touch(np.full(touched.size, v), touched + vma.pgoff)
-            changed = True
+            new = touched[~vma.present[touched]]
+            vma.present[new] = True
+            np.add.at(obj.ptes, new + vma.pgoff, 1)
+            changed = changed or bool(new.size)
         return changed
 
     def _break_cow(self, vi: np.ndarray, idx: np.ndarray) -> bool:
