@@ -12,9 +12,9 @@ import numpy as np
 from .batch import FolioBatch
 from .constants import PAGE_SHIFT
 from .counters import counters
+from .errors import SpecError
 from .guard import CallRunner, GuardedCall
 from .migrator import Migrator
-from .errors import SpecError
 from .sizes import parse_size
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -136,11 +136,12 @@ class CopyResult:
 class Scheduler:
     """Runs the batch-copy step of the engine.
 
-    Backends that folio-offload does not ship (and the offload engine always) are
-    called on workers of *runner* with a deadline of *timeout* seconds: a call that
-    raises (anything, ``SystemExit`` included) or returns late has its marks ignored,
-    and a migrator with a call still running past its deadline gets no new batches
-    until that call returns.
+    The offload backend, and a CPU path that folio-offload does not ship, are called on
+    workers of *runner* with a deadline of *timeout* seconds (a driver we ship that
+    takes a whole batch runs on the calling thread: it keeps its own deadline). A call
+    that raises (anything, ``SystemExit`` included) or returns late has its marks
+    ignored, and a migrator with a call still running past its deadline gets no new
+    batches until that call returns.
 
     Parameters
     ----------
