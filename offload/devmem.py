@@ -74,7 +74,7 @@ def copy_pages(memory, src_node: np.ndarray, src_pfn: np.ndarray, dst_node: np.n
         sel = pair == key
         src, dst = memory[int(key // 65536)], memory[int(key % 65536)]
         if not on_device(src) and not on_device(dst):
-            dst[dst_pfn[sel]] = src[src_pfn[sel]]
+            copy_host_pages(dst, src, dst_pfn[sel], src_pfn[sel])
         elif on_device(src) and on_device(dst):
             cp = _cp()
             dst[cp.asarray(dst_pfn[sel])] = src[cp.asarray(src_pfn[sel])]
@@ -82,6 +82,30 @@ def copy_pages(memory, src_node: np.ndarray, src_pfn: np.ndarray, dst_node: np.n
             scatter(dst, dst_pfn[sel], src[src_pfn[sel]])
         else:
             dst[dst_pfn[sel]] = gather(src, src_pfn[sel])
+
+
+#: pages per buffer of the numpy fallback (small enough to stay in the CPU's caches)
+_CHUNK = 64
+
+
+def copy_host_pages(dst: np.ndarray, src: np.ndarray, dpfn: np.ndarray, spfn: np.ndarray) -> None:
+    """``dst[dpfn] = src[spfn]`` for host frames: one compiled pass where a C compiler is
+    available (``offload.native``), else a gather into a cache-sized buffer and a
+    scatter from it, chunk by chunk."""
+    from . import native
+
+    if native.copy_pages(dst, src, dpfn, spfn):
+        return
+    n = spfn.size
+    if n <= _CHUNK:
+        dst[dpfn] = src[spfn]
+        return
+    buf = np.empty((_CHUNK, src.shape[1]), dtype=src.dtype)
+    for lo in range(0, n, _CHUNK):
+        s, d = spfn[lo:lo + _CHUNK], dpfn[lo:lo + _CHUNK]
+        t = buf[:s.size]
+        np.take(src, s, axis=0, out=t, mode="clip")
+        dst[d] = t
 
 
 def copy_folios(batch) -> None:
