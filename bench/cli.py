@@ -99,6 +99,11 @@ def _size_options(f):
         click.option("--batch-pages", default=None, type=click.IntRange(1, 1 << 24),
                      help="NR_MAX_BATCHED_MIGRATION in base pages [default: 65536; the "
                           "kernel's is 512]."),
+        click.option("--layout", default="aged", show_default=True,
+                     type=click.Choice(["aged", "fresh"]),
+                     help="The nodes' free memory: aged (scattered free lists, as on a "
+                          "machine that has run a while) or fresh (in address order, as "
+                          "after boot)."),
         click.option("--json", "as_json", is_flag=True, help="Print the JSON document on stdout."),
         click.option("--csv", "as_csv", is_flag=True, help="Print CSV on stdout."),
     ]
@@ -157,12 +162,15 @@ def _run(cases, total_b: int, size_list: list[int], repeat: int, as_json: bool, 
     _check_memory(cases, total_b)
     from . import movepages, report
     from .hostinfo import host_info
-    from .roofline import memcpy_gbps
+    from .roofline import memcpy_gbps, page_loop_gbps
     from .stats import summarize
 
     data = movepages.pattern(total_b, 0)
     roof = summarize(memcpy_gbps(total_b, max(3, repeat)))["gbps_median"]
     extra: dict = {}
+    loop = page_loop_gbps(min(total_b, 256 << 20), max(3, repeat))
+    if loop:
+        extra["page_loop_gbps"] = summarize(loop)["gbps_median"]
     if to == "device":
         from .roofline import h2d_gbps
 
@@ -175,6 +183,7 @@ def _run(cases, total_b: int, size_list: list[int], repeat: int, as_json: bool, 
             sys.exit(3)
     report.add_ratios(results, roof, extra.get("roofline_h2d_gbps"))
     extra["batch_pages"] = cases[0].batch_pages
+    extra["layout"] = cases[0].layout
     if reference:
         from . import reference as ref
 
@@ -192,7 +201,8 @@ def _run(cases, total_b: int, size_list: list[int], repeat: int, as_json: bool, 
         click.echo(report.to_csv(results), nl=False)
     else:
         click.echo(title)
-        click.echo(report.table(results, roof, size_list, extra.get("roofline_h2d_gbps")))
+        click.echo(report.table(results, roof, size_list, extra.get("roofline_h2d_gbps"),
+                                page_loop=extra.get("page_loop_gbps")))
         if reference:
             from . import reference as ref
 
@@ -222,8 +232,8 @@ def _run(cases, total_b: int, size_list: list[int], repeat: int, as_json: bool, 
               help="Also draw the table to this PNG (grouped bars and speedup lines; needs "
                    "the 'plot' extra).")
 def bench(ctx: click.Context, backends: str | None, sizes: str, total: str, repeat: int,
-          warmup: int, batch_pages: int | None, as_json: bool, as_csv: bool, to: str,
-          verify: bool, plot: str | None) -> None:
+          warmup: int, batch_pages: int | None, layout: str, as_json: bool, as_csv: bool,
+          to: str, verify: bool, plot: str | None) -> None:
     """Benchmark migration: GB/s of move_pages by backend and folio size.
 
     With no subcommand, runs the move_pages suite: a region of --total bytes is moved
@@ -257,14 +267,14 @@ def bench(ctx: click.Context, backends: str | None, sizes: str, total: str, repe
                 # the policy learns: it measures each of its 3 ways twice before settling
                 cases.append(movepages.Case(b, s, total_b, repeat, max(warmup, 6), bp, to=to,
                                             cpu="cpu-batched", offload=f"{dma_engine()}:channels=4",
-                                            policy="adaptive", verify=verify))
+                                            policy="adaptive", verify=verify, layout=layout))
             else:
                 cases.append(movepages.Case(b, s, total_b, repeat, warmup, bp, to=to,
-                                            verify=verify))
+                                            verify=verify, layout=layout))
     _run(cases, total_b, size_list, repeat, as_json, as_csv,
-         f"move_pages of {total} between two nodes, GB/s median±stdev (xN: ratio to "
-         f"cpu-serial; ~: spread > 10%), batch {bp} pages" + (", verify=True" if verify else ""),
-         to, plot=plot, reference=True)
+         f"move_pages of {total} between two nodes, {layout} memory, GB/s median±stdev (xN: "
+         f"ratio to cpu-serial; ~: spread > 10%), batch {bp} pages"
+         + (", verify=True" if verify else ""), to, plot=plot, reference=True)
 
 
 SPLIT_POLICIES = ("cpu-only", "offload-only", "static:0.25", "static:0.5", "static:0.75",
@@ -280,7 +290,8 @@ SPLIT_POLICIES = ("cpu-only", "offload-only", "static:0.25", "static:0.5", "stat
               help="Scheduler policies to compare, comma-separated.")
 @_size_options
 def split_cmd(cpu: str, offload: str, policies: str, sizes: str, total: str, repeat: int,
-              warmup: int, batch_pages: int | None, as_json: bool, as_csv: bool) -> None:
+              warmup: int, batch_pages: int | None, layout: str, as_json: bool,
+              as_csv: bool) -> None:
     """Compare scheduler policies: how each splits every batch between CPU and offload.
 
     One row per policy (its name in the backend field): cpu-only, offload-only, fixed
@@ -303,11 +314,11 @@ def split_cmd(cpu: str, offload: str, policies: str, sizes: str, total: str, rep
     bp = batch_pages or SPLIT_BATCH_PAGES
     # the adaptive policy learns: it measures each of its 3 ways twice before settling
     cases = [movepages.Case(p, s, total_b, repeat, max(warmup, 6) if p == "adaptive" else warmup,
-                            bp, cpu=cpu, offload=offload, policy=p, suite="split")
+                            bp, cpu=cpu, offload=offload, policy=p, suite="split", layout=layout)
              for p in pols for s in size_list]
     _run(cases, total_b, size_list, repeat, as_json, as_csv,
-         f"split: CPU path {cpu} + offload {offload}, move_pages of {total}, GB/s "
-         f"median±stdev, batch {bp} pages")
+         f"split: CPU path {cpu} + offload {offload}, move_pages of {total}, {layout} memory, "
+         f"GB/s median±stdev, batch {bp} pages")
 
 
 #: The split suite cuts smaller batches, so that the adaptive policy gets several per run.
@@ -381,7 +392,7 @@ def latency_cmd(backends: str, batches: str, size: str, total: str, repeat: int,
               help="Backend specs (default: the rows of the main table).")
 @_size_options
 def cpu_cmd(backends: str | None, sizes: str, total: str, repeat: int, warmup: int,
-            batch_pages: int | None, as_json: bool, as_csv: bool) -> None:
+            batch_pages: int | None, layout: str, as_json: bool, as_csv: bool) -> None:
     """CPU cost: CPU seconds spent per GB migrated, by backend and folio size.
 
     Process CPU time (every thread, copy workers included) against wall time during
@@ -397,7 +408,7 @@ def cpu_cmd(backends: str | None, sizes: str, total: str, repeat: int, warmup: i
     size_list = parse_sizes(sizes)
     total_b = _total(total, size_list)
     bp = batch_pages or movepages.DEFAULT_BATCH_PAGES
-    cases = [movepages.Case(b, s, total_b, repeat, warmup, bp, suite="cpu")
+    cases = [movepages.Case(b, s, total_b, repeat, warmup, bp, suite="cpu", layout=layout)
              for b in specs for s in size_list]
     data = movepages.pattern(total_b, 0)
     with click.progressbar(length=len(cases), label="cpu", file=sys.stderr) as bar:

@@ -36,10 +36,11 @@ class Case:
     policy: str | None = None
     suite: str = SUITE
     verify: bool = False  #: Machine(verify=True): every batch compared after its copy
+    layout: str = "aged"  #: the nodes' free memory: "aged" (scattered) or "fresh"
 
     def machine_key(self) -> tuple:
         return (self.backend, self.total, self.batch_pages, self.to, self.cpu, self.offload,
-                self.policy, self.verify)
+                self.policy, self.verify, self.layout)
 
 
 class VerificationError(AssertionError):
@@ -48,23 +49,26 @@ class VerificationError(AssertionError):
 
 def machine_for(backend: str, total: int, batch_pages: int, to: str = "dram",
                 cpu: str | None = None, offload: str | None = None,
-                policy: str | None = None, verify: bool = False) -> Machine:
+                policy: str | None = None, verify: bool = False,
+                layout: str = "aged") -> Machine:
     """A two-node machine sized for *total* bytes, with *backend* doing the batch copy.
 
     ``cpu-serial`` is the vanilla kernel (no migrator registered); any other backend is
     registered as the migrator with the ``offload-only`` policy, so it copies every batch.
     Node 1 is of kind *to* (``dram`` or ``device``). With *policy*, the machine is built
-    from *cpu*, *offload* and *policy* instead (the split suite).
+    from *cpu*, *offload* and *policy* instead (the split suite). *layout*: the nodes'
+    free memory, ``aged`` (scattered, as on a machine that has run a while) or ``fresh``.
     """
     node = ((total + (8 << 20)) >> 21) << 21
     nodes = f"dram:{node},{to}:{node}"
     if policy is not None:
         return Machine(nodes=nodes, cpu=cpu, offload=offload, policy=policy,
-                       batch_pages=batch_pages, verify=verify)
+                       batch_pages=batch_pages, verify=verify, layout=layout)
     if backend.strip() == "cpu-serial":
-        return Machine(nodes=nodes, cpu="cpu-serial", batch_pages=batch_pages, verify=verify)
+        return Machine(nodes=nodes, cpu="cpu-serial", batch_pages=batch_pages, verify=verify,
+                       layout=layout)
     return Machine(nodes=nodes, cpu="cpu-serial", offload=backend, policy="offload-only",
-                   batch_pages=batch_pages, verify=verify)
+                   batch_pages=batch_pages, verify=verify, layout=layout)
 
 
 def peak_estimate(total: int, machines: int) -> int:
@@ -171,6 +175,7 @@ class Cell:
             "folios": total // case.folio_size,
             "repeat": case.repeat,
             "batch_pages": case.batch_pages,
+            "layout": case.layout,
             "direction": "dram->device" if case.to != "dram" else "dram<->dram",
             "gbps": gbps,
         }

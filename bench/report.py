@@ -32,7 +32,7 @@ def add_ratios(results: list[dict], roofline: float, h2d: float | None = None,
 
 
 def table(results: list[dict], roofline: float | None, sizes: list[int], h2d: float | None = None,
-          metric: str = "gbps") -> str:
+          metric: str = "gbps", page_loop: float | None = None) -> str:
     """A plain-text table: one row per backend, one column per folio size.
 
     *metric* ``gbps`` shows GB/s median ± stdev with ratios; ``cpu`` shows CPU seconds
@@ -63,6 +63,8 @@ def table(results: list[dict], roofline: float | None, sizes: list[int], h2d: fl
         rows.append(row)
     if roofline:
         rows.append(["memcpy roofline"] + [f"{roofline:.2f}"] * len(sizes))
+    if page_loop:
+        rows.append(["C page loop (random)"] + [f"{page_loop:.2f}"] * len(sizes))
     if h2d:
         rows.append(["cudaMemcpy H2D"] + [f"{h2d:.2f}"] * len(sizes))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]

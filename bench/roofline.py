@@ -1,4 +1,5 @@
-"""The memcpy roofline: one large copy of the same bytes, measured in the same run."""
+"""Rooflines measured in the same run: one large memcpy of the same bytes, and a
+compiled loop of per-page memcpy over as many randomly scattered pages."""
 
 from __future__ import annotations
 
@@ -35,5 +36,30 @@ def h2d_gbps(total_bytes: int, repeat: int = 3) -> list[float]:
     for _ in range(repeat):
         t0 = time.perf_counter()
         rt.memcpy(dst.data.ptr, src.ctypes.data, total_bytes, 1)  # cudaMemcpyHostToDevice
+        out.append(total_bytes / (time.perf_counter() - t0) / 1e9)
+    return out
+
+
+def page_loop_gbps(total_bytes: int, repeat: int = 3, seed: int = 0) -> list[float]:
+    """GB/s of a compiled loop of per-page ``memcpy`` over *total_bytes* of pages, chosen
+    at random in one buffer and copied to random pages of another (single-threaded:
+    what scattered folios allow one CPU). Empty where no C compiler is available."""
+    from offload import native
+    from offload.constants import PAGE_SIZE
+
+    if not native.available():
+        return []
+    n = max(1, total_bytes // PAGE_SIZE)
+    src = np.empty((2 * n, PAGE_SIZE), dtype=np.uint8)
+    src.fill(0x5A)
+    dst = np.zeros_like(src)
+    rng = np.random.default_rng(seed)
+    sp = rng.permutation(2 * n)[:n]
+    dp = rng.permutation(2 * n)[:n]
+    native.copy_pages(dst, src, dp, sp)  # fault in, warm
+    out = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        native.copy_pages(dst, src, dp, sp)
         out.append(total_bytes / (time.perf_counter() - t0) / 1e9)
     return out

@@ -16,6 +16,12 @@ import numpy as np
 from .constants import MAX_FOLIO_ORDER
 
 
+#: Layouts a node's free memory can start in.
+LAYOUTS = ("fresh", "aged")
+#: Aged layout: the share of 2 MiB blocks broken into smaller free blocks.
+AGED_SPLIT_SHARE = 0.75
+
+
 class BuddyAllocator:
     """Buddy allocator for ``nr_pages`` frames, orders ``0..max_order``.
 
@@ -25,9 +31,18 @@ class BuddyAllocator:
         Number of base pages managed.
     max_order : int
         Largest block order (9 = 2 MiB with 4 KiB pages).
+    layout : {"fresh", "aged"}
+        ``fresh``: free blocks are handed out in address order, as after boot.
+        ``aged``: as on a machine that has run for a while: three quarters of the 2 MiB
+        blocks start broken into free blocks of every smaller order, and blocks of each
+        order are handed out in a scattered order (a fixed random permutation), so that
+        consecutive allocations land far apart; whole 2 MiB blocks remain for THPs.
+    seed : int
+        Makes the aged layout reproducible.
     """
 
-    def __init__(self, nr_pages: int, max_order: int = MAX_FOLIO_ORDER) -> None:
+    def __init__(self, nr_pages: int, max_order: int = MAX_FOLIO_ORDER, layout: str = "fresh",
+                 seed: int = 0) -> None:
         self.nr_pages = int(nr_pages)
         self.max_order = int(max_order)
         self._free = [np.zeros(self.nr_pages >> k, dtype=bool) for k in range(max_order + 1)]
@@ -43,6 +58,29 @@ class BuddyAllocator:
                 self._count[k] += 1
                 pos += 1 << k
         self.free_pages = self.nr_pages
+        self.layout = layout
+        self._perm: list[np.ndarray] | None = None
+        if layout == "aged":
+            self._age(np.random.default_rng(seed))
+        elif layout != "fresh":
+            raise ValueError(f"layout: expected one of {LAYOUTS}, got {layout!r}")
+
+    def _age(self, rng: np.random.Generator) -> None:
+        """Break most 2 MiB blocks into free blocks of random smaller orders; hand out
+        the blocks of each order in a fixed random order."""
+        top = self.max_order
+        blocks = np.flatnonzero(self._free[top])
+        broken = blocks[rng.random(blocks.size) < AGED_SPLIT_SHARE]
+        into = rng.integers(0, top, broken.size)
+        self._free[top][broken] = False
+        self._count[top] -= broken.size
+        for k in range(top):
+            heads = broken[into == k] << top
+            if heads.size:
+                per = 1 << (top - k)
+                sub = (heads[:, None] + (np.arange(per, dtype=np.int64) << k)).ravel()
+                self._insert(sub, k)
+        self._perm = [rng.permutation(bm.size) for bm in self._free]
 
     def free_blocks(self, order: int) -> int:
         """Number of free buddy blocks of exactly *order*."""
@@ -61,7 +99,9 @@ class BuddyAllocator:
         if n <= 0 or self._count[order] == 0:
             return np.empty(0, dtype=np.int64)
         bm = self._free[order]
-        if n >= self._count[order]:
+        if self._perm is not None:
+            idx = _first_set_in(bm, self._perm[order], n)
+        elif n >= self._count[order]:
             idx = np.flatnonzero(bm)
         else:
             idx = _first_set(bm, n)
@@ -136,6 +176,22 @@ class BuddyAllocator:
             self._count[k] -= 2 * merged
             self._free[k + 1][: both.size] |= both
             self._count[k + 1] += merged
+
+
+def _first_set_in(bm: np.ndarray, perm: np.ndarray, n: int) -> np.ndarray:
+    """The first *n* set entries of *bm* in the order *perm* visits them."""
+    out: list[np.ndarray] = []
+    have = 0
+    chunk = max(4096, n * 4)
+    for lo in range(0, perm.size, chunk):
+        sel = perm[lo:lo + chunk]
+        hit = sel[bm[sel]]
+        if hit.size:
+            out.append(hit[: n - have])
+            have += min(hit.size, n - have)
+            if have >= n:
+                break
+    return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
 
 
 def _first_set(bm: np.ndarray, n: int) -> np.ndarray:

@@ -13,6 +13,7 @@ from .control import OffloadControl
 from .engine import MigrationEngine
 from .errors import (BackendUnavailable, BadArgument, BadArgumentType, MachineClosed, SpecError,
                      check_int)
+from .buddy import LAYOUTS
 from .guard import CallRunner
 from .migrator import Migrator
 from .node import NODE_KINDS, Node
@@ -79,6 +80,12 @@ class Machine:
         After each batch copy, compare every destination with its source; a folio a
         backend marked copied but got wrong is copied again and counted against that
         backend (``verify_failures``), so a buggy plugin cannot corrupt memory.
+    layout : {"fresh", "aged"}
+        How the nodes' free memory starts: ``fresh`` (handed out in address order, as
+        after boot) or ``aged`` (scattered free lists of every order, as on a machine
+        that has run for a while; some 2 MiB blocks remain), reproducible under *seed*.
+    seed : int
+        Seed of the aged layout.
     offload_timeout : float
         Seconds a call into the offload backend (or a third-party CPU path) may take.
         After it the call is abandoned: its folios are copied by the CPU to fresh
@@ -98,9 +105,14 @@ class Machine:
     def __init__(self, nodes: str = "256M,256M", cpu: str | Migrator = "cpu-serial",
                  offload: str | Migrator | None = None, policy: str = "adaptive",
                  batch_pages: int = NR_MAX_BATCHED_MIGRATION, verify: bool = False,
-                 offload_timeout: float = DEFAULT_OFFLOAD_TIMEOUT) -> None:
+                 offload_timeout: float = DEFAULT_OFFLOAD_TIMEOUT, layout: str = "fresh",
+                 seed: int = 0) -> None:
         self._closed = False
-        layout = parse_nodes(nodes)
+        if layout not in LAYOUTS:
+            raise BadArgument(f"layout: expected one of {', '.join(LAYOUTS)}, got {layout!r}")
+        seed = check_int(seed, "seed", minimum=0)
+        self.layout = layout
+        spec = parse_nodes(nodes)
         self.batch_pages = check_int(batch_pages, "batch_pages", minimum=1)
         if isinstance(offload_timeout, bool) or not isinstance(offload_timeout, (int, float)) \
                 or not 0 < offload_timeout <= 3600:
@@ -114,7 +126,7 @@ class Machine:
         self._owned: list[Migrator] = []
         self.cpu = self._backend(cpu, "cpu")
         offload_backend = None if offload is None else self._backend(offload, "offload")
-        if any(kind == "device" for kind, _ in layout):
+        if any(kind == "device" for kind, _ in spec):
             from . import registry
 
             info = registry.info("cupy") if "cupy" in registry.names() else None
@@ -122,8 +134,9 @@ class Machine:
                 self.close()
                 why = info.reason if info is not None else "no cupy backend is registered"
                 raise BackendUnavailable(f"nodes: device nodes need CuPy and a usable GPU: {why}")
-        self.nodes: tuple[Node, ...] = tuple(Node(i, size // PAGE_SIZE, kind)
-                                             for i, (kind, size) in enumerate(layout))
+        self.nodes: tuple[Node, ...] = tuple(
+            Node(i, size // PAGE_SIZE, kind, layout=layout, seed=seed * 1000 + i)
+            for i, (kind, size) in enumerate(spec))
         self.memory: Mapping[int, object] = MappingProxyType({n.id: n.frames for n in self.nodes})
         #: large folios partly unmapped, split only when memory runs short on their node
         #: or a migration must split them (the kernel's deferred split queue)

@@ -28,6 +28,8 @@ class Node:
         ``"dram"`` or ``"device"``.
     frames : numpy.ndarray, optional
         Backing store of shape ``(nr_pages, PAGE_SIZE)``, uint8; allocated if omitted.
+    layout, seed : str, int
+        How its free memory starts (see :class:`~offload.buddy.BuddyAllocator`).
 
     Attributes
     ----------
@@ -41,14 +43,14 @@ class Node:
     """
 
     def __init__(self, nid: int, nr_pages: int, kind: str = "dram",
-                 frames: np.ndarray | None = None) -> None:
+                 frames: np.ndarray | None = None, layout: str = "fresh", seed: int = 0) -> None:
         self.id = int(nid)
         self.kind = kind
         self.nr_pages = int(nr_pages)
         if frames is None:
             frames = devmem.allocate(kind, self.nr_pages, PAGE_SIZE)
         self.frames = frames
-        self.buddy = BuddyAllocator(self.nr_pages, MAX_FOLIO_ORDER)
+        self.buddy = BuddyAllocator(self.nr_pages, MAX_FOLIO_ORDER, layout, seed)
         self.order = np.full(self.nr_pages, -1, dtype=np.int8)
         self.pins = np.zeros(self.nr_pages, dtype=np.int32)
         self.obj = np.full(self.nr_pages, -1, dtype=np.int32)

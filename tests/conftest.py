@@ -40,9 +40,15 @@ def backend(request) -> str:
     return request.param
 
 
+@pytest.fixture(params=["fresh", "aged"])
+def layout(request) -> str:
+    """The nodes' free memory: in address order, or scattered as on an aged machine."""
+    return request.param
+
+
 @pytest.fixture
-def machine(backend):
-    m = make_machine(backend)
+def machine(backend, layout):
+    m = make_machine(backend, layout=layout, seed=7)
     yield m
     m.close()
 

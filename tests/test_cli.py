@@ -40,6 +40,9 @@ def test_bench_json_follows_the_schema(run):
     doc = json.loads(r.stdout)
     assert doc["schema"] == "offload-bench/1"
     assert doc["roofline_gbps"] > 0 and doc["machine"]["cpus"] >= 1
+    assert doc["layout"] == "aged" and all(x["layout"] == "aged" for x in doc["results"])
+    from offload import native
+    assert ("page_loop_gbps" in doc) == native.available()
     rows = doc["results"]
     assert [(x["backend"], x["folio_size"]) for x in rows] == [
         ("cpu-serial", 4096), ("cpu-serial", 65536),
@@ -176,3 +179,10 @@ def test_plot_output_or_a_clear_message(run, tmp_path):
     else:
         r = run(*args)
         assert r.exit_code == 0 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_fresh_layout_is_said(run):
+    r = run("bench", "--backends", "cpu-serial", "--sizes", "4K", "--total", "4M",
+            "--repeat", "1", "--layout", "fresh")
+    assert r.exit_code == 0, r.output
+    assert "fresh memory" in r.output

@@ -1,8 +1,8 @@
 """Software DMA channels: each channel a CPU worker thread doing real copies.
 
-Descriptors are executed in scatter-gather transactions of up to ``SG_ELEMS``
-descriptors (one vectorised copy each, as the later DCBM tree merges folios), and each
-descriptor's completion is recorded on its own. Faults can be injected for tests.
+Descriptors are executed in scatter-gather transactions of ``SG_ELEMS`` descriptors, or
+up to ``SG_PAGES`` pages of small ones (one vectorised copy each, as the later DCBM
+tree merges folios), and each descriptor's completion is recorded on its own. Faults can be injected for tests.
 """
 
 from __future__ import annotations
@@ -22,8 +22,11 @@ from offload.devmem import copy_pages, copy_runs
 from .engine import DONE, FAILED, DmaEngine, Job
 from .plan import Plan
 
-#: Descriptors per scatter-gather transaction.
+#: Descriptors per scatter-gather transaction (the later DCBM tree's sg_elems)...
 SG_ELEMS = 32
+#: ...unless they are small: a transaction then takes up to this many pages, so that a
+#: channel of scattered 4 KiB folios is not paced by one Python call per 32 pages
+SG_PAGES = 512
 
 
 @dataclass
@@ -135,10 +138,12 @@ class ThreadEngine(DmaEngine):
         if f.reorder:
             idx = idx[::-1]
         plan = job.plan
-        for lo in range(0, idx.size, SG_ELEMS):
+        avg = max(1, int(plan.npages[idx].sum()) // max(1, idx.size))
+        step = max(SG_ELEMS, SG_PAGES // avg)
+        for lo in range(0, idx.size, step):
             if job.cancelled.is_set():
                 return
-            sg = idx[lo:lo + SG_ELEMS]
+            sg = idx[lo:lo + step]
             bad = np.zeros(sg.size, dtype=bool)
             if f.fail or f.fail_every:
                 nums = f.issued + np.arange(1, sg.size + 1)

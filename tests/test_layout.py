@@ -1,0 +1,83 @@
+"""Node layouts (fresh and aged) and the compiled scattered page copy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from offload import PAGE_SIZE, BadArgument, Machine, devmem, native
+
+
+def frames(p, a: int, n: int) -> np.ndarray:
+    vi, idx = p._translate(a + np.arange(n, dtype=np.int64) * PAGE_SIZE)
+    return p._ptes(vi, idx)[2]
+
+
+def runs(pfn: np.ndarray) -> int:
+    return 1 + int((np.diff(pfn) != 1).sum())
+
+
+@pytest.mark.parametrize("layout, few_runs", [("fresh", True), ("aged", False)])
+def test_aged_memory_is_scattered_and_fresh_is_not(layout, few_runs):
+    with Machine(nodes="64M,64M", layout=layout, seed=3) as m:
+        p = m.spawn()
+        a = p.mmap(16 << 20)
+        n = runs(frames(p, a, 4096))
+        assert (n == 1) if few_runs else n > 1000
+        # 2 MiB blocks remain: a THP mapping still gets THPs
+        b = p.mmap(4 << 20, folio_size=2 << 20)
+        pfn = frames(p, b, 1)[0]
+        assert m.nodes[0].order[pfn] == 9
+
+
+def test_aged_layout_is_reproducible_under_its_seed():
+    def layout_of(seed):
+        with Machine(nodes="16M,16M", layout="aged", seed=seed) as m:
+            p = m.spawn()
+            return frames(p, p.mmap(1 << 20), 256)
+
+    assert np.array_equal(layout_of(5), layout_of(5))
+    assert not np.array_equal(layout_of(5), layout_of(6))
+
+
+def test_aged_layout_has_free_blocks_of_every_order():
+    with Machine(nodes="64M", layout="aged", seed=1) as m:
+        counts = [m.nodes[0].buddy.free_blocks(k) for k in range(10)]
+        assert all(c > 0 for c in counts), counts
+        assert m.nodes[0].free_pages == m.nodes[0].nr_pages
+
+
+@pytest.mark.parametrize("kwargs, text", [(dict(layout="old"), "layout"),
+                                          (dict(seed=-1), "seed"), (dict(seed="1"), "seed")])
+def test_bad_layout_arguments(kwargs, text):
+    with pytest.raises(BadArgument if "seed" not in kwargs or kwargs["seed"] == -1 else TypeError,
+                       match=text):
+        Machine(nodes="8M", **kwargs)
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+def test_scattered_page_copy_is_exact_either_way(monkeypatch, use_native):
+    if not use_native:
+        monkeypatch.setattr(native, "_lib", False)
+    elif not native.available():
+        pytest.skip("no C compiler here: the numpy path is the only one")
+    rng = np.random.default_rng(2)
+    src = rng.integers(0, 256, (512, PAGE_SIZE), dtype=np.uint8)
+    dst = np.zeros_like(src)
+    sp, dp = rng.permutation(512)[:300], rng.permutation(512)[:300]
+    devmem.copy_host_pages(dst, src, dp, sp)
+    expect = np.zeros_like(src)
+    expect[dp] = src[sp]
+    assert np.array_equal(dst, expect)
+
+
+def test_the_compiled_copy_checks_its_page_numbers():
+    if not native.available():
+        pytest.skip("no C compiler here")
+    src = np.zeros((8, PAGE_SIZE), np.uint8)
+    dst = np.zeros_like(src)
+    with pytest.raises(IndexError):
+        native.copy_pages(dst, src, np.array([8]), np.array([0]))
+    with pytest.raises(IndexError):
+        native.copy_pages(dst, src, np.array([0]), np.array([-1]))
+    assert not native.copy_pages(dst[:, :100], src[:, :100], np.array([0]), np.array([0]))
