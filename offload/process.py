@@ -84,9 +84,9 @@ class Process:
         self.cap_sys_ptrace = cap_sys_ptrace
         self._vmas: list[Vma] = []
         self._next = _MMAP_BASE
-        self._starts = np.empty(0, dtype=np.int64)
-        self._ends = np.empty(0, dtype=np.int64)
-        self._pgoffs = np.empty(0, dtype=np.int64)
+        #: the mappings' starts, ends and page offsets, in address order: views of
+        #: buffers with spare room, so that a new mapping is an append
+        self._reindex()
 
     def __repr__(self) -> str:
         return f"Process(pid={self.pid}, uid={self.uid}, mappings={len(self._vmas)})"
@@ -107,14 +107,58 @@ class Process:
 
     # -- mappings -----------------------------------------------------------------------
     def _insert_vma(self, vma: Vma) -> None:
+        """Add a mapping. New mappings are placed above the others, so this is an append
+        to arrays with spare room (O(1)); anything else re-sorts."""
+        n = len(self._vmas)
+        if n and vma.start < self._vmas[-1].end:
+            self._vmas.append(vma)
+            self._vmas.sort(key=lambda v: v.start)
+            self._reindex()
+            return
+        if n == self._cap:
+            self._cap = max(16, 2 * n)
+            for name in ("_buf_s", "_buf_e", "_buf_p"):
+                grown = np.empty(self._cap, dtype=np.int64)
+                grown[:n] = getattr(self, name)[:n]
+                setattr(self, name, grown)
         self._vmas.append(vma)
-        self._vmas.sort(key=lambda v: v.start)
-        self._reindex()
+        self._buf_s[n], self._buf_e[n], self._buf_p[n] = vma.start, vma.end, vma.pgoff
+        self._views(n + 1)
+
+    def _views(self, n: int) -> None:
+        self._starts, self._ends, self._pgoffs = self._buf_s[:n], self._buf_e[:n], self._buf_p[:n]
 
     def _reindex(self) -> None:
-        self._starts = np.array([v.start for v in self._vmas], dtype=np.int64)
-        self._ends = np.array([v.end for v in self._vmas], dtype=np.int64)
-        self._pgoffs = np.array([v.pgoff for v in self._vmas], dtype=np.int64)
+        """Rebuild the address index from the list of mappings."""
+        n = len(self._vmas)
+        self._cap = max(16, n)
+        self._buf_s = np.zeros(self._cap, dtype=np.int64)
+        self._buf_e = np.zeros(self._cap, dtype=np.int64)
+        self._buf_p = np.zeros(self._cap, dtype=np.int64)
+        self._buf_s[:n] = [v.start for v in self._vmas]
+        self._buf_e[:n] = [v.end for v in self._vmas]
+        self._buf_p[:n] = [v.pgoff for v in self._vmas]
+        self._views(n)
+
+    def _splice(self, i0: int, i1: int, parts: list[Vma]) -> None:
+        """Replace mappings ``i0 .. i1-1`` by *parts* (in address order), index too: the
+        entries above shift in place (a memmove), the buffers grow when full."""
+        n = len(self._vmas)
+        m = n - (i1 - i0) + len(parts)
+        if m > self._cap:
+            self._cap = max(16, 2 * m)
+            for name in ("_buf_s", "_buf_e", "_buf_p"):
+                grown = np.empty(self._cap, dtype=np.int64)
+                grown[:n] = getattr(self, name)[:n]
+                setattr(self, name, grown)
+        self._vmas[i0:i1] = parts
+        j = i0 + len(parts)
+        for name, attr in (("_buf_s", "start"), ("_buf_e", "end"), ("_buf_p", "pgoff")):
+            buf = getattr(self, name)
+            if j != i1:
+                buf[j:m] = buf[i1:n].copy() if j > i1 else buf[i1:n]
+            buf[i0:j] = [getattr(v, attr) for v in parts]
+        self._views(m)
 
     def _place(self, length: int, align: int) -> int:
         start = -(-self._next // align) * align
@@ -213,9 +257,11 @@ class Process:
         end = addr + length
         m = self.machine
         with m.lock:
-            hit = [v for v in self._vmas if v.start < end and v.end > addr]
             while True:
-                ranges = [(v, max(v.start, addr), min(v.end, end)) for v in hit]
+                # the mappings that overlap the range, found by binary search
+                i0 = int(np.searchsorted(self._ends, addr, side="right"))
+                i1 = int(np.searchsorted(self._starts, end, side="left"))
+                ranges = [(v, max(v.start, addr), min(v.end, end)) for v in self._vmas[i0:i1]]
                 busy = False
                 for v, lo, hi in ranges:
                     idx = self._obj_pages(v, lo, hi)
@@ -225,23 +271,21 @@ class Process:
                 if not busy:
                     break
                 m.cond.wait()
+            keep = []
             for v, lo, hi in ranges:
                 idx = self._obj_pages(v, lo, hi)
                 if v.present is not None:
                     a = (lo - v.start) >> PAGE_SHIFT
                     v.obj.ptes[idx] -= v.present[a:a + idx.size]
                 _unmap_pages(m, v.obj, idx)
-                keep = []
                 if v.start < lo:
                     keep.append(v.part(v.start, lo))
                 if hi < v.end:
                     keep.append(v.part(hi, v.end))
-                self._vmas.remove(v)
-                self._vmas.extend(keep)
                 if not (v.obj.mapcount > 0).any():
                     m.objects.pop(v.obj.id, None)
-            self._vmas.sort(key=lambda x: x.start)
-            self._reindex()
+            if ranges:
+                self._splice(i0, i1, keep)
             m.cond.notify_all()
 
     @staticmethod

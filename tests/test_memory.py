@@ -191,3 +191,32 @@ def test_pin_keeps_a_folio_until_released(m1):
 
 def pages_of(a, n):
     return [a + i * PAGE_SIZE for i in range(n)]
+
+
+def test_the_address_index_follows_mmap_and_munmap():
+    """Appends, splits in the middle, removals: the index always matches the mappings."""
+    rng = np.random.default_rng(4)
+    with Machine(nodes="64M") as m:
+        p = m.spawn()
+        live = []
+        for step in range(400):
+            if live and rng.random() < 0.4:
+                a, n = live.pop(int(rng.integers(len(live))))
+                k = int(rng.integers(n))  # unmap one page: splits the mapping in two
+                p.munmap(a + k * PAGE_SIZE, PAGE_SIZE)
+                if k:
+                    live.append((a, k))
+                if k + 1 < n:
+                    live.append((a + (k + 1) * PAGE_SIZE, n - k - 1))
+            else:
+                n = int(rng.integers(1, 5))
+                a = p.mmap(n * PAGE_SIZE, populate=False)
+                p.write(a, bytes([step % 251 + 1]))
+                live.append((a, n))
+            vmas = p._vmas
+            assert [v.start for v in vmas] == sorted(v.start for v in vmas)
+            assert p._starts.tolist() == [v.start for v in vmas]
+            assert p._ends.tolist() == [v.end for v in vmas]
+            assert p._pgoffs.tolist() == [v.pgoff for v in vmas]
+        for a, n in live:
+            assert p.move_pages([a + i * PAGE_SIZE for i in range(n)], None).status[0] in (0, -2)
