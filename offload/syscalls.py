@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
-from .constants import MAX_NUMNODES, MPOL_MF_MOVE, MPOL_MF_MOVE_ALL, MR_SYSCALL
+from .constants import MAX_NUMNODES, MPOL_MF_MOVE, MPOL_MF_MOVE_ALL, MR_SYSCALL, PAGE_SHIFT
 from .engine import Folios
 from .errors import BadArgument, BadArgumentType, check_int, oserror
 from .node import ISOLATED
@@ -131,15 +131,19 @@ def _move_group(p: "Process", addrs: np.ndarray, node: int, move_all: bool) -> n
                 return status
             cnid, cpfn = nid[cand], pfn[cand]
             keys, heads = _folio_keys(m, cnid, cpfn)
-            # one migration per folio, in the order of the entries that first name it
-            if keys.size > 1 and not (keys[1:] > keys[:-1]).all():
+            orders = _orders(m, cnid, heads)
+            # one migration per folio, in the order of the entries that first name it;
+            # base pages at increasing addresses cannot share a folio (no sort needed)
+            ca = addrs[cand] >> PAGE_SHIFT
+            distinct = keys.size < 2 or (keys[1:] > keys[:-1]).all() or \
+                (not orders.any() and (ca[1:] > ca[:-1]).all())
+            if distinct:
+                first = slice(None)
+            else:
                 _, first = np.unique(keys, return_index=True)
                 first = np.sort(first)
-            else:
-                first = slice(None)
             fnid, fheads = cnid[first], heads[first]
-            f = Folios(fnid, fheads, _orders(m, fnid, fheads),
-                       np.full(fnid.size, node, dtype=np.int32))
+            f = Folios(fnid, fheads, orders[first], np.full(fnid.size, node, dtype=np.int32))
             if not _isolated(m, f).any():
                 break
             m.cond.wait()  # another migration holds some of these folios
