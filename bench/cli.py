@@ -145,9 +145,11 @@ def _check_memory(cases, total_b: int) -> None:
     """Refuse up front a --total whose machines cannot fit in this host's free memory."""
     from . import hostinfo, movepages
 
-    machines = len({c.machine_key() for c in cases}) if cases else 1
-    need = movepages.peak_estimate(total_b, machines)
     have = hostinfo.memory_available()
+    machines = len({c.machine_key() for c in cases}) if cases else 1
+    if not movepages.interleaves(cases, have):
+        machines = 1  # one machine at a time
+    need = movepages.peak_estimate(total_b, machines)
     if have and need > have:
         raise click.BadParameter(
             f"{format_size(total_b)} needs about {need / 2**30:.1f} GiB of memory here "
@@ -175,15 +177,22 @@ def _run(cases, total_b: int, size_list: list[int], repeat: int, as_json: bool, 
         from .roofline import h2d_gbps
 
         extra["roofline_h2d_gbps"] = summarize(h2d_gbps(total_b, max(3, repeat)))["gbps_median"]
+    from .hostinfo import memory_available, peak_rss
+
+    interleave = movepages.interleaves(cases, memory_available())
     with click.progressbar(length=len(cases), label=cases[0].suite, file=sys.stderr) as bar:
         try:
-            results = movepages.run_cases(cases, data, on_done=lambda c: bar.update(1))
+            results = movepages.run_cases(cases, data, on_done=lambda c: bar.update(1),
+                                          interleave=interleave)
         except movepages.VerificationError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(3)
     report.add_ratios(results, roof, extra.get("roofline_h2d_gbps"))
     extra["batch_pages"] = cases[0].batch_pages
     extra["layout"] = cases[0].layout
+    extra["interleaved"] = interleave
+    extra["peak_rss_bytes"] = peak_rss()
+    extra["peak_rss_per_data_byte"] = round(peak_rss() / total_b, 3)
     if reference:
         from . import reference as ref
 

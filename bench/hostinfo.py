@@ -31,6 +31,13 @@ def memory_available() -> int:
     return 0
 
 
+def peak_rss() -> int:
+    """The most memory this process has held so far (its peak resident set), in bytes."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
 def numa_nodes() -> list[int]:
     """Online NUMA nodes with memory, from sysfs (``[]`` when unknown)."""
     base = Path("/sys/devices/system/node")

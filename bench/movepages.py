@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import dataclass
 
@@ -63,12 +64,12 @@ def machine_for(backend: str, total: int, batch_pages: int, to: str = "dram",
     nodes = f"dram:{node},{to}:{node}"
     if policy is not None:
         return Machine(nodes=nodes, cpu=cpu, offload=offload, policy=policy,
-                       batch_pages=batch_pages, verify=verify, layout=layout)
+                       batch_pages=batch_pages, verify=verify, layout=layout, prefault=True)
     if backend.strip() == "cpu-serial":
         return Machine(nodes=nodes, cpu="cpu-serial", batch_pages=batch_pages, verify=verify,
-                       layout=layout)
+                       layout=layout, prefault=True)
     return Machine(nodes=nodes, cpu="cpu-serial", offload=backend, policy="offload-only",
-                   batch_pages=batch_pages, verify=verify, layout=layout)
+                   batch_pages=batch_pages, verify=verify, layout=layout, prefault=True)
 
 
 def peak_estimate(total: int, machines: int) -> int:
@@ -221,16 +222,48 @@ def run_case(case: Case, data: np.ndarray | None = None, machine: Machine | None
             m.close()
 
 
-def run_cases(cases: list[Case], data: np.ndarray, on_done=None) -> list[dict]:
+def interleaves(cases: list[Case], available: int) -> bool:
+    """Whether the cells can take turns: all their machines alive at once must fit in
+    3x the data plus 1 GiB, or in a quarter of the *available* memory."""
+    if not cases:
+        return True
+    total = cases[0].total
+    need = peak_estimate(total, len({c.machine_key() for c in cases}))
+    return need <= 3 * total + (1 << 30) or (available > 0 and need <= available // 4)
+
+
+def run_cases(cases: list[Case], data: np.ndarray, on_done=None,
+              interleave: bool = True) -> list[dict]:
     """Run cells, interleaved: the cells of one folio size take turns, one run each.
 
     Interleaving spreads slow drifts of the machine (other tenants, frequency) evenly
     over the rows being compared, instead of over whichever row ran at the bad moment.
     Every cell's timed runs fall in the same final rounds; a cell with a longer warm-up
-    starts earlier. One machine per backend; ``on_done(case)`` after each cell.
+    starts earlier. One machine per backend; ``on_done(case)`` after each cell. With
+    *interleave* False (large runs: see :func:`interleaves`), one machine at a time runs
+    all its cells, so that memory holds one machine, not one per backend.
     """
+    if not interleave:
+        rows: dict[int, dict] = {}
+        by_key: dict[tuple, list[int]] = {}
+        for i, c in enumerate(cases):
+            by_key.setdefault(c.machine_key(), []).append(i)
+        for key, idx in by_key.items():
+            m = machine_for(*key)
+            try:
+                for i in idx:
+                    rows[i] = run_case(cases[i], data, m)
+                    if on_done:
+                        on_done(cases[i])
+            finally:
+                m.close()
+                # a machine and its processes refer to each other: free its nodes now,
+                # not whenever the cycle collector next runs
+                del m
+                gc.collect()
+        return [rows[i] for i in range(len(cases))]
     machines: dict[tuple, Machine] = {}
-    rows: dict[int, dict] = {}
+    rows = {}
     groups: dict[tuple, list[int]] = {}
     for i, c in enumerate(cases):
         groups.setdefault((c.folio_size, c.total), []).append(i)
@@ -254,4 +287,6 @@ def run_cases(cases: list[Case], data: np.ndarray, on_done=None) -> list[dict]:
     finally:
         for m in machines.values():
             m.close()
+        machines.clear()
+        gc.collect()
     return [rows[i] for i in range(len(cases))]

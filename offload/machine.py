@@ -86,6 +86,9 @@ class Machine:
         that has run for a while; some 2 MiB blocks remain), reproducible under *seed*.
     seed : int
         Seed of the aged layout.
+    prefault : bool
+        Touch every frame of every host node now, so that the host's page faults on
+        node memory happen here rather than during the first migrations into it.
     offload_timeout : float
         Seconds a call into the offload backend (or a third-party CPU path) may take.
         After it the call is abandoned: its folios are copied by the CPU to fresh
@@ -106,7 +109,7 @@ class Machine:
                  offload: str | Migrator | None = None, policy: str = "adaptive",
                  batch_pages: int = NR_MAX_BATCHED_MIGRATION, verify: bool = False,
                  offload_timeout: float = DEFAULT_OFFLOAD_TIMEOUT, layout: str = "fresh",
-                 seed: int = 0) -> None:
+                 seed: int = 0, prefault: bool = False) -> None:
         self._closed = False
         if layout not in LAYOUTS:
             raise BadArgument(f"layout: expected one of {', '.join(LAYOUTS)}, got {layout!r}")
@@ -134,9 +137,15 @@ class Machine:
                 self.close()
                 why = info.reason if info is not None else "no cupy backend is registered"
                 raise BackendUnavailable(f"nodes: device nodes need CuPy and a usable GPU: {why}")
+        if not isinstance(prefault, bool):
+            raise BadArgumentType(f"prefault: expected bool, got {type(prefault).__name__}")
         self.nodes: tuple[Node, ...] = tuple(
             Node(i, size // PAGE_SIZE, kind, layout=layout, seed=seed * 1000 + i)
             for i, (kind, size) in enumerate(spec))
+        if prefault:  # the host faults node memory in now, not at the first migration
+            for n in self.nodes:
+                if n.kind == "dram":
+                    n.frames.fill(0)
         self.memory: Mapping[int, object] = MappingProxyType({n.id: n.frames for n in self.nodes})
         #: large folios partly unmapped, split only when memory runs short on their node
         #: or a migration must split them (the kernel's deferred split queue)

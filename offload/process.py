@@ -782,8 +782,11 @@ def _scatter(m: "Machine", nid: np.ndarray, pfn: np.ndarray, off: int, buf: np.n
     if mid:
         body = buf[head:head + mid * PAGE_SIZE].reshape(mid, PAGE_SIZE)
         mn, mp = nid[1:-1], pfn[1:-1]
-        for s in np.unique(mn):
-            sel = mn == s
-            m.nodes[int(s)].write_pages(mp[sel], body[sel])
+        if mn[0] == mn[-1] and (mn == mn[0]).all():  # one node: no copy of the data
+            m.nodes[int(mn[0])].write_pages(mp, body)
+        else:
+            for s in np.unique(mn):
+                sel = mn == s
+                m.nodes[int(s)].write_pages(mp[sel], body[sel])
     tail = buf[head + mid * PAGE_SIZE:]
     m.nodes[int(nid[-1])].write_bytes(int(pfn[-1]), 0, tail)
