@@ -374,12 +374,24 @@ def latency_cmd(backends: str, batches: str, size: str, total: str, repeat: int,
     data = movepages.pattern(total_b, 0)
     with click.progressbar(length=len(cases), label="latency", file=sys.stderr) as bar:
         rows = movepages.run_cases(cases, data, on_done=lambda c: bar.update(1))
+    from . import kernel
+
+    # one page, in the same run: the model (no migrator) and the host kernel's syscall
+    one = {"model_moving_us": movepages.one_page_us(True),
+           "model_in_place_us": movepages.one_page_us(False),
+           "host_kernel_in_place_us": kernel.one_page_us()}
     if as_json:
-        click.echo(report.to_json(report.document(host_info(), None, rows)))
+        click.echo(report.to_json(report.document(host_info(), None, rows, one_page=one)))
         return
     if as_csv:
         click.echo(report.to_csv(rows), nl=False)
         return
+    host = one["host_kernel_in_place_us"]
+    moving, staying = one["model_moving_us"], one["model_in_place_us"]
+    vs = f" = {moving / host:.1f}x / {staying / host:.1f}x the host kernel's " \
+        f"{host:.0f} us (one page to node 0, where it is)" if host else " (host kernel: n/a)"
+    click.echo(f"one-page move_pages: {moving:.0f} us moving it, {staying:.0f} us where it "
+               f"is already{vs}")
     click.echo(f"first-folio latency / total time of move_pages({total} of {size} folios), by "
                "NR_MAX_BATCHED_MIGRATION (pages)")
     head = ["backend"] + [str(b) for b in blist]

@@ -99,3 +99,24 @@ def run(folio_size: int, total: int, nodes: tuple[int, int], repeat: int, warmup
            "verified": True}
     row.update(summarize(gbps))
     return row
+
+
+def one_page_us(calls: int = 2000) -> float | None:
+    """Microseconds per move_pages(2) of one page to node 0 on this host's kernel (where
+    the page already is when the host has one node): None where the call is unknown."""
+    if syscall_number() is None:
+        return None
+    r = Region(PAGE_SIZE, huge=False)
+    try:
+        addrs = np.array([r.addr], dtype=np.uint64)
+        nodes = np.zeros(1, dtype=np.int32)
+        for _ in range(100):
+            move_pages(addrs, nodes)
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            move_pages(addrs, nodes)
+        return (time.perf_counter() - t0) / calls * 1e6
+    except OSError:
+        return None
+    finally:
+        r.close()

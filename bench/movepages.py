@@ -290,3 +290,18 @@ def run_cases(cases: list[Case], data: np.ndarray, on_done=None,
         machines.clear()
         gc.collect()
     return [rows[i] for i in range(len(cases))]
+
+
+def one_page_us(moving: bool, calls: int = 2000, layout: str = "aged") -> float:
+    """Microseconds per model move_pages of one page (no migrator registered): to the
+    other node each time (*moving*), or to the node it is on."""
+    with Machine(nodes="16M,16M", layout=layout) as m:
+        p = m.spawn()
+        a = p.mmap(PAGE_SIZE)
+        p.write(a, b"x")
+        for i in range(100):
+            p.move_pages([a], [(i + 1) % 2 if moving else 0])
+        t0 = time.perf_counter()
+        for i in range(calls):
+            p.move_pages([a], [(i + 1) % 2 if moving else 0])
+        return (time.perf_counter() - t0) / calls * 1e6

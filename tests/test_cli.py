@@ -109,8 +109,12 @@ def test_latency_suite(run):
     r = run("bench", "latency", "--backends", "cpu-serial", "--batches", "16,512", "--total", "2M",
             "--repeat", "1", "--json")
     assert r.exit_code == 0, r.output
-    rows = json.loads(r.stdout)["results"]
+    doc = json.loads(r.stdout)
+    rows = doc["results"]
     assert [x["batch_pages"] for x in rows] == [16, 512]
+    one = doc["one_page"]  # the model's one-page move_pages beside the host kernel's
+    assert one["model_moving_us"] > one["model_in_place_us"] > 0
+    assert one["host_kernel_in_place_us"] is None or one["host_kernel_in_place_us"] > 0
     small, big = rows
     # the first folio is usable sooner with small batches, the whole move takes longer
     assert small["first_folio_us"] < big["first_folio_us"]
