@@ -491,6 +491,67 @@ def kernel_cmd(sizes: str, total: str, repeat: int, warmup: int, as_json: bool,
             click.echo("skipped (need mTHP settings): " + ", ".join(str(s) for s in skipped))
 
 
+@bench.command("scale")
+@click.option("--backend", default="cpu-batched", show_default=True,
+              help="Backend spec doing the batch copy (cpu-serial: no migrator).")
+@click.option("--counts", default="16K,64K,256K,1M", show_default=True,
+              help="Numbers of 4 KiB folios moved by one move_pages (K/M suffixes).")
+@click.option("--mappings", default="1K,10K,100K", show_default=True,
+              help="Numbers of mappings a process holds while one more is mapped.")
+@click.option("--layout", default="aged", show_default=True, type=click.Choice(["aged", "fresh"]),
+              help="The nodes' free memory.")
+@click.option("--repeat", default=3, show_default=True, type=click.IntRange(1, 100),
+              help="Timed runs per count after the first.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+def scale_cmd(backend: str, counts: str, mappings: str, layout: str, repeat: int,
+              as_json: bool) -> None:
+    """Scale: cost per folio, first-move cost, metadata and peak memory against the
+    number of folios moved; mmap/munmap cost against the number of mappings."""
+    import json
+
+    from . import hostinfo, movepages
+    from .scale import folio_scaling, mapping_scaling
+
+    _validate_specs([backend])
+    def counts_of(text: str, what: str) -> list[int]:
+        try:
+            out = sorted({parse_size(x.strip(), what) for x in text.split(",") if x.strip()})
+        except OffloadError as exc:
+            raise click.BadParameter(str(exc), param_hint=what) from None
+        if not out or out[0] < 1:
+            raise click.BadParameter("expected positive counts such as 16K,1M", param_hint=what)
+        return out
+
+    ns = counts_of(counts, "--counts")
+    ms = counts_of(mappings, "--mappings")
+    if ms[-1] > 1 << 20:
+        raise click.BadParameter("at most 1M mappings", param_hint="--mappings")
+    need = movepages.peak_estimate(ns[-1] * 4096, 1)
+    have = hostinfo.memory_available()
+    if have and need > have:
+        raise click.BadParameter(f"{ns[-1]} folios need about {need / 2**30:.1f} GiB; "
+                                 f"{have / 2**30:.1f} GiB is available", param_hint="--counts")
+    click.echo(f"scale: {backend}, {layout} memory ...", err=True)
+    rows = folio_scaling(ns, backend, layout, repeat)
+    maps = mapping_scaling(ms)
+    if as_json:
+        click.echo(json.dumps({"schema": "offload-bench/1", "machine": hostinfo.host_info(),
+                               "results": rows + maps}, indent=1))
+        return
+    click.echo(f"move_pages of N 4K folios, {backend}, {layout} memory")
+    click.echo(f"{'N':>9} {'GB/s':>6} {'us/folio':>9} {'x N=' + str(ns[0]):>9} {'first/later':>11} "
+               f"{'meta B/page':>11} {'peak RSS':>9}")
+    for r in rows:
+        click.echo(f"{r['folios']:>9} {r['gbps']:6.2f} {r['us_per_folio']:9.3f} "
+                   f"{r['cost_vs_smallest']:9.2f} {r['first_over_later']:11.2f} "
+                   f"{r['metadata_bytes_per_page']:11.1f} {r['peak_rss_bytes'] / 2**30:8.2f}G")
+    click.echo("")
+    click.echo("one 4K mmap / write fault / munmap with N mappings, us")
+    for r in maps:
+        click.echo(f"{r['mappings']:>9} {r['mmap_us']:8.1f} {r['write_fault_us']:8.1f} "
+                   f"{r['munmap_us']:8.1f}")
+
+
 @bench.command("stress")
 @click.option("--seconds", default=10.0, show_default=True, type=click.FloatRange(0.1, 86400),
               help="How long to run.")

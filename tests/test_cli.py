@@ -190,3 +190,17 @@ def test_bench_fresh_layout_is_said(run):
             "--repeat", "1", "--layout", "fresh")
     assert r.exit_code == 0, r.output
     assert "fresh memory" in r.output
+
+
+def test_scale_suite(run):
+    r = run("bench", "scale", "--counts", "1K,4K", "--mappings", "100,1K", "--repeat", "1",
+            "--json")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)["results"]
+    folios = [x for x in rows if x["suite"] == "scale"]
+    maps = [x for x in rows if x["suite"] == "mappings"]
+    assert [x["folios"] for x in folios] == [1024, 4096]
+    assert all(0 < x["metadata_bytes_per_page"] < 64 for x in folios)
+    assert folios[0]["cost_vs_smallest"] == 1.0 and all(x["us_per_folio"] > 0 for x in folios)
+    assert [x["mappings"] for x in maps] == [100, 1024]
+    assert run("bench", "scale", "--counts", "0").exit_code == 2

@@ -80,6 +80,7 @@ OPTIONS = sorted(set(_options(main, ())))
 def no_work(monkeypatch):
     import bench.kernel
     import bench.movepages
+    import bench.scale
     import bench.stress
 
     def reached(*a, **k):
@@ -89,6 +90,7 @@ def no_work(monkeypatch):
     monkeypatch.setattr(bench.stress, "run_stress", reached)
     monkeypatch.setattr(bench.kernel, "run", reached)
     monkeypatch.setattr(offload.kcheck, "run_check", reached)
+    monkeypatch.setattr(bench.scale, "folio_scaling", reached)
 
 
 def test_every_option_is_fuzzed():

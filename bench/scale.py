@@ -1,0 +1,103 @@
+"""``offload bench scale``: costs against the number of folios and of mappings."""
+
+from __future__ import annotations
+
+import gc
+import time
+
+import numpy as np
+
+from offload import PAGE_SIZE, Machine
+
+from .hostinfo import peak_rss
+
+
+def node_metadata_bytes(m: Machine) -> float:
+    """Bytes of page metadata per 4 KiB page of node memory: every per-frame array of
+    the nodes (memmap, buddy bitmaps and orders, the aged layout's permutations) plus
+    every per-page array of the mapped objects (node, pfn, mapcount, ptes), divided by
+    the nodes' pages. Counted from the arrays' ``nbytes``, frames excluded."""
+    total = 0
+    pages = 0
+    for n in m.nodes:
+        pages += n.nr_pages
+        for name in ("order", "pins", "obj", "objidx", "state", "cow"):
+            total += getattr(n, name).nbytes
+        b = n.buddy
+        total += sum(x.nbytes for x in b._free)
+        if b._perm is not None:
+            total += sum(x.nbytes for x in b._perm)
+    for o in m.objects.values():
+        total += o.node.nbytes + o.pfn.nbytes + o.mapcount.nbytes + o.ptes.nbytes
+    return total / max(1, pages)
+
+
+def folio_scaling(counts: list[int], backend: str, layout: str, repeat: int) -> list[dict]:
+    """Per count N: one move_pages of N 4 KiB folios between two nodes (first and later
+    runs), its cost per folio, the metadata per page and the process's peak memory."""
+    rows = []
+    for n in counts:
+        pages = n + 2048  # a little room beside the region
+        nodes = f"{pages * PAGE_SIZE},{pages * PAGE_SIZE}"
+        kw = {} if backend == "cpu-serial" else {"offload": backend, "policy": "offload-only"}
+        m = Machine(nodes=nodes, layout=layout, prefault=True, batch_pages=65536, **kw)
+        try:
+            p = m.spawn(uid=0)
+            a = p.mmap(n * PAGE_SIZE)
+            chunk = np.full(min(n, 16384) * PAGE_SIZE, 0x5A, dtype=np.uint8)
+            for off in range(0, n * PAGE_SIZE, chunk.size):  # no region-sized temporary
+                p.write(a + off, chunk[: n * PAGE_SIZE - off])
+            addrs = a + np.arange(n, dtype=np.int64) * PAGE_SIZE
+            times = []
+            for i in range(repeat + 1):
+                t0 = time.perf_counter()
+                r = p.move_pages(addrs, np.full(n, (i + 1) % 2, dtype=np.int64))
+                times.append(time.perf_counter() - t0)
+                if r.ret:
+                    raise RuntimeError(f"{r.ret} of {n} folios did not move")
+            later = float(np.median(times[1:]))
+            rows.append({"suite": "scale", "backend": backend, "layout": layout, "folios": n,
+                         "first_s": times[0], "later_s": later,
+                         "first_over_later": times[0] / later,
+                         "us_per_folio": later / n * 1e6,
+                         "gbps": n * PAGE_SIZE / later / 1e9,
+                         "metadata_bytes_per_page": node_metadata_bytes(m),
+                         "peak_rss_bytes": peak_rss()})
+        finally:
+            m.close()
+            del m
+            gc.collect()
+    base = rows[0]["us_per_folio"] if rows else 1.0
+    for r in rows:
+        r["cost_vs_smallest"] = r["us_per_folio"] / base
+    return rows
+
+
+def mapping_scaling(counts: list[int], probes: int = 200) -> list[dict]:
+    """Per count N: the cost of one 4 KiB mmap, write and munmap in a process that
+    already has N mappings (averaged over *probes*)."""
+    rows = []
+    with Machine(nodes=f"{(max(counts) + probes + 64) * PAGE_SIZE}") as m:
+        p = m.spawn()
+        have = 0
+        for n in counts:
+            while have < n:
+                p.mmap(PAGE_SIZE, populate=False)
+                have += 1
+            t0 = time.perf_counter()
+            addrs = [p.mmap(PAGE_SIZE, populate=False) for _ in range(probes)]
+            t1 = time.perf_counter()
+            for x in addrs:
+                p.write(x, b"x")
+            t2 = time.perf_counter()
+            for x in addrs:
+                p.munmap(x, PAGE_SIZE)
+            t3 = time.perf_counter()
+            rows.append({"suite": "mappings", "mappings": n,
+                         "mmap_us": (t1 - t0) / probes * 1e6,
+                         "write_fault_us": (t2 - t1) / probes * 1e6,
+                         "munmap_us": (t3 - t2) / probes * 1e6})
+    return rows
+
+
+__all__ = ["folio_scaling", "mapping_scaling", "node_metadata_bytes"]
