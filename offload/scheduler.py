@@ -405,14 +405,17 @@ class Adaptive:
     being corrected after every split batch from the two sides' measured GB/s, in steps
     of at most ``STEP`` (as Intel DTO's autotune corrects its fraction). After measuring
     each mode ``WARMUP`` times, each batch uses the best of the three (leaving the mode
-    in use only for one ``MARGIN`` better); every ``PROBE_EVERY``-th batch re-measures
-    the stalest, so that a change in either side's speed is noticed. Failed offloads
-    are not measured.
+    in use only for one ``MARGIN`` better); a probe batch re-measures the stalest mode,
+    ``PROBE_EVERY`` batches after the last one, an interval that doubles (up to
+    ``PROBE_MAX``) each time a probe confirms the choice and resets when it changes it,
+    so that a change in either side's speed is noticed at a bounded cost. Failed
+    offloads are not measured.
     """
 
     MODES = ("split", "cpu", "offload")
     STEP = 0.1
     PROBE_EVERY = 32
+    PROBE_MAX = 512
     MARGIN = 0.05
     ALPHA = 0.3
     WARMUP = 2
@@ -427,6 +430,9 @@ class Adaptive:
         self.rates = (0.0, 0.0)  #: CPU and offload GB/s seen in split batches
         self.rates_seen = 0
         self.scored_at: float | None = None  #: the split fraction the split score is for
+        self.interval = self.PROBE_EVERY  #: batches between probes (grows while confirmed)
+        self.next_probe = self.PROBE_EVERY
+        self.probed = False
 
     def fraction(self) -> float:
         """Choose this batch's mode; return its CPU fraction."""
@@ -435,13 +441,23 @@ class Adaptive:
             # measure every mode WARMUP times, round robin, before trusting any
             self.mode = self.MODES[(self.batches - 1) % len(self.MODES)]
             self.current = max(self.MODES, key=lambda m: self.gbps[m])
-        elif self.batches % self.PROBE_EVERY == 0:
+        elif self.batches >= self.next_probe:
             self.mode = min(self.MODES, key=lambda m: self.seen[m])
+            self.probed = True
+            self.next_probe = self.batches + self.interval
         else:
             best = max(self.MODES, key=lambda m: self.gbps[m])
             # hysteresis: leave the mode in use only for a clearly better one
-            if self.gbps[best] > (1 + self.MARGIN) * self.gbps[self.current]:
+            changed = self.gbps[best] > (1 + self.MARGIN) * self.gbps[self.current]
+            if changed:
                 self.current = best
+            if self.probed:
+                # a probe that confirmed the choice makes the next one wait twice as
+                # long (a probe costs a batch copied the slower way); a change resets it
+                self.probed = False
+                self.interval = self.PROBE_EVERY if changed else \
+                    min(self.PROBE_MAX, 2 * self.interval)
+                self.next_probe = self.batches + self.interval
             self.mode = self.current
         return {"split": self.split, "cpu": 1.0, "offload": 0.0}[self.mode]
 
