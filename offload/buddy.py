@@ -182,8 +182,9 @@ def _first_set_in(bm: np.ndarray, perm: np.ndarray, n: int) -> np.ndarray:
     """The first *n* set entries of *bm* in the order *perm* visits them."""
     out: list[np.ndarray] = []
     have = 0
-    chunk = max(4096, n * 4)
-    for lo in range(0, perm.size, chunk):
+    lo = 0
+    chunk = max(64, n * 4)  # small requests look at a few entries; the window grows
+    while lo < perm.size:
         sel = perm[lo:lo + chunk]
         hit = sel[bm[sel]]
         if hit.size:
@@ -191,6 +192,8 @@ def _first_set_in(bm: np.ndarray, perm: np.ndarray, n: int) -> np.ndarray:
             have += min(hit.size, n - have)
             if have >= n:
                 break
+        lo += chunk
+        chunk *= 4
     return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
 
 
