@@ -115,15 +115,21 @@ class Process:
             self._vmas.sort(key=lambda v: v.start)
             self._reindex()
             return
-        if n == self._cap:
-            self._cap = max(16, 2 * n)
-            for name in ("_buf_s", "_buf_e", "_buf_p"):
-                grown = np.empty(self._cap, dtype=np.int64)
-                grown[:n] = getattr(self, name)[:n]
-                setattr(self, name, grown)
+        self._reserve(n + 1)
         self._vmas.append(vma)
         self._buf_s[n], self._buf_e[n], self._buf_p[n] = vma.start, vma.end, vma.pgoff
         self._views(n + 1)
+
+    def _reserve(self, need: int) -> None:
+        """Room for *need* entries in the index buffers (doubling, so appends are O(1))."""
+        if need <= self._cap:
+            return
+        n = len(self._vmas)
+        self._cap = max(16, 2 * need)
+        for name in ("_buf_s", "_buf_e", "_buf_p"):
+            grown = np.empty(self._cap, dtype=np.int64)
+            grown[:n] = getattr(self, name)[:n]
+            setattr(self, name, grown)
 
     def _views(self, n: int) -> None:
         self._starts, self._ends, self._pgoffs = self._buf_s[:n], self._buf_e[:n], self._buf_p[:n]
@@ -145,12 +151,7 @@ class Process:
         entries above shift in place (a memmove), the buffers grow when full."""
         n = len(self._vmas)
         m = n - (i1 - i0) + len(parts)
-        if m > self._cap:
-            self._cap = max(16, 2 * m)
-            for name in ("_buf_s", "_buf_e", "_buf_p"):
-                grown = np.empty(self._cap, dtype=np.int64)
-                grown[:n] = getattr(self, name)[:n]
-                setattr(self, name, grown)
+        self._reserve(m)
         self._vmas[i0:i1] = parts
         j = i0 + len(parts)
         for name, attr in (("_buf_s", "start"), ("_buf_e", "end"), ("_buf_p", "pgoff")):
