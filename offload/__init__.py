@@ -8,7 +8,7 @@ The public API is fixed by DESIGN.md::
 
 from __future__ import annotations
 
-from . import devmem, native, registry
+from . import registry
 from .batch import FolioBatch
 from .constants import (MPOL_MF_MOVE, MPOL_MF_MOVE_ALL, MPOL_MF_STRICT,
                         NR_MAX_BATCHED_MIGRATION, PAGE_SIZE)

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from offload.cli import main
 from offload.kcheck import DEPARTURES, SCENARIOS, Unavailable, run_check
 from offload.kcheck.compare import compare
-from offload.kcheck.observe import Observation, parse_guest, run_model
+from offload.kcheck.observe import parse_guest, run_model
 from offload.kcheck.scenario import script_lines, to_script
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()

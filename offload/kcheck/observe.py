@@ -163,8 +163,6 @@ def parse_guest(sc: Scenario, lines: list[str]) -> Observation:
     for line in lines:
         parts = line.split(" ", 3)
         if len(parts) < 4 or parts[1] != sc.name:
-            if len(parts) >= 4 and parts[1] == sc.name:
-                pass
             continue
         idx, payload = parts[2], parts[3]
         if idx == "-":
