@@ -34,6 +34,7 @@ class Report:
 
     @property
     def counts(self) -> dict[str, int]:
+        """Scenarios per verdict."""
         out = {"match": 0, "departure": 0, "mismatch": 0, "error": 0}
         for v in self.verdicts:
             out[v.verdict] += 1

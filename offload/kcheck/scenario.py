@@ -32,11 +32,13 @@ class Step:
 
 
 def spawn(p: int, uid: int = 1000, nice: bool = False, ptrace: bool = False) -> Step:
+    """Process *p* with *uid*, CAP_SYS_NICE (*nice*) and CAP_SYS_PTRACE (*ptrace*)."""
     return Step("spawn", p, dict(uid=uid, nice=nice, ptrace=ptrace))
 
 
 def mmap(p: int, r: int, pages: int, thp: bool = False, populate: bool = True,
          shared: bool = False, node: int = 0) -> Step:
+    """Process *p* maps region *r* of *pages* pages on *node* (2 MiB folios with *thp*)."""
     return Step("mmap", p, dict(r=r, pages=pages, thp=thp, populate=populate, shared=shared,
                                 node=node))
 
@@ -48,40 +50,50 @@ def fill(p: int, r: int, node: int, leave_pages: int) -> Step:
 
 
 def write(p: int, r: int, page: int, seed: int) -> Step:
+    """Process *p* fills page *page* of region *r* with the pattern of *seed*."""
     return Step("write", p, dict(r=r, page=page, seed=seed))
 
 
 def read(p: int, r: int, page: int) -> Step:
+    """Process *p* reads one byte of page *page* of region *r* (a read fault)."""
     return Step("read", p, dict(r=r, page=page))
 
 
 def pin(p: int, r: int, page: int) -> Step:
+    """Process *p* pins page *page* of region *r* (vmsplice into a pipe in the guest)."""
     return Step("pin", p, dict(r=r, page=page))
 
 
 def unpin(p: int, r: int, page: int) -> Step:
+    """Process *p* drops its pin of page *page* of region *r*."""
     return Step("unpin", p, dict(r=r, page=page))
 
 
 def share(p: int, r: int, into: int, first: int = 0, pages: int | None = None) -> Step:
+    """Process *p* maps pages ``first ..`` of its shared region *r* into process *into*."""
     return Step("share", p, dict(r=r, into=into, first=first, pages=pages))
 
 
 def fork(p: int, child: int) -> Step:
+    """Process *p* forks; the child is process *child*."""
     return Step("fork", p, dict(child=child))
 
 
 def munmap(p: int, r: int, first: int, pages: int) -> Step:
+    """Process *p* unmaps pages ``first .. first+pages-1`` of region *r*."""
     return Step("munmap", p, dict(r=r, first=first, pages=pages))
 
 
 def move(p: int, entries: list[Entry], nodes: list[int] | None, flags: int = MPOL_MF_MOVE,
          pid: int | None = None) -> Step:
+    """Process *p* calls move_pages on *entries* ((region, page) of process *pid*, or its
+    own) to *nodes* (None: a query)."""
     return Step("move", p, dict(entries=list(entries), nodes=None if nodes is None else list(nodes),
                                 flags=flags, pid=pid))
 
 
 def migrate(p: int, old: list[int], new: list[int], pid: int | None = None) -> Step:
+    """Process *p* calls migrate_pages(*old* -> *new*) on process *pid* (or itself)."""
     return Step("migrate", p, dict(old=list(old), new=list(new), pid=pid))
 
 
