@@ -269,8 +269,7 @@ class MigrationEngine:
             if pending:
                 self._quarantine(batch.dst_node, batch.dst_pfn, batch.order, pending)
             else:
-                for d, k, idx in _groups(batch.dst_node, batch.order):
-                    m.nodes[d].free_folios(batch.dst_pfn[idx], k)
+                _free(m.nodes, batch.dst_node, batch.dst_pfn, batch.order)
             _update(m.nodes, g.node, g.pfn, "state", ~np.uint8(MIGRATING), op="and")
             m.cond.notify_all()
 
@@ -294,8 +293,7 @@ class MigrationEngine:
                 if left[0]:
                     return
             with m.lock:
-                for d, k, idx in _groups(dnode, order):
-                    m.nodes[d].free_folios(dpfn[idx], k)
+                _free(m.nodes, dnode, dpfn, order)
                 self.stats.quarantined_pages -= pages
                 m.cond.notify_all()
 
@@ -389,8 +387,7 @@ class MigrationEngine:
             if pinned.any():
                 rc[sel[pinned]] = -errno.EAGAIN
                 bad = g[pinned]
-                for d, k, idx in _groups(bad.target, bad.order):
-                    nodes[d].free_folios(batch.dst_pfn[pinned][idx], k)
+                _free(nodes, bad.target, batch.dst_pfn[pinned], bad.order)
                 _update(nodes, bad.node, bad.pfn, "state", ~np.uint8(MIGRATING), op="and")
                 good = ~pinned
                 g, dpfn = g[good], batch.dst_pfn[good]
@@ -428,9 +425,10 @@ class MigrationEngine:
             nd = nodes[d]
             nd.obj[dpfn[idx]] = oid[idx]
             nd.objidx[dpfn[idx]] = oidx[idx]
-        cow = _gather(nodes, g.node, g.pfn, "cow")
-        if cow.any():
-            self._remap_cow(g, dpfn, cow)
+        if m.cow_rmap:  # some folios are shared copy-on-write (there was a fork)
+            cow = _gather(nodes, g.node, g.pfn, "cow")
+            if cow.any():
+                self._remap_cow(g, dpfn, cow)
         if m.deferred_split:  # a partly unmapped folio moves whole, and stays queued
             for i in np.flatnonzero(g.order > 0).tolist():
                 key = (int(g.node[i]), int(g.pfn[i]))
@@ -454,12 +452,8 @@ class MigrationEngine:
             extras = m.cow_rmap.pop((s, h), [])
             for o, first in extras:
                 obj = m.objects.get(o)
-                if obj is None:
-                    continue
-                pages = np.arange(first, first + n)
-                mine = (obj.node[pages] == s) & (obj.pfn[pages] >= h) & (obj.pfn[pages] < h + n)
-                obj.node[pages[mine]] = t
-                obj.pfn[pages[mine]] = nh + (obj.pfn[pages[mine]] - h)
+                if obj is not None:
+                    obj.repoint(first, n, s, h, t, nh)
             if extras:
                 m.cow_rmap[(t, nh)] = extras
             m.nodes[t].cow[nh] = cow[i]
@@ -481,8 +475,8 @@ class MigrationEngine:
             stuck, f = f[pinned], f[~pinned]
             for s, k, idx in _groups(f.node, f.order):
                 node = m.nodes[s]
-                for h in f.pfn[idx].tolist():
-                    m.deferred_split.discard((s, h))
+                if m.deferred_split:
+                    m.deferred_split.difference_update((s, h) for h in f.pfn[idx].tolist())
                 heads = node.split_folios(f.pfn[idx], k)
                 target = np.repeat(f.target[idx], 1 << k)
                 live = _mapped(m, node, heads)
@@ -541,6 +535,13 @@ def _groups(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None):
     for k in np.unique(key):
         sel = key == k
         yield int(k // 64), int(k % 64), base[sel]
+
+
+def _free(nodes, nid: np.ndarray, heads: np.ndarray, order: np.ndarray) -> None:
+    """Free the folios at (``nid[i]``, ``heads[i]``) of ``order[i]``, grouped by node and
+    order (destinations given up, or released from quarantine)."""
+    for d, k, idx in _groups(nid, order):
+        nodes[d].free_folios(heads[idx], k)
 
 
 def _mapped(m: "Machine", node, pfns: np.ndarray) -> np.ndarray:

@@ -66,6 +66,17 @@ class MemObject:
         node.obj[heads] = self.id
         node.objidx[heads] = idx
 
+    def repoint(self, first: int, n: int, src_node: int, src_head: int, dst_node: int,
+                dst_head: int) -> None:
+        """Pages ``first .. first+n-1`` that map the folio at (*src_node*, *src_head*) map
+        the same offsets of the folio at (*dst_node*, *dst_head*) instead (pages of the
+        range mapped elsewhere, or not at all, are left alone)."""
+        pages = np.arange(first, first + n)
+        pfn = self.pfn[pages]
+        mine = (self.node[pages] == src_node) & (pfn >= src_head) & (pfn < src_head + n)
+        self.node[pages[mine]] = dst_node
+        self.pfn[pages[mine]] = dst_head + (pfn[mine] - src_head)
+
     def fault_in(self, idx: np.ndarray, nodes: "list[Node]") -> None:
         """Allocate zeroed folios for the untouched pages among *idx* (write fault).
 

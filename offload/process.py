@@ -647,11 +647,8 @@ def _cow_copy(m: "Machine", obj: MemObject, nid: int, head: int) -> None:
         raise oserror(errno.ENOMEM, f"node {obj.home} has no room for a copy-on-write copy")
     devmem.copy_pages(m.memory, np.full(n, nid), pages_of(np.array([head]), k),
                       np.full(n, obj.home), pages_of(new, k))
-    pages = np.arange(first, first + n)
-    mine = (obj.node[pages] == nid) & (obj.pfn[pages] >= head) & (obj.pfn[pages] < head + n)
     _cow_detach(m, nid, head, obj.id)
-    obj.node[pages[mine]] = obj.home
-    obj.pfn[pages[mine]] = int(new[0]) + (obj.pfn[pages[mine]] - head)
+    obj.repoint(first, n, nid, head, obj.home, int(new[0]))
     home.obj[new] = obj.id
     home.objidx[new] = first
 
@@ -726,10 +723,10 @@ def _reap_partial(m: "Machine", obj: MemObject, node, heads: np.ndarray,
         _cow_detach(m, node.id, h, obj.id)
     heads, orders, whole = heads[~cow], orders[~cow], whole[~cow]
     # partly unmapped: the folio stays whole (it migrates whole) until memory runs short
-    for h in heads[~whole & (orders > 0)].tolist():
-        m.deferred_split.add((node.id, h))
-    for h in heads[whole].tolist():
-        m.deferred_split.discard((node.id, h))
+    m.deferred_split.update((node.id, h) for h in heads[~whole & (orders > 0)].tolist())
+    if m.deferred_split:  # a folio queued earlier and now wholly unmapped leaves the queue
+        m.deferred_split.difference_update(
+            (node.id, h) for h in heads[whole & (orders > 0)].tolist())
     pinned = node.pins[heads] > 0
     node.obj[heads[whole & pinned]] = -1
     node.free_folios(heads[whole & ~pinned], orders[whole & ~pinned])
