@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -272,16 +273,7 @@ class Scheduler:
     def _start(self, mig: "Migrator", sub: FolioBatch, res: CopyResult) -> GuardedCall:
         """Start *mig* on *sub* on a worker (``should_batch`` is asked there too)."""
         native = type(mig).submit is not Migrator.submit
-
-        def call() -> bool:
-            if not mig.should_batch(sub):
-                return False
-            if native:
-                mig.submit(sub).result()
-            else:
-                mig.offload_copy(sub)
-            return True
-
+        call = functools.partial(_copy_call, mig, sub, native)
         c = self.runner.start(call)
         res.calls.append(c)
         return c
@@ -508,15 +500,24 @@ class _Finished:
         return True
 
 
+def _copy_call(mig: "Migrator", sub: FolioBatch, native: bool = False) -> bool:
+    """Ask *mig* to copy *sub*: False when ``should_batch`` declines it, else True once
+    copied (through ``submit`` for a migrator with a native asynchronous one)."""
+    if not mig.should_batch(sub):
+        return False
+    if native:
+        mig.submit(sub).result()
+    else:
+        mig.offload_copy(sub)
+    return True
+
+
 def _inline(mig: "Migrator", sub: FolioBatch) -> "_Finished":
     """Run a trusted migrator on this thread; return the finished call."""
     try:
-        if not mig.should_batch(sub):
-            return _Finished(False, None)
-        mig.offload_copy(sub)
+        return _Finished(_copy_call(mig, sub), None)
     except Exception as exc:  # a failure of the offload is the CPU's to fix
         return _Finished(None, exc)
-    return _Finished(True, None)
 
 
 def _ewma(old: float, new: float, alpha: float = 0.5) -> float:
