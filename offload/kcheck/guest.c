@@ -106,16 +106,18 @@ static void outf(char *out, const char *fmt, ...)
 }
 
 /* -- steps run by a server ------------------------------------------------------------ */
-/* A shared mapping at a 64 KiB-aligned address, as the model places them, so that the
- * kernel's fault-around window (fault_around_bytes) covers the same pages in both. */
-static char *map_aligned(int fd, unsigned long len, unsigned long off)
+/* A mapping at an ALIGN-aligned address: of memfd FD at offset OFF (shared), or
+ * anonymous private memory for FD -1. Shared mappings are 64 KiB-aligned, as the model
+ * places them, so that the kernel's fault-around window (fault_around_bytes) covers the
+ * same pages in both; private THP mappings are 2 MiB-aligned. */
+static char *map_aligned(int fd, unsigned long len, unsigned long off, unsigned long align)
 {
-    unsigned long align = 64UL << 10;
     char *raw = mmap(NULL, len + align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (raw == MAP_FAILED)
         return raw;
     char *a = (char *)(((unsigned long)raw + align - 1) & ~(align - 1));
-    char *m = mmap(a, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, off);
+    int flags = (fd < 0 ? MAP_PRIVATE | MAP_ANONYMOUS : MAP_SHARED) | MAP_FIXED;
+    char *m = mmap(a, len, PROT_READ | PROT_WRITE, flags, fd, off);
     if (a > raw) munmap(raw, a - raw);
     if (raw + len + align > a + len) munmap(a + len, raw + len + align - (a + len));
     return m;
@@ -126,19 +128,13 @@ static void do_mmap(char *out, int r, unsigned long npages, int order, int popul
 {
     unsigned long len = npages * PAGE;
     char *a;
-    if (shared) {
-        a = map_aligned(memfds[r], len, 0);
-    } else {
-        unsigned long align = order == 9 ? THP : PAGE;
-        char *raw = mmap(NULL, len + align, PROT_READ | PROT_WRITE,
-                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (raw == MAP_FAILED) { outf(out, "err=%d", errno); return; }
-        a = (char *)(((unsigned long)raw + align - 1) & ~(align - 1));
-        if (a > raw) munmap(raw, a - raw);
-        if (raw + len + align > a + len) munmap(a + len, raw + len + align - (a + len));
-        madvise(a, len, order == 9 ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
-    }
+    if (shared)
+        a = map_aligned(memfds[r], len, 0, 64UL << 10);
+    else
+        a = map_aligned(-1, len, 0, order == 9 ? THP : PAGE);
     if (a == MAP_FAILED) { outf(out, "err=%d", errno); return; }
+    if (!shared)
+        madvise(a, len, order == 9 ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
     unsigned long mask = 1UL << node;
     if (sys_mbind(a, len, 2 /* MPOL_BIND */, &mask, 64, 0) != 0) {
         outf(out, "err=%d", errno);
@@ -156,7 +152,7 @@ static void do_mmap(char *out, int r, unsigned long npages, int order, int popul
 
 static void do_share(char *out, int r, unsigned long first, unsigned long npages)
 {
-    char *a = map_aligned(memfds[r], npages * PAGE, first * PAGE);
+    char *a = map_aligned(memfds[r], npages * PAGE, first * PAGE, 64UL << 10);
     if (a == MAP_FAILED) { outf(out, "err=%d", errno); return; }
     reg[r].addr = a - first * PAGE; /* so that page i of the region is addr + i * PAGE */
     reg[r].npages = first + npages;
