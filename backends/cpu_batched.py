@@ -15,14 +15,15 @@ numpy releases the GIL in these copies, so the threads run in parallel.
 
 from __future__ import annotations
 
+import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from offload.arrays import run_boundaries
-from offload.devmem import copy_pages, copy_runs
 from offload.batch import FolioBatch
+from offload.devmem import copy_pages, copy_runs
 from offload.migrator import Migrator, Option
 
 #: A share is copied run by run when it has at most this many runs per 1024 pages.
@@ -72,8 +73,11 @@ class CpuBatched(Migrator):
         else:
             snode, spfn, dnode, dpfn = batch.pages()
             bounds = np.linspace(0, npages, shares + 1).astype(np.int64)
-            jobs = [(snode[a:b], spfn[a:b], dnode[a:b], dpfn[a:b])
-                    for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+            jobs = [
+                (snode[a:b], spfn[a:b], dnode[a:b], dpfn[a:b])
+                for a, b in itertools.pairwise(bounds)
+                if b > a
+            ]
             self._run(jobs, lambda job: _copy_pages(batch.memory, *job))
         batch.copied[:] = True
 
@@ -105,8 +109,13 @@ def _cut_runs(runs, shares: int) -> list[tuple]:
     lo, hi = cuts[:-1], cuts[1:]
     r = np.searchsorted(ends, lo, side="right")  # run holding each piece
     off = lo - (ends[r] - runs.npages[r])
-    pieces = (runs.src_node[r], runs.src_pfn[r] + off, runs.dst_node[r], runs.dst_pfn[r] + off,
-              hi - lo)
+    pieces = (
+        runs.src_node[r],
+        runs.src_pfn[r] + off,
+        runs.dst_node[r],
+        runs.dst_pfn[r] + off,
+        hi - lo,
+    )
     share = np.searchsorted(bounds[1:], lo, side="right")
     jobs = []
     for s in range(shares):
@@ -134,7 +143,12 @@ def _copy_pages(memory, snode, spfn, dnode, dpfn) -> None:
         stop = np.append(dst_runs[1:], n)
         for a, b in zip(dst_runs.tolist(), stop.tolist()):
             d0 = int(dpfn[a])
-            np.take(memory[int(snode[a])], spfn[a:b], axis=0,
-                    out=memory[int(dnode[a])][d0:d0 + b - a], mode="clip")
+            np.take(
+                memory[int(snode[a])],
+                spfn[a:b],
+                axis=0,
+                out=memory[int(dnode[a])][d0 : d0 + b - a],
+                mode="clip",
+            )
         return
     copy_pages(memory, snode, spfn, dnode, dpfn)  # scattered on both sides: gather/scatter

@@ -24,9 +24,13 @@ class CpuSerial(Migrator):
         for nid in set(batch.src_node.tolist()) | set(batch.dst_node.tolist()):
             views[nid] = memoryview(batch.memory[nid].reshape(-1))
         copied = batch.copied
-        rows = zip(batch.src_node.tolist(), (batch.src_pfn << PAGE_SHIFT).tolist(),
-                   batch.dst_node.tolist(), (batch.dst_pfn << PAGE_SHIFT).tolist(),
-                   (batch.npages << PAGE_SHIFT).tolist())
+        rows = zip(
+            batch.src_node.tolist(),
+            (batch.src_pfn << PAGE_SHIFT).tolist(),
+            batch.dst_node.tolist(),
+            (batch.dst_pfn << PAGE_SHIFT).tolist(),
+            (batch.npages << PAGE_SHIFT).tolist(),
+        )
         for i, (sn, s, dn, d, n) in enumerate(rows):
-            views[dn][d:d + n] = views[sn][s:s + n]
+            views[dn][d : d + n] = views[sn][s : s + n]
             copied[i] = True

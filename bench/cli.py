@@ -26,8 +26,9 @@ def dma_engine() -> str:
 def default_backends() -> str:
     """The rows of the series' table for this machine."""
     dma = dma_engine()
-    return ";".join(["cpu-serial", "cpu-batched"] + [f"{dma}:channels={c}" for c in (1, 2, 4)]
-                    + [ADAPTIVE])
+    return ";".join(
+        ["cpu-serial", "cpu-batched"] + [f"{dma}:channels={c}" for c in (1, 2, 4)] + [ADAPTIVE]
+    )
 
 
 def split_backends(text: str) -> list[str]:
@@ -62,8 +63,9 @@ def parse_sizes(text: str) -> list[int]:
         except OffloadError as exc:
             raise click.BadParameter(str(exc), param_hint="--sizes") from None
         if size < PAGE_SIZE or size & (size - 1) or size > PAGE_SIZE << MAX_FOLIO_ORDER:
-            raise click.BadParameter(f"{part.strip()}: folio sizes are powers of two from 4K "
-                                     "to 2M", param_hint="--sizes")
+            raise click.BadParameter(
+                f"{part.strip()}: folio sizes are powers of two from 4K to 2M", param_hint="--sizes"
+            )
         out.append(size)
     return out
 
@@ -81,29 +83,55 @@ def _validate_specs(specs: list[str]) -> None:
         except (OffloadError, KeyError) as exc:
             raise click.BadParameter(str(exc), param_hint="--backends") from None
         if not info.available:
-            raise click.BadParameter(f"{name} is unavailable here: {info.reason}",
-                                     param_hint="--backends")
+            raise click.BadParameter(
+                f"{name} is unavailable here: {info.reason}", param_hint="--backends"
+            )
 
 
 def _size_options(f):
     """The options every suite shares."""
     opts = [
-        click.option("--sizes", default=DEFAULT_SIZES, show_default=True,
-                     help="Folio sizes, powers of two from 4K to 2M."),
-        click.option("--total", default="256M", show_default=True,
-                     help="Bytes moved per run (a multiple of every folio size)."),
-        click.option("--repeat", default=3, show_default=True, type=click.IntRange(1, 1000),
-                     help="Timed runs per cell (after the warm-up)."),
-        click.option("--warmup", default=1, show_default=True, type=click.IntRange(0, 100),
-                     help="Untimed runs per cell before the timed ones."),
-        click.option("--batch-pages", default=None, type=click.IntRange(1, 1 << 24),
-                     help="NR_MAX_BATCHED_MIGRATION in base pages [default: 65536; the "
-                          "kernel's is 512]."),
-        click.option("--layout", default="aged", show_default=True,
-                     type=click.Choice(["aged", "fresh"]),
-                     help="The nodes' free memory: aged (scattered free lists, as on a "
-                          "machine that has run a while) or fresh (in address order, as "
-                          "after boot)."),
+        click.option(
+            "--sizes",
+            default=DEFAULT_SIZES,
+            show_default=True,
+            help="Folio sizes, powers of two from 4K to 2M.",
+        ),
+        click.option(
+            "--total",
+            default="256M",
+            show_default=True,
+            help="Bytes moved per run (a multiple of every folio size).",
+        ),
+        click.option(
+            "--repeat",
+            default=3,
+            show_default=True,
+            type=click.IntRange(1, 1000),
+            help="Timed runs per cell (after the warm-up).",
+        ),
+        click.option(
+            "--warmup",
+            default=1,
+            show_default=True,
+            type=click.IntRange(0, 100),
+            help="Untimed runs per cell before the timed ones.",
+        ),
+        click.option(
+            "--batch-pages",
+            default=None,
+            type=click.IntRange(1, 1 << 24),
+            help="NR_MAX_BATCHED_MIGRATION in base pages [default: 65536; the kernel's is 512].",
+        ),
+        click.option(
+            "--layout",
+            default="aged",
+            show_default=True,
+            type=click.Choice(["aged", "fresh"]),
+            help="The nodes' free memory: aged (scattered free lists, as on a "
+            "machine that has run a while) or fresh (in address order, as "
+            "after boot).",
+        ),
         click.option("--json", "as_json", is_flag=True, help="Print the JSON document on stdout."),
         click.option("--csv", "as_csv", is_flag=True, help="Print CSV on stdout."),
     ]
@@ -118,8 +146,9 @@ def _total(total: str, sizes: list[int]) -> int:
     except OffloadError as exc:
         raise click.BadParameter(str(exc), param_hint="--total") from None
     if total_b <= 0 or any(total_b < s or total_b % s for s in sizes):
-        raise click.BadParameter(f"{total} must be a positive multiple of every folio size",
-                                 param_hint="--total")
+        raise click.BadParameter(
+            f"{total} must be a positive multiple of every folio size", param_hint="--total"
+        )
     return total_b
 
 
@@ -137,8 +166,9 @@ def _check_plot(path: str) -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise click.UsageError("--plot needs matplotlib: pip install 'folio-offload[plot]'") \
-            from None
+        raise click.UsageError(
+            "--plot needs matplotlib: pip install 'folio-offload[plot]'"
+        ) from None
 
 
 def _check_memory(cases, total_b: int) -> None:
@@ -155,11 +185,23 @@ def _check_memory(cases, total_b: int) -> None:
             f"{format_size(total_b)} needs about {need / 2**30:.1f} GiB of memory here "
             f"({machines} two-node machine(s) of --total each, the data and its checks), "
             f"but {have / 2**30:.1f} GiB is available; use a smaller --total or fewer "
-            f"--backends", param_hint="--total")
+            f"--backends",
+            param_hint="--total",
+        )
 
 
-def _run(cases, total_b: int, size_list: list[int], repeat: int, as_json: bool, as_csv: bool,
-         title: str, to: str = "dram", plot: str | None = None, reference: bool = False) -> None:
+def _run(
+    cases,
+    total_b: int,
+    size_list: list[int],
+    repeat: int,
+    as_json: bool,
+    as_csv: bool,
+    title: str,
+    to: str = "dram",
+    plot: str | None = None,
+    reference: bool = False,
+) -> None:
     """Run the cells with a progress bar on stderr; print the table, JSON or CSV."""
     _check_memory(cases, total_b)
     from . import movepages, report
@@ -182,8 +224,9 @@ def _run(cases, total_b: int, size_list: list[int], repeat: int, as_json: bool, 
     interleave = movepages.interleaves(cases, memory_available())
     with click.progressbar(length=len(cases), label=cases[0].suite, file=sys.stderr) as bar:
         try:
-            results = movepages.run_cases(cases, data, on_done=lambda c: bar.update(1),
-                                          interleave=interleave)
+            results = movepages.run_cases(
+                cases, data, on_done=lambda c: bar.update(1), interleave=interleave
+            )
         except movepages.VerificationError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(3)
@@ -196,8 +239,12 @@ def _run(cases, total_b: int, size_list: list[int], repeat: int, as_json: bool, 
     if reference:
         from . import reference as ref
 
-        extra["reference"] = {"source": ref.SOURCE, "gbps": {
-            k: {str(s): v for s, v in vals.items()} for k, vals in ref.rows(size_list).items()}}
+        extra["reference"] = {
+            "source": ref.SOURCE,
+            "gbps": {
+                k: {str(s): v for s, v in vals.items()} for k, vals in ref.rows(size_list).items()
+            },
+        }
     doc = report.document(host_info(), roof, results, **extra)
     if plot:
         from .plot import plot_table
@@ -210,8 +257,15 @@ def _run(cases, total_b: int, size_list: list[int], repeat: int, as_json: bool, 
         click.echo(report.to_csv(results), nl=False)
     else:
         click.echo(title)
-        click.echo(report.table(results, roof, size_list, extra.get("roofline_h2d_gbps"),
-                                page_loop=extra.get("page_loop_gbps")))
+        click.echo(
+            report.table(
+                results,
+                roof,
+                size_list,
+                extra.get("roofline_h2d_gbps"),
+                page_loop=extra.get("page_loop_gbps"),
+            )
+        )
         if reference:
             from . import reference as ref
 
@@ -222,27 +276,56 @@ def _run(cases, total_b: int, size_list: list[int], repeat: int, as_json: bool, 
 
 
 @click.group("bench", invoke_without_command=True)
-@click.option("--backends", default=None,
-              help="Backend specs, comma-separated; use ';' between specs that carry "
-                   "options (e.g. \"cpu-serial;cpu-batched:threads=2\"). 'adaptive' is the "
-                   "scheduler's adaptive policy over cpu-batched and the 4-channel DMA engine. "
-                   "[default: cpu-serial, cpu-batched, the DMA engine (cupy on a usable GPU, "
-                   "else dma-threads) at 1, 2 and 4 channels, adaptive]")
+@click.option(
+    "--backends",
+    default=None,
+    help="Backend specs, comma-separated; use ';' between specs that carry "
+    "options (e.g. \"cpu-serial;cpu-batched:threads=2\"). 'adaptive' is the "
+    "scheduler's adaptive policy over cpu-batched and the 4-channel DMA engine. "
+    "[default: cpu-serial, cpu-batched, the DMA engine (cupy on a usable GPU, "
+    "else dma-threads) at 1, 2 and 4 channels, adaptive]",
+)
 @_size_options
-@click.option("--to", "to", type=click.Choice(["dram", "device"]), default="dram",
-              show_default=True,
-              help="Kind of the destination node; 'device' (GPU memory, needs CuPy) times "
-                   "dram -> device moves only and adds a cudaMemcpy roofline.")
+@click.option(
+    "--to",
+    "to",
+    type=click.Choice(["dram", "device"]),
+    default="dram",
+    show_default=True,
+    help="Kind of the destination node; 'device' (GPU memory, needs CuPy) times "
+    "dram -> device moves only and adds a cudaMemcpy roofline.",
+)
 @click.pass_context
-@click.option("--verify", "verify", is_flag=True,
-              help="Run every machine with verify=True (each batch compared with its source "
-                   "after the copy), to measure what that protection costs.")
-@click.option("--plot", "plot", type=str, default=None,
-              help="Also draw the table to this PNG (grouped bars and speedup lines; needs "
-                   "the 'plot' extra).")
-def bench(ctx: click.Context, backends: str | None, sizes: str, total: str, repeat: int,
-          warmup: int, batch_pages: int | None, layout: str, as_json: bool, as_csv: bool,
-          to: str, verify: bool, plot: str | None) -> None:
+@click.option(
+    "--verify",
+    "verify",
+    is_flag=True,
+    help="Run every machine with verify=True (each batch compared with its source "
+    "after the copy), to measure what that protection costs.",
+)
+@click.option(
+    "--plot",
+    "plot",
+    type=str,
+    default=None,
+    help="Also draw the table to this PNG (grouped bars and speedup lines; needs "
+    "the 'plot' extra).",
+)
+def bench(
+    ctx: click.Context,
+    backends: str | None,
+    sizes: str,
+    total: str,
+    repeat: int,
+    warmup: int,
+    batch_pages: int | None,
+    layout: str,
+    as_json: bool,
+    as_csv: bool,
+    to: str,
+    verify: bool,
+    plot: str | None,
+) -> None:
     """Benchmark migration: GB/s of move_pages by backend and folio size.
 
     With no subcommand, runs the move_pages suite: a region of --total bytes is moved
@@ -266,41 +349,98 @@ def bench(ctx: click.Context, backends: str | None, sizes: str, total: str, repe
 
         info = registry.info("cupy")
         if not info.available:
-            raise click.BadParameter(f"device nodes need the cupy backend: {info.reason}",
-                                     param_hint="--to")
+            raise click.BadParameter(
+                f"device nodes need the cupy backend: {info.reason}", param_hint="--to"
+            )
     bp = batch_pages or movepages.DEFAULT_BATCH_PAGES
     cases = []
     for b in specs:
         for s in size_list:
             if b == ADAPTIVE:
                 # the policy learns: it measures each of its 3 ways twice before settling
-                cases.append(movepages.Case(b, s, total_b, repeat, max(warmup, 6), bp, to=to,
-                                            cpu="cpu-batched", offload=f"{dma_engine()}:channels=4",
-                                            policy="adaptive", verify=verify, layout=layout))
+                cases.append(
+                    movepages.Case(
+                        b,
+                        s,
+                        total_b,
+                        repeat,
+                        max(warmup, 6),
+                        bp,
+                        to=to,
+                        cpu="cpu-batched",
+                        offload=f"{dma_engine()}:channels=4",
+                        policy="adaptive",
+                        verify=verify,
+                        layout=layout,
+                    )
+                )
             else:
-                cases.append(movepages.Case(b, s, total_b, repeat, warmup, bp, to=to,
-                                            verify=verify, layout=layout))
-    _run(cases, total_b, size_list, repeat, as_json, as_csv,
-         f"move_pages of {total} between two nodes, {layout} memory, GB/s median±stdev (xN: "
-         f"ratio to cpu-serial; ~: spread > 10%), batch {bp} pages"
-         + (", verify=True" if verify else ""), to, plot=plot, reference=True)
+                cases.append(
+                    movepages.Case(
+                        b, s, total_b, repeat, warmup, bp, to=to, verify=verify, layout=layout
+                    )
+                )
+    _run(
+        cases,
+        total_b,
+        size_list,
+        repeat,
+        as_json,
+        as_csv,
+        f"move_pages of {total} between two nodes, {layout} memory, GB/s median±stdev (xN: "
+        f"ratio to cpu-serial; ~: spread > 10%), batch {bp} pages"
+        + (", verify=True" if verify else ""),
+        to,
+        plot=plot,
+        reference=True,
+    )
 
 
-SPLIT_POLICIES = ("cpu-only", "offload-only", "static:0.25", "static:0.5", "static:0.75",
-                  "adaptive")
+SPLIT_POLICIES = (
+    "cpu-only",
+    "offload-only",
+    "static:0.25",
+    "static:0.5",
+    "static:0.75",
+    "adaptive",
+)
 
 
 @bench.command("split")
-@click.option("--cpu", "cpu", default="cpu-batched", show_default=True,
-              help="Backend spec of the CPU copy path.")
-@click.option("--offload", "offload", default="dma-threads:channels=2", show_default=True,
-              help="Backend spec of the offload engine.")
-@click.option("--policies", default=",".join(SPLIT_POLICIES), show_default=True,
-              help="Scheduler policies to compare, comma-separated.")
+@click.option(
+    "--cpu",
+    "cpu",
+    default="cpu-batched",
+    show_default=True,
+    help="Backend spec of the CPU copy path.",
+)
+@click.option(
+    "--offload",
+    "offload",
+    default="dma-threads:channels=2",
+    show_default=True,
+    help="Backend spec of the offload engine.",
+)
+@click.option(
+    "--policies",
+    default=",".join(SPLIT_POLICIES),
+    show_default=True,
+    help="Scheduler policies to compare, comma-separated.",
+)
 @_size_options
-def split_cmd(cpu: str, offload: str, policies: str, sizes: str, total: str, repeat: int,
-              warmup: int, batch_pages: int | None, layout: str, as_json: bool,
-              as_csv: bool) -> None:
+def split_cmd(
+    cpu: str,
+    offload: str,
+    policies: str,
+    sizes: str,
+    total: str,
+    repeat: int,
+    warmup: int,
+    batch_pages: int | None,
+    layout: str,
+    as_json: bool,
+    as_csv: bool,
+) -> None:
     """Compare scheduler policies: how each splits every batch between CPU and offload.
 
     One row per policy (its name in the backend field): cpu-only, offload-only, fixed
@@ -322,12 +462,33 @@ def split_cmd(cpu: str, offload: str, policies: str, sizes: str, total: str, rep
     total_b = _total(total, size_list)
     bp = batch_pages or SPLIT_BATCH_PAGES
     # the adaptive policy learns: it measures each of its 3 ways twice before settling
-    cases = [movepages.Case(p, s, total_b, repeat, max(warmup, 6) if p == "adaptive" else warmup,
-                            bp, cpu=cpu, offload=offload, policy=p, suite="split", layout=layout)
-             for p in pols for s in size_list]
-    _run(cases, total_b, size_list, repeat, as_json, as_csv,
-         f"split: CPU path {cpu} + offload {offload}, move_pages of {total}, {layout} memory, "
-         f"GB/s median±stdev, batch {bp} pages")
+    cases = [
+        movepages.Case(
+            p,
+            s,
+            total_b,
+            repeat,
+            max(warmup, 6) if p == "adaptive" else warmup,
+            bp,
+            cpu=cpu,
+            offload=offload,
+            policy=p,
+            suite="split",
+            layout=layout,
+        )
+        for p in pols
+        for s in size_list
+    ]
+    _run(
+        cases,
+        total_b,
+        size_list,
+        repeat,
+        as_json,
+        as_csv,
+        f"split: CPU path {cpu} + offload {offload}, move_pages of {total}, {layout} memory, "
+        f"GB/s median±stdev, batch {bp} pages",
+    )
 
 
 #: The split suite cuts smaller batches, so that the adaptive policy gets several per run.
@@ -338,17 +499,26 @@ LATENCY_BATCHES = "1,4,16,64,256,512,1024,4096"
 
 
 @bench.command("latency")
-@click.option("--backends", default="cpu-serial;cpu-batched;dma-threads:channels=4",
-              show_default=True, help="Backend specs (';' between specs with options).")
-@click.option("--batches", default=LATENCY_BATCHES, show_default=True,
-              help="NR_MAX_BATCHED_MIGRATION values to try, in base pages.")
+@click.option(
+    "--backends",
+    default="cpu-serial;cpu-batched;dma-threads:channels=4",
+    show_default=True,
+    help="Backend specs (';' between specs with options).",
+)
+@click.option(
+    "--batches",
+    default=LATENCY_BATCHES,
+    show_default=True,
+    help="NR_MAX_BATCHED_MIGRATION values to try, in base pages.",
+)
 @click.option("--size", default="4K", show_default=True, help="Folio size.")
 @click.option("--total", default="16M", show_default=True, help="Bytes moved per run.")
 @click.option("--repeat", default=3, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document on stdout.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV on stdout.")
-def latency_cmd(backends: str, batches: str, size: str, total: str, repeat: int, as_json: bool,
-                as_csv: bool) -> None:
+def latency_cmd(
+    backends: str, batches: str, size: str, total: str, repeat: int, as_json: bool, as_csv: bool
+) -> None:
     """The cost of batching: first-folio latency and total time by batch size.
 
     For each backend and each batch limit, moves --total bytes of --size folios and
@@ -365,21 +535,27 @@ def latency_cmd(backends: str, batches: str, size: str, total: str, repeat: int,
     try:
         blist = sorted({int(b) for b in batches.split(",") if b.strip()})
     except ValueError:
-        raise click.BadParameter(f"{batches!r}: expected page counts such as 1,64,512",
-                                 param_hint="--batches") from None
+        raise click.BadParameter(
+            f"{batches!r}: expected page counts such as 1,64,512", param_hint="--batches"
+        ) from None
     if not blist or blist[0] < 1:
         raise click.BadParameter("batch sizes are positive page counts", param_hint="--batches")
-    cases = [movepages.Case(b, size_b, total_b, repeat, 1, bp, suite="latency")
-             for b in specs for bp in blist]
+    cases = [
+        movepages.Case(b, size_b, total_b, repeat, 1, bp, suite="latency")
+        for b in specs
+        for bp in blist
+    ]
     data = movepages.pattern(total_b, 0)
     with click.progressbar(length=len(cases), label="latency", file=sys.stderr) as bar:
         rows = movepages.run_cases(cases, data, on_done=lambda c: bar.update(1))
     from . import kernel
 
     # one page, in the same run: the model (no migrator) and the host kernel's syscall
-    one = {"model_moving_us": movepages.one_page_us(True),
-           "model_in_place_us": movepages.one_page_us(False),
-           "host_kernel_in_place_us": kernel.one_page_us()}
+    one = {
+        "model_moving_us": movepages.one_page_us(True),
+        "model_in_place_us": movepages.one_page_us(False),
+        "host_kernel_in_place_us": kernel.one_page_us(),
+    }
     if as_json:
         click.echo(report.to_json(report.document(host_info(), None, rows, one_page=one)))
         return
@@ -388,12 +564,19 @@ def latency_cmd(backends: str, batches: str, size: str, total: str, repeat: int,
         return
     host = one["host_kernel_in_place_us"]
     moving, staying = one["model_moving_us"], one["model_in_place_us"]
-    vs = f" = {moving / host:.1f}x / {staying / host:.1f}x the host kernel's " \
-        f"{host:.0f} us (one page to node 0, where it is)" if host else " (host kernel: n/a)"
-    click.echo(f"one-page move_pages: {moving:.0f} us moving it, {staying:.0f} us where it "
-               f"is already{vs}")
-    click.echo(f"first-folio latency / total time of move_pages({total} of {size} folios), by "
-               "NR_MAX_BATCHED_MIGRATION (pages)")
+    vs = (
+        f" = {moving / host:.1f}x / {staying / host:.1f}x the host kernel's "
+        f"{host:.0f} us (one page to node 0, where it is)"
+        if host
+        else " (host kernel: n/a)"
+    )
+    click.echo(
+        f"one-page move_pages: {moving:.0f} us moving it, {staying:.0f} us where it is already{vs}"
+    )
+    click.echo(
+        f"first-folio latency / total time of move_pages({total} of {size} folios), by "
+        "NR_MAX_BATCHED_MIGRATION (pages)"
+    )
     head = ["backend"] + [str(b) for b in blist]
     table = [head]
     for b in specs:
@@ -404,16 +587,27 @@ def latency_cmd(backends: str, batches: str, size: str, total: str, repeat: int,
         table.append(cells)
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
     for r in table:
-        click.echo("  ".join(c.rjust(w) if i else c.ljust(w)
-                             for i, (c, w) in enumerate(zip(r, widths))))
+        click.echo(
+            "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        )
 
 
 @bench.command("cpu")
-@click.option("--backends", default=None,
-              help="Backend specs (default: the rows of the main table).")
+@click.option(
+    "--backends", default=None, help="Backend specs (default: the rows of the main table)."
+)
 @_size_options
-def cpu_cmd(backends: str | None, sizes: str, total: str, repeat: int, warmup: int,
-            batch_pages: int | None, layout: str, as_json: bool, as_csv: bool) -> None:
+def cpu_cmd(
+    backends: str | None,
+    sizes: str,
+    total: str,
+    repeat: int,
+    warmup: int,
+    batch_pages: int | None,
+    layout: str,
+    as_json: bool,
+    as_csv: bool,
+) -> None:
     """CPU cost: CPU seconds spent per GB migrated, by backend and folio size.
 
     Process CPU time (every thread, copy workers included) against wall time during
@@ -429,8 +623,11 @@ def cpu_cmd(backends: str | None, sizes: str, total: str, repeat: int, warmup: i
     size_list = parse_sizes(sizes)
     total_b = _total(total, size_list)
     bp = batch_pages or movepages.DEFAULT_BATCH_PAGES
-    cases = [movepages.Case(b, s, total_b, repeat, warmup, bp, suite="cpu", layout=layout)
-             for b in specs for s in size_list]
+    cases = [
+        movepages.Case(b, s, total_b, repeat, warmup, bp, suite="cpu", layout=layout)
+        for b in specs
+        for s in size_list
+    ]
     data = movepages.pattern(total_b, 0)
     with click.progressbar(length=len(cases), label="cpu", file=sys.stderr) as bar:
         rows = movepages.run_cases(cases, data, on_done=lambda c: bar.update(1))
@@ -439,21 +636,28 @@ def cpu_cmd(backends: str | None, sizes: str, total: str, repeat: int, warmup: i
     elif as_csv:
         click.echo(report.to_csv(rows), nl=False)
     else:
-        click.echo(f"CPU seconds per GB moved (CPU utilisation during the move), move_pages of "
-                   f"{total}, batch {bp} pages")
+        click.echo(
+            f"CPU seconds per GB moved (CPU utilisation during the move), move_pages of "
+            f"{total}, batch {bp} pages"
+        )
         click.echo(report.table(rows, None, size_list, metric="cpu"))
 
 
 @bench.command("kernel")
-@click.option("--sizes", default="4K,2M", show_default=True,
-              help="Folio sizes: 4K (no THP) and 2M (THP by madvise).")
+@click.option(
+    "--sizes",
+    default="4K,2M",
+    show_default=True,
+    help="Folio sizes: 4K (no THP) and 2M (THP by madvise).",
+)
 @click.option("--total", default="256M", show_default=True, help="Bytes moved per run.")
 @click.option("--repeat", default=3, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--warmup", default=1, show_default=True, type=click.IntRange(0, 100))
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document on stdout.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV on stdout.")
-def kernel_cmd(sizes: str, total: str, repeat: int, warmup: int, as_json: bool,
-               as_csv: bool) -> None:
+def kernel_cmd(
+    sizes: str, total: str, repeat: int, warmup: int, as_json: bool, as_csv: bool
+) -> None:
     """The real kernel's move_pages(2) on this host's NUMA nodes, in the same format.
 
     Needs two NUMA nodes with memory; with fewer it says so and exits 0. Sizes other
@@ -464,12 +668,16 @@ def kernel_cmd(sizes: str, total: str, repeat: int, warmup: int, as_json: bool,
 
     nodes = numa_nodes()
     if len(nodes) < 2:
-        click.echo(f"kernel: this host has {len(nodes) or 1} NUMA node(s) with memory; "
-                   "move_pages(2) between nodes needs at least two. Nothing to measure.")
+        click.echo(
+            f"kernel: this host has {len(nodes) or 1} NUMA node(s) with memory; "
+            "move_pages(2) between nodes needs at least two. Nothing to measure."
+        )
         return
     if kernel.syscall_number() is None:
-        click.echo(f"kernel: move_pages' syscall number on {platform.machine()} is not known "
-                   "here. Nothing to measure.")
+        click.echo(
+            f"kernel: move_pages' syscall number on {platform.machine()} is not known "
+            "here. Nothing to measure."
+        )
         return
     size_list = parse_sizes(sizes)
     skipped = [s for s in size_list if s not in (4096, 2 << 20)]
@@ -484,27 +692,52 @@ def kernel_cmd(sizes: str, total: str, repeat: int, warmup: int, as_json: bool,
     elif as_csv:
         click.echo(report.to_csv(rows), nl=False)
     else:
-        click.echo(f"kernel move_pages(2) of {total} between NUMA nodes {nodes[0]} and "
-                   f"{nodes[1]}, GB/s median±stdev")
+        click.echo(
+            f"kernel move_pages(2) of {total} between NUMA nodes {nodes[0]} and "
+            f"{nodes[1]}, GB/s median±stdev"
+        )
         click.echo(report.table(rows, None, size_list))
         if skipped:
             click.echo("skipped (need mTHP settings): " + ", ".join(str(s) for s in skipped))
 
 
 @bench.command("scale")
-@click.option("--backend", default="cpu-batched", show_default=True,
-              help="Backend spec doing the batch copy (cpu-serial: no migrator).")
-@click.option("--counts", default="16K,64K,256K,1M", show_default=True,
-              help="Numbers of 4 KiB folios moved by one move_pages (K/M suffixes).")
-@click.option("--mappings", default="1K,10K,100K", show_default=True,
-              help="Numbers of mappings a process holds while one more is mapped.")
-@click.option("--layout", default="aged", show_default=True, type=click.Choice(["aged", "fresh"]),
-              help="The nodes' free memory.")
-@click.option("--repeat", default=3, show_default=True, type=click.IntRange(1, 100),
-              help="Timed runs per count after the first.")
+@click.option(
+    "--backend",
+    default="cpu-batched",
+    show_default=True,
+    help="Backend spec doing the batch copy (cpu-serial: no migrator).",
+)
+@click.option(
+    "--counts",
+    default="16K,64K,256K,1M",
+    show_default=True,
+    help="Numbers of 4 KiB folios moved by one move_pages (K/M suffixes).",
+)
+@click.option(
+    "--mappings",
+    default="1K,10K,100K",
+    show_default=True,
+    help="Numbers of mappings a process holds while one more is mapped.",
+)
+@click.option(
+    "--layout",
+    default="aged",
+    show_default=True,
+    type=click.Choice(["aged", "fresh"]),
+    help="The nodes' free memory.",
+)
+@click.option(
+    "--repeat",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="Timed runs per count after the first.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
-def scale_cmd(backend: str, counts: str, mappings: str, layout: str, repeat: int,
-              as_json: bool) -> None:
+def scale_cmd(
+    backend: str, counts: str, mappings: str, layout: str, repeat: int, as_json: bool
+) -> None:
     """Scale: cost per folio, first-move cost, metadata and peak memory against the
     number of folios moved; mmap/munmap cost against the number of mappings."""
     import json
@@ -513,6 +746,7 @@ def scale_cmd(backend: str, counts: str, mappings: str, layout: str, repeat: int
     from .scale import folio_scaling, mapping_scaling
 
     _validate_specs([backend])
+
     def counts_of(text: str, what: str) -> list[int]:
         try:
             out = sorted({parse_size(x.strip(), what) for x in text.split(",") if x.strip()})
@@ -529,34 +763,61 @@ def scale_cmd(backend: str, counts: str, mappings: str, layout: str, repeat: int
     need = movepages.peak_estimate(ns[-1] * 4096, 1)
     have = hostinfo.memory_available()
     if have and need > have:
-        raise click.BadParameter(f"{ns[-1]} folios need about {need / 2**30:.1f} GiB; "
-                                 f"{have / 2**30:.1f} GiB is available", param_hint="--counts")
+        raise click.BadParameter(
+            f"{ns[-1]} folios need about {need / 2**30:.1f} GiB; "
+            f"{have / 2**30:.1f} GiB is available",
+            param_hint="--counts",
+        )
     click.echo(f"scale: {backend}, {layout} memory ...", err=True)
     rows = folio_scaling(ns, backend, layout, repeat)
     maps = mapping_scaling(ms)
     if as_json:
-        click.echo(json.dumps({"schema": "offload-bench/1", "machine": hostinfo.host_info(),
-                               "results": rows + maps}, indent=1))
+        click.echo(
+            json.dumps(
+                {
+                    "schema": "offload-bench/1",
+                    "machine": hostinfo.host_info(),
+                    "results": rows + maps,
+                },
+                indent=1,
+            )
+        )
         return
     click.echo(f"move_pages of N 4K folios, {backend}, {layout} memory")
-    click.echo(f"{'N':>9} {'GB/s':>6} {'us/folio':>9} {'x N=' + str(ns[0]):>9} {'first/later':>11} "
-               f"{'meta B/page':>11} {'peak RSS':>9}")
+    click.echo(
+        f"{'N':>9} {'GB/s':>6} {'us/folio':>9} {'x N=' + str(ns[0]):>9} {'first/later':>11} "
+        f"{'meta B/page':>11} {'peak RSS':>9}"
+    )
     for r in rows:
-        click.echo(f"{r['folios']:>9} {r['gbps']:6.2f} {r['us_per_folio']:9.3f} "
-                   f"{r['cost_vs_smallest']:9.2f} {r['first_over_later']:11.2f} "
-                   f"{r['metadata_bytes_per_page']:11.1f} {r['peak_rss_bytes'] / 2**30:8.2f}G")
+        click.echo(
+            f"{r['folios']:>9} {r['gbps']:6.2f} {r['us_per_folio']:9.3f} "
+            f"{r['cost_vs_smallest']:9.2f} {r['first_over_later']:11.2f} "
+            f"{r['metadata_bytes_per_page']:11.1f} {r['peak_rss_bytes'] / 2**30:8.2f}G"
+        )
     click.echo("")
     click.echo("one 4K mmap / write fault / munmap with N mappings, us")
     for r in maps:
-        click.echo(f"{r['mappings']:>9} {r['mmap_us']:8.1f} {r['write_fault_us']:8.1f} "
-                   f"{r['munmap_us']:8.1f}")
+        click.echo(
+            f"{r['mappings']:>9} {r['mmap_us']:8.1f} {r['write_fault_us']:8.1f} "
+            f"{r['munmap_us']:8.1f}"
+        )
 
 
 @bench.command("stress")
-@click.option("--seconds", default=10.0, show_default=True, type=click.FloatRange(0.1, 86400),
-              help="How long to run.")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),
-              help="Random seed (0 .. 2**32-1).")
+@click.option(
+    "--seconds",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 86400),
+    help="How long to run.",
+)
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 2**32 - 1),
+    help="Random seed (0 .. 2**32-1).",
+)
 @click.option("--policy", default="adaptive", show_default=True, help="Scheduler policy.")
 @click.option("--verify", is_flag=True, help="Run the machine with verify=True.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -593,9 +854,13 @@ def stress_cmd(seconds: float, seed: int, policy: str, verify: bool, as_json: bo
         click.echo(json.dumps(rep, indent=2))
     else:
         click.echo(f"stress: {seconds:g} s, seed {seed}, policy {policy}")
-        click.echo("operations:  " + ", ".join(f"{k} {v}" for k, v in sorted(rep["operations"].items())))
+        click.echo(
+            "operations:  " + ", ".join(f"{k} {v}" for k, v in sorted(rep["operations"].items()))
+        )
         click.echo(f"pages moved: {rep['pages_moved']} (not moved: {rep['pages_not_moved']})")
-        click.echo("faults:      " + ", ".join(f"{k} {v}" for k, v in rep["faults_injected"].items()))
+        click.echo(
+            "faults:      " + ", ".join(f"{k} {v}" for k, v in rep["faults_injected"].items())
+        )
         click.echo(f"integrity:   {'ok' if rep['integrity_ok'] else 'FAILED'}")
         for e in rep["errors"]:
             click.echo(f"error: {e}")

@@ -83,8 +83,10 @@ def host_info() -> dict:
     try:
         import importlib.metadata as md
 
-        info["cupy"] = next((md.version(d) for d in ("cupy-cuda12x", "cupy-cuda13x", "cupy")
-                             if _has_dist(md, d)), None)
+        info["cupy"] = next(
+            (md.version(d) for d in ("cupy-cuda12x", "cupy-cuda13x", "cupy") if _has_dist(md, d)),
+            None,
+        )
     except Exception:  # pragma: no cover
         info["cupy"] = None
     return info

@@ -28,8 +28,9 @@ def syscall_number() -> int | None:
     return SYS_MOVE_PAGES.get(platform.machine())
 
 
-def move_pages(addrs: np.ndarray, nodes: np.ndarray | None, flags: int = MPOL_MF_MOVE,
-               pid: int = 0) -> tuple[int, np.ndarray]:
+def move_pages(
+    addrs: np.ndarray, nodes: np.ndarray | None, flags: int = MPOL_MF_MOVE, pid: int = 0
+) -> tuple[int, np.ndarray]:
     """The move_pages(2) system call: (return value, status per page).
 
     Raises
@@ -44,10 +45,15 @@ def move_pages(addrs: np.ndarray, nodes: np.ndarray | None, flags: int = MPOL_MF
     pages = np.ascontiguousarray(addrs, dtype=np.uint64)
     status = np.full(n, -1, dtype=np.int32)
     node_arr = None if nodes is None else np.ascontiguousarray(nodes, dtype=np.int32)
-    ret = _libc.syscall(ctypes.c_long(nr), ctypes.c_long(pid), ctypes.c_ulong(n),
-                        ctypes.c_void_p(pages.ctypes.data),
-                        ctypes.c_void_p(0 if node_arr is None else node_arr.ctypes.data),
-                        ctypes.c_void_p(status.ctypes.data), ctypes.c_int(flags))
+    ret = _libc.syscall(
+        ctypes.c_long(nr),
+        ctypes.c_long(pid),
+        ctypes.c_ulong(n),
+        ctypes.c_void_p(pages.ctypes.data),
+        ctypes.c_void_p(0 if node_arr is None else node_arr.ctypes.data),
+        ctypes.c_void_p(status.ctypes.data),
+        ctypes.c_int(flags),
+    )
     if ret < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
@@ -86,17 +92,25 @@ def run(folio_size: int, total: int, nodes: tuple[int, int], repeat: int, warmup
             ret, status = move_pages(addrs, t)
             dt = time.perf_counter() - t0
             if ret != 0 or (status != nodes[where]).any():
-                raise RuntimeError(f"kernel move_pages left {int((status != nodes[where]).sum())} "
-                                   "pages behind")
+                raise RuntimeError(
+                    f"kernel move_pages left {int((status != nodes[where]).sum())} pages behind"
+                )
             if not np.array_equal(region.view, region.expect):
                 raise RuntimeError("kernel move_pages changed the bytes")
             if i >= warmup:
                 gbps.append(total / dt / 1e9)
     finally:
         region.close()
-    row = {"suite": "kernel", "backend": "kernel move_pages(2)", "folio_size": folio_size,
-           "total_bytes": total, "folios": total // folio_size, "repeat": repeat, "gbps": gbps,
-           "verified": True}
+    row = {
+        "suite": "kernel",
+        "backend": "kernel move_pages(2)",
+        "folio_size": folio_size,
+        "total_bytes": total,
+        "folios": total // folio_size,
+        "repeat": repeat,
+        "gbps": gbps,
+        "verified": True,
+    }
     row.update(summarize(gbps))
     return row
 

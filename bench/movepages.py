@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from offload import Machine, PAGE_SIZE
+from offload import PAGE_SIZE, Machine
 
 from .stats import summarize
 
@@ -40,18 +40,34 @@ class Case:
     layout: str = "aged"  #: the nodes' free memory: "aged" (scattered) or "fresh"
 
     def machine_key(self) -> tuple:
-        return (self.backend, self.total, self.batch_pages, self.to, self.cpu, self.offload,
-                self.policy, self.verify, self.layout)
+        return (
+            self.backend,
+            self.total,
+            self.batch_pages,
+            self.to,
+            self.cpu,
+            self.offload,
+            self.policy,
+            self.verify,
+            self.layout,
+        )
 
 
 class VerificationError(AssertionError):
     """A benchmark run left wrong bytes (or wrong counters) behind."""
 
 
-def machine_for(backend: str, total: int, batch_pages: int, to: str = "dram",
-                cpu: str | None = None, offload: str | None = None,
-                policy: str | None = None, verify: bool = False,
-                layout: str = "aged") -> Machine:
+def machine_for(
+    backend: str,
+    total: int,
+    batch_pages: int,
+    to: str = "dram",
+    cpu: str | None = None,
+    offload: str | None = None,
+    policy: str | None = None,
+    verify: bool = False,
+    layout: str = "aged",
+) -> Machine:
     """A two-node machine sized for *total* bytes, with *backend* doing the batch copy.
 
     ``cpu-serial`` is the vanilla kernel (no migrator registered); any other backend is
@@ -63,13 +79,35 @@ def machine_for(backend: str, total: int, batch_pages: int, to: str = "dram",
     node = ((total + (8 << 20)) >> 21) << 21
     nodes = f"dram:{node},{to}:{node}"
     if policy is not None:
-        return Machine(nodes=nodes, cpu=cpu, offload=offload, policy=policy,
-                       batch_pages=batch_pages, verify=verify, layout=layout, prefault=True)
+        return Machine(
+            nodes=nodes,
+            cpu=cpu,
+            offload=offload,
+            policy=policy,
+            batch_pages=batch_pages,
+            verify=verify,
+            layout=layout,
+            prefault=True,
+        )
     if backend.strip() == "cpu-serial":
-        return Machine(nodes=nodes, cpu="cpu-serial", batch_pages=batch_pages, verify=verify,
-                       layout=layout, prefault=True)
-    return Machine(nodes=nodes, cpu="cpu-serial", offload=backend, policy="offload-only",
-                   batch_pages=batch_pages, verify=verify, layout=layout, prefault=True)
+        return Machine(
+            nodes=nodes,
+            cpu="cpu-serial",
+            batch_pages=batch_pages,
+            verify=verify,
+            layout=layout,
+            prefault=True,
+        )
+    return Machine(
+        nodes=nodes,
+        cpu="cpu-serial",
+        offload=backend,
+        policy="offload-only",
+        batch_pages=batch_pages,
+        verify=verify,
+        layout=layout,
+        prefault=True,
+    )
 
 
 def peak_estimate(total: int, machines: int) -> int:
@@ -95,7 +133,7 @@ def pattern(total: int, seed: int) -> np.ndarray:
 def _same_bytes(p, addr: int, data: np.ndarray, chunk: int = 8 << 20) -> bool:
     """Compare the region with *data* in chunks (no region-sized temporary)."""
     for off in range(0, data.size, chunk):
-        part = data[off:off + chunk]
+        part = data[off : off + chunk]
         if not np.array_equal(p.read_array(addr + off, part.size), part):
             return False
     return True
@@ -123,8 +161,9 @@ class Cell:
         self.addrs = np.arange(self.addr, self.addr + case.total, case.folio_size, dtype=np.int64)
         self.where = 0
         self.runs = 0
-        self.samples: dict[str, list[float]] = {k: [] for k in
-                                                ("gbps", "copy", "overhead", "first", "cpu")}
+        self.samples: dict[str, list[float]] = {
+            k: [] for k in ("gbps", "copy", "overhead", "first", "cpu")
+        }
 
     @property
     def planned(self) -> int:
@@ -148,11 +187,13 @@ class Cell:
         dc = time.process_time() - c0
         copy_s = m.engine.stats.copy_s - before
         if res.ret != 0 or m.vmstat["pgmigrate_success"] - moved_before != total // PAGE_SIZE:
-            raise VerificationError(f"{case.backend} at {case.folio_size}: {res.ret} pages "
-                                    "not migrated")
+            raise VerificationError(
+                f"{case.backend} at {case.folio_size}: {res.ret} pages not migrated"
+            )
         if not _same_bytes(p, self.addr, self.data):
-            raise VerificationError(f"{case.backend} at {case.folio_size}: wrong bytes "
-                                    "after migration")
+            raise VerificationError(
+                f"{case.backend} at {case.folio_size}: wrong bytes after migration"
+            )
         self.runs += 1
         if self.runs > case.warmup:
             s = self.samples
@@ -193,8 +234,11 @@ class Cell:
         if case.policy is not None:
             rep = self.m.offload.stats
             row["cpu"], row["offload"] = case.cpu, case.offload
-            row["cpu_fraction"] = rep["cpu_fraction"] if case.policy == "adaptive" else \
-                rep["bytes_cpu"] / max(1, rep["bytes_cpu"] + rep["bytes_offload"])
+            row["cpu_fraction"] = (
+                rep["cpu_fraction"]
+                if case.policy == "adaptive"
+                else rep["bytes_cpu"] / max(1, rep["bytes_cpu"] + rep["bytes_offload"])
+            )
             row["cpu_gbps_measured"] = rep["cpu_gbps"]
             row["offload_gbps_measured"] = rep["offload_gbps"]
             row["offload_failures"] = rep["offload_failures"]
@@ -232,8 +276,9 @@ def interleaves(cases: list[Case], available: int) -> bool:
     return need <= 3 * total + (1 << 30) or (available > 0 and need <= available // 4)
 
 
-def run_cases(cases: list[Case], data: np.ndarray, on_done=None,
-              interleave: bool = True) -> list[dict]:
+def run_cases(
+    cases: list[Case], data: np.ndarray, on_done=None, interleave: bool = True
+) -> list[dict]:
     """Run cells, interleaved: the cells of one folio size take turns, one run each.
 
     Interleaving spreads slow drifts of the machine (other tenants, frequency) evenly
@@ -277,7 +322,7 @@ def run_cases(cases: list[Case], data: np.ndarray, on_done=None,
                 cells[i] = Cell(cases[i], data, machines[key])
             rounds = max(c.planned for c in cells.values())
             for r in range(rounds):
-                for i, cell in cells.items():
+                for cell in cells.values():
                     if r >= rounds - cell.planned:
                         cell.run_once()
             for i, cell in cells.items():

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 
-def plot_table(results: list[dict], sizes: list[int], roofline: float, path: str,
-               title: str) -> None:
+def plot_table(
+    results: list[dict], sizes: list[int], roofline: float, path: str, title: str
+) -> None:
     """Draw the results like the series' chart and save a PNG at *path*."""
     import matplotlib
 
@@ -18,14 +19,17 @@ def plot_table(results: list[dict], sizes: list[int], roofline: float, path: str
     cell = {(r["backend"], r["folio_size"]): r for r in results}
     x = np.arange(len(sizes))
     width = 0.8 / max(1, len(backends))
-    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(11, 8), sharex=True,
-                                  gridspec_kw={"height_ratios": [3, 2]})
+    fig, (ax, ax2) = plt.subplots(
+        2, 1, figsize=(11, 8), sharex=True, gridspec_kw={"height_ratios": [3, 2]}
+    )
     for i, b in enumerate(backends):
         med = [cell[(b, s)]["gbps_median"] if (b, s) in cell else 0 for s in sizes]
         sd = [cell[(b, s)]["gbps_stdev"] if (b, s) in cell else 0 for s in sizes]
         ax.bar(x - 0.4 + width * (i + 0.5), med, width, yerr=sd, capsize=2, label=b)
-        ratio = [cell[(b, s)].get("ratio_to_serial") or np.nan if (b, s) in cell else np.nan
-                 for s in sizes]
+        ratio = [
+            cell[(b, s)].get("ratio_to_serial") or np.nan if (b, s) in cell else np.nan
+            for s in sizes
+        ]
         ax2.plot(x, ratio, marker="o", label=b)
     ax.axhline(roofline, color="k", linestyle="--", linewidth=1, label="memcpy roofline")
     ax.set_ylabel("GB/s (median ± stdev)")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 #: Where the figures come from.
-SOURCE = ("\"Accelerate page migration with batch copying and hardware offload\", RFC v4 "
-          "(2026-03): move_pages of 1 GB between the two nodes of a 2-socket AMD Zen 3 EPYC "
-          "(32 cores), PTDMA engine; GB/s, mean")
+SOURCE = (
+    '"Accelerate page migration with batch copying and hardware offload", RFC v4 '
+    "(2026-03): move_pages of 1 GB between the two nodes of a 2-socket AMD Zen 3 EPYC "
+    "(32 cores), PTDMA engine; GB/s, mean"
+)
 
 SIZES = (4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 2 << 20)
 
@@ -46,7 +48,9 @@ def table(sizes: list[int]) -> str:
                 cells.append(f"{v:.2f} x{v / base[s]:.2f}")
         lines.append(cells)
     widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
-    text = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
-            for r in lines]
+    text = [
+        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        for r in lines
+    ]
     text.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(text) + f"\nsource: {SOURCE}"

@@ -18,11 +18,13 @@ def document(machine: dict, roofline: float, results: list[dict], **extra) -> di
     return doc
 
 
-def add_ratios(results: list[dict], roofline: float, h2d: float | None = None,
-               baseline: str = "cpu-serial") -> None:
+def add_ratios(
+    results: list[dict], roofline: float, h2d: float | None = None, baseline: str = "cpu-serial"
+) -> None:
     """Add ``ratio_to_serial`` and ``ratio_to_roofline`` (and ``ratio_to_h2d``) to each row."""
-    base = {(r["suite"], r["folio_size"]): r["gbps_median"] for r in results
-            if r["backend"] == baseline}
+    base = {
+        (r["suite"], r["folio_size"]): r["gbps_median"] for r in results if r["backend"] == baseline
+    }
     for r in results:
         b = base.get((r["suite"], r["folio_size"]))
         r["ratio_to_serial"] = r["gbps_median"] / b if b else None
@@ -31,8 +33,14 @@ def add_ratios(results: list[dict], roofline: float, h2d: float | None = None,
             r["ratio_to_h2d"] = r["gbps_median"] / h2d
 
 
-def table(results: list[dict], roofline: float | None, sizes: list[int], h2d: float | None = None,
-          metric: str = "gbps", page_loop: float | None = None) -> str:
+def table(
+    results: list[dict],
+    roofline: float | None,
+    sizes: list[int],
+    h2d: float | None = None,
+    metric: str = "gbps",
+    page_loop: float | None = None,
+) -> str:
     """A plain-text table: one row per backend, one column per folio size.
 
     *metric* ``gbps`` shows GB/s median ± stdev with ratios; ``cpu`` shows CPU seconds
@@ -68,8 +76,10 @@ def table(results: list[dict], roofline: float | None, sizes: list[int], h2d: fl
     if h2d:
         rows.append(["cudaMemcpy H2D"] + [f"{h2d:.2f}"] * len(sizes))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
-             for r in rows]
+    lines = [
+        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        for r in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -78,9 +88,11 @@ def details(results: list[dict]) -> str:
     """Copy fraction and engine overhead per folio, one line per result."""
     out = []
     for r in results:
-        out.append(f"{r['backend']:>28} {format_size(r['folio_size']):>5}: copy fraction "
-                   f"{r['copy_fraction']:.2f}, overhead {r['overhead_us_per_folio']:.3f} us/folio, "
-                   f"verified={r['verified']}")
+        out.append(
+            f"{r['backend']:>28} {format_size(r['folio_size']):>5}: copy fraction "
+            f"{r['copy_fraction']:.2f}, overhead {r['overhead_us_per_folio']:.3f} us/folio, "
+            f"verified={r['verified']}"
+        )
     return "\n".join(out)
 
 
@@ -97,6 +109,7 @@ def to_csv(results: list[dict]) -> str:
     w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
     w.writeheader()
     for r in results:
-        w.writerow({k: ";".join(f"{x:.4f}" for x in v) if isinstance(v, list) else v
-                    for k, v in r.items()})
+        w.writerow(
+            {k: ";".join(f"{x:.4f}" for x in v) if isinstance(v, list) else v for k, v in r.items()}
+        )
     return buf.getvalue()

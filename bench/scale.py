@@ -56,13 +56,21 @@ def folio_scaling(counts: list[int], backend: str, layout: str, repeat: int) -> 
                 if r.ret:
                     raise RuntimeError(f"{r.ret} of {n} folios did not move")
             later = float(np.median(times[1:]))
-            rows.append({"suite": "scale", "backend": backend, "layout": layout, "folios": n,
-                         "first_s": times[0], "later_s": later,
-                         "first_over_later": times[0] / later,
-                         "us_per_folio": later / n * 1e6,
-                         "gbps": n * PAGE_SIZE / later / 1e9,
-                         "metadata_bytes_per_page": node_metadata_bytes(m),
-                         "peak_rss_bytes": peak_rss()})
+            rows.append(
+                {
+                    "suite": "scale",
+                    "backend": backend,
+                    "layout": layout,
+                    "folios": n,
+                    "first_s": times[0],
+                    "later_s": later,
+                    "first_over_later": times[0] / later,
+                    "us_per_folio": later / n * 1e6,
+                    "gbps": n * PAGE_SIZE / later / 1e9,
+                    "metadata_bytes_per_page": node_metadata_bytes(m),
+                    "peak_rss_bytes": peak_rss(),
+                }
+            )
         finally:
             m.close()
             del m
@@ -93,10 +101,15 @@ def mapping_scaling(counts: list[int], probes: int = 200) -> list[dict]:
             for x in addrs:
                 p.munmap(x, PAGE_SIZE)
             t3 = time.perf_counter()
-            rows.append({"suite": "mappings", "mappings": n,
-                         "mmap_us": (t1 - t0) / probes * 1e6,
-                         "write_fault_us": (t2 - t1) / probes * 1e6,
-                         "munmap_us": (t3 - t2) / probes * 1e6})
+            rows.append(
+                {
+                    "suite": "mappings",
+                    "mappings": n,
+                    "mmap_us": (t1 - t0) / probes * 1e6,
+                    "write_fault_us": (t2 - t1) / probes * 1e6,
+                    "munmap_us": (t3 - t2) / probes * 1e6,
+                }
+            )
     return rows
 
 

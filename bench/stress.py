@@ -54,7 +54,7 @@ class Hostile(Migrator):
                 time.sleep(self.late_s)
                 for i in range(len(batch)):
                     mem = batch.memory[int(batch.dst_node[i])]
-                    mem[batch.dst_pfn[i]:batch.dst_pfn[i] + (1 << int(batch.order[i]))] = 0xEE
+                    mem[batch.dst_pfn[i] : batch.dst_pfn[i] + (1 << int(batch.order[i]))] = 0xEE
                 batch.copied[:] = True
             finally:
                 with self.lock:
@@ -84,8 +84,9 @@ class Region:
         return self.length // PAGE_SIZE
 
 
-def run_stress(seconds: float, seed: int = 0, policy: str = "adaptive",
-               verify: bool = False, progress=None) -> dict:
+def run_stress(
+    seconds: float, seed: int = 0, policy: str = "adaptive", verify: bool = False, progress=None
+) -> dict:
     """Run the stress for *seconds*; return its report (``report["ok"]`` is the verdict)."""
     from backends.dcbm import DmaThreads, Faults
 
@@ -97,14 +98,25 @@ def run_stress(seconds: float, seed: int = 0, policy: str = "adaptive",
     lock = threading.Lock()
     stop = threading.Event()
     hostile = Hostile(off, seed + 60, late_s=0.25, stray=verify)
-    m = Machine(nodes="40M,40M,40M", cpu="cpu-batched:threads=2", offload=hostile,
-                policy=policy, batch_pages=256, verify=verify, offload_timeout=0.1)
+    m = Machine(
+        nodes="40M,40M,40M",
+        cpu="cpu-batched:threads=2",
+        offload=hostile,
+        policy=policy,
+        batch_pages=256,
+        verify=verify,
+        offload_timeout=0.1,
+    )
     try:
         user = m.spawn(uid=1000)
         root = m.spawn(uid=0)
         regions = []
-        for length, fs, shared in ((2 << 20, PAGE_SIZE, False), (4 << 20, 16 * PAGE_SIZE, False),
-                                   (4 << 20, 1 << 21, False), (1 << 20, PAGE_SIZE, True)):
+        for length, fs, shared in (
+            (2 << 20, PAGE_SIZE, False),
+            (4 << 20, 16 * PAGE_SIZE, False),
+            (4 << 20, 1 << 21, False),
+            (1 << 20, PAGE_SIZE, True),
+        ):
             a = user.mmap(length, node=0, folio_size=fs, shared=shared)
             regions.append(Region(user, a, length, np.zeros(length // PAGE_SIZE, np.uint8)))
         shared_r = regions[-1]
@@ -119,6 +131,7 @@ def run_stress(seconds: float, seed: int = 0, policy: str = "adaptive",
                     with lock:
                         errors.append(f"{fn.__name__}: {type(exc).__name__}: {exc}")
                     stop.set()
+
             return run
 
         @guard
@@ -161,13 +174,18 @@ def run_stress(seconds: float, seed: int = 0, policy: str = "adaptive",
                 elif choice < 0.8:
                     target = int(rng.integers(3))
                     n = shared_r.npages
-                    res = root.move_pages(shared_in_root + np.arange(n) * PAGE_SIZE,
-                                          [target] * n, flags=MPOL_MF_MOVE_ALL)
+                    res = root.move_pages(
+                        shared_in_root + np.arange(n) * PAGE_SIZE,
+                        [target] * n,
+                        flags=MPOL_MF_MOVE_ALL,
+                    )
                     if set(res.status) - {target, -errno.EBUSY, -errno.ENOMEM}:
                         raise AssertionError(f"MOVE_ALL gave statuses {sorted(set(res.status))}")
                     ops["move_pages_all"] += 1
                 else:
-                    old = sorted(set(rng.choice(3, int(rng.integers(1, 3)), replace=False).tolist()))
+                    old = sorted(
+                        set(rng.choice(3, int(rng.integers(1, 3)), replace=False).tolist())
+                    )
                     new = [int(rng.integers(3))]
                     if user.migrate_pages(old, new) < 0:
                         raise AssertionError("migrate_pages returned a negative count")
@@ -197,8 +215,11 @@ def run_stress(seconds: float, seed: int = 0, policy: str = "adaptive",
                     faults.hang = set()
 
         threads = [threading.Thread(target=writer, args=(w, 2)) for w in range(2)]
-        threads += [threading.Thread(target=reader), threading.Thread(target=pinner),
-                    threading.Thread(target=injector)]
+        threads += [
+            threading.Thread(target=reader),
+            threading.Thread(target=pinner),
+            threading.Thread(target=injector),
+        ]
         threads += [threading.Thread(target=mover, args=(k,)) for k in range(2)]
         for t in threads:
             t.start()
@@ -217,16 +238,22 @@ def run_stress(seconds: float, seed: int = 0, policy: str = "adaptive",
         integrity = _check(m, regions, errors)
         hostile_counters = counters(hostile)
         report = {
-            "seconds": seconds, "seed": seed, "policy": policy, "verify": verify,
+            "seconds": seconds,
+            "seed": seed,
+            "policy": policy,
+            "verify": verify,
             "operations": dict(ops),
             "pages_moved": m.vmstat["pgmigrate_success"],
             "pages_not_moved": m.vmstat["pgmigrate_fail"],
-            "faults_injected": dict(injected) | dict(hostile.counts) | {
+            "faults_injected": dict(injected)
+            | dict(hostile.counts)
+            | {
                 "folios the offload failed (all causes)": hostile_counters.folios_failures,
                 "DMA timeouts": off.timeouts,
                 "abandoned calls": hostile_counters.timeouts,
                 "stray writes caught and undone": hostile_counters.stray_writes,
-                "wrong copies caught and redone": hostile_counters.verify_failures},
+                "wrong copies caught and redone": hostile_counters.verify_failures,
+            },
             "integrity_ok": integrity,
             "errors": errors,
         }

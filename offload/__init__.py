@@ -10,10 +10,22 @@ from __future__ import annotations
 
 from . import registry
 from .batch import FolioBatch
-from .constants import (MPOL_MF_MOVE, MPOL_MF_MOVE_ALL, MPOL_MF_STRICT,
-                        NR_MAX_BATCHED_MIGRATION, PAGE_SIZE)
-from .errors import (BackendUnavailable, BadArgument, BadArgumentType, MachineClosed, OffloadError,
-                     SpecError, UnknownBackend)
+from .constants import (
+    MPOL_MF_MOVE,
+    MPOL_MF_MOVE_ALL,
+    MPOL_MF_STRICT,
+    NR_MAX_BATCHED_MIGRATION,
+    PAGE_SIZE,
+)
+from .errors import (
+    BackendUnavailable,
+    BadArgument,
+    BadArgumentType,
+    MachineClosed,
+    OffloadError,
+    SpecError,
+    UnknownBackend,
+)
 from .machine import Machine
 from .migrator import Migrator, Option
 from .process import MoveResult, Pin, Process
@@ -21,8 +33,24 @@ from .process import MoveResult, Pin, Process
 __version__ = "0.1.0"
 
 __all__ = [
-    "Machine", "Migrator", "FolioBatch", "OffloadError", "PAGE_SIZE", "MPOL_MF_STRICT",
-    "MPOL_MF_MOVE", "MPOL_MF_MOVE_ALL", "NR_MAX_BATCHED_MIGRATION", "MoveResult", "Process",
-    "Pin", "Option", "SpecError", "BackendUnavailable", "UnknownBackend", "BadArgument",
-    "BadArgumentType", "MachineClosed", "registry",
+    "MPOL_MF_MOVE",
+    "MPOL_MF_MOVE_ALL",
+    "MPOL_MF_STRICT",
+    "NR_MAX_BATCHED_MIGRATION",
+    "PAGE_SIZE",
+    "BackendUnavailable",
+    "BadArgument",
+    "BadArgumentType",
+    "FolioBatch",
+    "Machine",
+    "MachineClosed",
+    "Migrator",
+    "MoveResult",
+    "OffloadError",
+    "Option",
+    "Pin",
+    "Process",
+    "SpecError",
+    "UnknownBackend",
+    "registry",
 ]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
@@ -51,12 +51,31 @@ class FolioBatch:
     the engine copies every unmarked folio on the CPU.
     """
 
-    __slots__ = ("src_node", "src_pfn", "dst_node", "dst_pfn", "order", "copied",
-                 "memory", "reason", "index")
+    __slots__ = (
+        "copied",
+        "dst_node",
+        "dst_pfn",
+        "index",
+        "memory",
+        "order",
+        "reason",
+        "src_node",
+        "src_pfn",
+    )
 
-    def __init__(self, src_node, src_pfn, dst_node, dst_pfn, order, *,
-                 memory: Mapping[int, np.ndarray], reason: str = MR_SYSCALL,
-                 copied: np.ndarray | None = None, index: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        src_node,
+        src_pfn,
+        dst_node,
+        dst_pfn,
+        order,
+        *,
+        memory: Mapping[int, np.ndarray],
+        reason: str = MR_SYSCALL,
+        copied: np.ndarray | None = None,
+        index: np.ndarray | None = None,
+    ) -> None:
         self.src_node = np.asarray(src_node, dtype=np.int32)
         self.src_pfn = np.asarray(src_pfn, dtype=np.int64)
         self.dst_node = np.asarray(dst_node, dtype=np.int32)
@@ -76,10 +95,12 @@ class FolioBatch:
         return int(self.src_pfn.size)
 
     def __repr__(self) -> str:
-        return (f"FolioBatch({len(self)} folios, {self.nbytes} bytes, "
-                f"{int(self.copied.sum())} copied, reason={self.reason!r})")
+        return (
+            f"FolioBatch({len(self)} folios, {self.nbytes} bytes, "
+            f"{int(self.copied.sum())} copied, reason={self.reason!r})"
+        )
 
-    def __getitem__(self, sel) -> "FolioBatch":
+    def __getitem__(self, sel) -> FolioBatch:
         """A sub-batch (slice, boolean mask or index array) with its own markers.
 
         Its arrays are copies (``batch[:]`` is a detached copy of the whole batch), its
@@ -88,15 +109,23 @@ class FolioBatch:
         if isinstance(sel, (int, np.integer)):
             raise TypeError("index a FolioBatch with a slice, mask or index array")
         index = np.arange(len(self), dtype=np.int64)[sel]
-        sub = FolioBatch(self.src_node[index], self.src_pfn[index], self.dst_node[index],
-                         self.dst_pfn[index], self.order[index], memory=self.memory,
-                         reason=self.reason, copied=self.copied[index], index=index)
+        sub = FolioBatch(
+            self.src_node[index],
+            self.src_pfn[index],
+            self.dst_node[index],
+            self.dst_pfn[index],
+            self.order[index],
+            memory=self.memory,
+            reason=self.reason,
+            copied=self.copied[index],
+            index=index,
+        )
         # a backend reads its sub-batch's metadata; nothing it does changes the engine's
         for name in ("src_node", "src_pfn", "dst_node", "dst_pfn", "order", "index"):
             getattr(sub, name).flags.writeable = False
         return sub
 
-    def absorb(self, sub: "FolioBatch") -> None:
+    def absorb(self, sub: FolioBatch) -> None:
         """OR the markers of a sub-batch made by ``self[...]`` back into this batch."""
         if sub.index is None:
             raise ValueError("sub: not a sub-batch of this batch (no index)")
@@ -139,7 +168,7 @@ class FolioBatch:
         cont = np.equal(self.dst_pfn[1:], self.dst_pfn[:-1] + step)
         if contiguous == "both":
             cont &= np.equal(self.src_pfn[1:], self.src_pfn[:-1] + step)
-        for nodes in ((self.dst_node, self.src_node) if contiguous == "both" else (self.dst_node,)):
+        for nodes in (self.dst_node, self.src_node) if contiguous == "both" else (self.dst_node,):
             if nodes[0] != nodes[-1] or nodes.min() != nodes.max():
                 cont &= nodes[1:] == nodes[:-1]
         if breaks is not None:
@@ -149,8 +178,15 @@ class FolioBatch:
         start = run_boundaries(cont)
         stop = np.append(start[1:], n)
         csum = np.concatenate(([0], np.cumsum(npages)))
-        return Runs(self.src_node[start], self.src_pfn[start], self.dst_node[start],
-                    self.dst_pfn[start], csum[stop] - csum[start], start, stop)
+        return Runs(
+            self.src_node[start],
+            self.src_pfn[start],
+            self.dst_node[start],
+            self.dst_pfn[start],
+            csum[stop] - csum[start],
+            start,
+            stop,
+        )
 
     def page_indices(self) -> tuple[np.ndarray, np.ndarray]:
         """Every base page of the batch: (source pfns, destination pfns), in order."""

@@ -15,7 +15,6 @@ import numpy as np
 
 from .constants import MAX_FOLIO_ORDER
 
-
 #: Layouts a node's free memory can start in.
 LAYOUTS = ("fresh", "aged")
 #: Aged layout: the share of 2 MiB blocks broken into smaller free blocks.
@@ -41,8 +40,9 @@ class BuddyAllocator:
         Makes the aged layout reproducible.
     """
 
-    def __init__(self, nr_pages: int, max_order: int = MAX_FOLIO_ORDER, layout: str = "fresh",
-                 seed: int = 0) -> None:
+    def __init__(
+        self, nr_pages: int, max_order: int = MAX_FOLIO_ORDER, layout: str = "fresh", seed: int = 0
+    ) -> None:
         self.nr_pages = int(nr_pages)
         self.max_order = int(max_order)
         self._free = [np.zeros(self.nr_pages >> k, dtype=bool) for k in range(max_order + 1)]
@@ -185,7 +185,7 @@ def _first_set_in(bm: np.ndarray, perm: np.ndarray, n: int) -> np.ndarray:
     lo = 0
     chunk = max(64, n * 4)  # small requests look at a few entries; the window grows
     while lo < perm.size:
-        sel = perm[lo:lo + chunk]
+        sel = perm[lo : lo + chunk]
         hit = sel[bm[sel]]
         if hit.size:
             out.append(hit[: n - have])
@@ -203,7 +203,7 @@ def _first_set(bm: np.ndarray, n: int) -> np.ndarray:
     have = 0
     chunk = max(4096, n * 4)
     for lo in range(0, bm.size, chunk):
-        idx = np.flatnonzero(bm[lo:lo + chunk])
+        idx = np.flatnonzero(bm[lo : lo + chunk])
         if idx.size:
             out.append(idx[: n - have] + lo)
             have += min(idx.size, n - have)

@@ -50,8 +50,12 @@ def backends() -> None:
 
 
 @main.command()
-@click.option("--nodes", default="256M,256M", show_default=True,
-              help="Node layout of the model machine to describe.")
+@click.option(
+    "--nodes",
+    default="256M,256M",
+    show_default=True,
+    help="Node layout of the model machine to describe.",
+)
 def info(nodes: str) -> None:
     """Describe this host (CPUs, NUMA nodes, GPU) and a model machine's nodes."""
     from bench.hostinfo import host_info, numa_nodes
@@ -77,24 +81,57 @@ EXIT_NOT_RUN = 4
 
 
 @main.command("kernel-check")
-@click.option("--kernel", "kernel", default=None, metavar="IMAGE",
-              type=click.Path(exists=True, dir_okay=False, readable=True),
-              help="Kernel image to boot under qemu [default: the newest /boot/vmlinuz-*].")
-@click.option("--nodes", default=2, show_default=True, type=click.IntRange(2, 8),
-              help="NUMA nodes of the guest (and of the model machine).")
-@click.option("--timeout", default=600.0, show_default=True, type=click.FloatRange(10, 3600),
-              help="Seconds the guest may run before it is killed (its console tail is shown).")
-@click.option("--native", default="auto", show_default=True,
-              type=click.Choice(["auto", "always", "never"]),
-              help="Run on this host's own kernel when it has enough NUMA nodes (needs root).")
-@click.option("--accel", default="tcg", show_default=True, type=click.Choice(["tcg", "kvm", "auto"]),
-              help="qemu accelerator: tcg runs anywhere; kvm is faster where it works.")
+@click.option(
+    "--kernel",
+    "kernel",
+    default=None,
+    metavar="IMAGE",
+    type=click.Path(exists=True, dir_okay=False, readable=True),
+    help="Kernel image to boot under qemu [default: the newest /boot/vmlinuz-*].",
+)
+@click.option(
+    "--nodes",
+    default=2,
+    show_default=True,
+    type=click.IntRange(2, 8),
+    help="NUMA nodes of the guest (and of the model machine).",
+)
+@click.option(
+    "--timeout",
+    default=600.0,
+    show_default=True,
+    type=click.FloatRange(10, 3600),
+    help="Seconds the guest may run before it is killed (its console tail is shown).",
+)
+@click.option(
+    "--native",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "always", "never"]),
+    help="Run on this host's own kernel when it has enough NUMA nodes (needs root).",
+)
+@click.option(
+    "--accel",
+    default="tcg",
+    show_default=True,
+    type=click.Choice(["tcg", "kvm", "auto"]),
+    help="qemu accelerator: tcg runs anywhere; kvm is faster where it works.",
+)
 @click.option("--only", multiple=True, metavar="NAME", help="Run only this scenario (repeatable).")
 @click.option("--list", "list_", is_flag=True, help="List the scenarios and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdicts as JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="Show every scenario, matches included.")
-def kernel_check(kernel: str | None, nodes: int, timeout: float, native: str, accel: str,
-                 only: tuple[str, ...], list_: bool, as_json: bool, verbose: bool) -> None:
+def kernel_check(
+    kernel: str | None,
+    nodes: int,
+    timeout: float,
+    native: str,
+    accel: str,
+    only: tuple[str, ...],
+    list_: bool,
+    as_json: bool,
+    verbose: bool,
+) -> None:
     """Compare the model's move_pages/migrate_pages with a real Linux kernel.
 
     Every scenario (processes, mappings, writes, pins, shares, forks, move_pages and
@@ -123,17 +160,33 @@ def kernel_check(kernel: str | None, nodes: int, timeout: float, native: str, ac
         return
     click.echo(f"kernel-check: {len(chosen)} scenarios, {nodes} NUMA nodes ...", err=True)
     try:
-        rep = run_check(chosen, kernel=kernel, nodes=nodes, timeout=timeout, native=native,
-                        accel=accel)
+        rep = run_check(
+            chosen, kernel=kernel, nodes=nodes, timeout=timeout, native=native, accel=accel
+        )
     except Unavailable as exc:
         click.echo(f"kernel-check: not run: {exc}", err=True)
         sys.exit(EXIT_NOT_RUN)
     if as_json:
-        click.echo(json.dumps({
-            "how": rep.how, "seconds": round(rep.seconds, 1), "counts": rep.counts,
-            "verdicts": [dict(name=v.name, source=v.source, verdict=v.verdict,
-                              departures=[dict(key=d, readme=DEPARTURES[d]) for d in v.departures],
-                              differences=v.differences) for v in rep.verdicts]}, indent=1))
+        click.echo(
+            json.dumps(
+                {
+                    "how": rep.how,
+                    "seconds": round(rep.seconds, 1),
+                    "counts": rep.counts,
+                    "verdicts": [
+                        dict(
+                            name=v.name,
+                            source=v.source,
+                            verdict=v.verdict,
+                            departures=[dict(key=d, readme=DEPARTURES[d]) for d in v.departures],
+                            differences=v.differences,
+                        )
+                        for v in rep.verdicts
+                    ],
+                },
+                indent=1,
+            )
+        )
     else:
         click.echo(f"real kernel: {rep.how}, {rep.seconds:.0f} s")
         for v in rep.verdicts:
@@ -141,12 +194,14 @@ def kernel_check(kernel: str | None, nodes: int, timeout: float, native: str, ac
                 continue
             click.echo(f"{v.verdict:10} {v.name:36} {v.source}")
             for d in v.departures:
-                click.echo(f"{'':12}documented: README \"{DEPARTURES[d]}\"")
+                click.echo(f'{"":12}documented: README "{DEPARTURES[d]}"')
             for d in v.differences:
                 click.echo(f"{'':12}{d}")
         c = rep.counts
-        click.echo(f"{len(rep.verdicts)} scenarios: {c['match']} match, {c['departure']} "
-                   f"documented departures, {c['mismatch']} mismatches, {c['error']} errors")
+        click.echo(
+            f"{len(rep.verdicts)} scenarios: {c['match']} match, {c['departure']} "
+            f"documented departures, {c['mismatch']} mismatches, {c['error']} errors"
+        )
         kernel_side = any(d.startswith("kernel:") for v in rep.verdicts for d in v.differences)
         if kernel_side or rep.timed_out:
             if rep.timed_out:

@@ -6,8 +6,8 @@ import errno
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from .errors import oserror
 from .migrator import Migrator
@@ -63,8 +63,12 @@ class OffloadControl:
             EINVAL if *migrator* is not a Migrator (no ``offload_copy``) or the mask is
             bad; EBUSY if another migrator is active.
         """
-        if not isinstance(migrator, Migrator) or not callable(getattr(migrator, "offload_copy", None)):
-            raise oserror(errno.EINVAL, f"migrator: expected a Migrator, got {type(migrator).__name__}")
+        if not isinstance(migrator, Migrator) or not callable(
+            getattr(migrator, "offload_copy", None)
+        ):
+            raise oserror(
+                errno.EINVAL, f"migrator: expected a Migrator, got {type(migrator).__name__}"
+            )
         mask = parse_reasons(reasons)
         with self._lock:
             if self._active is not None:

@@ -53,9 +53,9 @@ def scatter(frames, pfns: np.ndarray, rows: np.ndarray) -> None:
 def write_partial(frames, pfn: int, off: int, buf: np.ndarray) -> None:
     """Write *buf* at byte *off* of page *pfn*."""
     if not on_device(frames):
-        frames[pfn, off:off + buf.size] = buf
+        frames[pfn, off : off + buf.size] = buf
         return
-    frames[int(pfn), off:off + buf.size] = _cp().asarray(buf)
+    frames[int(pfn), off : off + buf.size] = _cp().asarray(buf)
 
 
 def zero(frames, pages: np.ndarray) -> None:
@@ -66,8 +66,9 @@ def zero(frames, pages: np.ndarray) -> None:
     frames[_cp().asarray(pages)] = 0
 
 
-def copy_pages(memory, src_node: np.ndarray, src_pfn: np.ndarray, dst_node: np.ndarray,
-               dst_pfn: np.ndarray) -> None:
+def copy_pages(
+    memory, src_node: np.ndarray, src_pfn: np.ndarray, dst_node: np.ndarray, dst_pfn: np.ndarray
+) -> None:
     """Copy pages one for one between any frames (host or device), grouped by node pair."""
     pair = src_node.astype(np.int64) * 65536 + dst_node
     for key in np.unique(pair):
@@ -102,8 +103,8 @@ def copy_host_pages(dst: np.ndarray, src: np.ndarray, dpfn: np.ndarray, spfn: np
         return
     buf = np.empty((_CHUNK, src.shape[1]), dtype=src.dtype)
     for lo in range(0, n, _CHUNK):
-        s, d = spfn[lo:lo + _CHUNK], dpfn[lo:lo + _CHUNK]
-        t = buf[:s.size]
+        s, d = spfn[lo : lo + _CHUNK], dpfn[lo : lo + _CHUNK]
+        t = buf[: s.size]
         np.take(src, s, axis=0, out=t, mode="clip")
         dst[d] = t
 
@@ -113,9 +114,16 @@ def copy_folios(batch) -> None:
     copy_pages(batch.memory, *batch.pages())
 
 
-def copy_runs(memory, src_node: np.ndarray, src_pfn: np.ndarray, dst_node: np.ndarray,
-              dst_pfn: np.ndarray, npages: np.ndarray) -> None:
+def copy_runs(
+    memory,
+    src_node: np.ndarray,
+    src_pfn: np.ndarray,
+    dst_node: np.ndarray,
+    dst_pfn: np.ndarray,
+    npages: np.ndarray,
+) -> None:
     """Copy contiguous runs of host pages, one memcpy each (numpy releases the GIL)."""
-    for sn, sp, dn, dp, k in zip(src_node.tolist(), src_pfn.tolist(), dst_node.tolist(),
-                                 dst_pfn.tolist(), npages.tolist()):
-        np.copyto(memory[dn][dp:dp + k], memory[sn][sp:sp + k])
+    for sn, sp, dn, dp, k in zip(
+        src_node.tolist(), src_pfn.tolist(), dst_node.tolist(), dst_pfn.tolist(), npages.tolist()
+    ):
+        np.copyto(memory[dn][dp : dp + k], memory[sn][sp : sp + k])

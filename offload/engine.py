@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .arrays import folio_pages, expand_ranges
 from . import devmem
+from .arrays import expand_ranges, folio_pages
 from .batch import FolioBatch
 from .constants import HPAGE_PMD_ORDER, NR_MAX_MIGRATE_PAGES_RETRY
 from .counters import counters
@@ -42,16 +42,20 @@ class Folios:
     def __len__(self) -> int:
         return int(self.pfn.size)
 
-    def __getitem__(self, sel) -> "Folios":
+    def __getitem__(self, sel) -> Folios:
         return Folios(self.node[sel], self.pfn[sel], self.order[sel], self.target[sel])
 
     @staticmethod
-    def concat(parts: "list[Folios]") -> "Folios":
+    def concat(parts: list[Folios]) -> Folios:
         if not parts:
             e = np.empty(0, dtype=np.int64)
             return Folios(e.astype(np.int32), e, e.astype(np.int8), e.astype(np.int32))
-        return Folios(*(np.concatenate([getattr(p, f) for p in parts])
-                        for f in ("node", "pfn", "order", "target")))
+        return Folios(
+            *(
+                np.concatenate([getattr(p, f) for p in parts])
+                for f in ("node", "pfn", "order", "target")
+            )
+        )
 
 
 @dataclass
@@ -106,7 +110,7 @@ class MigrationEngine:
         Owner of the nodes, the memory objects, the lock and the counters.
     """
 
-    def __init__(self, machine: "Machine") -> None:
+    def __init__(self, machine: Machine) -> None:
         self.m = machine
         self.stats = EngineStats()
         self._tls = threading.local()
@@ -143,8 +147,9 @@ class MigrationEngine:
                 mine = (st & ISOLATED) != 0
                 if mine.any():
                     g = f[mine]
-                    _update(m.nodes, g.node, g.pfn, "state", ~np.uint8(ISOLATED | MIGRATING),
-                            op="and")
+                    _update(
+                        m.nodes, g.node, g.pfn, "state", ~np.uint8(ISOLATED | MIGRATING), op="and"
+                    )
             m.cond.notify_all()
 
     def _migrate(self, folios: Folios, reason: str, done, rcs, pieces, ctx) -> Outcome:
@@ -187,7 +192,9 @@ class MigrationEngine:
         if len(done) == 1:
             out = Outcome(done[0], rcs[0])
         else:
-            out = Outcome(Folios.concat(done), np.concatenate(rcs) if rcs else np.empty(0, np.int64))
+            out = Outcome(
+                Folios.concat(done), np.concatenate(rcs) if rcs else np.empty(0, np.int64)
+            )
         self._finish(out)
         return out
 
@@ -227,8 +234,8 @@ class MigrationEngine:
                     rc[idx] = -errno.ENOMEM
                     continue
                 heads = nodes[d].alloc_folios(idx.size, k)
-                dst[idx[:heads.size]] = heads
-                rc[idx[heads.size:]] = -errno.ENOMEM
+                dst[idx[: heads.size]] = heads
+                rc[idx[heads.size :]] = -errno.ENOMEM
             ok = dst >= 0
             if ok.any():
                 _update(nodes, f.node[ok], f.pfn[ok], "state", MIGRATING, op="or")
@@ -240,8 +247,9 @@ class MigrationEngine:
             return rc
         sel = np.flatnonzero(ok)
         g = f[sel]
-        batch = FolioBatch(g.node, g.pfn, g.target, dst[sel], g.order,
-                           memory=m.memory, reason=reason)
+        batch = FolioBatch(
+            g.node, g.pfn, g.target, dst[sel], g.order, memory=m.memory, reason=reason
+        )
         res = CopyResult(n=len(batch))
         try:
             keep = self._copy(batch, res)
@@ -273,8 +281,9 @@ class MigrationEngine:
             _update(m.nodes, g.node, g.pfn, "state", ~np.uint8(MIGRATING), op="and")
             m.cond.notify_all()
 
-    def _quarantine(self, dnode: np.ndarray, dpfn: np.ndarray, order: np.ndarray,
-                    calls: list) -> None:
+    def _quarantine(
+        self, dnode: np.ndarray, dpfn: np.ndarray, order: np.ndarray, calls: list
+    ) -> None:
         """Keep destination folios allocated until every call in *calls* has returned.
 
         A backend call abandoned at its deadline may still write to them; once it
@@ -310,13 +319,14 @@ class MigrationEngine:
         idx = np.flatnonzero(res.abandoned)
         keep = np.ones(len(batch), dtype=bool)
         with m.lock:
-            self._quarantine(batch.dst_node[idx], batch.dst_pfn[idx], batch.order[idx],
-                             res.pending())
+            self._quarantine(
+                batch.dst_node[idx], batch.dst_pfn[idx], batch.order[idx], res.pending()
+            )
             for d, k, gi in _groups(batch.dst_node[idx], batch.order[idx]):
                 pos = idx[gi]
                 heads = m.nodes[d].alloc_folios(pos.size, k)
-                batch.dst_pfn[pos[:heads.size]] = heads
-                keep[pos[heads.size:]] = False
+                batch.dst_pfn[pos[: heads.size]] = heads
+                keep[pos[heads.size :]] = False
         batch.copied[idx] = False
         return keep
 
@@ -376,8 +386,9 @@ class MigrationEngine:
             self.stats.verify_failures += int(bad.sum())
         self.stats.verify_s += time.perf_counter() - t0
 
-    def _move(self, g: Folios, batch: FolioBatch, rc: np.ndarray, sel: np.ndarray,
-              t2: float) -> np.ndarray:
+    def _move(
+        self, g: Folios, batch: FolioBatch, rc: np.ndarray, sel: np.ndarray, t2: float
+    ) -> np.ndarray:
         """The move phase: reference-count check, remap, free the sources."""
         m = self.m
         nodes = m.nodes
@@ -470,8 +481,9 @@ class MigrationEngine:
         parts = []
         with m.lock:
             # a pinned folio cannot split, nor (here) one shared copy-on-write
-            pinned = (_gather(m.nodes, f.node, f.pfn, "pins") > 0) | \
-                (_gather(m.nodes, f.node, f.pfn, "cow") > 0)
+            pinned = (_gather(m.nodes, f.node, f.pfn, "pins") > 0) | (
+                _gather(m.nodes, f.node, f.pfn, "cow") > 0
+            )
             stuck, f = f[pinned], f[~pinned]
             for s, k, idx in _groups(f.node, f.order):
                 node = m.nodes[s]
@@ -485,8 +497,14 @@ class MigrationEngine:
                     node.state[dead] = 0
                     node.free_folios(dead, 0)
                     heads, target = heads[live], target[live]
-                parts.append(Folios(np.full(heads.size, s, np.int32), heads,
-                                    np.zeros(heads.size, np.int8), target))
+                parts.append(
+                    Folios(
+                        np.full(heads.size, s, np.int32),
+                        heads,
+                        np.zeros(heads.size, np.int8),
+                        target,
+                    )
+                )
             thp = int((f.order == HPAGE_PMD_ORDER).sum())
             if thp:
                 m.vmstat_add("thp_migration_split", thp)
@@ -501,8 +519,7 @@ class MigrationEngine:
             if bad.any():
                 f = out.folios[bad]
                 _update(m.nodes, f.node, f.pfn, "state", ~np.uint8(ISOLATED | MIGRATING), op="and")
-                m.vmstat_add("pgmigrate_fail",
-                             int(folio_pages(f.order).sum()))
+                m.vmstat_add("pgmigrate_fail", int(folio_pages(f.order).sum()))
                 thp = int((f.order == HPAGE_PMD_ORDER).sum())
                 if thp:
                     m.vmstat_add("thp_migration_fail", thp)
@@ -544,7 +561,7 @@ def _free(nodes, nid: np.ndarray, heads: np.ndarray, order: np.ndarray) -> None:
         nodes[d].free_folios(heads[idx], k)
 
 
-def _mapped(m: "Machine", node, pfns: np.ndarray) -> np.ndarray:
+def _mapped(m: Machine, node, pfns: np.ndarray) -> np.ndarray:
     """Per page frame of *node* (order-0 folios): whether a process still maps it."""
     out = np.zeros(pfns.size, dtype=bool)
     oid = node.obj[pfns]
@@ -589,8 +606,10 @@ def verify_batch(batch: FolioBatch, chunk: int = 8192) -> np.ndarray:
     """
     n = len(batch)
     runs = batch.runs("both")
-    host = not any(devmem.on_device(batch.memory[int(x)])
-                   for x in np.unique(np.concatenate((batch.src_node, batch.dst_node))))
+    host = not any(
+        devmem.on_device(batch.memory[int(x)])
+        for x in np.unique(np.concatenate((batch.src_node, batch.dst_node)))
+    )
     if host and len(runs) * 16 <= max(64, n):
         bad = np.zeros(n, dtype=bool)
         for r in range(len(runs)):
@@ -599,7 +618,7 @@ def verify_batch(batch: FolioBatch, chunk: int = 8192) -> np.ndarray:
             sp, dp, k = int(runs.src_pfn[r]), int(runs.dst_pfn[r]), int(runs.npages[r])
             for lo in range(0, k, chunk):
                 hi = min(k, lo + chunk)
-                if np.not_equal(s64[sp + lo:sp + hi], d64[dp + lo:dp + hi]).any():
+                if np.not_equal(s64[sp + lo : sp + hi], d64[dp + lo : dp + hi]).any():
                     a, b = int(runs.start[r]), int(runs.stop[r])
                     bad[a:b] |= _verify_pages(batch[a:b], chunk)
                     break

@@ -52,8 +52,9 @@ class BadArgumentType(OffloadError, TypeError):
     """An argument has the wrong type."""
 
 
-def check_int(value: object, name: str, *, minimum: int | None = None,
-              multiple: int | None = None) -> int:
+def check_int(
+    value: object, name: str, *, minimum: int | None = None, multiple: int | None = None
+) -> int:
     """Return *value* as an int, or raise an error that names the argument *name*."""
     import numpy as np
 

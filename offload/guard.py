@@ -12,7 +12,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 class GuardedCall:
@@ -40,7 +40,7 @@ class GuardedCall:
     def _run(self) -> None:
         try:
             self.value = self._fn()
-        except BaseException as exc:  # noqa: BLE001 - a backend's failure, whatever it is
+        except BaseException as exc:
             self.error = exc
         self.finished_at = time.perf_counter()
         with self._lock:
@@ -99,8 +99,9 @@ class CallRunner:
             else:
                 q = queue.SimpleQueue()
                 self._count += 1
-                t = threading.Thread(target=self._worker, args=(q,), daemon=True,
-                                     name=f"{self._name}-{self._count}")
+                t = threading.Thread(
+                    target=self._worker, args=(q,), daemon=True, name=f"{self._name}-{self._count}"
+                )
                 self._threads = [x for x in self._threads if x.is_alive()] + [t]
                 t.start()
         q.put(call)
@@ -136,4 +137,4 @@ class CallRunner:
         return [t for t in self._threads if t.is_alive()]
 
 
-__all__ = ["GuardedCall", "CallRunner"]
+__all__ = ["CallRunner", "GuardedCall"]

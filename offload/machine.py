@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from types import MappingProxyType
-from typing import Iterator, Mapping
 
+from .buddy import LAYOUTS
 from .constants import NR_MAX_BATCHED_MIGRATION, PAGE_SIZE
 from .control import OffloadControl
 from .engine import MigrationEngine
-from .errors import (BackendUnavailable, BadArgument, BadArgumentType, MachineClosed, SpecError,
-                     check_int)
-from .buddy import LAYOUTS
+from .errors import (
+    BackendUnavailable,
+    BadArgument,
+    BadArgumentType,
+    MachineClosed,
+    SpecError,
+    check_int,
+)
 from .guard import CallRunner
 from .migrator import Migrator
 from .node import NODE_KINDS, Node
@@ -25,8 +31,13 @@ from .sizes import parse_size
 #: the DCBM driver's completion timeout.
 DEFAULT_OFFLOAD_TIMEOUT = 10.0
 
-VMSTAT_KEYS = ("pgmigrate_success", "pgmigrate_fail", "thp_migration_success",
-               "thp_migration_fail", "thp_migration_split")
+VMSTAT_KEYS = (
+    "pgmigrate_success",
+    "pgmigrate_fail",
+    "thp_migration_success",
+    "thp_migration_fail",
+    "thp_migration_split",
+)
 
 
 def parse_nodes(spec: str) -> list[tuple[str, int]]:
@@ -39,8 +50,9 @@ def parse_nodes(spec: str) -> list[tuple[str, int]]:
         the page size.
     """
     if not isinstance(spec, str):
-        raise BadArgumentType(f"nodes: expected a string such as '256M,256M', "
-                              f"got {type(spec).__name__}")
+        raise BadArgumentType(
+            f"nodes: expected a string such as '256M,256M', got {type(spec).__name__}"
+        )
     out = []
     for i, part in enumerate(spec.split(",")):
         part = part.strip()
@@ -49,11 +61,15 @@ def parse_nodes(spec: str) -> list[tuple[str, int]]:
             kind, size = "dram", part
         kind = kind.strip().lower()
         if kind not in NODE_KINDS:
-            raise SpecError(f"nodes: node {i} has unknown kind {kind!r} (kinds: {', '.join(NODE_KINDS)})")
+            raise SpecError(
+                f"nodes: node {i} has unknown kind {kind!r} (kinds: {', '.join(NODE_KINDS)})"
+            )
         nbytes = parse_size(size, f"nodes: node {i} size")
         if nbytes <= 0 or nbytes % PAGE_SIZE:
-            raise SpecError(f"nodes: node {i} size must be a positive multiple of "
-                            f"{PAGE_SIZE} bytes, got {size!r}")
+            raise SpecError(
+                f"nodes: node {i} size must be a positive multiple of "
+                f"{PAGE_SIZE} bytes, got {size!r}"
+            )
         out.append((kind, nbytes))
     if not out:
         raise SpecError("nodes: at least one node is needed")
@@ -105,11 +121,19 @@ class Machine:
     [1]
     """
 
-    def __init__(self, nodes: str = "256M,256M", cpu: str | Migrator = "cpu-serial",
-                 offload: str | Migrator | None = None, policy: str = "adaptive",
-                 batch_pages: int = NR_MAX_BATCHED_MIGRATION, verify: bool = False,
-                 offload_timeout: float = DEFAULT_OFFLOAD_TIMEOUT, layout: str = "fresh",
-                 seed: int = 0, prefault: bool = False) -> None:
+    def __init__(
+        self,
+        nodes: str = "256M,256M",
+        cpu: str | Migrator = "cpu-serial",
+        offload: str | Migrator | None = None,
+        policy: str = "adaptive",
+        batch_pages: int = NR_MAX_BATCHED_MIGRATION,
+        verify: bool = False,
+        offload_timeout: float = DEFAULT_OFFLOAD_TIMEOUT,
+        layout: str = "fresh",
+        seed: int = 0,
+        prefault: bool = False,
+    ) -> None:
         self._closed = False
         if layout not in LAYOUTS:
             raise BadArgument(f"layout: expected one of {', '.join(LAYOUTS)}, got {layout!r}")
@@ -117,10 +141,14 @@ class Machine:
         self.layout = layout
         spec = parse_nodes(nodes)
         self.batch_pages = check_int(batch_pages, "batch_pages", minimum=1)
-        if isinstance(offload_timeout, bool) or not isinstance(offload_timeout, (int, float)) \
-                or not 0 < offload_timeout <= 3600:
-            raise BadArgument(f"offload_timeout: expected seconds in (0, 3600], "
-                              f"got {offload_timeout!r}")
+        if (
+            isinstance(offload_timeout, bool)
+            or not isinstance(offload_timeout, (int, float))
+            or not 0 < offload_timeout <= 3600
+        ):
+            raise BadArgument(
+                f"offload_timeout: expected seconds in (0, 3600], got {offload_timeout!r}"
+            )
         self.offload_timeout = float(offload_timeout)
         if not isinstance(verify, bool):
             raise BadArgumentType(f"verify: expected bool, got {type(verify).__name__}")
@@ -141,7 +169,8 @@ class Machine:
             raise BadArgumentType(f"prefault: expected bool, got {type(prefault).__name__}")
         self.nodes: tuple[Node, ...] = tuple(
             Node(i, size // PAGE_SIZE, kind, layout=layout, seed=seed * 1000 + i)
-            for i, (kind, size) in enumerate(spec))
+            for i, (kind, size) in enumerate(spec)
+        )
         if prefault:  # the host faults node memory in now, not at the first migration
             for n in self.nodes:
                 if n.kind == "dram":
@@ -164,9 +193,15 @@ class Machine:
         self._vmstat = dict.fromkeys(VMSTAT_KEYS, 0)
         self._inflight = 0
         self.offload = OffloadControl()
-        self._runner = CallRunner(f"offload-m{id(self) & 0xffff:04x}")
-        self.scheduler = Scheduler(self.cpu, self.offload, self._policy, list(self.nodes),
-                                   self._runner, self.offload_timeout)
+        self._runner = CallRunner(f"offload-m{id(self) & 0xFFFF:04x}")
+        self.scheduler = Scheduler(
+            self.cpu,
+            self.offload,
+            self._policy,
+            list(self.nodes),
+            self._runner,
+            self.offload_timeout,
+        )
         self.engine = MigrationEngine(self)
         self.offload._stats_source = self.scheduler.report
         if offload_backend is not None:
@@ -177,8 +212,9 @@ class Machine:
         if isinstance(value, Migrator):
             return value
         if not isinstance(value, str):
-            raise BadArgumentType(f"{what}: expected a backend spec string or a Migrator, "
-                                  f"got {type(value).__name__}")
+            raise BadArgumentType(
+                f"{what}: expected a backend spec string or a Migrator, got {type(value).__name__}"
+            )
         from . import registry
 
         backend = registry.create(value)
@@ -226,8 +262,9 @@ class Machine:
         """Engine timings per phase and scheduler totals, for benchmarks."""
         return {"engine": self.engine.stats.snapshot(), "scheduler": self.scheduler.stats.as_dict()}
 
-    def spawn(self, uid: int = 1000, cap_sys_nice: bool = False,
-              cap_sys_ptrace: bool = False) -> Process:
+    def spawn(
+        self, uid: int = 1000, cap_sys_nice: bool = False, cap_sys_ptrace: bool = False
+    ) -> Process:
         """Create a process with a uid and capabilities (uid 0 holds them all).
 
         *cap_sys_nice* allows MPOL_MF_MOVE_ALL and migrate_pages to any node;
@@ -295,7 +332,7 @@ class Machine:
             b.close()
         self._runner.close()
 
-    def __enter__(self) -> "Machine":
+    def __enter__(self) -> Machine:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -304,5 +341,3 @@ class Machine:
     def __repr__(self) -> str:
         nodes = ",".join(f"{n.kind}:{n.size >> 20}M" for n in getattr(self, "nodes", ()))
         return f"Machine(nodes={nodes!r}, cpu={self.cpu.spec!r}, policy={self.policy!r})"
-
-

@@ -68,15 +68,21 @@ class Migrator(ABC):
 
     # The counters live outside the plugin (offload.counters), so that a subclass needs
     # no state of ours; assigning one (``mig.folios_failures = 0``) resets it.
-    folios_migrated = property(lambda self: counters(self).folios_migrated,
-                               lambda self, v: setattr(counters(self), "folios_migrated", v),
-                               doc="Folios this migrator marked copied (trusted marks).")
-    folios_failures = property(lambda self: counters(self).folios_failures,
-                               lambda self, v: setattr(counters(self), "folios_failures", v),
-                               doc="Folios it was given and did not copy.")
-    verify_failures = property(lambda self: counters(self).verify_failures,
-                               lambda self, v: setattr(counters(self), "verify_failures", v),
-                               doc="Folios it marked copied but got wrong (verify mode).")
+    folios_migrated = property(
+        lambda self: counters(self).folios_migrated,
+        lambda self, v: setattr(counters(self), "folios_migrated", v),
+        doc="Folios this migrator marked copied (trusted marks).",
+    )
+    folios_failures = property(
+        lambda self: counters(self).folios_failures,
+        lambda self, v: setattr(counters(self), "folios_failures", v),
+        doc="Folios it was given and did not copy.",
+    )
+    verify_failures = property(
+        lambda self: counters(self).verify_failures,
+        lambda self, v: setattr(counters(self), "verify_failures", v),
+        doc="Folios it marked copied but got wrong (verify mode).",
+    )
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -89,8 +95,9 @@ class Migrator(ABC):
     @property
     def spec(self) -> str:
         """The spec string that recreates this backend."""
-        opts = ",".join(f"{k}={getattr(self, k)}" for k in self.options
-                        if getattr(self, k, None) is not None)
+        opts = ",".join(
+            f"{k}={getattr(self, k)}" for k in self.options if getattr(self, k, None) is not None
+        )
         return f"{self.name}:{opts}" if opts else self.name
 
     @abstractmethod
@@ -124,7 +131,7 @@ class Migrator(ABC):
                 return
             try:
                 fut.set_result(self.offload_copy(batch))
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiter
+            except BaseException as exc:
                 fut.set_exception(exc)
 
         threading.Thread(target=run, daemon=True, name=f"{self.name}-submit").start()
@@ -137,4 +144,4 @@ class Migrator(ABC):
         return f"<{type(self).__name__} {self.spec!r}>"
 
 
-__all__ = ["Migrator", "Option", "CopyHandle"]
+__all__ = ["CopyHandle", "Migrator", "Option"]

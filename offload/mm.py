@@ -56,8 +56,9 @@ class MemObject:
         #: page's mapcount for -EACCES, as the kernel counts PTEs
         self.ptes = np.zeros(npages, dtype=np.int32)
 
-    def set_folios(self, idx: np.ndarray, nid: int, heads: np.ndarray, order: int,
-                   nodes: "list[Node]") -> None:
+    def set_folios(
+        self, idx: np.ndarray, nid: int, heads: np.ndarray, order: int, nodes: list[Node]
+    ) -> None:
         """Map folios of one *order* at page indices *idx* (folio starts) to *heads*."""
         pages = pages_of(idx, order)
         self.node[pages] = nid
@@ -66,8 +67,9 @@ class MemObject:
         node.obj[heads] = self.id
         node.objidx[heads] = idx
 
-    def repoint(self, first: int, n: int, src_node: int, src_head: int, dst_node: int,
-                dst_head: int) -> None:
+    def repoint(
+        self, first: int, n: int, src_node: int, src_head: int, dst_node: int, dst_head: int
+    ) -> None:
         """Pages ``first .. first+n-1`` that map the folio at (*src_node*, *src_head*) map
         the same offsets of the folio at (*dst_node*, *dst_head*) instead (pages of the
         range mapped elsewhere, or not at all, are left alone)."""
@@ -77,7 +79,7 @@ class MemObject:
         self.node[pages[mine]] = dst_node
         self.pfn[pages[mine]] = dst_head + (pfn[mine] - src_head)
 
-    def fault_in(self, idx: np.ndarray, nodes: "list[Node]") -> None:
+    def fault_in(self, idx: np.ndarray, nodes: list[Node]) -> None:
         """Allocate zeroed folios for the untouched pages among *idx* (write fault).
 
         Folio slots with no page touched get a folio of the object's order; the rest
@@ -99,8 +101,8 @@ class MemObject:
             big = slots[untouched] << k
             heads = node.alloc_folios(big.size, k, zero=True)
             if heads.size:
-                done.append((big[:heads.size], heads, k))
-            got = pages_of(big[:heads.size], k)
+                done.append((big[: heads.size], heads, k))
+            got = pages_of(big[: heads.size], k)
             small = idx[~np.isin(idx, got)]
         if small.size:
             heads = node.alloc_folios(small.size, 0, zero=True)
@@ -108,8 +110,9 @@ class MemObject:
                 node.free_folios(heads, 0)
                 for _, h, o in done:
                     node.free_folios(h, o)
-                raise oserror(errno.ENOMEM, f"node {self.home} has no room for "
-                              f"{small.size} more pages")
+                raise oserror(
+                    errno.ENOMEM, f"node {self.home} has no room for {small.size} more pages"
+                )
             done.append((small, heads, 0))
         for oidx, heads, order in done:
             self.set_folios(oidx, self.home, heads, order, nodes)
@@ -130,11 +133,17 @@ class Vma:
     folio_size: int
     present: np.ndarray | None = None
 
-    def part(self, lo: int, hi: int) -> "Vma":
+    def part(self, lo: int, hi: int) -> Vma:
         """The mapping of ``[lo, hi)``, a part of this one."""
         a, b = (lo - self.start) >> PAGE_SHIFT, (hi - self.start) >> PAGE_SHIFT
-        return Vma(lo, hi, self.obj, self.pgoff + a, self.folio_size,
-                   None if self.present is None else self.present[a:b].copy())
+        return Vma(
+            lo,
+            hi,
+            self.obj,
+            self.pgoff + a,
+            self.folio_size,
+            None if self.present is None else self.present[a:b].copy(),
+        )
 
     @property
     def shared(self) -> bool:

@@ -34,7 +34,7 @@ void copy_pages(char *dst, const char *src, const int64_t *dp, const int64_t *sp
     for (int64_t i = 0; i < n; i++)
         memcpy(dst + dp[i] * %(page)d, src + sp[i] * %(page)d, %(page)d);
 }
-""" % {"page": PAGE_SIZE}
+""" % {"page": PAGE_SIZE}  # noqa: UP031 - C source with braces
 
 _lock = threading.Lock()
 _lib: object = None  # None: not tried yet; False: not available
@@ -60,8 +60,11 @@ def _build() -> object:
                 src = Path(tmp) / "pagecopy.c"
                 src.write_text(SOURCE)
                 out = Path(tmp) / "pagecopy.so"
-                r = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", str(out), str(src)],
-                                   capture_output=True, timeout=60)
+                r = subprocess.run(
+                    [cc, "-O2", "-shared", "-fPIC", "-o", str(out), str(src)],
+                    capture_output=True,
+                    timeout=60,
+                )
                 if r.returncode:
                     return False
                 os.replace(out, lib)  # atomic: concurrent builders do not clash
@@ -99,8 +102,12 @@ def copy_pages(dst: np.ndarray, src: np.ndarray, dpfn: np.ndarray, spfn: np.ndar
     dp = np.ascontiguousarray(dpfn, dtype=np.int64)
     sp = np.ascontiguousarray(spfn, dtype=np.int64)
     for frames, pf in ((dst, dp), (src, sp)):
-        if frames.dtype != np.uint8 or frames.ndim != 2 or frames.shape[1] != PAGE_SIZE or \
-                not frames.flags.c_contiguous:
+        if (
+            frames.dtype != np.uint8
+            or frames.ndim != 2
+            or frames.shape[1] != PAGE_SIZE
+            or not frames.flags.c_contiguous
+        ):
             return False
         if pf.size and (int(pf.min()) < 0 or int(pf.max()) >= frames.shape[0]):
             raise IndexError("copy_pages: a page frame number is out of range")
@@ -110,4 +117,4 @@ def copy_pages(dst: np.ndarray, src: np.ndarray, dpfn: np.ndarray, spfn: np.ndar
     return True
 
 
-__all__ = ["available", "copy_pages", "SOURCE"]
+__all__ = ["SOURCE", "available", "copy_pages"]

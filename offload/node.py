@@ -42,8 +42,15 @@ class Node:
         and the page index of the head in it, migration state bits.
     """
 
-    def __init__(self, nid: int, nr_pages: int, kind: str = "dram",
-                 frames: np.ndarray | None = None, layout: str = "fresh", seed: int = 0) -> None:
+    def __init__(
+        self,
+        nid: int,
+        nr_pages: int,
+        kind: str = "dram",
+        frames: np.ndarray | None = None,
+        layout: str = "fresh",
+        seed: int = 0,
+    ) -> None:
         self.id = int(nid)
         self.kind = kind
         self.nr_pages = int(nr_pages)
@@ -76,8 +83,10 @@ class Node:
         return self.nr_pages * PAGE_SIZE
 
     def __repr__(self) -> str:
-        return (f"Node(id={self.id}, kind={self.kind!r}, nr_pages={self.nr_pages}, "
-                f"free_pages={self.free_pages})")
+        return (
+            f"Node(id={self.id}, kind={self.kind!r}, nr_pages={self.nr_pages}, "
+            f"free_pages={self.free_pages})"
+        )
 
     # -- folio allocation -------------------------------------------------------------
     def alloc_folios(self, n: int, order: int, zero: bool = False) -> np.ndarray:
@@ -159,4 +168,3 @@ def pages_of(heads: np.ndarray, order: int) -> np.ndarray:
     if order == 0:
         return heads
     return (heads[:, None] + np.arange(1 << order, dtype=np.int64)).ravel()
-

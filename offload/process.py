@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING, Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -36,7 +37,7 @@ class Pin:
     While held, the folio cannot migrate (``move_pages`` reports -EBUSY for it).
     """
 
-    def __init__(self, machine: "Machine", nid: int, head: int) -> None:
+    def __init__(self, machine: Machine, nid: int, head: int) -> None:
         self._m = machine
         self.node = nid
         self.head = head
@@ -56,7 +57,7 @@ class Pin:
                 node.free_folios(np.array([self.head]), int(node.order[self.head]))
             m.cond.notify_all()
 
-    def __enter__(self) -> "Pin":
+    def __enter__(self) -> Pin:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -75,8 +76,14 @@ class Process:
         (acting on another user's process).
     """
 
-    def __init__(self, machine: "Machine", pid: int, uid: int, cap_sys_nice: bool,
-                 cap_sys_ptrace: bool = False) -> None:
+    def __init__(
+        self,
+        machine: Machine,
+        pid: int,
+        uid: int,
+        cap_sys_nice: bool,
+        cap_sys_ptrace: bool = False,
+    ) -> None:
         self.machine = machine
         self.pid = pid
         self.uid = uid
@@ -96,7 +103,7 @@ class Process:
         """uid 0 or CAP_SYS_NICE (MPOL_MF_MOVE_ALL, nodes outside the allowed set)."""
         return self.uid == 0 or self.cap_sys_nice
 
-    def may_ptrace(self, other: "Process") -> bool:
+    def may_ptrace(self, other: Process) -> bool:
         """``ptrace_may_access``: the same uid, or CAP_SYS_PTRACE (uid 0 has it)."""
         return other.uid == self.uid or self.uid == 0 or self.cap_sys_ptrace
 
@@ -166,8 +173,14 @@ class Process:
         self._next = start + length + PAGE_SIZE  # a guard page between mappings
         return start
 
-    def mmap(self, length: int, node: int = 0, folio_size: int = PAGE_SIZE,
-             shared: bool = False, populate: bool = True) -> int:
+    def mmap(
+        self,
+        length: int,
+        node: int = 0,
+        folio_size: int = PAGE_SIZE,
+        shared: bool = False,
+        populate: bool = True,
+    ) -> int:
         """Map *length* bytes of anonymous memory; return its address.
 
         Parameters
@@ -201,12 +214,17 @@ class Process:
         m = self.machine
         capacity = sum(n.nr_pages for n in m.nodes) << PAGE_SHIFT
         if length > capacity:  # the kernel's overcommit check refuses it as well
-            raise oserror(errno.ENOMEM, f"length {length} is more than the machine's "
-                          f"{capacity} bytes of memory")
+            raise oserror(
+                errno.ENOMEM,
+                f"length {length} is more than the machine's {capacity} bytes of memory",
+            )
         with m.lock:
             if populate and (length >> PAGE_SHIFT) > m.nodes[nid].free_pages:
-                raise oserror(errno.ENOMEM, f"node {nid} has {m.nodes[nid].free_pages} free "
-                              f"pages, {length >> PAGE_SHIFT} asked for")
+                raise oserror(
+                    errno.ENOMEM,
+                    f"node {nid} has {m.nodes[nid].free_pages} free "
+                    f"pages, {length >> PAGE_SHIFT} asked for",
+                )
             obj = MemObject(m._next_oid(), length >> PAGE_SHIFT, order, nid, shared)
             if populate:
                 obj.fault_in(np.arange(obj.npages), m.nodes)
@@ -216,11 +234,13 @@ class Process:
                 present = np.full(obj.npages, populate, dtype=bool)
                 obj.ptes[:] = int(populate)
             m.objects[obj.id] = obj
-            start = self._place(length, max(folio_size, FAULT_AROUND_BYTES) if shared else folio_size)
+            start = self._place(
+                length, max(folio_size, FAULT_AROUND_BYTES) if shared else folio_size
+            )
             self._insert_vma(Vma(start, start + length, obj, 0, folio_size, present))
         return start
 
-    def share(self, addr: int, length: int, into: "Process") -> int:
+    def share(self, addr: int, length: int, into: Process) -> int:
         """Map the shared region ``[addr, addr + length)`` into process *into*.
 
         Returns the address in *into*. The region must lie inside one shared mapping.
@@ -235,17 +255,28 @@ class Process:
             if vma is None or addr + length > vma.end:
                 raise oserror(errno.EFAULT, f"[{addr:#x}, +{length:#x}) is not inside one mapping")
             if not vma.shared:
-                raise oserror(errno.EINVAL, f"{addr:#x} is a private mapping; only shared "
-                              "mappings (mmap(shared=True)) can be shared")
+                raise oserror(
+                    errno.EINVAL,
+                    f"{addr:#x} is a private mapping; only shared "
+                    "mappings (mmap(shared=True)) can be shared",
+                )
             pgoff = vma.pgoff + ((addr - vma.start) >> PAGE_SHIFT)
             if pgoff % (vma.folio_size >> PAGE_SHIFT) or length % vma.folio_size:
                 raise BadArgument(f"addr/length: must cover whole folios of {vma.folio_size} bytes")
-            vma.obj.mapcount[pgoff:pgoff + (length >> PAGE_SHIFT)] += 1
+            vma.obj.mapcount[pgoff : pgoff + (length >> PAGE_SHIFT)] += 1
             start = into._place(length, max(vma.folio_size, FAULT_AROUND_BYTES))
             # no page table entry until *into* touches a page: until then the page does
             # not count towards its mapcount (it can move with MPOL_MF_MOVE)
-            into._insert_vma(Vma(start, start + length, vma.obj, pgoff, vma.folio_size,
-                                 np.zeros(length >> PAGE_SHIFT, dtype=bool)))
+            into._insert_vma(
+                Vma(
+                    start,
+                    start + length,
+                    vma.obj,
+                    pgoff,
+                    vma.folio_size,
+                    np.zeros(length >> PAGE_SHIFT, dtype=bool),
+                )
+            )
         return start
 
     def munmap(self, addr: int, length: int) -> None:
@@ -277,7 +308,7 @@ class Process:
                 idx = self._obj_pages(v, lo, hi)
                 if v.present is not None:
                     a = (lo - v.start) >> PAGE_SHIFT
-                    v.obj.ptes[idx] -= v.present[a:a + idx.size]
+                    v.obj.ptes[idx] -= v.present[a : a + idx.size]
                 _unmap_pages(m, v.obj, idx)
                 if v.start < lo:
                     keep.append(v.part(v.start, lo))
@@ -335,8 +366,7 @@ class Process:
         if n == 0:
             return oid, nid, pfn, mc
         lo, hi = int(vi.min()), int(vi.max())
-        groups = [(lo, slice(None))] if lo == hi else \
-            [(int(v), vi == v) for v in np.unique(vi)]
+        groups = [(lo, slice(None))] if lo == hi else [(int(v), vi == v) for v in np.unique(vi)]
         for v, sel in groups:
             if v < 0:
                 continue
@@ -397,7 +427,7 @@ class Process:
         m = self.machine
         while True:
             vi, idx = self._span(addr, n)
-            oid, nid, pfn, mc = self._ptes(vi, idx)
+            oid, nid, pfn, _mc = self._ptes(vi, idx)
             present = pfn >= 0
             if not present.any() or not (_states(m, nid[present], pfn[present]) & MIGRATING).any():
                 return vi, idx, oid, nid, pfn
@@ -461,7 +491,7 @@ class Process:
                     copied = True
         return copied
 
-    def fork(self) -> "Process":
+    def fork(self) -> Process:
         """fork(2): a child with the same credentials and a copy of every mapping.
 
         Private pages are shared copy-on-write: until either process writes a page, the
@@ -479,8 +509,16 @@ class Process:
                 rng = slice(v.pgoff, v.pgoff + v.npages)
                 if v.present is not None:
                     obj.mapcount[rng] += 1
-                    vmas.append(Vma(v.start, v.end, obj, v.pgoff, v.folio_size,
-                                    np.zeros(v.npages, dtype=bool)))
+                    vmas.append(
+                        Vma(
+                            v.start,
+                            v.end,
+                            obj,
+                            v.pgoff,
+                            v.folio_size,
+                            np.zeros(v.npages, dtype=bool),
+                        )
+                    )
                     continue
                 c = copies.get(obj.id)
                 if c is None:
@@ -506,9 +544,9 @@ class Process:
             return np.empty(0, dtype=np.uint8)
         m = self.machine
         with m.lock:
-            vi, idx, oid, nid, pfn = self._wait_stable(addr, n)
+            vi, idx, _oid, nid, pfn = self._wait_stable(addr, n)
             if self._fault_shared(vi, idx):
-                oid, nid, pfn, _ = self._ptes(vi, idx)
+                _oid, nid, pfn, _ = self._ptes(vi, idx)
             out = np.empty((pfn.size, PAGE_SIZE), dtype=np.uint8)
             present = pfn >= 0
             node0 = m.nodes[int(nid[0])] if nid.size else None
@@ -526,15 +564,17 @@ class Process:
                     _map_zero_page(vma.obj, idx[none & (vi == v)])
         off = addr & (PAGE_SIZE - 1)
         flat = out.reshape(-1)
-        return flat[off:off + n] if off or n != flat.size else flat
+        return flat[off : off + n] if off or n != flat.size else flat
 
     def write(self, addr: int, data: bytes | bytearray | memoryview | np.ndarray) -> None:
         """Write *data* at *addr*, allocating folios on first touch."""
         addr = check_int(addr, "addr", minimum=0)
         if isinstance(data, np.ndarray):
             if data.dtype.hasobject:
-                raise BadArgumentType(f"data: a numpy array of Python objects (dtype "
-                                      f"{data.dtype}) has no bytes to write")
+                raise BadArgumentType(
+                    f"data: a numpy array of Python objects (dtype "
+                    f"{data.dtype}) has no bytes to write"
+                )
             buf = np.ascontiguousarray(data).view(np.uint8).reshape(-1)
         elif isinstance(data, (bytes, bytearray, memoryview)):
             try:
@@ -542,13 +582,15 @@ class Process:
             except (TypeError, ValueError, BufferError) as exc:
                 raise BadArgument(f"data: not a contiguous buffer of bytes ({exc})") from None
         else:
-            raise BadArgumentType(f"data: expected bytes-like or a numpy array, got {type(data).__name__}")
+            raise BadArgumentType(
+                f"data: expected bytes-like or a numpy array, got {type(data).__name__}"
+            )
         n = buf.size
         if n == 0:
             return
         m = self.machine
         with m.lock:
-            vi, idx, oid, nid, pfn = self._wait_stable(addr, n)
+            vi, idx, _oid, nid, pfn = self._wait_stable(addr, n)
             missing = pfn < 0
             if missing.any():
                 for v in np.unique(vi[missing]):
@@ -556,7 +598,7 @@ class Process:
                     obj.fault_in(idx[missing & (vi == v)], m.nodes)
             changed = self._fault_shared(vi, idx, write=True) | self._break_cow(vi, idx)
             if missing.any() or changed:
-                oid, nid, pfn, _ = self._ptes(vi, idx)
+                _oid, nid, pfn, _ = self._ptes(vi, idx)
             _scatter(m, nid, pfn, addr & (PAGE_SIZE - 1), buf)
 
     def pin(self, addr: int) -> Pin:
@@ -564,37 +606,45 @@ class Process:
         addr = check_int(addr, "addr", minimum=0)
         m = self.machine
         with m.lock:
-            vi, idx, oid, nid, pfn = self._wait_stable(addr, 1)
+            vi, idx, _oid, nid, pfn = self._wait_stable(addr, 1)
             if pfn[0] < 0:
                 self._vmas[int(vi[0])].obj.fault_in(idx[:1], m.nodes)
             if self._fault_shared(vi, idx) or pfn[0] < 0:
-                oid, nid, pfn, _ = self._ptes(vi, idx)
+                _oid, nid, pfn, _ = self._ptes(vi, idx)
             node = m.nodes[int(nid[0])]
             head = int(node.head_of(pfn[:1])[0])
             node.pins[head] += 1
             return Pin(m, node.id, head)
 
     # -- syscalls -----------------------------------------------------------------------
-    def move_pages(self, pages: Iterable[int], nodes: Iterable[int] | None = None,
-                   flags: int = MPOL_MF_MOVE, pid: int = 0) -> MoveResult:
+    def move_pages(
+        self,
+        pages: Iterable[int],
+        nodes: Iterable[int] | None = None,
+        flags: int = MPOL_MF_MOVE,
+        pid: int = 0,
+    ) -> MoveResult:
         """move_pages(2): move (or, with ``nodes=None``, locate) the pages at *pages*.
 
         Returns ``MoveResult(ret, status)``; see DESIGN.md for every status.
         """
         from .syscalls import move_pages
+
         return move_pages(self, pages, nodes, flags, pid)
 
-    def migrate_pages(self, old_nodes: Iterable[int], new_nodes: Iterable[int],
-                      pid: int = 0) -> int:
+    def migrate_pages(
+        self, old_nodes: Iterable[int], new_nodes: Iterable[int], pid: int = 0
+    ) -> int:
         """migrate_pages(2): move every page on *old_nodes* to *new_nodes*.
 
         Returns the number of pages not moved.
         """
         from .syscalls import migrate_pages
+
         return migrate_pages(self, old_nodes, new_nodes, pid)
 
 
-def _cow_clone(m: "Machine", obj: MemObject) -> MemObject:
+def _cow_clone(m: Machine, obj: MemObject) -> MemObject:
     """A private object for a fork child: the same folios, shared copy-on-write."""
     c = MemObject(m._next_oid(), obj.npages, obj.folio_order, obj.home, False)
     c.node[:] = obj.node
@@ -612,7 +662,7 @@ def _cow_clone(m: "Machine", obj: MemObject) -> MemObject:
     return c
 
 
-def _cow_first(m: "Machine", nid: int, head: int, oid: int) -> int:
+def _cow_first(m: Machine, nid: int, head: int, oid: int) -> int:
     """The page of object *oid* where it maps the folio at (*nid*, *head*)."""
     node = m.nodes[nid]
     if int(node.obj[head]) == oid:
@@ -620,7 +670,7 @@ def _cow_first(m: "Machine", nid: int, head: int, oid: int) -> int:
     return next(f for o, f in m.cow_rmap.get((nid, head), []) if o == oid)
 
 
-def _cow_detach(m: "Machine", nid: int, head: int, oid: int) -> None:
+def _cow_detach(m: Machine, nid: int, head: int, oid: int) -> None:
     """Object *oid* stops mapping the copy-on-write folio at (*nid*, *head*)."""
     node = m.nodes[nid]
     key = (nid, head)
@@ -635,7 +685,7 @@ def _cow_detach(m: "Machine", nid: int, head: int, oid: int) -> None:
         m.cow_rmap.pop(key, None)
 
 
-def _cow_copy(m: "Machine", obj: MemObject, nid: int, head: int) -> None:
+def _cow_copy(m: Machine, obj: MemObject, nid: int, head: int) -> None:
     """Break copy-on-write: *obj* gets its own copy of the folio at (*nid*, *head*)."""
     node = m.nodes[nid]
     k = int(node.order[head])
@@ -645,8 +695,13 @@ def _cow_copy(m: "Machine", obj: MemObject, nid: int, head: int) -> None:
     new = home.alloc_folios(1, k)
     if new.size == 0:
         raise oserror(errno.ENOMEM, f"node {obj.home} has no room for a copy-on-write copy")
-    devmem.copy_pages(m.memory, np.full(n, nid), pages_of(np.array([head]), k),
-                      np.full(n, obj.home), pages_of(new, k))
+    devmem.copy_pages(
+        m.memory,
+        np.full(n, nid),
+        pages_of(np.array([head]), k),
+        np.full(n, obj.home),
+        pages_of(new, k),
+    )
     _cow_detach(m, nid, head, obj.id)
     obj.repoint(first, n, nid, head, obj.home, int(new[0]))
     home.obj[new] = obj.id
@@ -670,7 +725,7 @@ def _map_zero_page(obj: MemObject, idx: np.ndarray) -> None:
     obj.pfn[span[empty].ravel()] = PTE_ZERO
 
 
-def _states(m: "Machine", nid: np.ndarray, pfn: np.ndarray) -> np.ndarray:
+def _states(m: Machine, nid: np.ndarray, pfn: np.ndarray) -> np.ndarray:
     out = np.zeros(nid.size, dtype=np.uint8)
     for s in np.unique(nid):
         sel = nid == s
@@ -679,7 +734,7 @@ def _states(m: "Machine", nid: np.ndarray, pfn: np.ndarray) -> np.ndarray:
     return out
 
 
-def _folio_state(m: "Machine", obj: MemObject, idx: np.ndarray) -> int:
+def _folio_state(m: Machine, obj: MemObject, idx: np.ndarray) -> int:
     """OR of the state bits of the folios backing object pages *idx*."""
     present = obj.pfn[idx] >= 0
     if not present.any():
@@ -687,7 +742,7 @@ def _folio_state(m: "Machine", obj: MemObject, idx: np.ndarray) -> int:
     return int(np.bitwise_or.reduce(_states(m, obj.node[idx][present], obj.pfn[idx][present])))
 
 
-def _unmap_pages(m: "Machine", obj: MemObject, idx: np.ndarray) -> None:
+def _unmap_pages(m: Machine, obj: MemObject, idx: np.ndarray) -> None:
     """Drop one mapping of object pages *idx*; free folios left with no mapping.
 
     A large folio left partly mapped is split so that its unmapped part is freed (the
@@ -706,8 +761,7 @@ def _unmap_pages(m: "Machine", obj: MemObject, idx: np.ndarray) -> None:
     obj.pfn[gone] = PTE_NONE
 
 
-def _reap_partial(m: "Machine", obj: MemObject, node, heads: np.ndarray,
-                  orders: np.ndarray) -> None:
+def _reap_partial(m: Machine, obj: MemObject, node, heads: np.ndarray, orders: np.ndarray) -> None:
     """Free the folios at *heads* that no process maps any more.
 
     A large folio left partly mapped stays whole and is queued for deferred split (see
@@ -726,13 +780,14 @@ def _reap_partial(m: "Machine", obj: MemObject, node, heads: np.ndarray,
     m.deferred_split.update((node.id, h) for h in heads[~whole & (orders > 0)].tolist())
     if m.deferred_split:  # a folio queued earlier and now wholly unmapped leaves the queue
         m.deferred_split.difference_update(
-            (node.id, h) for h in heads[whole & (orders > 0)].tolist())
+            (node.id, h) for h in heads[whole & (orders > 0)].tolist()
+        )
     pinned = node.pins[heads] > 0
     node.obj[heads[whole & pinned]] = -1
     node.free_folios(heads[whole & ~pinned], orders[whole & ~pinned])
 
 
-def split_deferred(m: "Machine", nid: int) -> int:
+def split_deferred(m: Machine, nid: int) -> int:
     """Split the partly unmapped folios of node *nid* queued for deferred split (those
     neither pinned, nor under migration, nor shared copy-on-write) and free their
     unmapped pages. Returns the pages freed."""
@@ -767,7 +822,7 @@ def _all_unmapped(obj: MemObject, first: np.ndarray, orders: np.ndarray) -> np.n
     return np.add.reduceat(live, starts) == 0
 
 
-def _scatter(m: "Machine", nid: np.ndarray, pfn: np.ndarray, off: int, buf: np.ndarray) -> None:
+def _scatter(m: Machine, nid: np.ndarray, pfn: np.ndarray, off: int, buf: np.ndarray) -> None:
     """Write *buf* starting at byte *off* of the first of the pages (nid, pfn)."""
     k = pfn.size
     n = buf.size
@@ -778,7 +833,7 @@ def _scatter(m: "Machine", nid: np.ndarray, pfn: np.ndarray, off: int, buf: np.n
     m.nodes[int(nid[0])].write_bytes(int(pfn[0]), off, buf[:head])
     mid = k - 2
     if mid:
-        body = buf[head:head + mid * PAGE_SIZE].reshape(mid, PAGE_SIZE)
+        body = buf[head : head + mid * PAGE_SIZE].reshape(mid, PAGE_SIZE)
         mn, mp = nid[1:-1], pfn[1:-1]
         if mn[0] == mn[-1] and (mn == mn[0]).all():  # one node: no copy of the data
             m.nodes[int(mn[0])].write_pages(mp, body)
@@ -786,5 +841,5 @@ def _scatter(m: "Machine", nid: np.ndarray, pfn: np.ndarray, off: int, buf: np.n
             for s in np.unique(mn):
                 sel = mn == s
                 m.nodes[int(s)].write_pages(mp[sel], body[sel])
-    tail = buf[head + mid * PAGE_SIZE:]
+    tail = buf[head + mid * PAGE_SIZE :]
     m.nodes[int(nid[-1])].write_bytes(int(pfn[-1]), 0, tail)

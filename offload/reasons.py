@@ -22,8 +22,9 @@ def parse_reasons(value: str | int) -> int:
         raise oserror(errno.EINVAL, f"reasons: expected a mask or names, got {value!r}")
     if isinstance(value, int):
         if value < 0 or value & ~ALL_REASONS:
-            raise oserror(errno.EINVAL, f"reasons: mask {value:#x} has unknown bits "
-                          f"(valid: {ALL_REASONS:#x})")
+            raise oserror(
+                errno.EINVAL, f"reasons: mask {value:#x} has unknown bits (valid: {ALL_REASONS:#x})"
+            )
         return value
     if not isinstance(value, str):
         raise oserror(errno.EINVAL, f"reasons: expected str or int, got {type(value).__name__}")
@@ -40,8 +41,10 @@ def parse_reasons(value: str | int) -> int:
     for name in text.split(","):
         name = name.strip()
         if name not in MIGRATE_REASONS:
-            raise oserror(errno.EINVAL, f"reasons: unknown migrate reason {name!r} "
-                          f"(known: {', '.join(MIGRATE_REASONS)})")
+            raise oserror(
+                errno.EINVAL,
+                f"reasons: unknown migrate reason {name!r} (known: {', '.join(MIGRATE_REASONS)})",
+            )
         mask |= 1 << MIGRATE_REASONS.index(name)
     return mask
 

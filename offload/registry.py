@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import importlib
 import threading
+from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 from .errors import BackendUnavailable, SpecError, UnknownBackend
 from .migrator import Migrator, Option
@@ -74,7 +75,9 @@ class Registry:
     def register(self, name: str, factory: Callable[..., Migrator] | str) -> None:
         """Add a backend by hand: a factory, or a ``"module:attr"`` string."""
         if not isinstance(name, str) or not name or ":" in name or "," in name:
-            raise SpecError(f"name: backend names are non-empty and hold no ':' or ',', got {name!r}")
+            raise SpecError(
+                f"name: backend names are non-empty and hold no ':' or ',', got {name!r}"
+            )
         with self._lock:
             self._discover()
             self._targets[name] = factory
@@ -101,8 +104,9 @@ class Registry:
             if name in self._loaded:
                 return self._loaded[name]
             if name not in self._targets:
-                raise UnknownBackend(f"backend: unknown backend {name!r} "
-                                     f"(known: {', '.join(sorted(self._targets))})")
+                raise UnknownBackend(
+                    f"backend: unknown backend {name!r} (known: {', '.join(sorted(self._targets))})"
+                )
             if name in self._errors:
                 raise BackendUnavailable(f"backend {name!r} is unavailable: {self._errors[name]}")
             target = self._targets[name]
@@ -110,7 +114,9 @@ class Registry:
                 factory = _resolve(target) if isinstance(target, str) else target
             except Exception as exc:  # ImportError and anything a plugin's import raises
                 self._errors[name] = _explain(exc)
-                raise BackendUnavailable(f"backend {name!r} is unavailable: {self._errors[name]}") from exc
+                raise BackendUnavailable(
+                    f"backend {name!r} is unavailable: {self._errors[name]}"
+                ) from exc
             self._loaded[name] = factory
             return factory
 
@@ -155,16 +161,18 @@ class Registry:
         opts = validate_options(name, raw, getattr(factory, "options", {}) or {})
         backend = factory(**opts)
         if not isinstance(backend, Migrator):
-            raise BackendUnavailable(f"backend {name!r}: its factory returned "
-                                     f"{type(backend).__name__}, not a Migrator")
+            raise BackendUnavailable(
+                f"backend {name!r}: its factory returned {type(backend).__name__}, not a Migrator"
+            )
         return backend
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
     """Split ``"NAME[:key=value,...]"`` into the name and raw option strings."""
     if not isinstance(spec, str):
-        raise SpecError(f"spec: expected a string such as 'cpu-batched:threads=2', "
-                        f"got {type(spec).__name__}")
+        raise SpecError(
+            f"spec: expected a string such as 'cpu-batched:threads=2', got {type(spec).__name__}"
+        )
     name, sep, rest = spec.strip().partition(":")
     name = name.strip()
     if not name:
@@ -193,9 +201,10 @@ def validate_options(name: str, raw: dict[str, str], declared: dict[str, Option]
             raise SpecError(f"backend {name!r}: unknown option {key!r} (options: {known})")
         opt = declared[key]
         value = _convert(name, key, text, opt)
-        if opt.min is not None and value < opt.min or opt.max is not None and value > opt.max:
-            raise SpecError(f"backend {name!r}: option {key}={text} is out of range "
-                            f"[{opt.min}, {opt.max}]")
+        if (opt.min is not None and value < opt.min) or (opt.max is not None and value > opt.max):
+            raise SpecError(
+                f"backend {name!r}: option {key}={text} is out of range [{opt.min}, {opt.max}]"
+            )
         if opt.choices is not None and value not in opt.choices:
             raise SpecError(f"backend {name!r}: option {key}={text} is not one of {opt.choices}")
         out[key] = value
@@ -215,8 +224,9 @@ def _convert(name: str, key: str, text: str, opt: Option) -> Any:
             return int(text, 0)
         return opt.type(text)
     except ValueError:
-        raise SpecError(f"backend {name!r}: option {key}={text!r} is not a valid "
-                        f"{opt.type.__name__}") from None
+        raise SpecError(
+            f"backend {name!r}: option {key}={text!r} is not a valid {opt.type.__name__}"
+        ) from None
 
 
 def _resolve(target: str) -> Callable[..., Migrator]:

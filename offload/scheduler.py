@@ -118,10 +118,10 @@ class CopyResult:
     """
 
     n: int = 0
-    migrator: "Migrator | None" = None
-    by_offload: "np.ndarray | None" = None
+    migrator: Migrator | None = None
+    by_offload: np.ndarray | None = None
     calls: list = field(default_factory=list)
-    abandoned: "np.ndarray | None" = None
+    abandoned: np.ndarray | None = None
 
     def pending(self) -> list:
         """The calls that have not returned yet."""
@@ -160,8 +160,15 @@ class Scheduler:
         Seconds a guarded call may take before it is abandoned.
     """
 
-    def __init__(self, cpu: "Migrator", control: "OffloadControl", policy: Policy,
-                 nodes: "list[Node]", runner: "CallRunner", timeout: float) -> None:
+    def __init__(
+        self,
+        cpu: Migrator,
+        control: OffloadControl,
+        policy: Policy,
+        nodes: list[Node],
+        runner: CallRunner,
+        timeout: float,
+    ) -> None:
         self.cpu = cpu
         self.control = control
         self.policy = policy
@@ -188,25 +195,26 @@ class Scheduler:
             d["adaptive"] = {"mode": a.mode, "split": a.split, "gbps": dict(a.gbps)}
             d["adaptive_by_folio_size"] = {
                 1 << k: {"mode": v.current, "split": v.split, "gbps": dict(v.gbps)}
-                for k, v in sorted(self.adaptive_by_size.items())}
+                for k, v in sorted(self.adaptive_by_size.items())
+            }
         return d
 
     # -- what a backend reaches, and whether it is stuck -----------------------------------
-    def reach(self, mig: "Migrator") -> np.ndarray:
+    def reach(self, mig: Migrator) -> np.ndarray:
         """Per node: whether *mig* can read and write it (asked once per migrator)."""
         hit = self._reach.get(id(mig))
         if hit is not None and hit[0] is mig:
             return hit[1]
         try:
             r = np.array([bool(mig.can_access(n)) for n in self._nodes], dtype=bool)
-        except BaseException as exc:  # noqa: BLE001 - a plugin's bug: it reaches nothing
+        except BaseException as exc:
             self.control.warn(mig, exc)
             r = np.zeros(len(self._nodes), dtype=bool)
         with self._lock:
             self._reach[id(mig)] = (mig, r)
         return r
 
-    def stuck(self, mig: "Migrator") -> bool:
+    def stuck(self, mig: Migrator) -> bool:
         """Whether a call of *mig* abandoned at its deadline is still running."""
         calls = self._stuck.get(id(mig))
         if not calls:
@@ -244,8 +252,7 @@ class Scheduler:
             res.migrator = mig
             self._run(mig, batch, to_off, ada, res)
 
-    def cpu_copy(self, batch: FolioBatch, res: CopyResult,
-                 where: np.ndarray | None = None) -> None:
+    def cpu_copy(self, batch: FolioBatch, res: CopyResult, where: np.ndarray | None = None) -> None:
         """The CPU path copies what it can reach; the engine copies the rest later.
 
         *where* gives the position of each folio of *batch* in the batch *res* is
@@ -254,8 +261,11 @@ class Scheduler:
         if self.stuck(self.cpu):
             counters(self.cpu).add(batches_skipped=1)
             return
-        reach = None if self._cpu_reach.all() else \
-            self._cpu_reach[batch.src_node] & self._cpu_reach[batch.dst_node]
+        reach = (
+            None
+            if self._cpu_reach.all()
+            else self._cpu_reach[batch.src_node] & self._cpu_reach[batch.dst_node]
+        )
         if reach is not None and not reach.any():
             return
         if getattr(self.cpu, "_trusted", False):
@@ -270,7 +280,7 @@ class Scheduler:
         if self._collect(self.cpu, call, time.perf_counter(), res, at):
             batch.copied[own.index] |= own.copied
 
-    def _start(self, mig: "Migrator", sub: FolioBatch, res: CopyResult) -> GuardedCall:
+    def _start(self, mig: Migrator, sub: FolioBatch, res: CopyResult) -> GuardedCall:
         """Start *mig* on *sub* on a worker (``should_batch`` is asked there too)."""
         native = type(mig).submit is not Migrator.submit
         call = functools.partial(_copy_call, mig, sub, native)
@@ -278,8 +288,9 @@ class Scheduler:
         res.calls.append(c)
         return c
 
-    def _collect(self, mig: "Migrator", call: GuardedCall, t0: float, res: CopyResult,
-                 at: np.ndarray) -> bool:
+    def _collect(
+        self, mig: Migrator, call: GuardedCall, t0: float, res: CopyResult, at: np.ndarray
+    ) -> bool:
         """Wait for *call* until its deadline; return whether its marks can be trusted.
 
         A late call is abandoned: the folios at positions *at* of the batch are recorded
@@ -298,7 +309,7 @@ class Scheduler:
             return False
         return True
 
-    def _choose(self, batch: FolioBatch) -> tuple[np.ndarray, "Adaptive | None"]:
+    def _choose(self, batch: FolioBatch) -> tuple[np.ndarray, Adaptive | None]:
         """Which folios the offload gets, and the adaptive state that chose (if any)."""
         p = self.policy
         n = len(batch)
@@ -323,8 +334,14 @@ class Scheduler:
         # the offload takes the first (1 - f) of the bytes, submitted before the CPU starts
         return cum <= (1.0 - f) * cum[-1] + 0.5 * nbytes, ada
 
-    def _run(self, mig: "Migrator", batch: FolioBatch, to_off: np.ndarray,
-             ada: "Adaptive | None", res: CopyResult) -> None:
+    def _run(
+        self,
+        mig: Migrator,
+        batch: FolioBatch,
+        to_off: np.ndarray,
+        ada: Adaptive | None,
+        res: CopyResult,
+    ) -> None:
         st = self.stats
         with self._lock:
             st.batches += 1
@@ -375,8 +392,16 @@ class Scheduler:
                 del st.splits[:2048]
             self._learn(b_cpu, t_cpu, b_off, t_off, time.perf_counter() - t0, ok, ada)
 
-    def _learn(self, b_cpu: int, t_cpu: float, b_off: int, t_off: float, wall: float,
-               ok: bool, ada: "Adaptive | None") -> None:
+    def _learn(
+        self,
+        b_cpu: int,
+        t_cpu: float,
+        b_off: int,
+        t_off: float,
+        wall: float,
+        ok: bool,
+        ada: Adaptive | None,
+    ) -> None:
         st = self.stats
         cpu_rate = b_cpu / t_cpu / 1e9 if b_cpu and t_cpu > 0 else 0.0
         # a failed offload says nothing about its speed
@@ -447,8 +472,9 @@ class Adaptive:
                 # a probe that confirmed the choice makes the next one wait twice as
                 # long (a probe costs a batch copied the slower way); a change resets it
                 self.probed = False
-                self.interval = self.PROBE_EVERY if changed else \
-                    min(self.PROBE_MAX, 2 * self.interval)
+                self.interval = (
+                    self.PROBE_EVERY if changed else min(self.PROBE_MAX, 2 * self.interval)
+                )
                 self.next_probe = self.batches + self.interval
             self.mode = self.current
         return {"split": self.split, "cpu": 1.0, "offload": 0.0}[self.mode]
@@ -470,13 +496,18 @@ class Adaptive:
             elif not self.gbps["split"]:
                 self.gbps["split"] = 1e-9
             if cpu_rate and off_rate:
-                self.rates = (_ewma(self.rates[0], cpu_rate, self.ALPHA),
-                              _ewma(self.rates[1], off_rate, self.ALPHA))
+                self.rates = (
+                    _ewma(self.rates[0], cpu_rate, self.ALPHA),
+                    _ewma(self.rates[1], off_rate, self.ALPHA),
+                )
                 rc, ro = self.rates
                 target = rc / (rc + ro)
                 # the first estimate is taken whole; later ones in bounded steps
-                step = target - used if self.rates_seen == 0 else \
-                    max(-self.STEP, min(self.STEP, target - used))
+                step = (
+                    target - used
+                    if self.rates_seen == 0
+                    else max(-self.STEP, min(self.STEP, target - used))
+                )
                 self.split = min(0.98, max(0.02, used + step))
                 self.rates_seen += 1
         elif ok and wall > 0 and nbytes:
@@ -488,7 +519,7 @@ class Adaptive:
 class _Finished:
     """A call that ran on this thread and is over (what :class:`GuardedCall` says)."""
 
-    __slots__ = ("value", "error", "finished_at")
+    __slots__ = ("error", "finished_at", "value")
 
     def __init__(self, value: object, error: BaseException | None) -> None:
         self.value, self.error, self.finished_at = value, error, time.perf_counter()
@@ -500,7 +531,7 @@ class _Finished:
         return True
 
 
-def _copy_call(mig: "Migrator", sub: FolioBatch, native: bool = False) -> bool:
+def _copy_call(mig: Migrator, sub: FolioBatch, native: bool = False) -> bool:
     """Ask *mig* to copy *sub*: False when ``should_batch`` declines it, else True once
     copied (through ``submit`` for a migrator with a native asynchronous one)."""
     if not mig.should_batch(sub):
@@ -512,7 +543,7 @@ def _copy_call(mig: "Migrator", sub: FolioBatch, native: bool = False) -> bool:
     return True
 
 
-def _inline(mig: "Migrator", sub: FolioBatch) -> "_Finished":
+def _inline(mig: Migrator, sub: FolioBatch) -> _Finished:
     """Run a trusted migrator on this thread; return the finished call."""
     try:
         return _Finished(_copy_call(mig, sub), None)

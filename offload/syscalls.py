@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING, Iterable
+import itertools
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,9 +22,15 @@ _KEY_SHIFT = 40  # folio key: node << 40 | head pfn
 
 def _int_array(values, name: str) -> np.ndarray:
     """*values* (a sequence or array of ints) as int64, or an error naming *name*."""
-    if isinstance(values, (str, bytes, bytearray)) or values is None or \
-            not hasattr(values, "__iter__") or (isinstance(values, np.ndarray) and values.ndim == 0):
-        raise BadArgumentType(f"{name}: expected a sequence of integers, got {type(values).__name__}")
+    if (
+        isinstance(values, (str, bytes, bytearray))
+        or values is None
+        or not hasattr(values, "__iter__")
+        or (isinstance(values, np.ndarray) and values.ndim == 0)
+    ):
+        raise BadArgumentType(
+            f"{name}: expected a sequence of integers, got {type(values).__name__}"
+        )
     try:
         arr = np.asarray(values if isinstance(values, np.ndarray) else list(values))
     except (TypeError, ValueError, OverflowError) as exc:
@@ -30,14 +38,16 @@ def _int_array(values, name: str) -> np.ndarray:
     if arr.size == 0:
         return np.empty(0, dtype=np.int64)
     if arr.ndim != 1 or arr.dtype.kind not in "iu" or arr.dtype == np.bool_:
-        raise BadArgumentType(f"{name}: expected a flat sequence of integers, got dtype "
-                              f"{arr.dtype} and shape {arr.shape}")
+        raise BadArgumentType(
+            f"{name}: expected a flat sequence of integers, got dtype "
+            f"{arr.dtype} and shape {arr.shape}"
+        )
     if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
         raise BadArgument(f"{name}: values out of range")
     return arr.astype(np.int64, copy=False)
 
 
-def _target(caller: "Process", pid: int) -> "Process":
+def _target(caller: Process, pid: int) -> Process:
     """The process *pid* names (0: the caller), if the caller may act on it.
 
     As the kernel: ESRCH for no such process; EPERM unless ``ptrace_may_access`` (same
@@ -50,12 +60,15 @@ def _target(caller: "Process", pid: int) -> "Process":
     if target is None:
         raise oserror(errno.ESRCH, f"no process with pid {pid}")
     if not caller.may_ptrace(target):
-        raise oserror(errno.EPERM, f"pid {pid} belongs to uid {target.uid}; uid {caller.uid} "
-                      "needs CAP_SYS_PTRACE to act on it")
+        raise oserror(
+            errno.EPERM,
+            f"pid {pid} belongs to uid {target.uid}; uid {caller.uid} "
+            "needs CAP_SYS_PTRACE to act on it",
+        )
     return target
 
 
-def move_pages(caller: "Process", pages, nodes, flags: int, pid: int) -> "MoveResult":
+def move_pages(caller: Process, pages, nodes, flags: int, pid: int) -> MoveResult:
     """See :meth:`offload.process.Process.move_pages`."""
     from .process import MoveResult
 
@@ -89,18 +102,21 @@ def move_pages(caller: "Process", pages, nodes, flags: int, pid: int) -> "MoveRe
         else:
             starts = np.flatnonzero(np.diff(targets[:stop])) + 1
             bounds = np.concatenate(([0], starts, [stop])).tolist() if stop else [0]
-        for s, e in zip(bounds[:-1], bounds[1:]):
+        for s, e in itertools.pairwise(bounds):
             status[s:e] = _move_group(target, addrs[s:e], int(targets[s]), move_all)
     if stop < targets.size:
-        err = oserror(errno.ENODEV, f"pages[{stop}]: node {int(targets[stop])} does not exist "
-                      f"or has no memory (nodes: 0..{len(m.nodes) - 1})")
+        err = oserror(
+            errno.ENODEV,
+            f"pages[{stop}]: node {int(targets[stop])} does not exist "
+            f"or has no memory (nodes: 0..{len(m.nodes) - 1})",
+        )
         #: statuses of the entries walked before the bad node; None for those after it
         err.status = status.tolist() + [None] * (targets.size - stop)  # type: ignore[attr-defined]
         raise err
     return MoveResult(int((status != targets).sum()), status.tolist())
 
 
-def _locate(p: "Process", addrs: np.ndarray):
+def _locate(p: Process, addrs: np.ndarray):
     """Translate *addrs*; return (status as in query mode, nid, pfn, mapcount)."""
     vi, idx = p._translate(addrs)
     _, nid, pfn, mapcount = p._ptes(vi, idx)
@@ -110,7 +126,7 @@ def _locate(p: "Process", addrs: np.ndarray):
     return status, nid, pfn, mapcount
 
 
-def _move_group(p: "Process", addrs: np.ndarray, node: int, move_all: bool) -> np.ndarray:
+def _move_group(p: Process, addrs: np.ndarray, node: int, move_all: bool) -> np.ndarray:
     """Migrate one gathered group of entries (all to *node*); return their statuses.
 
     Entries naming pages of one folio move it once and share its outcome (a deliberate
@@ -135,8 +151,11 @@ def _move_group(p: "Process", addrs: np.ndarray, node: int, move_all: bool) -> n
             # one migration per folio, in the order of the entries that first name it;
             # base pages at increasing addresses cannot share a folio (no sort needed)
             ca = addrs[cand] >> PAGE_SHIFT
-            distinct = keys.size < 2 or (keys[1:] > keys[:-1]).all() or \
-                (not orders.any() and (ca[1:] > ca[:-1]).all())
+            distinct = (
+                keys.size < 2
+                or (keys[1:] > keys[:-1]).all()
+                or (not orders.any() and (ca[1:] > ca[:-1]).all())
+            )
             if distinct:
                 first = slice(None)
             else:
@@ -149,8 +168,12 @@ def _move_group(p: "Process", addrs: np.ndarray, node: int, move_all: bool) -> n
             m.cond.wait()  # another migration holds some of these folios
         _mark_isolated(m, f)
     out = m.engine.migrate(f, MR_SYSCALL)
-    if isinstance(first, slice) and len(out.folios) == len(f) and \
-            np.array_equal(out.folios.pfn, f.pfn) and np.array_equal(out.folios.node, f.node):
+    if (
+        isinstance(first, slice)
+        and len(out.folios) == len(f)
+        and np.array_equal(out.folios.pfn, f.pfn)
+        and np.array_equal(out.folios.node, f.node)
+    ):
         # one entry per folio, outcomes in entry order: the common case, no search
         status[cand] = np.where(out.rc == 0, node, out.rc)
         return status
@@ -213,7 +236,7 @@ def _remap(s: int, old: list[int], new: list[int]) -> int:
     return new[old.index(s) % len(new)]
 
 
-def migrate_pages(caller: "Process", old_nodes, new_nodes, pid: int) -> int:
+def migrate_pages(caller: Process, old_nodes, new_nodes, pid: int) -> int:
     """See :meth:`offload.process.Process.migrate_pages`.
 
     As kernel_migrate_pages: ESRCH; EPERM without ptrace access; EPERM when *new_nodes*
@@ -227,8 +250,11 @@ def migrate_pages(caller: "Process", old_nodes, new_nodes, pid: int) -> int:
     m = caller.machine
     memory = set(range(len(m.nodes)))
     if not set(new) <= memory and not caller.privileged:
-        raise oserror(errno.EPERM, f"new_nodes: {new} is not a subset of the nodes with "
-                      f"memory (0..{len(m.nodes) - 1}) and the caller lacks CAP_SYS_NICE")
+        raise oserror(
+            errno.EPERM,
+            f"new_nodes: {new} is not a subset of the nodes with "
+            f"memory (0..{len(m.nodes) - 1}) and the caller lacks CAP_SYS_NICE",
+        )
     new = [n for n in new if n in memory]
     if not new:
         raise oserror(errno.EINVAL, f"new_nodes: no node with memory in {sorted(set(new_nodes))}")
@@ -238,7 +264,7 @@ def migrate_pages(caller: "Process", old_nodes, new_nodes, pid: int) -> int:
         return _migrate_nodes(target, old, new, caller.privileged)
 
 
-def _migrate_nodes(target: "Process", old: list[int], new: list[int], move_all: bool) -> int:
+def _migrate_nodes(target: Process, old: list[int], new: list[int], move_all: bool) -> int:
     """do_migrate_pages(): move node by node, a destination not being a source to go."""
     busy = 0
     todo = set(old)
@@ -260,7 +286,7 @@ def _migrate_nodes(target: "Process", old: list[int], new: list[int], move_all: 
     return busy
 
 
-def _migrate_to_node(p: "Process", source: int, dest: int, move_all: bool) -> int:
+def _migrate_to_node(p: Process, source: int, dest: int, move_all: bool) -> int:
     """Move every page of *p* on node *source* to *dest*; return pages not moved."""
     m = p.machine
     if source >= len(m.nodes):
@@ -281,8 +307,9 @@ def _migrate_to_node(p: "Process", source: int, dest: int, move_all: bool) -> in
             node = m.nodes[source]
             heads = np.unique(node.head_of(pfn))
             nid = np.full(heads.size, source, dtype=np.int32)
-            f = Folios(nid, heads, node.order[heads].copy(),
-                       np.full(heads.size, dest, dtype=np.int32))
+            f = Folios(
+                nid, heads, node.order[heads].copy(), np.full(heads.size, dest, dtype=np.int32)
+            )
             if not _isolated(m, f).any():
                 break
             m.cond.wait()

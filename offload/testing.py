@@ -15,7 +15,7 @@ Or call :func:`check_migrator` with a factory from any test runner.
 from __future__ import annotations
 
 import errno
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -27,8 +27,10 @@ from .migrator import Migrator
 
 def _nodes(nr_pages: int, seed: int) -> dict[int, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {0: rng.integers(0, 256, (nr_pages, PAGE_SIZE), dtype=np.uint8),
-            1: rng.integers(0, 256, (nr_pages, PAGE_SIZE), dtype=np.uint8)}
+    return {
+        0: rng.integers(0, 256, (nr_pages, PAGE_SIZE), dtype=np.uint8),
+        1: rng.integers(0, 256, (nr_pages, PAGE_SIZE), dtype=np.uint8),
+    }
 
 
 def _layout(kind: str, seed: int) -> tuple[np.ndarray, ...]:
@@ -65,13 +67,14 @@ def check_batch_copy(mig: Migrator, kind: str = "mixed", seed: int = 0) -> None:
     for i in range(len(batch)):
         n = 1 << int(order[i])
         if batch.copied[i]:
-            expect[int(dn[i])][dp[i]:dp[i] + n] = before[int(sn[i])][sp[i]:sp[i] + n]
+            expect[int(dn[i])][dp[i] : dp[i] + n] = before[int(sn[i])][sp[i] : sp[i] + n]
         else:
             # an unmarked folio's destination may hold anything: the CPU rewrites it
-            expect[int(dn[i])][dp[i]:dp[i] + n] = mem[int(dn[i])][dp[i]:dp[i] + n]
+            expect[int(dn[i])][dp[i] : dp[i] + n] = mem[int(dn[i])][dp[i] : dp[i] + n]
     for k in mem:
-        assert np.array_equal(mem[k], expect[k]), \
+        assert np.array_equal(mem[k], expect[k]), (
             f"{mig.name}: wrong bytes after a {kind} batch copy (node {k})"
+        )
 
 
 def check_migration(mig: Migrator) -> None:

@@ -78,4 +78,4 @@ class WriteWatch:
         return hit
 
 
-__all__ = ["WriteWatch", "SAMPLE_PAGES"]
+__all__ = ["SAMPLE_PAGES", "WriteWatch"]

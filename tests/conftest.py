@@ -5,11 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from offload import Machine, PAGE_SIZE
+from offload import PAGE_SIZE, Machine
 
 #: Every CPU-runnable backend; the same test bodies run over each (as CuPy's tests do).
-CPU_BACKENDS = ["cpu-serial", "cpu-batched", "cpu-batched:threads=1", "dma-threads",
-                "dma-threads:channels=4", "dma-threads:channels=16,coalesce=false"]
+CPU_BACKENDS = [
+    "cpu-serial",
+    "cpu-batched",
+    "cpu-batched:threads=1",
+    "dma-threads",
+    "dma-threads:channels=4",
+    "dma-threads:channels=16,coalesce=false",
+]
 
 
 def gpu_status() -> tuple[bool, str]:
@@ -34,8 +40,10 @@ def make_machine(backend: str = "cpu-serial", nodes: str = "16M,16M", **kw) -> M
     return Machine(nodes=nodes, cpu="cpu-serial", offload=backend, **kw)
 
 
-@pytest.fixture(params=CPU_BACKENDS + [pytest.param(b, marks=[pytest.mark.gpu, requires_gpu])
-                                        for b in GPU_BACKENDS])
+@pytest.fixture(
+    params=CPU_BACKENDS
+    + [pytest.param(b, marks=[pytest.mark.gpu, requires_gpu]) for b in GPU_BACKENDS]
+)
 def backend(request) -> str:
     return request.param
 

@@ -2,11 +2,10 @@
 
 import numpy as np
 import pytest
-
-from offload import FolioBatch, PAGE_SIZE, registry
-from offload.testing import MigratorConformance, check_batch_copy, check_migrator
-
 from conftest import CPU_BACKENDS
+
+from offload import PAGE_SIZE, FolioBatch, registry
+from offload.testing import MigratorConformance, check_batch_copy, check_migrator
 
 
 @pytest.mark.parametrize("spec", CPU_BACKENDS + ["cpu-batched:threads=3"])
@@ -41,10 +40,12 @@ def test_check_migrator_passes_for_builtins():
 def test_cpu_batched_layouts(threads):
     """Runs, dst-only runs and scattered pages, one large folio chunked over threads."""
     rng = np.random.default_rng(threads)
-    mem = {0: rng.integers(0, 256, (4096, PAGE_SIZE), dtype=np.uint8),
-           1: np.zeros((4096, PAGE_SIZE), dtype=np.uint8)}
+    mem = {
+        0: rng.integers(0, 256, (4096, PAGE_SIZE), dtype=np.uint8),
+        1: np.zeros((4096, PAGE_SIZE), dtype=np.uint8),
+    }
     cases = [
-        ([0], [512], [1], [1024], [9]),                                   # one THP
+        ([0], [512], [1], [1024], [9]),  # one THP
         ([0] * 300, np.arange(300), [1] * 300, np.arange(300) + 7, [0] * 300),
         ([0] * 300, rng.permutation(3000)[:300], [1] * 300, np.arange(300), [0] * 300),
         ([0] * 300, rng.permutation(3000)[:300], [1] * 300, rng.permutation(3000)[:300], [0] * 300),
@@ -64,7 +65,9 @@ def test_cpu_batched_layouts(threads):
 
 def test_batch_runs_and_selection():
     mem = {0: np.zeros((64, PAGE_SIZE), np.uint8), 1: np.zeros((64, PAGE_SIZE), np.uint8)}
-    b = FolioBatch([0, 0, 0, 0], [0, 1, 2, 8], [1, 1, 1, 1], [4, 5, 8, 10], [0, 0, 1, 0], memory=mem)
+    b = FolioBatch(
+        [0, 0, 0, 0], [0, 1, 2, 8], [1, 1, 1, 1], [4, 5, 8, 10], [0, 0, 1, 0], memory=mem
+    )
     runs = b.runs()
     assert runs.npages.tolist() == [2, 2, 1] and runs.start.tolist() == [0, 2, 3]
     assert b.runs("dst").npages.tolist() == [2, 3]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from offload import (MPOL_MF_MOVE, BadArgument, Machine, OffloadError, PAGE_SIZE, registry)
+from offload import MPOL_MF_MOVE, PAGE_SIZE, BadArgument, Machine, OffloadError, registry
 from offload.cli import main
 
 
@@ -24,8 +24,13 @@ def world():
 
 
 def snapshot(m, p):
-    return ([n.free_pages for n in m.nodes], p.mappings, dict(m.vmstat),
-            [n.state.copy() for n in m.nodes], p.read(p.mappings[0][0], 7))
+    return (
+        [n.free_pages for n in m.nodes],
+        p.mappings,
+        dict(m.vmstat),
+        [n.state.copy() for n in m.nodes],
+        p.read(p.mappings[0][0], 7),
+    )
 
 
 # (call, exception type or errno, text the message must contain)
@@ -61,20 +66,23 @@ CASES = [
     (lambda m, p, q, a, s: p.move_pages(a, [1]), TypeError, "pages"),
     (lambda m, p, q, a, s: p.move_pages([a], 1), TypeError, "nodes"),
     (lambda m, p, q, a, s: p.move_pages([a], np.int64(1)), TypeError, "nodes"),
-    (lambda m, p, q, a, s: p.move_pages([a, 2 ** 80], [1, 1]), TypeError, "pages"),
+    (lambda m, p, q, a, s: p.move_pages([a, 2**80], [1, 1]), TypeError, "pages"),
     (lambda m, p, q, a, s: p.write(a, np.array([object()])), TypeError, "data"),
     (lambda m, p, q, a, s: p.read(a, 1 << 50), errno.EFAULT, ""),
     (lambda m, p, q, a, s: p.read(a + 4 * PAGE_SIZE, 1 << 40), errno.EFAULT, ""),
     (lambda m, p, q, a, s: p.move_pages([a], [1], flags="move"), TypeError, "flags"),
     (lambda m, p, q, a, s: p.move_pages([a], [1], pid=-1), BadArgument, "pid"),
-    (lambda m, p, q, a, s: p.move_pages([a] * 10 ** 6, [1] * 10 ** 6, flags=MPOL_MF_MOVE | 8),
-     errno.EINVAL, ""),
+    (
+        lambda m, p, q, a, s: p.move_pages([a] * 10**6, [1] * 10**6, flags=MPOL_MF_MOVE | 8),
+        errno.EINVAL,
+        "",
+    ),
     (lambda m, p, q, a, s: p.migrate_pages([0], [5]), errno.EPERM, "new_nodes"),
     (lambda m, p, q, a, s: q.migrate_pages([0], [5]), errno.EINVAL, "new_nodes"),
     (lambda m, p, q, a, s: m.spawn(cap_sys_ptrace="yes"), TypeError, "cap_sys_ptrace"),
     (lambda m, p, q, a, s: p.migrate_pages([0], [1], pid=q.pid), errno.EPERM, ""),
     (lambda m, p, q, a, s: p.migrate_pages("01", [1]), TypeError, "old_nodes"),
-    (lambda m, p, q, a, s: p.migrate_pages([0], [2 ** 40]), errno.EINVAL, "new_nodes"),
+    (lambda m, p, q, a, s: p.migrate_pages([0], [2**40]), errno.EINVAL, "new_nodes"),
     (lambda m, p, q, a, s: m.spawn(uid=-1), BadArgument, "uid"),
     (lambda m, p, q, a, s: m.spawn(cap_sys_nice=1), TypeError, "cap_sys_nice"),
     (lambda m, p, q, a, s: m.offload.register(m.cpu, reasons="fast"), errno.EINVAL, "reason"),
@@ -101,16 +109,28 @@ def test_bad_calls_leave_the_machine_as_it_was(world, call, expect, text):
     assert all((x == y).all() for x, y in zip(after[3], before[3]))
 
 
-@pytest.mark.parametrize("kwargs, text", [
-    (dict(nodes=""), "nodes"), (dict(nodes="8M,0"), "nodes"), (dict(nodes="4097"), "nodes"),
-    (dict(nodes="cxl:8M"), "kind"), (dict(nodes=["8M"]), "nodes"), (dict(cpu=""), "spec"),
-    (dict(cpu="nope"), "unknown backend"), (dict(cpu=42), "cpu"),
-    (dict(offload="cpu-batched:threads=0"), "out of range"), (dict(offload=3.5), "offload"),
-    (dict(policy="static:2"), "policy"), (dict(policy="threshold:abc"), "policy"),
-    (dict(batch_pages=0), "batch_pages"), (dict(batch_pages="512"), "batch_pages"),
-    (dict(verify="yes"), "verify"), (dict(offload_timeout=0), "offload_timeout"),
-    (dict(offload_timeout="1"), "offload_timeout"),
-])
+@pytest.mark.parametrize(
+    "kwargs, text",
+    [
+        (dict(nodes=""), "nodes"),
+        (dict(nodes="8M,0"), "nodes"),
+        (dict(nodes="4097"), "nodes"),
+        (dict(nodes="cxl:8M"), "kind"),
+        (dict(nodes=["8M"]), "nodes"),
+        (dict(cpu=""), "spec"),
+        (dict(cpu="nope"), "unknown backend"),
+        (dict(cpu=42), "cpu"),
+        (dict(offload="cpu-batched:threads=0"), "out of range"),
+        (dict(offload=3.5), "offload"),
+        (dict(policy="static:2"), "policy"),
+        (dict(policy="threshold:abc"), "policy"),
+        (dict(batch_pages=0), "batch_pages"),
+        (dict(batch_pages="512"), "batch_pages"),
+        (dict(verify="yes"), "verify"),
+        (dict(offload_timeout=0), "offload_timeout"),
+        (dict(offload_timeout="1"), "offload_timeout"),
+    ],
+)
 def test_bad_machine_arguments(kwargs, text):
     kwargs.setdefault("nodes", "8M")
     with pytest.raises(OffloadError) as e:
@@ -118,31 +138,45 @@ def test_bad_machine_arguments(kwargs, text):
     assert text in str(e.value)
 
 
-@pytest.mark.parametrize("spec, text", [
-    ("dma-threads:channels=99", "out of range"), ("dma-threads:bandwidth=-1", "out of range"),
-    ("dma-threads:coalesce=maybe", "not a valid bool"), ("cupy:path=warp", "cupy"),
-    ("cpu-batched:threads=1,threads=2", "twice"), ("cpu-batched:=2", "key=value"),
-])
+@pytest.mark.parametrize(
+    "spec, text",
+    [
+        ("dma-threads:channels=99", "out of range"),
+        ("dma-threads:bandwidth=-1", "out of range"),
+        ("dma-threads:coalesce=maybe", "not a valid bool"),
+        ("cupy:path=warp", "cupy"),
+        ("cpu-batched:threads=1,threads=2", "twice"),
+        ("cpu-batched:=2", "key=value"),
+    ],
+)
 def test_bad_specs(spec, text):
     with pytest.raises(OffloadError) as e:
         registry.create(spec)
     assert text in str(e.value)
 
 
-@pytest.mark.parametrize("args, text", [
-    (["bench", "--sizes", "4K,zz"], "--sizes"), (["bench", "--total", "0"], "--total"),
-    (["bench", "--backends", ";"], "--backends"), (["bench", "--repeat", "-1"], "--repeat"),
-    (["bench", "--batch-pages", "0"], "--batch-pages"), (["bench", "--to", "cxl"], "--to"),
-    (["bench", "split", "--policies", "bogus"], "--policies"),
-    (["bench", "split", "--offload", "nope"], "--backends"),
-    (["bench", "latency", "--batches", "0"], "--batches"),
-    (["bench", "latency", "--size", "3K"], "--sizes"),
-    (["bench", "stress", "--seconds", "0"], "--seconds"),
-    (["bench", "stress", "--policy", "x"], "--policy"),
-    (["info", "--nodes", "1Q"], "--nodes"), (["nonsense"], "No such command"),
-    (["bench", "--total", "1024T"], "--total"), (["bench", "stress", "--seed", "-100"], "--seed"),
-    (["bench", "--plot", "/no/such/folder/x.png"], "--plot"),
-])
+@pytest.mark.parametrize(
+    "args, text",
+    [
+        (["bench", "--sizes", "4K,zz"], "--sizes"),
+        (["bench", "--total", "0"], "--total"),
+        (["bench", "--backends", ";"], "--backends"),
+        (["bench", "--repeat", "-1"], "--repeat"),
+        (["bench", "--batch-pages", "0"], "--batch-pages"),
+        (["bench", "--to", "cxl"], "--to"),
+        (["bench", "split", "--policies", "bogus"], "--policies"),
+        (["bench", "split", "--offload", "nope"], "--backends"),
+        (["bench", "latency", "--batches", "0"], "--batches"),
+        (["bench", "latency", "--size", "3K"], "--sizes"),
+        (["bench", "stress", "--seconds", "0"], "--seconds"),
+        (["bench", "stress", "--policy", "x"], "--policy"),
+        (["info", "--nodes", "1Q"], "--nodes"),
+        (["nonsense"], "No such command"),
+        (["bench", "--total", "1024T"], "--total"),
+        (["bench", "stress", "--seed", "-100"], "--seed"),
+        (["bench", "--plot", "/no/such/folder/x.png"], "--plot"),
+    ],
+)
 def test_cli_rejects_bad_input_clearly(args, text):
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 2, r.output

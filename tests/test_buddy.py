@@ -1,5 +1,6 @@
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from offload.buddy import BuddyAllocator
 
@@ -46,8 +47,10 @@ def test_free_merges_back_to_max_order():
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 9), st.integers(1, 40)), min_size=1, max_size=30),
-       st.integers(0, 2**31))
+@given(
+    st.lists(st.tuples(st.integers(0, 9), st.integers(1, 40)), min_size=1, max_size=30),
+    st.integers(0, 2**31),
+)
 def test_random_alloc_free_keeps_accounting(ops, seed):
     rng = np.random.default_rng(seed)
     b = BuddyAllocator(4096 + 512 + 3)

@@ -34,19 +34,33 @@ def test_backends_and_info(run):
 
 
 def test_bench_json_follows_the_schema(run):
-    r = run("bench", "--backends", "cpu-serial;cpu-batched:threads=2", "--sizes", "4K,64K",
-            "--total", "4M", "--repeat", "2", "--json")
+    r = run(
+        "bench",
+        "--backends",
+        "cpu-serial;cpu-batched:threads=2",
+        "--sizes",
+        "4K,64K",
+        "--total",
+        "4M",
+        "--repeat",
+        "2",
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["schema"] == "offload-bench/1"
     assert doc["roofline_gbps"] > 0 and doc["machine"]["cpus"] >= 1
     assert doc["layout"] == "aged" and all(x["layout"] == "aged" for x in doc["results"])
     from offload import native
+
     assert ("page_loop_gbps" in doc) == native.available()
     rows = doc["results"]
     assert [(x["backend"], x["folio_size"]) for x in rows] == [
-        ("cpu-serial", 4096), ("cpu-serial", 65536),
-        ("cpu-batched:threads=2", 4096), ("cpu-batched:threads=2", 65536)]
+        ("cpu-serial", 4096),
+        ("cpu-serial", 65536),
+        ("cpu-batched:threads=2", 4096),
+        ("cpu-batched:threads=2", 65536),
+    ]
     for x in rows:
         assert x["suite"] == "move_pages" and x["verified"] is True
         assert len(x["gbps"]) == 2 and x["gbps_median"] > 0
@@ -58,18 +72,34 @@ def test_bench_json_follows_the_schema(run):
 def test_bench_table_and_csv(run):
     r = run("bench", "--backends", "cpu-serial", "--sizes", "4K", "--total", "1M", "--repeat", "1")
     assert r.exit_code == 0 and "memcpy roofline" in r.output and "cpu-serial" in r.output
-    r = run("bench", "--backends", "cpu-serial", "--sizes", "4K", "--total", "1M", "--repeat", "1",
-            "--csv")
+    r = run(
+        "bench",
+        "--backends",
+        "cpu-serial",
+        "--sizes",
+        "4K",
+        "--total",
+        "1M",
+        "--repeat",
+        "1",
+        "--csv",
+    )
     lines = r.stdout.strip().splitlines()
     assert lines[0].startswith("suite,backend,folio_size") and len(lines) == 2
 
 
-@pytest.mark.parametrize("args, hint", [
-    (["--backends", "nope"], "--backends"), (["--backends", "cpu-batched:threads=0"], "--backends"),
-    (["--sizes", "3K"], "--sizes"), (["--sizes", "4M"], "--sizes"),
-    (["--total", "6K", "--sizes", "4K"], "--total"), (["--total", "lots"], "--total"),
-    (["--repeat", "0"], "--repeat"),
-])
+@pytest.mark.parametrize(
+    "args, hint",
+    [
+        (["--backends", "nope"], "--backends"),
+        (["--backends", "cpu-batched:threads=0"], "--backends"),
+        (["--sizes", "3K"], "--sizes"),
+        (["--sizes", "4M"], "--sizes"),
+        (["--total", "6K", "--sizes", "4K"], "--total"),
+        (["--total", "lots"], "--total"),
+        (["--repeat", "0"], "--repeat"),
+    ],
+)
 def test_bench_rejects_bad_options(run, args, hint):
     r = CliRunner().invoke(main, ["bench", *args])
     assert r.exit_code == 2 and hint in r.output
@@ -80,25 +110,61 @@ def test_bench_default_rows(run, monkeypatch):
 
     rows = cli.split_backends(cli.default_backends())
     dma = "cupy" if cli.dma_engine() == "cupy" else "dma-threads"
-    assert rows == ["cpu-serial", "cpu-batched", f"{dma}:channels=1", f"{dma}:channels=2",
-                    f"{dma}:channels=4", "adaptive"]
+    assert rows == [
+        "cpu-serial",
+        "cpu-batched",
+        f"{dma}:channels=1",
+        f"{dma}:channels=2",
+        f"{dma}:channels=4",
+        "adaptive",
+    ]
 
 
 def test_bench_table_with_adaptive_and_published_rows(run):
-    r = run("bench", "--backends", "cpu-serial;adaptive", "--sizes", "4K,2M", "--total", "4M",
-            "--repeat", "1", "--warmup", "0")
+    r = run(
+        "bench",
+        "--backends",
+        "cpu-serial;adaptive",
+        "--sizes",
+        "4K,2M",
+        "--total",
+        "4M",
+        "--repeat",
+        "1",
+        "--warmup",
+        "0",
+    )
     assert r.exit_code == 0, r.output
     assert "adaptive" in r.output and "published (kernel)" in r.output
     assert "27.16" in r.output and "RFC v4" in r.output
 
 
 def test_split_suite_rows_name_the_policies(run):
-    r = run("bench", "split", "--cpu", "cpu-batched:threads=1", "--offload", "dma-threads",
-            "--sizes", "16K", "--total", "2M", "--repeat", "1", "--json")
+    r = run(
+        "bench",
+        "split",
+        "--cpu",
+        "cpu-batched:threads=1",
+        "--offload",
+        "dma-threads",
+        "--sizes",
+        "16K",
+        "--total",
+        "2M",
+        "--repeat",
+        "1",
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     rows = json.loads(r.stdout)["results"]
-    assert [x["backend"] for x in rows] == ["cpu-only", "offload-only", "static:0.25",
-                                            "static:0.5", "static:0.75", "adaptive"]
+    assert [x["backend"] for x in rows] == [
+        "cpu-only",
+        "offload-only",
+        "static:0.25",
+        "static:0.5",
+        "static:0.75",
+        "adaptive",
+    ]
     by = {x["backend"]: x for x in rows}
     assert by["cpu-only"]["cpu_fraction"] == 1.0 and by["offload-only"]["cpu_fraction"] == 0.0
     assert 0.1 < by["static:0.25"]["cpu_fraction"] < 0.4
@@ -106,8 +172,19 @@ def test_split_suite_rows_name_the_policies(run):
 
 
 def test_latency_suite(run):
-    r = run("bench", "latency", "--backends", "cpu-serial", "--batches", "16,512", "--total", "2M",
-            "--repeat", "1", "--json")
+    r = run(
+        "bench",
+        "latency",
+        "--backends",
+        "cpu-serial",
+        "--batches",
+        "16,512",
+        "--total",
+        "2M",
+        "--repeat",
+        "1",
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     rows = doc["results"]
@@ -123,13 +200,34 @@ def test_latency_suite(run):
 
 
 def test_cpu_suite(run):
-    r = run("bench", "cpu", "--backends", "cpu-serial;cpu-batched:threads=2", "--sizes", "64K",
-            "--total", "4M", "--repeat", "1", "--json")
+    r = run(
+        "bench",
+        "cpu",
+        "--backends",
+        "cpu-serial;cpu-batched:threads=2",
+        "--sizes",
+        "64K",
+        "--total",
+        "4M",
+        "--repeat",
+        "1",
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     rows = json.loads(r.stdout)["results"]
     assert all(x["cpu_s_per_gb"] > 0 and x["cpu_utilization"] > 0 for x in rows)
-    r = run("bench", "cpu", "--backends", "cpu-serial", "--sizes", "64K", "--total", "1M",
-            "--repeat", "1")
+    r = run(
+        "bench",
+        "cpu",
+        "--backends",
+        "cpu-serial",
+        "--sizes",
+        "64K",
+        "--total",
+        "1M",
+        "--repeat",
+        "1",
+    )
     assert "s/GB" in r.output
 
 
@@ -173,8 +271,19 @@ def test_kernel_move_pages_through_ctypes_query_mode():
 
 def test_plot_output_or_a_clear_message(run, tmp_path):
     out = tmp_path / "bench.png"
-    args = ["bench", "--backends", "cpu-serial;cpu-batched", "--sizes", "4K", "--total", "1M",
-            "--repeat", "1", "--plot", str(out)]
+    args = [
+        "bench",
+        "--backends",
+        "cpu-serial;cpu-batched",
+        "--sizes",
+        "4K",
+        "--total",
+        "1M",
+        "--repeat",
+        "1",
+        "--plot",
+        str(out),
+    ]
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -186,15 +295,27 @@ def test_plot_output_or_a_clear_message(run, tmp_path):
 
 
 def test_bench_fresh_layout_is_said(run):
-    r = run("bench", "--backends", "cpu-serial", "--sizes", "4K", "--total", "4M",
-            "--repeat", "1", "--layout", "fresh")
+    r = run(
+        "bench",
+        "--backends",
+        "cpu-serial",
+        "--sizes",
+        "4K",
+        "--total",
+        "4M",
+        "--repeat",
+        "1",
+        "--layout",
+        "fresh",
+    )
     assert r.exit_code == 0, r.output
     assert "fresh memory" in r.output
 
 
 def test_scale_suite(run):
-    r = run("bench", "scale", "--counts", "1K,4K", "--mappings", "100,1K", "--repeat", "1",
-            "--json")
+    r = run(
+        "bench", "scale", "--counts", "1K,4K", "--mappings", "100,1K", "--repeat", "1", "--json"
+    )
     assert r.exit_code == 0, r.output
     rows = json.loads(r.stdout)["results"]
     folios = [x for x in rows if x["suite"] == "scale"]

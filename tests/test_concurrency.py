@@ -5,10 +5,9 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import make_machine
 
 from offload import PAGE_SIZE
-
-from conftest import make_machine
 
 ROUNDS = 15
 
@@ -77,8 +76,9 @@ def test_concurrent_move_pages_and_migrate_pages_on_the_same_pages(backend):
             for _ in range(ROUNDS):
                 r = p.move_pages(entries, [target] * 128)
                 # shared pages need MOVE_ALL: refused unless already on the target
-                if not set(r.status[:64]) <= {-errno.EACCES, target} or \
-                        set(r.status[64:]) != {target}:
+                if not set(r.status[:64]) <= {-errno.EACCES, target} or set(r.status[64:]) != {
+                    target
+                }:
                     failures.append(r.status)
 
         def migrator():
@@ -93,5 +93,5 @@ def test_concurrent_move_pages_and_migrate_pages_on_the_same_pages(backend):
             t.join()
         assert not failures
         assert p.read(a, data.size) == data.tobytes()
-        assert q.read(b, 64 * PAGE_SIZE) == data[:64 * PAGE_SIZE].tobytes()
+        assert q.read(b, 64 * PAGE_SIZE) == data[: 64 * PAGE_SIZE].tobytes()
         assert sum(n.nr_pages - n.free_pages for n in m.nodes) == 128

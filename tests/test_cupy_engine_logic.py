@@ -2,14 +2,13 @@
 
 import sys
 
-import pytest
-
 import fake_cupy
-from backends.dcbm.cupy_engine import CupyDcbm
-from offload import Machine, PAGE_SIZE
-from offload.testing import check_migrator
-
+import pytest
 from conftest import fill, pages
+
+from backends.dcbm.cupy_engine import CupyDcbm
+from offload import PAGE_SIZE, Machine
+from offload.testing import check_migrator
 
 
 @pytest.fixture(autouse=True)
@@ -19,8 +18,15 @@ def fake(monkeypatch):
     yield fake_cupy.log
 
 
-@pytest.mark.parametrize("kw", [dict(path="memcpy"), dict(path="kernel"),
-                                dict(path="auto", coalesce=False), dict(channels=16)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(path="memcpy"),
+        dict(path="kernel"),
+        dict(path="auto", coalesce=False),
+        dict(channels=16),
+    ],
+)
 def test_conformance_with_the_stand_in(kw):
     check_migrator(lambda: CupyDcbm(**kw))
 

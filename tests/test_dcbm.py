@@ -4,16 +4,21 @@ import threading
 
 import numpy as np
 import pytest
-
-from backends.dcbm import DmaThreads, Faults, channel_bounds, plan_batch
-from offload import FolioBatch, Machine, PAGE_SIZE, SpecError, registry
-
 from conftest import fill, pages
 
+from backends.dcbm import DmaThreads, Faults, channel_bounds, plan_batch
+from offload import PAGE_SIZE, FolioBatch, Machine, SpecError, registry
 
-@pytest.mark.parametrize("n, ch, expect", [
-    (10, 4, [0, 2, 5, 7, 10]), (3, 8, [0, 1, 2, 3]), (100, 32, None), (1, 16, [0, 1]),
-])
+
+@pytest.mark.parametrize(
+    "n, ch, expect",
+    [
+        (10, 4, [0, 2, 5, 7, 10]),
+        (3, 8, [0, 1, 2, 3]),
+        (100, 32, None),
+        (1, 16, [0, 1]),
+    ],
+)
 def test_channel_slices_follow_the_kernel(n, ch, expect):
     b = channel_bounds(n, ch)
     c = min(ch, n, 16)
@@ -46,8 +51,15 @@ def test_coalesced_runs_never_cross_channels():
     assert p2.folios_done(np.array([False, True]), 4).tolist() == [False, False, True, True]
 
 
-@pytest.mark.parametrize("spec", ["dma-threads:channels=0", "dma-threads:channels=17",
-                                  "dma-threads:timeout=0", "dma-threads:channels=two"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "dma-threads:channels=0",
+        "dma-threads:channels=17",
+        "dma-threads:timeout=0",
+        "dma-threads:channels=two",
+    ],
+)
 def test_bad_specs(spec):
     with pytest.raises(SpecError):
         registry.create(spec)

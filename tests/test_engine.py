@@ -4,10 +4,9 @@ import errno
 
 import numpy as np
 import pytest
-
-from offload import FolioBatch, Machine, Migrator, PAGE_SIZE
-
 from conftest import fill, pages
+
+from offload import PAGE_SIZE, FolioBatch, Machine, Migrator
 
 
 class Recorder(Migrator):
@@ -26,8 +25,9 @@ class Recorder(Migrator):
             self.hook(self, batch)
         for i in range(len(batch)):
             n = 1 << int(batch.order[i])
-            batch.memory[int(batch.dst_node[i])][batch.dst_pfn[i]:batch.dst_pfn[i] + n] = \
-                batch.memory[int(batch.src_node[i])][batch.src_pfn[i]:batch.src_pfn[i] + n]
+            batch.memory[int(batch.dst_node[i])][batch.dst_pfn[i] : batch.dst_pfn[i] + n] = (
+                batch.memory[int(batch.src_node[i])][batch.src_pfn[i] : batch.src_pfn[i] + n]
+            )
             batch.copied[i] = True
 
 
@@ -109,8 +109,9 @@ class Partial(Migrator):
     def offload_copy(self, batch):
         for i in range(0, len(batch), 2):
             n = 1 << int(batch.order[i])
-            batch.memory[int(batch.dst_node[i])][batch.dst_pfn[i]:batch.dst_pfn[i] + n] = \
-                batch.memory[int(batch.src_node[i])][batch.src_pfn[i]:batch.src_pfn[i] + n]
+            batch.memory[int(batch.dst_node[i])][batch.dst_pfn[i] : batch.dst_pfn[i] + n] = (
+                batch.memory[int(batch.src_node[i])][batch.src_pfn[i] : batch.src_pfn[i] + n]
+            )
             batch.copied[i] = True
 
 
@@ -178,8 +179,17 @@ def test_reason_mask_gates_the_migrator():
         assert len(rec.sizes) == 1
 
 
-@pytest.mark.parametrize("text, mask", [("all", 1023), ("none", 0), ("", 0), (5, 5), ("0x3", 3),
-                                        ("demotion, damon", (1 << 8) | (1 << 9))])
+@pytest.mark.parametrize(
+    "text, mask",
+    [
+        ("all", 1023),
+        ("none", 0),
+        ("", 0),
+        (5, 5),
+        ("0x3", 3),
+        ("demotion, damon", (1 << 8) | (1 << 9)),
+    ],
+)
 def test_reason_parsing(text, mask):
     from offload.reasons import format_reasons, parse_reasons
 

@@ -16,14 +16,47 @@ from offload.machine import parse_nodes
 from offload.scheduler import parse_policy
 from offload.sizes import parse_size
 
-FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 #: text that looks like what users type: sizes, specs, numbers, separators, junk
-TOKENS = st.sampled_from(["4K", "2M", "1G", "0", "-1", "1e3", "nan", "inf", ":", ",", ";",
-                          "=", "cpu-serial", "cpu-batched", "dma-threads", "cupy", "threads",
-                          "channels", "static", "threshold", "adaptive", "dram", "device",
-                          "99999999999999999999", " ", "\x00", "é", "T", "KiB"])
+TOKENS = st.sampled_from(
+    [
+        "4K",
+        "2M",
+        "1G",
+        "0",
+        "-1",
+        "1e3",
+        "nan",
+        "inf",
+        ":",
+        ",",
+        ";",
+        "=",
+        "cpu-serial",
+        "cpu-batched",
+        "dma-threads",
+        "cupy",
+        "threads",
+        "channels",
+        "static",
+        "threshold",
+        "adaptive",
+        "dram",
+        "device",
+        "99999999999999999999",
+        " ",
+        "\x00",
+        "é",
+        "T",
+        "KiB",
+    ]
+)
 USERISH = st.one_of(st.text(max_size=24), st.lists(TOKENS, max_size=6).map("".join))
 
 
@@ -95,13 +128,24 @@ def no_work(monkeypatch):
 
 def test_every_option_is_fuzzed():
     names = {(" ".join(p), o) for p, o in OPTIONS}
-    assert {("bench", "--total"), ("bench", "--sizes"), ("bench stress", "--seed"),
-            ("bench split", "--policies"), ("info", "--nodes")} <= names
+    assert {
+        ("bench", "--total"),
+        ("bench", "--sizes"),
+        ("bench stress", "--seed"),
+        ("bench split", "--policies"),
+        ("info", "--nodes"),
+    } <= names
 
 
-@pytest.mark.parametrize("path, option", OPTIONS, ids=lambda x: " ".join(x) if isinstance(x, tuple) else x)
-@settings(max_examples=25, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.parametrize(
+    "path, option", OPTIONS, ids=lambda x: " ".join(x) if isinstance(x, tuple) else x
+)
+@settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(value=USERISH)
 def test_cli_options_fail_with_one_clear_line(no_work, path, option, value):
     r = CliRunner().invoke(main, [*path, f"{option}={value}"])

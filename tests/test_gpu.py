@@ -5,19 +5,20 @@ import sys
 
 import numpy as np
 import pytest
-
-from offload import BackendUnavailable, Machine, PAGE_SIZE, registry
-from offload.testing import check_migrator
-
 from conftest import GPU_OK, fill, pages, requires_gpu
+
+from offload import PAGE_SIZE, BackendUnavailable, Machine, registry
+from offload.testing import check_migrator
 
 gpu = [pytest.mark.gpu, requires_gpu]
 
 
 def test_importing_never_imports_cupy():
-    code = ("import sys, offload, backends, backends.dcbm, backends.dcbm.cupy_engine, bench.cli;"
-            "offload.registry.available();"
-            "print('cupy' in sys.modules)")
+    code = (
+        "import sys, offload, backends, backends.dcbm, backends.dcbm.cupy_engine, bench.cli;"
+        "offload.registry.available();"
+        "print('cupy' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -31,8 +32,14 @@ def test_cupy_is_listed_with_a_reason_when_unusable():
             Machine(nodes="dram:8M,device:8M")
 
 
-@pytest.mark.parametrize("spec", ["cupy:channels=4", "cupy:channels=2,path=kernel",
-                                  "cupy:channels=3,path=memcpy,coalesce=false"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "cupy:channels=4",
+        "cupy:channels=2,path=kernel",
+        "cupy:channels=3,path=memcpy,coalesce=false",
+    ],
+)
 @pytest.mark.gpu
 @requires_gpu
 def test_cupy_conformance(spec):
@@ -44,8 +51,9 @@ def test_cupy_conformance(spec):
 @pytest.mark.parametrize("path", ["memcpy", "kernel"])
 @pytest.mark.parametrize("folio", [PAGE_SIZE, 16 * PAGE_SIZE, 1 << 21])
 def test_dram_to_device_and_back(path, folio):
-    with Machine(nodes="dram:32M,device:32M", offload=f"cupy:channels=4,path={path}",
-                 policy="offload-only") as m:
+    with Machine(
+        nodes="dram:32M,device:32M", offload=f"cupy:channels=4,path={path}", policy="offload-only"
+    ) as m:
         assert m.nodes[1].kind == "device"
         p = m.spawn()
         a = p.mmap(8 * folio, folio_size=folio)

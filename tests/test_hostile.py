@@ -11,12 +11,11 @@ import time
 
 import numpy as np
 import pytest
+from conftest import fill, pages
 
 import offload
 from offload import PAGE_SIZE, Machine, MachineClosed, OffloadError
 from offload.counters import counters
-
-from conftest import fill, pages
 
 
 def used(m: Machine) -> list[int]:
@@ -140,7 +139,7 @@ def test_a_busy_dma_cpu_path_still_completes_every_batch():
                     r = p.move_pages(pages(a, 4 << 20), [(i + 1) % 2] * 1024)
                     assert r.ret == 0, r
                 assert p.read(a, data.size) == data.tobytes()
-            except Exception as exc:  # noqa: BLE001 - reported below
+            except Exception as exc:
                 errors.append(repr(exc))
 
         threads = [threading.Thread(target=worker, args=(k,)) for k in range(3)]
@@ -168,15 +167,14 @@ class LateWriter(offload.Migrator):
         for i in range(len(batch)):
             mem = batch.memory[int(batch.dst_node[i])]
             n = 1 << int(batch.order[i])
-            mem[batch.dst_pfn[i]:batch.dst_pfn[i] + n] = 0xEE
+            mem[batch.dst_pfn[i] : batch.dst_pfn[i] + n] = 0xEE
         batch.copied[:] = True
         self.returned.set()
 
 
 def test_a_hung_backend_is_abandoned_and_its_late_writes_land_nowhere():
     mig = LateWriter()
-    with Machine(nodes="8M,8M", offload=mig, policy="offload-only",
-                 offload_timeout=0.3) as m:
+    with Machine(nodes="8M,8M", offload=mig, policy="offload-only", offload_timeout=0.3) as m:
         p = m.spawn()
         a = p.mmap(32 * PAGE_SIZE)
         data = fill(p, a, 32 * PAGE_SIZE, 5)
@@ -241,12 +239,16 @@ class Raises(offload.Migrator):
         raise self.exc
 
 
-@pytest.mark.parametrize("exc", [SystemExit(3), KeyboardInterrupt(), GeneratorExit(),
-                                 MemoryError("x")], ids=type)
+@pytest.mark.parametrize(
+    "exc", [SystemExit(3), KeyboardInterrupt(), GeneratorExit(), MemoryError("x")], ids=type
+)
 @pytest.mark.parametrize("side", ["offload", "cpu"])
 def test_base_exceptions_from_a_backend_do_not_escape(exc, side):
-    kw = {"offload": Raises(exc), "policy": "offload-only"} if side == "offload" else \
-        {"cpu": Raises(exc)}
+    kw = (
+        {"offload": Raises(exc), "policy": "offload-only"}
+        if side == "offload"
+        else {"cpu": Raises(exc)}
+    )
     with Machine(nodes="8M,8M", **kw) as m:
         p = m.spawn()
         a = p.mmap(8 * PAGE_SIZE)
@@ -256,8 +258,12 @@ def test_base_exceptions_from_a_backend_do_not_escape(exc, side):
 
 
 def test_close_waits_for_migrations_and_refuses_new_ones():
-    m = Machine(nodes="64M,64M", cpu="cpu-batched:threads=2",
-                offload="dma-threads:channels=2", policy="static:0.5")
+    m = Machine(
+        nodes="64M,64M",
+        cpu="cpu-batched:threads=2",
+        offload="dma-threads:channels=2",
+        policy="static:0.5",
+    )
     p = m.spawn()
     a = p.mmap(16 << 20)
     data = fill(p, a, 16 << 20, 8)
@@ -272,7 +278,7 @@ def test_close_waits_for_migrations_and_refuses_new_ones():
             outcomes.append("finished")
         except MachineClosed:
             outcomes.append("closed")
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:
             outcomes.append(repr(exc))
 
     before = set(threading.enumerate())
@@ -346,13 +352,13 @@ class Stray(offload.Migrator):
             src = batch.memory[int(batch.src_node[i])]
             dst = batch.memory[int(batch.dst_node[i])]
             s, d, n = int(batch.src_pfn[i]), int(batch.dst_pfn[i]), 1 << int(batch.order[i])
-            dst[d:d + n] = src[s:s + n]
+            dst[d : d + n] = src[s : s + n]
             if self.where == "after":
                 dst[d + n] = 0xAB
             elif self.where == "before":
                 dst[d - 1] = 0xAB
             elif self.where == "source":
-                src[s:s + n] = 0
+                src[s : s + n] = 0
         batch.copied[:] = True
 
 
@@ -368,15 +374,20 @@ def test_verify_catches_and_undoes_writes_next_to_destinations(where):
         p.write(a, b"hello")
         assert p.move_pages([a], [1]).status == [1]
         assert p.read(a, 5) == b"hello"
-        assert p.read(b, 8 * PAGE_SIZE) == bdata[:8 * PAGE_SIZE].tobytes()
-        assert p.read(b + 9 * PAGE_SIZE, 55 * PAGE_SIZE) == bdata[9 * PAGE_SIZE:].tobytes()
+        assert p.read(b, 8 * PAGE_SIZE) == bdata[: 8 * PAGE_SIZE].tobytes()
+        assert p.read(b + 9 * PAGE_SIZE, 55 * PAGE_SIZE) == bdata[9 * PAGE_SIZE :].tobytes()
         assert counters(mig).stray_writes == 1 == m.engine.stats.stray_writes
 
 
 def test_verify_blames_no_one_for_writes_by_processes():
     """Accessors write while an honest backend copies: nothing counts as a stray write."""
-    with Machine(nodes="16M,16M", offload="dma-threads:channels=2", policy="static:0.5",
-                 verify=True, batch_pages=64) as m:
+    with Machine(
+        nodes="16M,16M",
+        offload="dma-threads:channels=2",
+        policy="static:0.5",
+        verify=True,
+        batch_pages=64,
+    ) as m:
         p = m.spawn()
         a = p.mmap(256 * PAGE_SIZE)
         b = p.mmap(256 * PAGE_SIZE)

@@ -23,11 +23,29 @@ def test_the_catalogue_is_large_and_covers_what_it_must():
     assert len(names) >= 60 and len(set(names)) == len(names)
     assert all(re.fullmatch(r"[a-z0-9_]+", n) for n in names)
     ops = {s.op for sc in SCENARIOS for s in sc.steps}
-    assert {"spawn", "mmap", "write", "read", "pin", "unpin", "share", "fork", "munmap",
-            "move", "migrate", "fill"} <= ops
+    assert {
+        "spawn",
+        "mmap",
+        "write",
+        "read",
+        "pin",
+        "unpin",
+        "share",
+        "fork",
+        "munmap",
+        "move",
+        "migrate",
+        "fill",
+    } <= ops
     sources = " ".join(sc.source for sc in SCENARIOS)
-    for src in ("man move_pages", "man migrate_pages", "LTP move_pages", "LTP migrate_pages",
-                "selftests mm/migration.c", "issue 10"):
+    for src in (
+        "man move_pages",
+        "man migrate_pages",
+        "LTP move_pages",
+        "LTP migrate_pages",
+        "selftests mm/migration.c",
+        "issue 10",
+    ):
         assert src in sources
 
 
@@ -53,15 +71,17 @@ def test_guest_output_is_parsed_and_compared():
     sc = next(s for s in SCENARIOS if s.name == "move_unmapped_entry")
     model = run_model(sc)
     lines = []
-    for i, (line, tag) in enumerate(script_lines(sc)):
+    for i, (_line, tag) in enumerate(script_lines(sc)):
         if tag[0] == "step" and sc.steps[tag[1]].op == "move":
             lines.append(f"KC {sc.name} {i} ret=0 errno=0 status=1,-14,1")
         elif tag[0] == "vmstat":
             lines.append(f"KC {sc.name} {i} vmstat=2,0,0,0,0")
         elif tag[0] == "observe":
             f = model.final[tag[1:]]
-            lines.append(f"KC {sc.name} {i} where={','.join(map(str, f['where']))} thp_kb=0 "
-                         f"hash={','.join(map(str, f['hash']))}")
+            lines.append(
+                f"KC {sc.name} {i} where={','.join(map(str, f['where']))} thp_kb=0 "
+                f"hash={','.join(map(str, f['hash']))}"
+            )
         else:
             lines.append(f"KC {sc.name} {i} ok")
     lines.append(f"KC {sc.name} - done=0")
@@ -103,10 +123,17 @@ def report():
 
 @pytest.mark.kernel
 def test_the_model_agrees_with_the_real_kernel(report):
-    bad = [(v.name, v.verdict, v.differences) for v in report.verdicts
-           if v.verdict in ("mismatch", "error")]
-    assert not bad, f"{len(bad)} scenarios differ from the real kernel ({report.how}):\n" + \
-        "\n".join(f"{n} [{k}]: {d}" for n, k, d in bad) + "\n" + report.console_tail[-800:]
+    bad = [
+        (v.name, v.verdict, v.differences)
+        for v in report.verdicts
+        if v.verdict in ("mismatch", "error")
+    ]
+    assert not bad, (
+        f"{len(bad)} scenarios differ from the real kernel ({report.how}):\n"
+        + "\n".join(f"{n} [{k}]: {d}" for n, k, d in bad)
+        + "\n"
+        + report.console_tail[-800:]
+    )
     assert report.counts["match"] >= 40  # most scenarios match outright
 
 

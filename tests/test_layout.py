@@ -47,11 +47,14 @@ def test_aged_layout_has_free_blocks_of_every_order():
         assert m.nodes[0].free_pages == m.nodes[0].nr_pages
 
 
-@pytest.mark.parametrize("kwargs, text", [(dict(layout="old"), "layout"),
-                                          (dict(seed=-1), "seed"), (dict(seed="1"), "seed")])
+@pytest.mark.parametrize(
+    "kwargs, text",
+    [(dict(layout="old"), "layout"), (dict(seed=-1), "seed"), (dict(seed="1"), "seed")],
+)
 def test_bad_layout_arguments(kwargs, text):
-    with pytest.raises(BadArgument if "seed" not in kwargs or kwargs["seed"] == -1 else TypeError,
-                       match=text):
+    with pytest.raises(
+        BadArgument if "seed" not in kwargs or kwargs["seed"] == -1 else TypeError, match=text
+    ):
         Machine(nodes="8M", **kwargs)
 
 

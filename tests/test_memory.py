@@ -4,10 +4,9 @@ import errno
 
 import numpy as np
 import pytest
-
-from offload import BadArgument, BadArgumentType, Machine, OffloadError, PAGE_SIZE, SpecError
-
 from conftest import fill, pages
+
+from offload import PAGE_SIZE, BadArgument, BadArgumentType, Machine, OffloadError, SpecError
 
 
 def test_node_spec_parsing():
@@ -93,14 +92,20 @@ def test_populate_without_room_is_enomem_and_allocates_nothing(m1):
     assert m1.nodes[0].free_pages == free and p.mappings == []
 
 
-@pytest.mark.parametrize("kwargs, name", [
-    (dict(length=0), "length"), (dict(length=-4096), "length"), (dict(length=4097), "length"),
-    (dict(length=8192, folio_size=3 * 4096), "folio_size"),
-    (dict(length=4 << 20, folio_size=4 << 20), "folio_size"),
-    (dict(length=8192, folio_size=1024), "folio_size"),
-    (dict(length=8192, node=2), "node"), (dict(length=8192, node=-1), "node"),
-    (dict(length=4096 * 3, folio_size=8192), "length"),
-])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(length=0), "length"),
+        (dict(length=-4096), "length"),
+        (dict(length=4097), "length"),
+        (dict(length=8192, folio_size=3 * 4096), "folio_size"),
+        (dict(length=4 << 20, folio_size=4 << 20), "folio_size"),
+        (dict(length=8192, folio_size=1024), "folio_size"),
+        (dict(length=8192, node=2), "node"),
+        (dict(length=8192, node=-1), "node"),
+        (dict(length=4096 * 3, folio_size=8192), "length"),
+    ],
+)
 def test_bad_mmap_arguments(m1, kwargs, name):
     p = m1.spawn()
     free = [n.free_pages for n in m1.nodes]
@@ -125,8 +130,12 @@ def test_wrong_types(m1):
 def test_access_outside_mappings_is_efault(m1):
     p = m1.spawn()
     a = p.mmap(2 * PAGE_SIZE)
-    for call in (lambda: p.read(a + 2 * PAGE_SIZE, 1), lambda: p.write(a - 1, b"ab"),
-                 lambda: p.read(a + PAGE_SIZE, PAGE_SIZE + 1), lambda: p.pin(a + 3 * PAGE_SIZE)):
+    for call in (
+        lambda: p.read(a + 2 * PAGE_SIZE, 1),
+        lambda: p.write(a - 1, b"ab"),
+        lambda: p.read(a + PAGE_SIZE, PAGE_SIZE + 1),
+        lambda: p.pin(a + 3 * PAGE_SIZE),
+    ):
         with pytest.raises(OSError) as e:
             call()
         assert e.value.errno == errno.EFAULT
@@ -142,8 +151,7 @@ def test_munmap_frees_and_faults(m1):
     assert m1.nodes[0].free_pages == free - 2
     with pytest.raises(OSError):
         p.read(a + PAGE_SIZE, 1)
-    assert p.move_pages([a, a + PAGE_SIZE, a + 3 * PAGE_SIZE], None).status == \
-        [0, -errno.EFAULT, 0]
+    assert p.move_pages([a, a + PAGE_SIZE, a + 3 * PAGE_SIZE], None).status == [0, -errno.EFAULT, 0]
     p.munmap(a, 4 * PAGE_SIZE)
     assert m1.nodes[0].free_pages == free and p.mappings == []
 
@@ -156,11 +164,11 @@ def test_munmap_of_part_of_a_thp_defers_its_split(m1):
     data = fill(p, a, 1 << 21, 3)
     p.munmap(a, 1 << 20)
     assert m1.nodes[0].free_pages == free - 512
-    assert p.read(a + (1 << 20), 1 << 20) == data[1 << 20:].tobytes()
+    assert p.read(a + (1 << 20), 1 << 20) == data[1 << 20 :].tobytes()
     assert p.move_pages([a + (1 << 20)], [1]).status == [1]
     assert m1.vmstat["thp_migration_success"] == 1
     assert p.move_pages(pages(a + (1 << 20), 1 << 20), None).status == [1] * 256
-    assert p.read(a + (1 << 20), 1 << 20) == data[1 << 20:].tobytes()
+    assert p.read(a + (1 << 20), 1 << 20) == data[1 << 20 :].tobytes()
     p.munmap(a + (1 << 20), 1 << 20)
     assert all(n.free_pages == n.nr_pages for n in m1.nodes)
 

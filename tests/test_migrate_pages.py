@@ -3,10 +3,9 @@
 import errno
 
 import pytest
+from conftest import fill, make_machine, pages
 
 from offload import PAGE_SIZE
-
-from conftest import fill, make_machine, pages
 
 
 @pytest.fixture

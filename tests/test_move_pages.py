@@ -4,10 +4,9 @@ import errno
 
 import numpy as np
 import pytest
+from conftest import fill, make_machine, pages
 
 from offload import MPOL_MF_MOVE, MPOL_MF_MOVE_ALL, MPOL_MF_STRICT, PAGE_SIZE, BadArgument
-
-from conftest import fill, make_machine, pages
 
 THP = 1 << 21
 
@@ -51,8 +50,9 @@ def test_per_entry_errors(machine):
     assert r.ret == 4
 
 
-@pytest.mark.parametrize("flags", [MPOL_MF_STRICT, MPOL_MF_MOVE | MPOL_MF_STRICT, 8, 1 << 20,
-                                   MPOL_MF_MOVE | 16])
+@pytest.mark.parametrize(
+    "flags", [MPOL_MF_STRICT, MPOL_MF_MOVE | MPOL_MF_STRICT, 8, 1 << 20, MPOL_MF_MOVE | 16]
+)
 def test_unknown_flags_are_einval_before_anything(machine, flags):
     p = machine.spawn(uid=0)
     a = p.mmap(PAGE_SIZE)
@@ -169,7 +169,9 @@ def test_large_folios_move_whole(machine, folio_size):
     r = p.move_pages(entries, [1, 1, 1])
     assert r.ret == 0 and r.status == [1, 1, 1]
     # every page of both folios moved, each folio once
-    assert p.move_pages(pages(a, 2 * folio_size), None).status == [1] * (2 * folio_size // PAGE_SIZE)
+    assert p.move_pages(pages(a, 2 * folio_size), None).status == [1] * (
+        2 * folio_size // PAGE_SIZE
+    )
     assert machine.vmstat["pgmigrate_success"] == 2 * folio_size // PAGE_SIZE
     assert machine.vmstat["thp_migration_success"] == (2 if folio_size == THP else 0)
     assert p.read(a, data.size) == data.tobytes()
@@ -207,8 +209,10 @@ def test_pinned_thp_counts_thp_fail(machine):
 
 
 def test_enomem_when_target_is_full(machine):
-    with make_machine(machine.scheduler.control.active.spec if machine.offload.active else
-                      "cpu-serial", nodes="8M,64K") as m:
+    with make_machine(
+        machine.scheduler.control.active.spec if machine.offload.active else "cpu-serial",
+        nodes="8M,64K",
+    ) as m:
         p = m.spawn()
         a = p.mmap(32 * PAGE_SIZE)
         data = fill(p, a, 32 * PAGE_SIZE, 7)
@@ -321,16 +325,16 @@ def test_fork_shares_private_pages_copy_on_write(machine):
     r = p.move_pages(pages(a, 4 * PAGE_SIZE), [1] * 4)
     assert r.status == [1, 1, -errno.EACCES, -errno.EACCES]
     assert p.read(a, 5) == data[:5].tobytes() and c.read(a, 5) == b"child"
-    assert c.read(a + PAGE_SIZE, 6) == data[PAGE_SIZE:PAGE_SIZE + 6].tobytes()
+    assert c.read(a + PAGE_SIZE, 6) == data[PAGE_SIZE : PAGE_SIZE + 6].tobytes()
     assert p.read(a + PAGE_SIZE, 6) == b"parent"
     # MOVE_ALL moves the still-shared pages for both processes
     root = machine.spawn(uid=0)
     r = root.move_pages(pages(a, 4 * PAGE_SIZE), [1] * 4, flags=MPOL_MF_MOVE_ALL, pid=c.pid)
     assert r.status == [1] * 4
     assert p.move_pages(pages(a, 4 * PAGE_SIZE), None).status == [1] * 4
-    assert c.read(a + 2 * PAGE_SIZE, 2 * PAGE_SIZE) == data[2 * PAGE_SIZE:].tobytes()
+    assert c.read(a + 2 * PAGE_SIZE, 2 * PAGE_SIZE) == data[2 * PAGE_SIZE :].tobytes()
     # unmapping in one process leaves the other's pages alone; then nothing leaks
     p.munmap(a, 4 * PAGE_SIZE)
-    assert c.read(a + 2 * PAGE_SIZE, 2 * PAGE_SIZE) == data[2 * PAGE_SIZE:].tobytes()
+    assert c.read(a + 2 * PAGE_SIZE, 2 * PAGE_SIZE) == data[2 * PAGE_SIZE :].tobytes()
     c.munmap(a, 4 * PAGE_SIZE)
     assert all(n.free_pages == n.nr_pages for n in machine.nodes)

@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from offload import BackendUnavailable, Machine, PAGE_SIZE, SpecError, UnknownBackend, registry
+from offload import PAGE_SIZE, BackendUnavailable, Machine, SpecError, UnknownBackend, registry
 from offload.registry import Registry, parse_spec
 
 
@@ -15,22 +15,32 @@ def test_builtins_are_listed_and_available():
         assert avail[name].available and avail[name].name == name
 
 
-@pytest.mark.parametrize("spec, name, opts", [
-    ("cpu-serial", "cpu-serial", {}),
-    (" cpu-batched:threads=2 ", "cpu-batched", {"threads": "2"}),
-    ("x:a=1,b=two", "x", {"a": "1", "b": "two"}),
-])
+@pytest.mark.parametrize(
+    "spec, name, opts",
+    [
+        ("cpu-serial", "cpu-serial", {}),
+        (" cpu-batched:threads=2 ", "cpu-batched", {"threads": "2"}),
+        ("x:a=1,b=two", "x", {"a": "1", "b": "two"}),
+    ],
+)
 def test_parse_spec(spec, name, opts):
     assert parse_spec(spec) == (name, opts)
 
 
-@pytest.mark.parametrize("spec, match", [
-    ("", "missing backend name"), (":threads=1", "missing backend name"),
-    ("cpu-batched:", "key=value"), ("cpu-batched:threads", "key=value"),
-    ("cpu-batched:threads=1,threads=2", "twice"), ("cpu-batched:threads=0", "out of range"),
-    ("cpu-batched:threads=lots", "not a valid int"), ("cpu-batched:speed=9", "unknown option"),
-    ("cpu-serial:threads=2", "unknown option"),
-])
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ("", "missing backend name"),
+        (":threads=1", "missing backend name"),
+        ("cpu-batched:", "key=value"),
+        ("cpu-batched:threads", "key=value"),
+        ("cpu-batched:threads=1,threads=2", "twice"),
+        ("cpu-batched:threads=0", "out of range"),
+        ("cpu-batched:threads=lots", "not a valid int"),
+        ("cpu-batched:speed=9", "unknown option"),
+        ("cpu-serial:threads=2", "unknown option"),
+    ],
+)
 def test_bad_specs(spec, match):
     with pytest.raises(SpecError, match=match):
         registry.create(spec)
@@ -49,7 +59,7 @@ def test_created_backend_carries_its_options():
     b.close()
 
 
-PLUGIN = '''
+PLUGIN = """
 from offload import Migrator, Option
 
 class Fake(Migrator):
@@ -76,7 +86,7 @@ class NoHardware(Fake):
     @classmethod
     def available(cls):
         return False, "no DMA engine found"
-'''
+"""
 
 
 @pytest.fixture
@@ -87,12 +97,14 @@ def plugin_dist(tmp_path, monkeypatch):
     info = tmp_path / "fakeplugin-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fakeplugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(textwrap.dedent("""\
+    (info / "entry_points.txt").write_text(
+        textwrap.dedent("""\
         [offload.backends]
         fake-dma = fakeplugin:Fake
         no-hw = fakeplugin:NoHardware
         broken = fakeplugin_missing.module:Thing
-        """))
+        """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     yield
     for mod in [m for m in sys.modules if m.startswith("fakeplugin")]:

@@ -19,8 +19,12 @@ ROUNDS = 12
 @pytest.mark.parametrize("policy", ["adaptive", "static:0.5"])
 def test_pins_munmaps_and_migrations_from_many_threads(backend, policy):
     off = None if backend == "cpu-serial" else backend
-    with Machine(nodes="16M,16M,16M", cpu="cpu-batched:threads=2", offload=off,
-                 policy=policy if off else "adaptive") as m:
+    with Machine(
+        nodes="16M,16M,16M",
+        cpu="cpu-batched:threads=2",
+        offload=off,
+        policy=policy if off else "adaptive",
+    ) as m:
         p = m.spawn()
         a = p.mmap(64 * PAGE_SIZE, folio_size=4 * PAGE_SIZE)
         last = np.zeros(64, dtype=np.uint8)
@@ -34,6 +38,7 @@ def test_pins_munmaps_and_migrations_from_many_threads(backend, policy):
                 except Exception as exc:
                     errors.append(repr(exc))
                     stop.set()
+
             return run
 
         @safe
@@ -56,8 +61,11 @@ def test_pins_munmaps_and_migrations_from_many_threads(backend, policy):
         def churner():  # maps, fills, moves and unmaps its own regions meanwhile
             rng = np.random.default_rng(3)
             while not stop.is_set():
-                b = p.mmap(16 * PAGE_SIZE, node=int(rng.integers(3)),
-                           folio_size=int(rng.choice([1, 16])) * PAGE_SIZE)
+                b = p.mmap(
+                    16 * PAGE_SIZE,
+                    node=int(rng.integers(3)),
+                    folio_size=int(rng.choice([1, 16])) * PAGE_SIZE,
+                )
                 data = rng.integers(0, 256, 16 * PAGE_SIZE, dtype=np.uint8)
                 p.write(b, data)
                 r = p.move_pages(b + np.arange(16) * PAGE_SIZE, [int(rng.integers(3))] * 16)

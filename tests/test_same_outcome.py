@@ -4,10 +4,9 @@ import re
 from pathlib import Path
 
 import numpy as np
-
-from offload import Machine, MPOL_MF_MOVE_ALL, PAGE_SIZE
-
 from conftest import CPU_BACKENDS
+
+from offload import MPOL_MF_MOVE_ALL, PAGE_SIZE, Machine
 
 
 def scenario(m: Machine):
@@ -18,8 +17,12 @@ def scenario(m: Machine):
     thp = p.mmap(2 << 21, folio_size=1 << 21)
     shared = p.mmap(8 * PAGE_SIZE, shared=True)
     lazy = p.mmap(8 * PAGE_SIZE, populate=False)
-    regions = [(small, 64 * PAGE_SIZE), (mthp, 128 * PAGE_SIZE), (thp, 2 << 21),
-               (shared, 8 * PAGE_SIZE)]
+    regions = [
+        (small, 64 * PAGE_SIZE),
+        (mthp, 128 * PAGE_SIZE),
+        (thp, 2 << 21),
+        (shared, 8 * PAGE_SIZE),
+    ]
     for a, n in regions:
         p.write(a, rng.integers(0, 256, n, dtype=np.uint8))
     p.write(lazy + 3 * PAGE_SIZE, b"touched")
@@ -44,10 +47,13 @@ def scenario(m: Machine):
 def test_every_backend_and_policy_gives_the_same_outcome():
     results = {}
     configs = [("cpu-serial", None, "adaptive")] + [
-        ("cpu-serial", b, pol) for b in CPU_BACKENDS for pol in ("offload-only", "static:0.5")]
+        ("cpu-serial", b, pol) for b in CPU_BACKENDS for pol in ("offload-only", "static:0.5")
+    ]
     configs.append(("cpu-batched", None, "adaptive"))
-    configs += [("cpu-batched", "dma-threads:channels=3", pol)
-                for pol in ("cpu-only", "threshold:64K", "adaptive", "static:0.75")]
+    configs += [
+        ("cpu-batched", "dma-threads:channels=3", pol)
+        for pol in ("cpu-only", "threshold:64K", "adaptive", "static:0.75")
+    ]
     for cpu, off, pol in configs:
         with Machine(nodes="16M,12M,8M", cpu=cpu, offload=off, policy=pol) as m:
             results[(cpu, off, pol)] = scenario(m)

@@ -2,26 +2,32 @@
 
 import numpy as np
 import pytest
-
-from backends.dcbm import DmaThreads, Faults
-from offload import Machine, PAGE_SIZE, SpecError
-from offload.scheduler import parse_policy
-
 from conftest import fill, pages
 
+from backends.dcbm import DmaThreads, Faults
+from offload import PAGE_SIZE, Machine, SpecError
+from offload.scheduler import parse_policy
 
-@pytest.mark.parametrize("text, kind, f, thr", [
-    ("cpu-only", "cpu-only", 1.0, 0), ("offload-only", "offload-only", 0.0, 0),
-    ("static:0.25", "static", 0.25, 0), ("threshold:64K", "threshold", 0.0, 65536),
-    ("adaptive", "adaptive", 0.5, 0),
-])
+
+@pytest.mark.parametrize(
+    "text, kind, f, thr",
+    [
+        ("cpu-only", "cpu-only", 1.0, 0),
+        ("offload-only", "offload-only", 0.0, 0),
+        ("static:0.25", "static", 0.25, 0),
+        ("threshold:64K", "threshold", 0.0, 65536),
+        ("adaptive", "adaptive", 0.5, 0),
+    ],
+)
 def test_policies_parse(text, kind, f, thr):
     p = parse_policy(text)
     assert (p.kind, p.cpu_fraction, p.threshold) == (kind, f, thr)
 
 
-@pytest.mark.parametrize("bad", ["static", "static:1.5", "static:x", "threshold:", "fast",
-                                 "threshold:4Q", "cpu-only:1", 3])
+@pytest.mark.parametrize(
+    "bad",
+    ["static", "static:1.5", "static:x", "threshold:", "fast", "threshold:4Q", "cpu-only:1", 3],
+)
 def test_bad_policies(bad):
     with pytest.raises(SpecError, match="policy"):
         Machine(nodes="8M,8M", policy=bad)
@@ -59,8 +65,7 @@ def test_adaptive_converges_to_the_balanced_split():
     # both finish together when the CPU takes 25% of the bytes
     cpu = DmaThreads(channels=1, bandwidth=0.25)
     off = DmaThreads(channels=1, bandwidth=0.75)
-    with Machine(nodes="200M,200M", cpu=cpu, offload=off, policy="adaptive",
-                 batch_pages=4096) as m:
+    with Machine(nodes="200M,200M", cpu=cpu, offload=off, policy="adaptive", batch_pages=4096) as m:
         p = m.spawn()
         a = p.mmap(192 << 20, folio_size=16 * PAGE_SIZE)
         data = fill(p, a, 192 << 20, 3)
@@ -102,6 +107,14 @@ def test_adaptive_drops_a_failing_offload():
 
 def test_offload_stats_are_observable():
     st = split_of("adaptive", [PAGE_SIZE])
-    assert {"batches", "bytes_cpu", "bytes_offload", "cpu_gbps", "offload_gbps", "splits",
-            "policy", "cpu_fraction"} <= set(st)
+    assert {
+        "batches",
+        "bytes_cpu",
+        "bytes_offload",
+        "cpu_gbps",
+        "offload_gbps",
+        "splits",
+        "policy",
+        "cpu_fraction",
+    } <= set(st)
     assert st["policy"] == "adaptive" and st["batches"] >= 1

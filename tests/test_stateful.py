@@ -7,17 +7,35 @@ import errno
 import os
 
 import numpy as np
-from hypothesis import HealthCheck, settings, strategies as st
-from hypothesis.stateful import (Bundle, RuleBasedStateMachine, consumes, initialize,
-                                 invariant, precondition, rule)
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 from backends.dcbm import DmaThreads, Faults
 from offload import MPOL_MF_MOVE_ALL, PAGE_SIZE, Machine
 
-settings.register_profile("ci", max_examples=25, stateful_step_count=25, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("long", max_examples=1000, stateful_step_count=80, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "ci",
+    max_examples=25,
+    stateful_step_count=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "long",
+    max_examples=1000,
+    stateful_step_count=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 NODES = 3
@@ -36,14 +54,15 @@ class System(RuleBasedStateMachine):
     regions = Bundle("regions")
     pins = Bundle("pins")
 
-    @initialize(policy=st.sampled_from(["adaptive", "offload-only", "static:0.5", "cpu-only"]),
-                cpu=st.sampled_from(["cpu-serial", "cpu-batched:threads=2"]),
-                batch=st.sampled_from([1, 8, 64, 512]))
+    @initialize(
+        policy=st.sampled_from(["adaptive", "offload-only", "static:0.5", "cpu-only"]),
+        cpu=st.sampled_from(["cpu-serial", "cpu-batched:threads=2"]),
+        batch=st.sampled_from([1, 8, 64, 512]),
+    )
     def start(self, policy, cpu, batch):
         self.faults = Faults()
         self.dma = DmaThreads(channels=3, timeout=0.05, faults=self.faults)
-        self.m = Machine(nodes=",".join(["6M"] * NODES), cpu=cpu, policy=policy,
-                         batch_pages=batch)
+        self.m = Machine(nodes=",".join(["6M"] * NODES), cpu=cpu, policy=policy, batch_pages=batch)
         self.p = self.m.spawn(uid=1000)
         self.root = self.m.spawn(uid=0)
         self.live_pins = []
@@ -55,13 +74,24 @@ class System(RuleBasedStateMachine):
         self.m.close()
         self.dma.close()
 
-    @rule(target=regions, npages=st.integers(1, 24), fp=st.sampled_from([1, 4, 512]),
-          node=st.integers(0, NODES - 1), shared=st.booleans(), populate=st.booleans())
+    @rule(
+        target=regions,
+        npages=st.integers(1, 24),
+        fp=st.sampled_from([1, 4, 512]),
+        node=st.integers(0, NODES - 1),
+        shared=st.booleans(),
+        populate=st.booleans(),
+    )
     def mmap(self, npages, fp, node, shared, populate):
         npages = -(-npages // fp) * fp
         try:
-            a = self.p.mmap(npages * PAGE_SIZE, node=node, folio_size=fp * PAGE_SIZE,
-                            shared=shared, populate=populate)
+            a = self.p.mmap(
+                npages * PAGE_SIZE,
+                node=node,
+                folio_size=fp * PAGE_SIZE,
+                shared=shared,
+                populate=populate,
+            )
         except OSError as e:
             assert e.errno == errno.ENOMEM
             return None
@@ -83,7 +113,7 @@ class System(RuleBasedStateMachine):
         except OSError as e:
             assert e.errno == errno.ENOMEM
             return
-        r.model[off:off + n] = buf
+        r.model[off : off + n] = buf
 
     @rule(r=regions, data=st.data())
     def move(self, r, data):
@@ -93,16 +123,20 @@ class System(RuleBasedStateMachine):
         target = data.draw(st.integers(0, NODES - 1))
         move_all = r.shared and data.draw(st.booleans())
         caller = self.root if move_all else r.proc
-        res = caller.move_pages([r.addr + i * PAGE_SIZE for i in idx], [target] * len(idx),
-                                flags=MPOL_MF_MOVE_ALL if move_all else 2,
-                                pid=r.proc.pid if move_all else 0)
+        res = caller.move_pages(
+            [r.addr + i * PAGE_SIZE for i in idx],
+            [target] * len(idx),
+            flags=MPOL_MF_MOVE_ALL if move_all else 2,
+            pid=r.proc.pid if move_all else 0,
+        )
         for s in res.status:
             assert s == target or s in ALLOWED | {-errno.ENOENT, -errno.EFAULT}, s
             if s == -errno.EACCES:
                 assert r.shared and not move_all
         assert res.ret == sum(s != target for s in res.status)
-        where = caller.move_pages([r.addr + i * PAGE_SIZE for i in idx], None,
-                                  pid=r.proc.pid if move_all else 0).status
+        where = caller.move_pages(
+            [r.addr + i * PAGE_SIZE for i in idx], None, pid=r.proc.pid if move_all else 0
+        ).status
         for s, w in zip(res.status, where):
             if s == target:
                 assert w == target  # what it reported is where the page is
@@ -137,8 +171,9 @@ class System(RuleBasedStateMachine):
         r.proc.munmap(r.addr, r.npages * PAGE_SIZE)
         self.live_regions.remove(r)
 
-    @rule(on=st.booleans(), fail=st.sampled_from([0, 2, 5]), hang=st.booleans(),
-          reorder=st.booleans())
+    @rule(
+        on=st.booleans(), fail=st.sampled_from([0, 2, 5]), hang=st.booleans(), reorder=st.booleans()
+    )
     def offload(self, on, fail, hang, reorder):
         self.faults.fail_every, self.faults.reorder = fail, reorder
         self.faults.hang = {1} if hang else set()
@@ -163,8 +198,11 @@ class System(RuleBasedStateMachine):
     def accounting(self):
         used = sum(n.nr_pages - n.free_pages for n in self.m.nodes)
         present = sum(int((o.pfn >= 0).sum()) for o in self.m.objects.values())
-        orphans = sum(1 << int(n.order[h]) for n in self.m.nodes
-                      for h in np.flatnonzero((n.pins > 0) & (n.obj == -1)))
+        orphans = sum(
+            1 << int(n.order[h])
+            for n in self.m.nodes
+            for h in np.flatnonzero((n.pins > 0) & (n.obj == -1))
+        )
         assert used == present + orphans
         assert all((n.state == 0).all() for n in self.m.nodes)
 

@@ -2,12 +2,10 @@
 
 import numpy as np
 import pytest
-
-from offload import Machine, Migrator, PAGE_SIZE
-from offload.engine import verify_batch
-from offload import FolioBatch
-
 from conftest import fill, pages
+
+from offload import PAGE_SIZE, FolioBatch, Machine, Migrator
+from offload.engine import verify_batch
 
 
 class Liar(Migrator):
@@ -19,8 +17,9 @@ class Liar(Migrator):
         for i in range(0, len(batch), 2):
             n = 1 << int(batch.order[i])
             dst = batch.memory[int(batch.dst_node[i])]
-            dst[batch.dst_pfn[i]:batch.dst_pfn[i] + n] = \
-                batch.memory[int(batch.src_node[i])][batch.src_pfn[i]:batch.src_pfn[i] + n]
+            dst[batch.dst_pfn[i] : batch.dst_pfn[i] + n] = batch.memory[int(batch.src_node[i])][
+                batch.src_pfn[i] : batch.src_pfn[i] + n
+            ]
             dst[batch.dst_pfn[i], 7] ^= 0xFF  # one wrong byte
         batch.copied[:] = True
 
@@ -63,8 +62,10 @@ def test_verify_blames_a_bad_cpu_path():
 
 
 def test_verify_batch_finds_single_bytes():
-    mem = {0: np.random.default_rng(0).integers(0, 256, (64, PAGE_SIZE), dtype=np.uint8),
-           1: np.zeros((64, PAGE_SIZE), np.uint8)}
+    mem = {
+        0: np.random.default_rng(0).integers(0, 256, (64, PAGE_SIZE), dtype=np.uint8),
+        1: np.zeros((64, PAGE_SIZE), np.uint8),
+    }
     b = FolioBatch([0, 0, 0], [0, 4, 8], [1, 1, 1], [0, 4, 8], [2, 2, 0], memory=mem)
     mem[1][:12] = mem[0][:12]
     assert not verify_batch(b).any()
@@ -74,8 +75,10 @@ def test_verify_batch_finds_single_bytes():
 
 def test_verify_batch_scattered_folios():
     rng = np.random.default_rng(1)
-    mem = {0: rng.integers(0, 256, (512, PAGE_SIZE), dtype=np.uint8),
-           1: np.zeros((512, PAGE_SIZE), np.uint8)}
+    mem = {
+        0: rng.integers(0, 256, (512, PAGE_SIZE), dtype=np.uint8),
+        1: np.zeros((512, PAGE_SIZE), np.uint8),
+    }
     src = rng.permutation(200)[:100]
     dst = rng.permutation(200)[:100] + 256
     b = FolioBatch([0] * 100, src, [1] * 100, dst, [0] * 100, memory=mem)

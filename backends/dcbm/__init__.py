@@ -26,11 +26,22 @@ class DmaThreads(Dcbm):
 
     name = "dma-threads"
     options = dict(Dcbm.options)
-    options["bandwidth"] = Option(float, default=None, min=0.001, max=10000.0,
-                                  help="throttle to this many GB/s in all (default: unthrottled)")
+    options["bandwidth"] = Option(
+        float,
+        default=None,
+        min=0.001,
+        max=10000.0,
+        help="throttle to this many GB/s in all (default: unthrottled)",
+    )
 
-    def __init__(self, channels: int = 1, timeout: float = 10.0, coalesce: bool = True,
-                 bandwidth: float | None = None, faults: Faults | None = None) -> None:
+    def __init__(
+        self,
+        channels: int = 1,
+        timeout: float = 10.0,
+        coalesce: bool = True,
+        bandwidth: float | None = None,
+        faults: Faults | None = None,
+    ) -> None:
         super().__init__(channels, timeout, coalesce, engine=ThreadEngine(faults, bandwidth))
         self.bandwidth = bandwidth
 
@@ -42,5 +53,15 @@ class DmaThreads(Dcbm):
         return ThreadEngine()
 
 
-__all__ = ["Dcbm", "DmaThreads", "DmaEngine", "Job", "Plan", "Faults", "ThreadEngine",
-           "MAX_CHANNELS", "channel_bounds", "plan_batch"]
+__all__ = [
+    "MAX_CHANNELS",
+    "Dcbm",
+    "DmaEngine",
+    "DmaThreads",
+    "Faults",
+    "Job",
+    "Plan",
+    "ThreadEngine",
+    "channel_bounds",
+    "plan_batch",
+]

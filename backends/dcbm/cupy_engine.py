@@ -10,8 +10,9 @@ events, and the timeout by polling them. CuPy is imported only when the engine o
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -45,7 +46,7 @@ void copy_pages(const unsigned long long* src, const unsigned long long* dst, lo
             d[i] = s[i];
     }
 }
-""" % (PAGE_SIZE // 16)
+""" % (PAGE_SIZE // 16)  # noqa: UP031 - C source with braces
 
 
 class _CupyJob(Job):
@@ -146,12 +147,15 @@ class CupyEngine(DmaEngine):
         rt = self.cp.cuda.runtime
         nbytes = (plan.npages[d] << PAGE_SHIFT).tolist()
         for lo in range(0, d.size, EVENT_EVERY):
-            for s, t, n in zip(src[lo:lo + EVENT_EVERY].tolist(), dst[lo:lo + EVENT_EVERY].tolist(),
-                               nbytes[lo:lo + EVENT_EVERY]):
+            for s, t, n in zip(
+                src[lo : lo + EVENT_EVERY].tolist(),
+                dst[lo : lo + EVENT_EVERY].tolist(),
+                nbytes[lo : lo + EVENT_EVERY],
+            ):
                 rt.memcpyAsync(t, s, n, MEMCPY_DEFAULT, stream.ptr)
             ev = self.cp.cuda.Event(block=False, disable_timing=True)
             ev.record(stream)
-            job.marks.append((ev, d[lo:lo + EVENT_EVERY]))
+            job.marks.append((ev, d[lo : lo + EVENT_EVERY]))
 
     def _issue_kernel(self, plan, d, src, dst, stream, job) -> None:
         cp = self.cp
@@ -207,10 +211,8 @@ class CupyEngine(DmaEngine):
         for s in self.streams:
             s.synchronize()
         for ptr in list(self._registered):
-            try:
+            with contextlib.suppress(Exception):
                 rt.hostUnregister(ptr)
-            except Exception:
-                pass
         self._registered.clear()
         self.streams = []
 
@@ -220,15 +222,29 @@ class CupyDcbm(Dcbm):
 
     name = "cupy"
     options = dict(Dcbm.options)
-    options.update({
-        "channels": Option(int, default=4, min=1, max=MAX_CHANNELS, help="CUDA streams (1..16)"),
-        "device": Option(int, default=0, min=0, max=64, help="CUDA device id"),
-        "path": Option(str, default="auto", choices=("auto", "memcpy", "kernel"),
-                       help="memcpyAsync per descriptor, one copy kernel per channel, or auto"),
-    })
+    options.update(
+        {
+            "channels": Option(
+                int, default=4, min=1, max=MAX_CHANNELS, help="CUDA streams (1..16)"
+            ),
+            "device": Option(int, default=0, min=0, max=64, help="CUDA device id"),
+            "path": Option(
+                str,
+                default="auto",
+                choices=("auto", "memcpy", "kernel"),
+                help="memcpyAsync per descriptor, one copy kernel per channel, or auto",
+            ),
+        }
+    )
 
-    def __init__(self, channels: int = 4, timeout: float = 10.0, coalesce: bool = True,
-                 device: int = 0, path: str = "auto") -> None:
+    def __init__(
+        self,
+        channels: int = 4,
+        timeout: float = 10.0,
+        coalesce: bool = True,
+        device: int = 0,
+        path: str = "auto",
+    ) -> None:
         if path not in ("auto", "memcpy", "kernel"):
             raise ValueError(f"path: expected auto, memcpy or kernel, got {path!r}")
         super().__init__(channels, timeout, coalesce, engine=CupyEngine(device, path))
@@ -247,4 +263,4 @@ class CupyDcbm(Dcbm):
         return CupyEngine(self.device, self.path)
 
 
-__all__ = ["CupyDcbm", "CupyEngine", "DONE", "FAILED"]
+__all__ = ["DONE", "FAILED", "CupyDcbm", "CupyEngine"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from typing import ClassVar
 
-
 from offload.batch import FolioBatch
 from offload.migrator import Migrator, Option
 
@@ -37,17 +36,30 @@ class Dcbm(Migrator):
     _trusted = True
     options = {
         "channels": Option(int, default=1, min=1, max=MAX_CHANNELS, help="DMA channels (1..16)"),
-        "timeout": Option(float, default=10.0, min=0.001, max=3600.0,
-                          help="seconds to wait for a batch before falling back"),
+        "timeout": Option(
+            float,
+            default=10.0,
+            min=0.001,
+            max=3600.0,
+            help="seconds to wait for a batch before falling back",
+        ),
         "coalesce": Option(bool, default=True, help="one descriptor per contiguous run"),
     }
     engine_factory: ClassVar = None
 
-    def __init__(self, channels: int = 1, timeout: float = 10.0, coalesce: bool = True,
-                 engine: DmaEngine | None = None) -> None:
+    def __init__(
+        self,
+        channels: int = 1,
+        timeout: float = 10.0,
+        coalesce: bool = True,
+        engine: DmaEngine | None = None,
+    ) -> None:
         super().__init__()
-        if isinstance(channels, bool) or not isinstance(channels, int) or \
-                not 1 <= channels <= MAX_CHANNELS:
+        if (
+            isinstance(channels, bool)
+            or not isinstance(channels, int)
+            or not 1 <= channels <= MAX_CHANNELS
+        ):
             raise ValueError(f"channels: must be an integer in 1..{MAX_CHANNELS}, got {channels!r}")
         if not timeout > 0:
             raise ValueError(f"timeout: must be > 0 seconds, got {timeout!r}")

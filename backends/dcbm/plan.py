@@ -55,7 +55,14 @@ def plan_batch(batch: FolioBatch, channels: int, coalesce: bool = True) -> Plan:
         runs = batch.runs("both", breaks=bounds[1:-1])
     else:
         start = np.arange(n, dtype=np.int64)
-        runs = Runs(batch.src_node, batch.src_pfn, batch.dst_node, batch.dst_pfn, batch.npages,
-                    start, start + 1)
+        runs = Runs(
+            batch.src_node,
+            batch.src_pfn,
+            batch.dst_node,
+            batch.dst_pfn,
+            batch.npages,
+            start,
+            start + 1,
+        )
     channel = np.searchsorted(bounds, runs.start, side="right") - 1
     return Plan(**vars(runs), channel=channel, channels=bounds.size - 1)

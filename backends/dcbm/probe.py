@@ -36,8 +36,9 @@ def cuda_status() -> tuple[bool, str, dict]:
     if importlib.util.find_spec("cupy") is None:
         return False, f"CuPy is not installed: {INSTALL}", {}
     try:
-        done = subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True,
-                              timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-c", _CHILD], capture_output=True, text=True, timeout=120
+        )
         info = json.loads(done.stdout.strip().splitlines()[-1])
     except (subprocess.TimeoutExpired, ValueError, IndexError, OSError) as exc:
         return False, f"the CUDA check failed: {exc!r}", {}

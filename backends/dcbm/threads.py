@@ -10,8 +10,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import numpy as np
 
@@ -143,7 +143,7 @@ class ThreadEngine(DmaEngine):
         for lo in range(0, idx.size, step):
             if job.cancelled.is_set():
                 return
-            sg = idx[lo:lo + step]
+            sg = idx[lo : lo + step]
             bad = np.zeros(sg.size, dtype=bool)
             if f.fail or f.fail_every:
                 nums = f.issued + np.arange(1, sg.size + 1)
@@ -176,5 +176,10 @@ def _copy(plan: Plan, d: np.ndarray, memory) -> None:
         copy_runs(memory, *fields, npg)
         return
     sn, sp, dn, dp = fields
-    copy_pages(memory, np.repeat(sn, npg), expand_ranges(sp, npg), np.repeat(dn, npg),
-               expand_ranges(dp, npg))
+    copy_pages(
+        memory,
+        np.repeat(sn, npg),
+        expand_ranges(sp, npg),
+        np.repeat(dn, npg),
+        expand_ranges(dp, npg),
+    )

@@ -68,9 +68,15 @@ def model_nodes(nodes: int) -> str:
     return ",".join(f"{NODE_MB[min(i, 1)]}M" for i in range(nodes))
 
 
-def run_check(scenarios: list[Scenario] | None = None, kernel: str | None = None,
-              nodes: int = 2, timeout: float = 600.0, native: str = "auto",
-              accel: str = "tcg", progress=None) -> Report:
+def run_check(
+    scenarios: list[Scenario] | None = None,
+    kernel: str | None = None,
+    nodes: int = 2,
+    timeout: float = 600.0,
+    native: str = "auto",
+    accel: str = "tcg",
+    progress=None,
+) -> Report:
     """Run *scenarios* (default: all) on the model and on a real kernel; compare.
 
     Raises
@@ -79,11 +85,18 @@ def run_check(scenarios: list[Scenario] | None = None, kernel: str | None = None
         When no real kernel can be reached here (the message says what to install).
     """
     chosen = [bind_nodes(sc, nodes) for sc in (scenarios or SCENARIOS)]
-    run: GuestRun = run_real(to_script(chosen), kernel=kernel, nodes=nodes, timeout=timeout,
-                             native=native, node_mb=[NODE_MB[min(i, 1)] for i in range(nodes)],
-                             accel=accel)
-    rep = Report(how=run.how, seconds=run.seconds, console_tail=run.console_tail,
-                 timed_out=run.timed_out)
+    run: GuestRun = run_real(
+        to_script(chosen),
+        kernel=kernel,
+        nodes=nodes,
+        timeout=timeout,
+        native=native,
+        node_mb=[NODE_MB[min(i, 1)] for i in range(nodes)],
+        accel=accel,
+    )
+    rep = Report(
+        how=run.how, seconds=run.seconds, console_tail=run.console_tail, timed_out=run.timed_out
+    )
     spec = model_nodes(nodes)
     for sc in chosen:
         model = run_model(sc, nodes=spec)
@@ -96,5 +109,17 @@ def run_check(scenarios: list[Scenario] | None = None, kernel: str | None = None
     return rep
 
 
-__all__ = ["run_check", "Report", "Verdict", "Observation", "Scenario", "SCENARIOS",
-           "DEPARTURES", "Unavailable", "INSTALL_HINT", "run_model", "parse_guest", "compare"]
+__all__ = [
+    "DEPARTURES",
+    "INSTALL_HINT",
+    "SCENARIOS",
+    "Observation",
+    "Report",
+    "Scenario",
+    "Unavailable",
+    "Verdict",
+    "compare",
+    "parse_guest",
+    "run_check",
+    "run_model",
+]

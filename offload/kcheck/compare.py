@@ -8,7 +8,6 @@ line) or ``mismatch`` (a bug of the model, or of the harness).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
 from errno import EFAULT, ENOENT, ENOMEM
 
 from .observe import VMSTAT, Observation, errno_name
@@ -42,8 +41,14 @@ def compare(sc: Scenario, model: Observation, kernel: Observation) -> Verdict:
     v = Verdict(sc.name, sc.source, "match")
     if kernel.error or model.error:
         v.verdict = "error"
-        v.differences = [x for x in (f"kernel: {kernel.error}" if kernel.error else "",
-                                     f"model: {model.error}" if model.error else "") if x]
+        v.differences = [
+            x
+            for x in (
+                f"kernel: {kernel.error}" if kernel.error else "",
+                f"model: {model.error}" if model.error else "",
+            )
+            if x
+        ]
         return v
     deps: set[str] = set()
     diffs: list[str] = []
@@ -52,24 +57,45 @@ def compare(sc: Scenario, model: Observation, kernel: Observation) -> Verdict:
         k, m = kernel.steps.get(i), model.steps.get(i)
         if k == m:
             continue
-        if s.op == "move" and k is not None and m is not None:
-            if _move_explained(sc, s, k, m, deps):
-                continue
-        if s.op == "migrate" and k is not None and m is not None and \
-                k.get("errno") == m.get("errno") == 0 and k["ret"] > 0 and m["ret"] > 0:
+        if (
+            s.op == "move"
+            and k is not None
+            and m is not None
+            and _move_explained(sc, s, k, m, deps)
+        ):
+            continue
+        if (
+            s.op == "migrate"
+            and k is not None
+            and m is not None
+            and k.get("errno") == m.get("errno") == 0
+            and k["ret"] > 0
+            and m["ret"] > 0
+        ):
             deps.add("migrate_counts_pages")
             continue
-        if s.op == "migrate" and k is not None and m is not None and sc.shape_only and \
-                k.get("errno") == m.get("errno") and (k["ret"] > 0) == (m["ret"] > 0):
+        if (
+            s.op == "migrate"
+            and k is not None
+            and m is not None
+            and sc.shape_only
+            and k.get("errno") == m.get("errno")
+            and (k["ret"] > 0) == (m["ret"] > 0)
+        ):
             continue
         diffs.append(f"step {i} {s.op}: kernel {_fmt(k)} / model {_fmt(m)}")
     if kernel.vmstat != model.vmstat:
         if has_migrate:
             deps.add("harness_pages")  # the guest's own processes' pages move too
         elif not (sc.shape_only and _same_signs(kernel.vmstat, model.vmstat)):
-            diffs.append("vmstat: " + ", ".join(
-                f"{n} kernel {a} model {b}" for n, a, b in zip(VMSTAT, kernel.vmstat, model.vmstat)
-                if a != b))
+            diffs.append(
+                "vmstat: "
+                + ", ".join(
+                    f"{n} kernel {a} model {b}"
+                    for n, a, b in zip(VMSTAT, kernel.vmstat, model.vmstat)
+                    if a != b
+                )
+            )
     for key in sorted(set(kernel.final) | set(model.final)):
         k, m = kernel.final.get(key), model.final.get(key)
         if k is None or m is None:
@@ -80,19 +106,24 @@ def compare(sc: Scenario, model: Observation, kernel: Observation) -> Verdict:
                 continue
             if sc.shape_only and what == "where" and set(k[what]) == set(m[what]):
                 continue
-            if what == "where" and all(a == b or (a == -EFAULT and b == -ENOENT)
-                                       for a, b in zip(k[what], m[what])):
+            if what == "where" and all(
+                a == b or (a == -EFAULT and b == -ENOENT) for a, b in zip(k[what], m[what])
+            ):
                 deps.add("untouched_enoent")
                 continue
             if what == "hash":
                 bad = [key[2] + j for j, (a, b) in enumerate(zip(k[what], m[what])) if a != b]
                 diffs.append(f"process {key[0]} region {key[1]}: bytes differ on pages {bad[:8]}")
             elif what == "where":
-                diffs.append(f"process {key[0]} region {key[1]} pages {key[2]}+: where kernel "
-                             f"{_statuses(k[what])} / model {_statuses(m[what])}")
+                diffs.append(
+                    f"process {key[0]} region {key[1]} pages {key[2]}+: where kernel "
+                    f"{_statuses(k[what])} / model {_statuses(m[what])}"
+                )
             else:
-                diffs.append(f"process {key[0]} region {key[1]}: THP pages kernel {k[what]} / "
-                             f"model {m[what]}")
+                diffs.append(
+                    f"process {key[0]} region {key[1]}: THP pages kernel {k[what]} / "
+                    f"model {m[what]}"
+                )
     v.differences = diffs
     v.departures = sorted(deps)
     v.verdict = "mismatch" if diffs else ("departure" if deps else "match")
@@ -101,8 +132,12 @@ def compare(sc: Scenario, model: Observation, kernel: Observation) -> Verdict:
 
 def _move_explained(sc: Scenario, s, k: dict, m: dict, deps: set) -> bool:
     """Whether a move step's difference is a documented departure (and which)."""
-    if k["errno"] == ENOMEM and m["errno"] == 0 and all(x is None for x in k["status"]) \
-            and -ENOMEM in m["status"]:
+    if (
+        k["errno"] == ENOMEM
+        and m["errno"] == 0
+        and all(x is None for x in k["status"])
+        and -ENOMEM in m["status"]
+    ):
         # the kernel fails the call when a group runs out of memory; the model reports
         # the entries that did not fit
         deps.add("enomem_call")
@@ -154,4 +189,4 @@ def _fmt(o: dict | None) -> str:
     return "ok" if o.get("ok") else f"errno={o.get('errno')}"
 
 
-__all__ = ["Verdict", "compare", "DEPARTURES"]
+__all__ = ["DEPARTURES", "Verdict", "compare"]

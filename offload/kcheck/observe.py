@@ -17,8 +17,13 @@ from dataclasses import dataclass, field
 from ..constants import PAGE_SIZE
 from .scenario import UNMAPPED, UNMAPPED_ADDR, Scenario, page_hash, pattern, script_lines
 
-VMSTAT = ("pgmigrate_success", "pgmigrate_fail", "thp_migration_success",
-          "thp_migration_fail", "thp_migration_split")
+VMSTAT = (
+    "pgmigrate_success",
+    "pgmigrate_fail",
+    "thp_migration_success",
+    "thp_migration_fail",
+    "thp_migration_split",
+)
 #: the guest's marker for a status the kernel did not write
 UNWRITTEN = 12345
 
@@ -35,7 +40,7 @@ class Observation:
 
 def run_model(sc: Scenario, nodes: str = "320M,320M") -> Observation:
     """Run *sc* on a model machine (cpu-serial, the vanilla kernel's copy)."""
-    from .. import Machine, MPOL_MF_MOVE
+    from .. import MPOL_MF_MOVE, Machine
 
     obs = Observation()
     with Machine(nodes=nodes, cpu="cpu-serial") as m:
@@ -48,33 +53,45 @@ def run_model(sc: Scenario, nodes: str = "320M,320M") -> Observation:
             p = procs.get(s.proc)
             try:
                 if s.op == "spawn":
-                    procs[s.proc] = m.spawn(uid=a["uid"], cap_sys_nice=a["nice"],
-                                            cap_sys_ptrace=a["ptrace"])
+                    procs[s.proc] = m.spawn(
+                        uid=a["uid"], cap_sys_nice=a["nice"], cap_sys_ptrace=a["ptrace"]
+                    )
                 elif s.op == "mmap":
                     base[(s.proc, a["r"])] = p.mmap(
-                        a["pages"] * PAGE_SIZE, node=a["node"],
+                        a["pages"] * PAGE_SIZE,
+                        node=a["node"],
                         folio_size=(2 << 20) if a["thp"] else PAGE_SIZE,
-                        shared=a["shared"], populate=a["populate"])
+                        shared=a["shared"],
+                        populate=a["populate"],
+                    )
                 elif s.op == "fill":
                     free = m.nodes[a["node"]].free_pages
-                    base[(s.proc, a["r"])] = p.mmap(max(1, free - a["leave"]) * PAGE_SIZE,
-                                                    node=a["node"])
+                    base[(s.proc, a["r"])] = p.mmap(
+                        max(1, free - a["leave"]) * PAGE_SIZE, node=a["node"]
+                    )
                 elif s.op == "write":
-                    p.write(base[(s.proc, a["r"])] + a["page"] * PAGE_SIZE,
-                            pattern(a["seed"], a["page"]))
+                    p.write(
+                        base[(s.proc, a["r"])] + a["page"] * PAGE_SIZE,
+                        pattern(a["seed"], a["page"]),
+                    )
                 elif s.op == "read":
                     p.read(base[(s.proc, a["r"])] + a["page"] * PAGE_SIZE, 1)
                 elif s.op == "pin":
                     pins[(s.proc, a["r"], a["page"])] = p.pin(
-                        base[(s.proc, a["r"])] + a["page"] * PAGE_SIZE)
+                        base[(s.proc, a["r"])] + a["page"] * PAGE_SIZE
+                    )
                 elif s.op == "unpin":
                     pins.pop((s.proc, a["r"], a["page"])).release()
                 elif s.op == "share":
-                    n = a["pages"] if a["pages"] is not None else \
-                        sc.regions()[a["r"]]["pages"] - a["first"]
+                    n = (
+                        a["pages"]
+                        if a["pages"] is not None
+                        else sc.regions()[a["r"]]["pages"] - a["first"]
+                    )
                     q = procs[a["into"]]
-                    at = p.share(base[(s.proc, a["r"])] + a["first"] * PAGE_SIZE,
-                                 n * PAGE_SIZE, into=q)
+                    at = p.share(
+                        base[(s.proc, a["r"])] + a["first"] * PAGE_SIZE, n * PAGE_SIZE, into=q
+                    )
                     base[(a["into"], a["r"])] = at - a["first"] * PAGE_SIZE
                 elif s.op == "fork":
                     fork = getattr(p, "fork", None)
@@ -85,13 +102,18 @@ def run_model(sc: Scenario, nodes: str = "320M,320M") -> Observation:
                         if pp == s.proc:
                             base[(a["child"], r)] = addr
                 elif s.op == "munmap":
-                    p.munmap(base[(s.proc, a["r"])] + a["first"] * PAGE_SIZE,
-                             a["pages"] * PAGE_SIZE)
+                    p.munmap(
+                        base[(s.proc, a["r"])] + a["first"] * PAGE_SIZE, a["pages"] * PAGE_SIZE
+                    )
                 elif s.op == "move":
                     who = s.proc if a["pid"] is None else a["pid"]
-                    addrs = [UNMAPPED_ADDR if e == UNMAPPED else
-                             base.get((who, e[0]), base.get((s.proc, e[0]), UNMAPPED_ADDR))
-                             + e[1] * PAGE_SIZE for e in a["entries"]]
+                    addrs = [
+                        UNMAPPED_ADDR
+                        if e == UNMAPPED
+                        else base.get((who, e[0]), base.get((s.proc, e[0]), UNMAPPED_ADDR))
+                        + e[1] * PAGE_SIZE
+                        for e in a["entries"]
+                    ]
                     pid = _pid(procs, a["pid"])
                     try:
                         r = p.move_pages(addrs, a["nodes"], flags=a["flags"], pid=pid)
@@ -103,8 +125,9 @@ def run_model(sc: Scenario, nodes: str = "320M,320M") -> Observation:
                 elif s.op == "migrate":
                     pid = _pid(procs, a["pid"])
                     try:
-                        obs.steps[i] = dict(ret=p.migrate_pages(a["old"], a["new"], pid=pid),
-                                            errno=0)
+                        obs.steps[i] = dict(
+                            ret=p.migrate_pages(a["old"], a["new"], pid=pid), errno=0
+                        )
                     except OSError as exc:
                         obs.steps[i] = dict(ret=-1, errno=exc.errno)
                     continue
@@ -121,8 +144,10 @@ def run_model(sc: Scenario, nodes: str = "320M,320M") -> Observation:
             addrs = [base[(pp, r)] + (first + k) * PAGE_SIZE for k in range(n)]
             where = p.move_pages(addrs, None, flags=MPOL_MF_MOVE).status
             obs.final[(pp, r, first, n)] = dict(
-                where=list(where), thp=_thp_pages(p, addrs),
-                hash=[page_hash(p.read(x, PAGE_SIZE)) for x in addrs])
+                where=list(where),
+                thp=_thp_pages(p, addrs),
+                hash=[page_hash(p.read(x, PAGE_SIZE)) for x in addrs],
+            )
         for pin in pins.values():
             pin.release()
     return obs
@@ -151,7 +176,7 @@ def _thp_pages(p, addrs: list[int]) -> int:
             continue
         obj = p._vmas[int(vi[k])].obj
         first = int(idx[k]) - int(pfn[k] & ((1 << HPAGE_PMD_ORDER) - 1))
-        n += int((obj.mapcount[first:first + (1 << HPAGE_PMD_ORDER)] > 0).all())
+        n += int((obj.mapcount[first : first + (1 << HPAGE_PMD_ORDER)] > 0).all())
     return n
 
 
@@ -177,8 +202,10 @@ def parse_guest(sc: Scenario, lines: list[str]) -> Observation:
             if step.op == "move":
                 st = [int(x) for x in kv.get("status", "").split(",") if x]
                 obs.steps[tag[1]] = dict(
-                    ret=int(kv["ret"]), errno=int(kv["errno"]),
-                    status=[None if x == UNWRITTEN else x for x in st])
+                    ret=int(kv["ret"]),
+                    errno=int(kv["errno"]),
+                    status=[None if x == UNWRITTEN else x for x in st],
+                )
             elif step.op == "migrate":
                 obs.steps[tag[1]] = dict(ret=int(kv["ret"]), errno=int(kv["errno"]))
             elif "err" in kv:
@@ -195,7 +222,8 @@ def parse_guest(sc: Scenario, lines: list[str]) -> Observation:
             obs.final[key] = dict(
                 where=[int(x) for x in kv["where"].split(",")],
                 thp=int(kv["thp_kb"]) // 4,
-                hash=[int(x) for x in kv["hash"].split(",")])
+                hash=[int(x) for x in kv["hash"].split(",")],
+            )
     if not seen_done and not obs.error:
         obs.error = "the guest printed no end for this scenario"
     return obs
@@ -210,4 +238,4 @@ def errno_name(e: int) -> str:
     return "-" + _errno.errorcode.get(-e, str(-e))
 
 
-__all__ = ["Observation", "run_model", "parse_guest", "VMSTAT", "errno_name"]
+__all__ = ["VMSTAT", "Observation", "errno_name", "parse_guest", "run_model"]

@@ -25,8 +25,9 @@ KERNEL_GLOBS = ("/boot/vmlinuz-*", "/boot/vmlinuz")
 QEMU = "qemu-system-x86_64"
 #: seconds a guest may take to reach its /init before it is killed (TCG boots in ~5 s)
 BOOT_TIMEOUT_S = 60.0
-INSTALL_HINT = ("as root on Debian/Ubuntu: apt-get install qemu-system-x86 linux-image-amd64 "
-                "gcc libc6-dev")
+INSTALL_HINT = (
+    "as root on Debian/Ubuntu: apt-get install qemu-system-x86 linux-image-amd64 gcc libc6-dev"
+)
 
 
 class Unavailable(RuntimeError):
@@ -81,15 +82,20 @@ def build_guest(workdir: str) -> str:
     src = resources.files("offload.kcheck").joinpath("guest.c")
     out = os.path.join(workdir, "kcheck-guest")
     with resources.as_file(src) as path:
-        r = subprocess.run([cc, "-O2", "-static", "-o", out, str(path)], capture_output=True,
-                           text=True)
+        r = subprocess.run(
+            [cc, "-O2", "-static", "-o", out, str(path)], capture_output=True, text=True
+        )
     if r.returncode:
-        raise Unavailable("could not build the static guest program (is libc6-dev "
-                          f"installed?): {r.stderr.strip()[-400:]}")
+        raise Unavailable(
+            "could not build the static guest program (is libc6-dev "
+            f"installed?): {r.stderr.strip()[-400:]}"
+        )
     return out
 
 
-def _cpio_entry(name: str, data: bytes, mode: int, ino: int, rdev: tuple[int, int] = (0, 0)) -> bytes:
+def _cpio_entry(
+    name: str, data: bytes, mode: int, ino: int, rdev: tuple[int, int] = (0, 0)
+) -> bytes:
     fields = [ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1], len(name) + 1, 0]
     head = b"070701" + b"".join(b"%08X" % f for f in fields)
     body = head + name.encode() + b"\0"
@@ -125,9 +131,14 @@ def _kvm_usable() -> bool:
     return True
 
 
-def run_in_qemu(script: str, kernel: str | None = None, nodes: int = 2,
-                node_mb: int | list[int] = 320, timeout: float = 300.0,
-                accel: str = "auto") -> GuestRun:
+def run_in_qemu(
+    script: str,
+    kernel: str | None = None,
+    nodes: int = 2,
+    node_mb: int | list[int] = 320,
+    timeout: float = 300.0,
+    accel: str = "auto",
+) -> GuestRun:
     """Boot *kernel* with *nodes* NUMA nodes under qemu and run *script* as its /init.
 
     *node_mb* is the size of every node, or a list of sizes (MiB).
@@ -139,13 +150,23 @@ def run_in_qemu(script: str, kernel: str | None = None, nodes: int = 2,
         init = build_guest(tmp)
         rd = os.path.join(tmp, "initramfs.cpio")
         make_initramfs(rd, init, script)
-        tries = ["kvm", "tcg"] if accel == "auto" and _kvm_usable() else \
-            (["tcg"] if accel == "auto" else [accel])
+        tries = (
+            ["kvm", "tcg"]
+            if accel == "auto" and _kvm_usable()
+            else (["tcg"] if accel == "auto" else [accel])
+        )
         last = None
         for acc in tries:
             # KVM, where /dev/kvm opens, may still hang at boot: that try is cut short
-            run = _boot(image, rd, nodes, node_mb, timeout, acc,
-                        boot_timeout=20.0 if acc == "kvm" and len(tries) > 1 else BOOT_TIMEOUT_S)
+            run = _boot(
+                image,
+                rd,
+                nodes,
+                node_mb,
+                timeout,
+                acc,
+                boot_timeout=20.0 if acc == "kvm" and len(tries) > 1 else BOOT_TIMEOUT_S,
+            )
             if run.lines and any(line.startswith("KC - - start") for line in run.lines):
                 return run
             last = run
@@ -153,20 +174,47 @@ def run_in_qemu(script: str, kernel: str | None = None, nodes: int = 2,
         return last
 
 
-def _boot(image: str, initrd: str, nodes: int, node_mb: int | list[int], timeout: float,
-          accel: str, boot_timeout: float = BOOT_TIMEOUT_S) -> GuestRun:
+def _boot(
+    image: str,
+    initrd: str,
+    nodes: int,
+    node_mb: int | list[int],
+    timeout: float,
+    accel: str,
+    boot_timeout: float = BOOT_TIMEOUT_S,
+) -> GuestRun:
     sizes = [node_mb] * nodes if isinstance(node_mb, int) else list(node_mb)
-    cmd = [QEMU, "-machine", f"q35,accel={accel}", "-cpu", "max" if accel == "tcg" else "host",
-           "-m", f"{sum(sizes)}M", "-smp", str(nodes), "-nographic", "-no-reboot",
-           "-kernel", image, "-initrd", initrd,
-           "-append", "console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init "
-                      "transparent_hugepage=madvise numa_balancing=disable"]
+    cmd = [
+        QEMU,
+        "-machine",
+        f"q35,accel={accel}",
+        "-cpu",
+        "max" if accel == "tcg" else "host",
+        "-m",
+        f"{sum(sizes)}M",
+        "-smp",
+        str(nodes),
+        "-nographic",
+        "-no-reboot",
+        "-kernel",
+        image,
+        "-initrd",
+        initrd,
+        "-append",
+        "console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init "
+        "transparent_hugepage=madvise numa_balancing=disable",
+    ]
     for n in range(nodes):
-        cmd += ["-object", f"memory-backend-ram,id=m{n},size={sizes[n]}M",
-                "-numa", f"node,nodeid={n},memdev=m{n},cpus={n}"]
+        cmd += [
+            "-object",
+            f"memory-backend-ram,id=m{n},size={sizes[n]}M",
+            "-numa",
+            f"node,nodeid={n},memdev=m{n},cpus={n}",
+        ]
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     chunks: list[bytes] = []
     started = threading.Event()
 
@@ -197,38 +245,69 @@ def _boot(image: str, initrd: str, nodes: int, node_mb: int | list[int], timeout
     proc.wait()
     reader.join(5)
     text = b"".join(chunks).decode(errors="replace").replace("\r", "")
-    return GuestRun([line[line.index("KC "):] for line in text.splitlines() if "KC " in line],
-                    text[-3000:], f"qemu-{accel}", time.monotonic() - t0, timed_out)
+    return GuestRun(
+        [line[line.index("KC ") :] for line in text.splitlines() if "KC " in line],
+        text[-3000:],
+        f"qemu-{accel}",
+        time.monotonic() - t0,
+        timed_out,
+    )
 
 
 def run_native(script: str) -> GuestRun:
     """Run *script* on this host's own kernel (needs two NUMA nodes and root)."""
     if os.geteuid() != 0:
-        raise Unavailable("running the scenarios on this host's kernel needs root "
-                          "(they spawn processes with other uids and capabilities)")
+        raise Unavailable(
+            "running the scenarios on this host's kernel needs root "
+            "(they spawn processes with other uids and capabilities)"
+        )
     with tempfile.TemporaryDirectory(prefix="kcheck-") as tmp:
         init = build_guest(tmp)
         spath = os.path.join(tmp, "scenarios.txt")
         Path(spath).write_text(script)
         t0 = time.monotonic()
         r = subprocess.run([init, spath], capture_output=True, text=True, timeout=600)
-        return GuestRun([line for line in r.stdout.splitlines() if line.startswith("KC ")],
-                        (r.stdout + r.stderr)[-3000:], "native", time.monotonic() - t0)
+        return GuestRun(
+            [line for line in r.stdout.splitlines() if line.startswith("KC ")],
+            (r.stdout + r.stderr)[-3000:],
+            "native",
+            time.monotonic() - t0,
+        )
 
 
-def run_real(script: str, kernel: str | None = None, nodes: int = 2,
-             timeout: float = 300.0, native: str = "auto",
-             node_mb: int | list[int] = 320, accel: str = "tcg") -> GuestRun:
+def run_real(
+    script: str,
+    kernel: str | None = None,
+    nodes: int = 2,
+    timeout: float = 300.0,
+    native: str = "auto",
+    node_mb: int | list[int] = 320,
+    accel: str = "tcg",
+) -> GuestRun:
     """Natively where this host has at least *nodes* NUMA nodes (and *native* allows),
     else under qemu."""
-    if native != "never" and len(host_numa_nodes()) >= nodes and host_numa_nodes()[:nodes] == \
-            list(range(nodes)):
+    if (
+        native != "never"
+        and len(host_numa_nodes()) >= nodes
+        and host_numa_nodes()[:nodes] == list(range(nodes))
+    ):
         return run_native(script)
     if native == "always":
-        raise Unavailable(f"this host has {len(host_numa_nodes()) or 1} NUMA node(s) with "
-                          f"memory; {nodes} are needed to run natively")
+        raise Unavailable(
+            f"this host has {len(host_numa_nodes()) or 1} NUMA node(s) with "
+            f"memory; {nodes} are needed to run natively"
+        )
     return run_in_qemu(script, kernel, nodes, node_mb=node_mb, timeout=timeout, accel=accel)
 
 
-__all__ = ["Unavailable", "GuestRun", "run_real", "run_in_qemu", "run_native", "find_kernel",
-           "make_initramfs", "build_guest", "INSTALL_HINT"]
+__all__ = [
+    "INSTALL_HINT",
+    "GuestRun",
+    "Unavailable",
+    "build_guest",
+    "find_kernel",
+    "make_initramfs",
+    "run_in_qemu",
+    "run_native",
+    "run_real",
+]

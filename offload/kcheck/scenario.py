@@ -19,7 +19,7 @@ from ..constants import MPOL_MF_MOVE, PAGE_SIZE
 UNMAPPED = "unmapped"
 UNMAPPED_ADDR = 0x10000
 
-Entry = Union[tuple, str]
+Entry = Union[tuple, str]  # noqa: UP007 - a runtime alias, evaluated on 3.10
 
 
 @dataclass(frozen=True)
@@ -36,11 +36,19 @@ def spawn(p: int, uid: int = 1000, nice: bool = False, ptrace: bool = False) -> 
     return Step("spawn", p, dict(uid=uid, nice=nice, ptrace=ptrace))
 
 
-def mmap(p: int, r: int, pages: int, thp: bool = False, populate: bool = True,
-         shared: bool = False, node: int = 0) -> Step:
+def mmap(
+    p: int,
+    r: int,
+    pages: int,
+    thp: bool = False,
+    populate: bool = True,
+    shared: bool = False,
+    node: int = 0,
+) -> Step:
     """Process *p* maps region *r* of *pages* pages on *node* (2 MiB folios with *thp*)."""
-    return Step("mmap", p, dict(r=r, pages=pages, thp=thp, populate=populate, shared=shared,
-                                node=node))
+    return Step(
+        "mmap", p, dict(r=r, pages=pages, thp=thp, populate=populate, shared=shared, node=node)
+    )
 
 
 def fill(p: int, r: int, node: int, leave_pages: int) -> Step:
@@ -84,12 +92,25 @@ def munmap(p: int, r: int, first: int, pages: int) -> Step:
     return Step("munmap", p, dict(r=r, first=first, pages=pages))
 
 
-def move(p: int, entries: list[Entry], nodes: list[int] | None, flags: int = MPOL_MF_MOVE,
-         pid: int | None = None) -> Step:
+def move(
+    p: int,
+    entries: list[Entry],
+    nodes: list[int] | None,
+    flags: int = MPOL_MF_MOVE,
+    pid: int | None = None,
+) -> Step:
     """Process *p* calls move_pages on *entries* ((region, page) of process *pid*, or its
     own) to *nodes* (None: a query)."""
-    return Step("move", p, dict(entries=list(entries), nodes=None if nodes is None else list(nodes),
-                                flags=flags, pid=pid))
+    return Step(
+        "move",
+        p,
+        dict(
+            entries=list(entries),
+            nodes=None if nodes is None else list(nodes),
+            flags=flags,
+            pid=pid,
+        ),
+    )
 
 
 def migrate(p: int, old: list[int], new: list[int], pid: int | None = None) -> Step:
@@ -204,8 +225,10 @@ def _step_line(sc: Scenario, s: Step) -> str:
     if s.op == "spawn":
         return f"spawn {s.proc} {a['uid']} {int(a['nice'])} {int(a['ptrace'])}"
     if s.op == "mmap":
-        return (f"on {s.proc} mmap {a['r']} {a['pages']} {9 if a['thp'] else 0} "
-                f"{int(a['populate'])} {int(a['shared'])} {a['node']}")
+        return (
+            f"on {s.proc} mmap {a['r']} {a['pages']} {9 if a['thp'] else 0} "
+            f"{int(a['populate'])} {int(a['shared'])} {a['node']}"
+        )
     if s.op == "fill":
         return f"on {s.proc} fill {a['r']} {a['node']} {a['leave']}"
     if s.op in ("write",):
@@ -222,8 +245,9 @@ def _step_line(sc: Scenario, s: Step) -> str:
     if s.op == "move":
         query = a["nodes"] is None
         nodes = [0] * len(a["entries"]) if query else a["nodes"]
-        toks = [f"U:{n}" if e == UNMAPPED else f"{e[0]}:{e[1]}:{n}"
-                for e, n in zip(a["entries"], nodes)]
+        toks = [
+            f"U:{n}" if e == UNMAPPED else f"{e[0]}:{e[1]}:{n}" for e, n in zip(a["entries"], nodes)
+        ]
         t = -1 if a["pid"] is None else a["pid"]
         return f"on {s.proc} move {t} {a['flags']} {int(query)} {len(toks)} " + " ".join(toks)
     if s.op == "migrate":
@@ -239,5 +263,23 @@ def _mask(nodes: list[int]) -> int:
     return m
 
 
-__all__ = ["Scenario", "Step", "UNMAPPED", "spawn", "mmap", "write", "read", "pin", "unpin",
-           "share", "fork", "munmap", "move", "migrate", "fill", "to_script", "pattern", "page_hash"]
+__all__ = [
+    "UNMAPPED",
+    "Scenario",
+    "Step",
+    "fill",
+    "fork",
+    "migrate",
+    "mmap",
+    "move",
+    "munmap",
+    "page_hash",
+    "pattern",
+    "pin",
+    "read",
+    "share",
+    "spawn",
+    "to_script",
+    "unpin",
+    "write",
+]
