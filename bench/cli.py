@@ -173,7 +173,9 @@ def _check_plot(path: str) -> None:
 
 def _check_memory(cases, total_b: int) -> None:
     """Refuse up front a --total whose machines cannot fit in this host's free memory."""
-    from . import hostinfo, movepages
+    from offload import hostinfo
+
+    from . import movepages
 
     have = hostinfo.memory_available()
     machines = len({c.machine_key() for c in cases}) if cases else 1
@@ -204,8 +206,9 @@ def _run(
 ) -> None:
     """Run the cells with a progress bar on stderr; print the table, JSON or CSV."""
     _check_memory(cases, total_b)
+    from offload.hostinfo import host_info
+
     from . import movepages, report
-    from .hostinfo import host_info
     from .roofline import memcpy_gbps, page_loop_gbps
     from .stats import summarize
 
@@ -219,7 +222,7 @@ def _run(
         from .roofline import h2d_gbps
 
         extra["roofline_h2d_gbps"] = summarize(h2d_gbps(total_b, max(3, repeat)))["gbps_median"]
-    from .hostinfo import memory_available, peak_rss
+    from offload.hostinfo import memory_available, peak_rss
 
     interleave = movepages.interleaves(cases, memory_available())
     with click.progressbar(length=len(cases), label=cases[0].suite, file=sys.stderr) as bar:
@@ -525,8 +528,9 @@ def latency_cmd(
     reports when the first folio became usable at its destination (the end of the first
     batch's move phase) and how long the whole call took.
     """
+    from offload.hostinfo import host_info
+
     from . import movepages, report
-    from .hostinfo import host_info
 
     specs = split_backends(backends)
     _validate_specs(specs)
@@ -614,8 +618,9 @@ def cpu_cmd(
     move_pages: how much CPU a backend frees (the offload claim, measured). A DMA engine
     on the GPU copies without the CPU; dma-threads only moves the copy to other threads.
     """
+    from offload.hostinfo import host_info
+
     from . import movepages, report
-    from .hostinfo import host_info
 
     specs = split_backends(backends or default_backends())
     specs = [s for s in specs if s != ADAPTIVE]
@@ -663,8 +668,9 @@ def kernel_cmd(
     Needs two NUMA nodes with memory; with fewer it says so and exits 0. Sizes other
     than 4K and 2M would need mTHP settings in sysfs and are skipped.
     """
+    from offload.hostinfo import host_info, numa_nodes
+
     from . import kernel, report
-    from .hostinfo import host_info, numa_nodes
 
     nodes = numa_nodes()
     if len(nodes) < 2:
@@ -742,7 +748,9 @@ def scale_cmd(
     number of folios moved; mmap/munmap cost against the number of mappings."""
     import json
 
-    from . import hostinfo, movepages
+    from offload import hostinfo
+
+    from . import movepages
     from .scale import folio_scaling, mapping_scaling
 
     _validate_specs([backend])

@@ -178,14 +178,14 @@ class Cell:
             self.where = 0
         self.where = 1 - self.where
         targets = np.full(self.addrs.size, self.where, dtype=np.int64)
-        before = m.engine.stats.copy_s
+        before = m.stats["engine"]["copy_s"]
         moved_before = m.vmstat["pgmigrate_success"]
         c0 = time.process_time()
         t0 = time.perf_counter()
         res = p.move_pages(self.addrs, targets)
         dt = time.perf_counter() - t0
         dc = time.process_time() - c0
-        copy_s = m.engine.stats.copy_s - before
+        copy_s = m.stats["engine"]["copy_s"] - before
         if res.ret != 0 or m.vmstat["pgmigrate_success"] - moved_before != total // PAGE_SIZE:
             raise VerificationError(
                 f"{case.backend} at {case.folio_size}: {res.ret} pages not migrated"
@@ -200,7 +200,7 @@ class Cell:
             s["gbps"].append(total / dt / 1e9)
             s["copy"].append(copy_s / dt)
             s["overhead"].append((dt - copy_s) / (total // case.folio_size) * 1e6)
-            s["first"].append((m.engine.stats.first_remap_at - t0) * 1e6)
+            s["first"].append((m.stats["engine"]["first_remap_at"] - t0) * 1e6)
             s["cpu"].append(dc)
 
     def finish(self) -> dict:

@@ -8,8 +8,7 @@ import time
 import numpy as np
 
 from offload import PAGE_SIZE, Machine
-
-from .hostinfo import peak_rss
+from offload.hostinfo import peak_rss
 
 
 def node_metadata_bytes(m: Machine) -> float:
@@ -17,19 +16,8 @@ def node_metadata_bytes(m: Machine) -> float:
     the nodes (memmap, buddy bitmaps and orders, the aged layout's permutations) plus
     every per-page array of the mapped objects (node, pfn, mapcount, ptes), divided by
     the nodes' pages. Counted from the arrays' ``nbytes``, frames excluded."""
-    total = 0
-    pages = 0
-    for n in m.nodes:
-        pages += n.nr_pages
-        for name in ("order", "pins", "obj", "objidx", "state", "cow"):
-            total += getattr(n, name).nbytes
-        b = n.buddy
-        total += sum(x.nbytes for x in b._free)
-        if b._perm is not None:
-            total += sum(x.nbytes for x in b._perm)
-    for o in m.objects.values():
-        total += o.node.nbytes + o.pfn.nbytes + o.mapcount.nbytes + o.ptes.nbytes
-    return total / max(1, pages)
+    pages = sum(n.nr_pages for n in m.nodes)
+    return m.metadata_bytes / max(1, pages)
 
 
 def folio_scaling(counts: list[int], backend: str, layout: str, repeat: int) -> list[dict]:

@@ -205,8 +205,7 @@ def run_stress(
         def injector() -> None:
             rng = np.random.default_rng(seed + 50)
             while not stop.wait(0.02):
-                node = m.nodes[int(rng.integers(3))]
-                node.fail_allocs += 1
+                m.inject_alloc_failures(int(rng.integers(3)), 1)
                 injected["allocation failures"] += 1
                 if rng.random() < 0.1:
                     faults.hang = {0}  # the next batch's first descriptor never completes
@@ -233,7 +232,7 @@ def run_stress(
             t.join(60)
         # late calls still hold quarantined frames: let them return before accounting
         until = time.monotonic() + 10
-        while (hostile.pending or m.engine.stats.quarantined_pages) and time.monotonic() < until:
+        while (hostile.pending or m.stats["engine"]["quarantined_pages"]) and time.monotonic() < until:
             time.sleep(0.01)
         integrity = _check(m, regions, errors)
         hostile_counters = counters(hostile)
@@ -260,8 +259,6 @@ def run_stress(
         report["ok"] = integrity and not errors
         return report
     finally:
-        for n in m.nodes:
-            n.fail_allocs = 0
         m.close()
         off.close()
 
@@ -274,12 +271,6 @@ def _check(m: Machine, regions: list[Region], errors: list[str]) -> bool:
         if wrong.size:
             ok = False
             errors.append(f"{wrong.size} pages of the region at {r.addr:#x} hold wrong bytes")
-    used = sum(n.nr_pages - n.free_pages for n in m.nodes)
-    present = sum(int((o.pfn >= 0).sum()) for o in m.objects.values())
-    if used != present:
-        ok = False
-        errors.append(f"{used} pages allocated but {present} mapped: a leak or a double free")
-    if any((n.state != 0).any() for n in m.nodes):
-        ok = False
-        errors.append("folios left isolated or under migration")
-    return ok
+    problems = m.audit()
+    errors.extend(problems)
+    return ok and not problems

@@ -82,6 +82,12 @@ class BuddyAllocator:
                 self._insert(sub, k)
         self._perm = [rng.permutation(bm.size) for bm in self._free]
 
+    @property
+    def metadata_bytes(self) -> int:
+        """Bytes of the free lists (and the aged layout's search orders)."""
+        perm = self._perm if getattr(self, "_perm", None) is not None else []
+        return sum(x.nbytes for x in self._free) + sum(x.nbytes for x in perm)
+
     def free_blocks(self, order: int) -> int:
         """Number of free buddy blocks of exactly *order*."""
         return self._count[order]

@@ -58,8 +58,7 @@ def backends() -> None:
 )
 def info(nodes: str) -> None:
     """Describe this host (CPUs, NUMA nodes, GPU) and a model machine's nodes."""
-    from bench.hostinfo import host_info, numa_nodes
-
+    from .hostinfo import host_info, numa_nodes
     from .machine import parse_nodes
 
     h = host_info()

@@ -6,7 +6,7 @@ import errno
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from .errors import oserror
@@ -24,20 +24,20 @@ class OffloadControl:
     from reaching the migrator, then waits for the copies in flight (the kernel's SRCU).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, report: Callable[[], dict] | None = None) -> None:
+        """*report*: what :attr:`stats` returns (the scheduler's record)."""
         self._lock = threading.Condition()
         self._active: Migrator | None = None
         self._mask = 0
         self._inflight = 0
         self._last_warn = 0.0
-        self._stats_source = None
+        self._report = report
 
     @property
     def stats(self) -> dict:
         """The scheduler's record: batches, bytes per side, each side's measured GB/s,
         the current CPU fraction and the recent splits (CPU share of each batch)."""
-        src = self._stats_source
-        return src() if src is not None else {}
+        return self._report() if self._report is not None else {}
 
     @property
     def active(self) -> Migrator | None:

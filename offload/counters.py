@@ -53,6 +53,32 @@ class MigratorCounters:
             return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "lock"}
 
 
+#: The migration counters of /proc/vmstat that the engine keeps, in base pages or folios.
+VMSTAT_KEYS = (
+    "pgmigrate_success",
+    "pgmigrate_fail",
+    "thp_migration_success",
+    "thp_migration_fail",
+    "thp_migration_split",
+)
+
+
+class Vmstat:
+    """The machine's ``/proc/vmstat`` migration counters (updated under the machine lock)."""
+
+    def __init__(self) -> None:
+        self._values = dict.fromkeys(VMSTAT_KEYS, 0)
+
+    def add(self, key: str, n: int) -> None:
+        """Add *n* to counter *key*."""
+        if n:
+            self._values[key] += n
+
+    def snapshot(self) -> dict[str, int]:
+        """The counters as a plain dict."""
+        return dict(self._values)
+
+
 #: id(migrator) -> (weak reference to it, or the migrator itself, its counters)
 _TABLE: dict[int, tuple[object, MigratorCounters]] = {}
 _TABLE_LOCK = threading.Lock()
@@ -83,4 +109,4 @@ def _forget(key: int, ref: weakref.ref) -> None:
             del _TABLE[key]
 
 
-__all__ = ["MigratorCounters", "counters"]
+__all__ = ["VMSTAT_KEYS", "MigratorCounters", "Vmstat", "counters"]

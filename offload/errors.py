@@ -66,3 +66,11 @@ def check_int(
     if multiple is not None and value % multiple:
         raise BadArgument(f"{name}: must be a multiple of {multiple}, got {value}")
     return value
+
+
+def check_node(value: object, name: str, nr_nodes: int) -> int:
+    """Return *value* as a node id below *nr_nodes*, or an error naming *name*."""
+    nid = check_int(value, name, minimum=0)
+    if nid >= nr_nodes:
+        raise BadArgument(f"{name}: no node {nid} (nodes: 0..{nr_nodes - 1})")
+    return nid

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from types import MappingProxyType
 
+import numpy as np
+
 from .buddy import LAYOUTS
 from .constants import NR_MAX_BATCHED_MIGRATION, PAGE_SIZE
-from .control import OffloadControl
+from .counters import Vmstat
 from .engine import MigrationEngine
 from .errors import (
     BackendUnavailable,
@@ -19,25 +22,19 @@ from .errors import (
     MachineClosed,
     SpecError,
     check_int,
+    check_node,
 )
 from .guard import CallRunner
 from .migrator import Migrator
 from .node import NODE_KINDS, Node
 from .process import Process
+from .rmap import Rmap
 from .scheduler import Scheduler, parse_policy
 from .sizes import parse_size
 
 #: Seconds an offload (or third-party CPU path) call may take before it is abandoned:
 #: the DCBM driver's completion timeout.
 DEFAULT_OFFLOAD_TIMEOUT = 10.0
-
-VMSTAT_KEYS = (
-    "pgmigrate_success",
-    "pgmigrate_fail",
-    "thp_migration_success",
-    "thp_migration_fail",
-    "thp_migration_split",
-)
 
 
 def parse_nodes(spec: str) -> list[tuple[str, int]]:
@@ -176,34 +173,31 @@ class Machine:
                 if n.kind == "dram":
                     n.frames.fill(0)
         self.memory: Mapping[int, object] = MappingProxyType({n.id: n.frames for n in self.nodes})
-        #: large folios partly unmapped, split only when memory runs short on their node
-        #: or a migration must split them (the kernel's deferred split queue)
-        self.deferred_split: set[tuple[int, int]] = set()
-        for n in self.nodes:
-            n.reclaim = lambda nid=n.id: self._reclaim(nid)
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
-        self.objects: dict = {}
+        #: which objects map each folio; copy-on-write sharers; the deferred split queue
+        self.rmap = Rmap()
+        for n in self.nodes:
+            n.reclaim = functools.partial(self._reclaim, n)
         self.processes: dict[int, Process] = {}
         self._pids = itertools.count(1)
-        #: (node, folio head) -> [(object id, its page of the head), ...]: the mappings
-        #: beyond the first of folios shared copy-on-write after a fork
-        self.cow_rmap: dict[tuple[int, int], list[tuple[int, int]]] = {}
-        self._oids = itertools.count(1)
-        self._vmstat = dict.fromkeys(VMSTAT_KEYS, 0)
+        self._vmstat = Vmstat()
         self._inflight = 0
-        self.offload = OffloadControl()
         self._runner = CallRunner(f"offload-m{id(self) & 0xFFFF:04x}")
         self.scheduler = Scheduler(
-            self.cpu,
-            self.offload,
-            self._policy,
-            list(self.nodes),
-            self._runner,
-            self.offload_timeout,
+            self.cpu, self._policy, list(self.nodes), self._runner, self.offload_timeout
         )
-        self.engine = MigrationEngine(self)
-        self.offload._stats_source = self.scheduler.report
+        #: the registration of the active migrator (``register``, ``unregister``, ``stats``)
+        self.offload = self.scheduler.control
+        self.engine = MigrationEngine(
+            self.nodes,
+            self.rmap,
+            self.scheduler,
+            self._vmstat,
+            self.cond,
+            batch_pages=self.batch_pages,
+            verify=self.verify,
+        )
         if offload_backend is not None:
             self.offload.register(offload_backend, "all")
 
@@ -221,25 +215,26 @@ class Machine:
         self._owned.append(backend)
         return backend
 
-    def _check_node(self, node: object, name: str) -> int:
-        nid = check_int(node, name, minimum=0)
-        if nid >= len(self.nodes):
-            raise BadArgument(f"{name}: no node {nid} (nodes: 0..{len(self.nodes) - 1})")
-        return nid
+    @property
+    def objects(self) -> dict:
+        """Memory objects by id (the reverse map's)."""
+        return self.rmap.objects
 
-    def _next_oid(self) -> int:
-        return next(self._oids)
+    @property
+    def cow_rmap(self) -> dict[tuple[int, int], list[tuple[int, int]]]:
+        """The mappings beyond the first of folios shared copy-on-write after a fork."""
+        return self.rmap.cow
 
-    def _next_pid(self) -> int:
-        return next(self._pids)
+    @property
+    def deferred_split(self) -> set[tuple[int, int]]:
+        """Large folios partly unmapped, queued for deferred split."""
+        return self.rmap.deferred
 
-    def _reclaim(self, nid: int) -> bool:
-        """Memory is short on node *nid*: split the folios queued for deferred split
-        there and free their unmapped pages (the deferred split shrinker). The caller
-        holds the machine lock. Returns whether anything was freed."""
-        from .process import split_deferred
-
-        return split_deferred(self, nid) > 0
+    def _reclaim(self, node: Node) -> bool:
+        """Memory is short on *node*: split the folios queued for deferred split there
+        and free their unmapped pages (the deferred split shrinker). The caller holds
+        the machine lock. Returns whether anything was freed."""
+        return self.rmap.split_deferred(node) > 0
 
     # -- public API ----------------------------------------------------------------------
     @property
@@ -251,16 +246,54 @@ class Machine:
     def vmstat(self) -> Mapping[str, int]:
         """Migration counters in base pages, as /proc/vmstat names them (a snapshot)."""
         with self.lock:
-            return MappingProxyType(dict(self._vmstat))
-
-    def vmstat_add(self, key: str, n: int) -> None:
-        """Add *n* to counter *key* (the caller holds the lock)."""
-        self._vmstat[key] += n
+            return MappingProxyType(self._vmstat.snapshot())
 
     @property
     def stats(self) -> dict:
         """Engine timings per phase and scheduler totals, for benchmarks."""
         return {"engine": self.engine.stats.snapshot(), "scheduler": self.scheduler.stats.as_dict()}
+
+    def inject_alloc_failures(self, node: int, count: int) -> None:
+        """Make *count* more destination allocations of migrations on *node* fail
+        (-ENOMEM), as the kernel's fault injection does: each failure takes one batch's
+        allocation of one folio size."""
+        nid = check_node(node, "node", len(self.nodes))
+        count = check_int(count, "count", minimum=0)
+        with self.lock:
+            self.nodes[nid].fail_allocs += count
+
+    def audit(self) -> list[str]:
+        """Check the frame accounting; return what is wrong (empty: consistent).
+
+        Every allocated frame is mapped by some object, or held in quarantine; no folio
+        is left isolated or under migration while no migration runs.
+        """
+        problems = []
+        with self.lock:
+            used = sum(n.nr_pages - n.free_pages for n in self.nodes)
+            mapped = sum(int((o.pfn >= 0).sum()) for o in self.rmap.objects.values())
+            held = self.engine.stats.quarantined_pages
+            # folios no process maps any more, freed when their last pin goes
+            pinned = sum(
+                int((1 << n.order[np.flatnonzero((n.obj < 0) & (n.pins > 0))]).sum())
+                for n in self.nodes
+            )
+            if used != mapped + held + pinned:
+                problems.append(
+                    f"{used} frames allocated but {mapped} mapped, {held} in quarantine and "
+                    f"{pinned} pinned after unmap: a leak or a double free"
+                )
+            if not self._inflight and any((n.state != 0).any() for n in self.nodes):
+                problems.append("folios left isolated or under migration")
+        return problems
+
+    @property
+    def metadata_bytes(self) -> int:
+        """Bytes of the model's metadata: per-frame arrays, free lists, page tables."""
+        with self.lock:
+            return sum(n.metadata_bytes for n in self.nodes) + sum(
+                o.metadata_bytes for o in self.rmap.objects.values()
+            )
 
     def spawn(
         self, uid: int = 1000, cap_sys_nice: bool = False, cap_sys_ptrace: bool = False

@@ -56,6 +56,12 @@ class MemObject:
         #: page's mapcount for -EACCES, as the kernel counts PTEs
         self.ptes = np.zeros(npages, dtype=np.int32)
 
+
+    @property
+    def metadata_bytes(self) -> int:
+        """Bytes of its page tables (node, pfn, mapcount and PTE count per page)."""
+        return self.node.nbytes + self.pfn.nbytes + self.mapcount.nbytes + self.ptes.nbytes
+
     def set_folios(
         self, idx: np.ndarray, nid: int, heads: np.ndarray, order: int, nodes: list[Node]
     ) -> None:

@@ -82,6 +82,12 @@ class Node:
         """Bytes of memory on the node."""
         return self.nr_pages * PAGE_SIZE
 
+    @property
+    def metadata_bytes(self) -> int:
+        """Bytes of per-frame metadata (the struct pages) and of the buddy allocator."""
+        arrays = (self.order, self.pins, self.obj, self.objidx, self.state, self.cow)
+        return sum(a.nbytes for a in arrays) + self.buddy.metadata_bytes
+
     def __repr__(self) -> str:
         return (
             f"Node(id={self.id}, kind={self.kind!r}, nr_pages={self.nr_pages}, "

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import devmem
+from . import devmem, syscalls
 from .arrays import expand_ranges
 from .constants import HPAGE_PMD_ORDER, MAX_FOLIO_ORDER, MPOL_MF_MOVE, PAGE_SHIFT, PAGE_SIZE
-from .errors import BadArgument, BadArgumentType, check_int, oserror
+from .errors import BadArgument, BadArgumentType, check_int, check_node, oserror
 from .mm import PTE_NONE, PTE_ZERO, MemObject, Vma
 from .node import ISOLATED, MIGRATING, pages_of
+from .syscalls import MoveResult
 
 if TYPE_CHECKING:  # pragma: no cover
     from .machine import Machine
@@ -22,13 +23,6 @@ _MMAP_BASE = 0x7F00_0000_0000
 #: the kernel's fault_around_bytes: a read fault on shared memory maps the pages of the
 #: aligned window around it that are already in memory (shared mappings are so aligned)
 FAULT_AROUND_BYTES = 64 << 10
-
-
-class MoveResult(NamedTuple):
-    """What ``move_pages`` returns: entries not migrated, and one status per entry."""
-
-    ret: int
-    status: list
 
 
 class Pin:
@@ -208,7 +202,7 @@ class Process:
         if folio_size & (folio_size - 1) or order > MAX_FOLIO_ORDER:
             raise BadArgument(f"folio_size: must be a power of two from 4K to 2M, got {folio_size}")
         length = check_int(length, "length", minimum=1, multiple=folio_size)
-        nid = self.machine._check_node(node, "node")
+        nid = check_node(node, "node", len(self.machine.nodes))
         if not isinstance(shared, bool) or not isinstance(populate, bool):
             raise BadArgumentType("shared/populate: expected bool")
         m = self.machine
@@ -225,7 +219,7 @@ class Process:
                     f"node {nid} has {m.nodes[nid].free_pages} free "
                     f"pages, {length >> PAGE_SHIFT} asked for",
                 )
-            obj = MemObject(m._next_oid(), length >> PAGE_SHIFT, order, nid, shared)
+            obj = MemObject(m.rmap.next_id(), length >> PAGE_SHIFT, order, nid, shared)
             if populate:
                 obj.fault_in(np.arange(obj.npages), m.nodes)
             obj.mapcount[:] = 1
@@ -501,7 +495,7 @@ class Process:
         """
         m = self.machine
         with m.lock:
-            child = Process(m, m._next_pid(), self.uid, self.cap_sys_nice, self.cap_sys_ptrace)
+            child = m.spawn(self.uid, self.cap_sys_nice, self.cap_sys_ptrace)
             copies: dict[int, MemObject] = {}
             vmas = []
             for v in self._vmas:
@@ -528,7 +522,6 @@ class Process:
             child._vmas = vmas
             child._next = self._next
             child._reindex()
-            m.processes[child.pid] = child
         return child
 
     # -- accesses -----------------------------------------------------------------------
@@ -616,6 +609,32 @@ class Process:
             node.pins[head] += 1
             return Pin(m, node.id, head)
 
+    # -- page table walks for the syscalls --------------------------------------------------
+    def follow_pages(self, addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The page table entry of each address (the kernel's ``follow_page``).
+
+        Returns (node, pfn, mapcount) per address. The pfn is a frame (>= 0), or
+        ``PTE_NONE`` (-1: no page there yet), ``PTE_ZERO`` (-2: the zero page) or -3
+        (no mapping). The caller holds the machine lock.
+        """
+        vi, idx = self._translate(addrs)
+        _, nid, pfn, mapcount = self._ptes(vi, idx)
+        return nid, pfn, mapcount
+
+    def queue_pages(self, node: int, shared: bool) -> np.ndarray:
+        """The frames of node *node* that this process maps, in address order (the
+        kernel's ``queue_pages_range``); pages mapped by other processes too only if
+        *shared*. The caller holds the machine lock."""
+        out = []
+        for i, v in enumerate(self._vmas):
+            idx = np.arange(v.pgoff, v.pgoff + v.npages, dtype=np.int64)
+            _, nid, pfn, mapcount = self._ptes(np.full(idx.size, i), idx)
+            on = (nid == node) & (pfn >= 0)
+            if not shared:
+                on &= mapcount <= 1  # shared folios are skipped, not failed
+            out.append(pfn[on])
+        return np.concatenate(out) if out else np.empty(0, np.int64)
+
     # -- syscalls -----------------------------------------------------------------------
     def move_pages(
         self,
@@ -628,9 +647,7 @@ class Process:
 
         Returns ``MoveResult(ret, status)``; see DESIGN.md for every status.
         """
-        from .syscalls import move_pages
-
-        return move_pages(self, pages, nodes, flags, pid)
+        return syscalls.move_pages(self, pages, nodes, flags, pid)
 
     def migrate_pages(
         self, old_nodes: Iterable[int], new_nodes: Iterable[int], pid: int = 0
@@ -639,14 +656,12 @@ class Process:
 
         Returns the number of pages not moved.
         """
-        from .syscalls import migrate_pages
-
-        return migrate_pages(self, old_nodes, new_nodes, pid)
+        return syscalls.migrate_pages(self, old_nodes, new_nodes, pid)
 
 
 def _cow_clone(m: Machine, obj: MemObject) -> MemObject:
     """A private object for a fork child: the same folios, shared copy-on-write."""
-    c = MemObject(m._next_oid(), obj.npages, obj.folio_order, obj.home, False)
+    c = MemObject(m.rmap.next_id(), obj.npages, obj.folio_order, obj.home, False)
     c.node[:] = obj.node
     c.pfn[:] = obj.pfn
     m.objects[c.id] = c
@@ -765,7 +780,7 @@ def _reap_partial(m: Machine, obj: MemObject, node, heads: np.ndarray, orders: n
     """Free the folios at *heads* that no process maps any more.
 
     A large folio left partly mapped stays whole and is queued for deferred split (see
-    :func:`split_deferred`). A pinned folio with no mapping left is freed at its last
+    :meth:`~offload.rmap.Rmap.split_deferred`). A pinned folio with no mapping left is freed at its last
     unpin. A folio shared copy-on-write with another process is left to that process.
     """
     first = node.objidx[heads].copy()
@@ -785,30 +800,6 @@ def _reap_partial(m: Machine, obj: MemObject, node, heads: np.ndarray, orders: n
     pinned = node.pins[heads] > 0
     node.obj[heads[whole & pinned]] = -1
     node.free_folios(heads[whole & ~pinned], orders[whole & ~pinned])
-
-
-def split_deferred(m: Machine, nid: int) -> int:
-    """Split the partly unmapped folios of node *nid* queued for deferred split (those
-    neither pinned, nor under migration, nor shared copy-on-write) and free their
-    unmapped pages. Returns the pages freed."""
-    node = m.nodes[nid]
-    freed = 0
-    for key in [k for k in m.deferred_split if k[0] == nid]:
-        h = key[1]
-        if node.order[h] <= 0 or node.obj[h] < 0:
-            m.deferred_split.discard(key)
-            continue
-        if node.pins[h] or node.state[h] or node.cow[h]:
-            continue
-        obj = m.objects.get(int(node.obj[h]))
-        m.deferred_split.discard(key)
-        if obj is None:
-            continue
-        pieces = node.split_folios(np.array([h]), int(node.order[h]))
-        dead = pieces[obj.mapcount[node.objidx[pieces]] <= 0]
-        node.free_folios(dead, 0)
-        freed += int(dead.size)
-    return freed
 
 
 def _all_unmapped(obj: MemObject, first: np.ndarray, orders: np.ndarray) -> np.ndarray:

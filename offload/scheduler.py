@@ -12,6 +12,7 @@ import numpy as np
 
 from .batch import FolioBatch
 from .constants import PAGE_SHIFT
+from .control import OffloadControl
 from .counters import counters
 from .errors import SpecError
 from .guard import CallRunner, GuardedCall
@@ -19,7 +20,6 @@ from .migrator import Migrator
 from .sizes import parse_size
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .control import OffloadControl
     from .node import Node
 
 POLICIES = ("cpu-only", "offload-only", "static:F", "threshold:SIZE", "adaptive")
@@ -148,8 +148,6 @@ class Scheduler:
     ----------
     cpu : Migrator
         The CPU copy path.
-    control : OffloadControl
-        Where the active migrator is found.
     policy : Policy
         How to split a batch.
     nodes : list of Node
@@ -163,14 +161,15 @@ class Scheduler:
     def __init__(
         self,
         cpu: Migrator,
-        control: OffloadControl,
         policy: Policy,
         nodes: list[Node],
         runner: CallRunner,
         timeout: float,
     ) -> None:
         self.cpu = cpu
-        self.control = control
+        #: the registration of the active migrator (``Machine.offload``); its ``stats``
+        #: are this scheduler's report
+        self.control = OffloadControl(report=self.report)
         self.policy = policy
         self.runner = runner
         self.timeout = timeout

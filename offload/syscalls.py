@@ -5,17 +5,40 @@ from __future__ import annotations
 import errno
 import itertools
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
 
 from .constants import MAX_NUMNODES, MPOL_MF_MOVE, MPOL_MF_MOVE_ALL, MR_SYSCALL, PAGE_SHIFT
-from .engine import Folios
 from .errors import BadArgument, BadArgumentType, check_int, oserror
-from .node import ISOLATED
+from .folios import Folios, gather, heads_of
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .process import MoveResult, Process
+    from .machine import Machine
+
+
+class MoveResult(NamedTuple):
+    """What ``move_pages`` returns: entries not migrated, and one status per entry."""
+
+    ret: int
+    status: list
+
+
+class Task(Protocol):
+    """What the syscalls need of a process (:class:`~offload.process.Process`)."""
+
+    machine: Machine
+    uid: int
+
+    @property
+    def privileged(self) -> bool: ...
+
+    def may_ptrace(self, other: Task) -> bool: ...
+
+    def follow_pages(self, addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+    def queue_pages(self, node: int, shared: bool) -> np.ndarray: ...
+
 
 _KEY_SHIFT = 40  # folio key: node << 40 | head pfn
 
@@ -47,7 +70,7 @@ def _int_array(values, name: str) -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
-def _target(caller: Process, pid: int) -> Process:
+def _target(caller: Task, pid: int) -> Task:
     """The process *pid* names (0: the caller), if the caller may act on it.
 
     As the kernel: ESRCH for no such process; EPERM unless ``ptrace_may_access`` (same
@@ -68,10 +91,8 @@ def _target(caller: Process, pid: int) -> Process:
     return target
 
 
-def move_pages(caller: Process, pages, nodes, flags: int, pid: int) -> MoveResult:
+def move_pages(caller: Task, pages, nodes, flags: int, pid: int) -> MoveResult:
     """See :meth:`offload.process.Process.move_pages`."""
-    from .process import MoveResult
-
     flags = check_int(flags, "flags")
     addrs = _int_array(pages, "pages")
     targets = None if nodes is None else _int_array(nodes, "nodes")
@@ -116,17 +137,16 @@ def move_pages(caller: Process, pages, nodes, flags: int, pid: int) -> MoveResul
     return MoveResult(int((status != targets).sum()), status.tolist())
 
 
-def _locate(p: Process, addrs: np.ndarray):
+def _locate(p: Task, addrs: np.ndarray):
     """Translate *addrs*; return (status as in query mode, nid, pfn, mapcount)."""
-    vi, idx = p._translate(addrs)
-    _, nid, pfn, mapcount = p._ptes(vi, idx)
+    nid, pfn, mapcount = p.follow_pages(addrs)
     status = nid.astype(np.int64)
     status[pfn == -1] = -errno.ENOENT
     status[(pfn == -2) | (pfn == -3) | (addrs < 0)] = -errno.EFAULT
     return status, nid, pfn, mapcount
 
 
-def _move_group(p: Process, addrs: np.ndarray, node: int, move_all: bool) -> np.ndarray:
+def _move_group(p: Task, addrs: np.ndarray, node: int, move_all: bool) -> np.ndarray:
     """Migrate one gathered group of entries (all to *node*); return their statuses.
 
     Entries naming pages of one folio move it once and share its outcome (a deliberate
@@ -146,8 +166,9 @@ def _move_group(p: Process, addrs: np.ndarray, node: int, move_all: bool) -> np.
             if cand.size == 0:
                 return status
             cnid, cpfn = nid[cand], pfn[cand]
-            keys, heads = _folio_keys(m, cnid, cpfn)
-            orders = _orders(m, cnid, heads)
+            heads = heads_of(m.nodes, cnid, cpfn)
+            keys = (cnid.astype(np.int64) << _KEY_SHIFT) | heads
+            orders = gather(m.nodes, cnid, heads, "order")
             # one migration per folio, in the order of the entries that first name it;
             # base pages at increasing addresses cannot share a folio (no sort needed)
             ca = addrs[cand] >> PAGE_SHIFT
@@ -163,10 +184,9 @@ def _move_group(p: Process, addrs: np.ndarray, node: int, move_all: bool) -> np.
                 first = np.sort(first)
             fnid, fheads = cnid[first], heads[first]
             f = Folios(fnid, fheads, orders[first], np.full(fnid.size, node, dtype=np.int32))
-            if not _isolated(m, f).any():
+            if m.engine.isolate(f):
                 break
             m.cond.wait()  # another migration holds some of these folios
-        _mark_isolated(m, f)
     out = m.engine.migrate(f, MR_SYSCALL)
     if (
         isinstance(first, slice)
@@ -188,40 +208,6 @@ def _move_group(p: Process, addrs: np.ndarray, node: int, move_all: bool) -> np.
     return status
 
 
-def _folio_keys(m, nid: np.ndarray, pfn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    heads = np.empty_like(pfn)
-    for s in np.unique(nid) if nid.size and nid.min() != nid.max() else nid[:1]:
-        sel = nid == s
-        heads[sel] = m.nodes[int(s)].head_of(pfn[sel])
-    return (nid.astype(np.int64) << _KEY_SHIFT) | heads, heads
-
-
-def _orders(m, nid: np.ndarray, heads: np.ndarray) -> np.ndarray:
-    if nid.size and nid.min() == nid.max():
-        return m.nodes[int(nid[0])].order[heads]
-    out = np.empty(heads.size, dtype=np.int8)
-    for s in np.unique(nid):
-        sel = nid == s
-        out[sel] = m.nodes[int(s)].order[heads[sel]]
-    return out
-
-
-def _isolated(m, f: Folios) -> np.ndarray:
-    if len(f) and f.node.min() == f.node.max():
-        return (m.nodes[int(f.node[0])].state[f.pfn] & ISOLATED) != 0
-    out = np.zeros(len(f), dtype=bool)
-    for s in np.unique(f.node):
-        sel = f.node == s
-        out[sel] = (m.nodes[int(s)].state[f.pfn[sel]] & ISOLATED) != 0
-    return out
-
-
-def _mark_isolated(m, f: Folios) -> None:
-    for s in np.unique(f.node):
-        sel = f.node == s
-        m.nodes[int(s)].state[f.pfn[sel]] |= ISOLATED
-
-
 def _node_set(values: Iterable[int], name: str) -> list[int]:
     arr = _int_array(values, name)
     if ((arr < 0) | (arr >= MAX_NUMNODES)).any():
@@ -236,7 +222,7 @@ def _remap(s: int, old: list[int], new: list[int]) -> int:
     return new[old.index(s) % len(new)]
 
 
-def migrate_pages(caller: Process, old_nodes, new_nodes, pid: int) -> int:
+def migrate_pages(caller: Task, old_nodes, new_nodes, pid: int) -> int:
     """See :meth:`offload.process.Process.migrate_pages`.
 
     As kernel_migrate_pages: ESRCH; EPERM without ptrace access; EPERM when *new_nodes*
@@ -264,7 +250,7 @@ def migrate_pages(caller: Process, old_nodes, new_nodes, pid: int) -> int:
         return _migrate_nodes(target, old, new, caller.privileged)
 
 
-def _migrate_nodes(target: Process, old: list[int], new: list[int], move_all: bool) -> int:
+def _migrate_nodes(target: Task, old: list[int], new: list[int], move_all: bool) -> int:
     """do_migrate_pages(): move node by node, a destination not being a source to go."""
     busy = 0
     todo = set(old)
@@ -286,22 +272,14 @@ def _migrate_nodes(target: Process, old: list[int], new: list[int], move_all: bo
     return busy
 
 
-def _migrate_to_node(p: Process, source: int, dest: int, move_all: bool) -> int:
+def _migrate_to_node(p: Task, source: int, dest: int, move_all: bool) -> int:
     """Move every page of *p* on node *source* to *dest*; return pages not moved."""
     m = p.machine
     if source >= len(m.nodes):
         return 0
     with m.lock:
         while True:
-            pfn_l = []
-            for i, v in enumerate(p._vmas):
-                idx = np.arange(v.pgoff, v.pgoff + v.npages, dtype=np.int64)
-                _, nid, pfn, mapcount = p._ptes(np.full(idx.size, i), idx)
-                on = (nid == source) & (pfn >= 0)
-                if not move_all:
-                    on &= mapcount <= 1  # shared folios are skipped, not failed
-                pfn_l.append(pfn[on])
-            pfn = np.concatenate(pfn_l) if pfn_l else np.empty(0, np.int64)
+            pfn = p.queue_pages(source, shared=move_all)
             if pfn.size == 0:
                 return 0
             node = m.nodes[source]
@@ -310,8 +288,7 @@ def _migrate_to_node(p: Process, source: int, dest: int, move_all: bool) -> int:
             f = Folios(
                 nid, heads, node.order[heads].copy(), np.full(heads.size, dest, dtype=np.int32)
             )
-            if not _isolated(m, f).any():
+            if m.engine.isolate(f):
                 break
             m.cond.wait()
-        _mark_isolated(m, f)
     return m.engine.migrate(f, MR_SYSCALL).pages_failed()

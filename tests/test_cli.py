@@ -232,7 +232,7 @@ def test_cpu_suite(run):
 
 
 def test_kernel_suite_on_this_host(run):
-    from bench.hostinfo import numa_nodes
+    from offload.hostinfo import numa_nodes
 
     r = run("bench", "kernel", "--total", "4M", "--repeat", "1")
     assert r.exit_code == 0
@@ -259,7 +259,7 @@ def test_kernel_move_pages_through_ctypes_query_mode():
                 pytest.skip(f"this sandbox refuses move_pages(2): {exc}")
             raise
         assert ret == 0 and (status >= 0).all()  # every page is on some node
-        from bench.hostinfo import numa_nodes
+        from offload.hostinfo import numa_nodes
 
         assert set(status.tolist()) <= set(numa_nodes() or [0])
         with pytest.raises(OSError):

@@ -57,7 +57,7 @@ def numa_nodes() -> list[int]:
 
 def gpu_summary() -> str:
     """The cupy backend's availability line (cheap; never initialises CUDA here)."""
-    from offload import registry
+    from . import registry
 
     if "cupy" not in registry.names():
         return "none (no cupy backend registered)"

@@ -1,0 +1,146 @@
+"""Folios as parallel arrays, and the vectorised helpers that read and write their
+per-frame metadata across nodes (loops over distinct nodes and orders, never folios)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .node import ISOLATED
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .node import Node
+
+
+@dataclass
+class Folios:
+    """Folios as parallel arrays: source node and head pfn, order, target node."""
+
+    node: np.ndarray
+    pfn: np.ndarray
+    order: np.ndarray
+    target: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.pfn.size)
+
+    def __getitem__(self, sel: Any) -> Folios:
+        return Folios(self.node[sel], self.pfn[sel], self.order[sel], self.target[sel])
+
+    @staticmethod
+    def concat(parts: list[Folios]) -> Folios:
+        """The folios of *parts*, one after the other."""
+        if not parts:
+            e = np.empty(0, dtype=np.int64)
+            return Folios(e.astype(np.int32), e, e.astype(np.int8), e.astype(np.int32))
+        return Folios(
+            *(
+                np.concatenate([getattr(p, f) for p in parts])
+                for f in ("node", "pfn", "order", "target")
+            )
+        )
+
+
+def groups1(keys: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (key, indices) for each distinct key."""
+    if keys.size == 0:
+        return
+    first = keys[0]
+    if (keys == first).all():
+        yield int(first), np.arange(keys.size)
+        return
+    for k in np.unique(keys):
+        yield int(k), np.flatnonzero(keys == k)
+
+
+def groups(
+    a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Yield (a, b, indices) for each distinct pair, restricted to *mask*."""
+    base = np.arange(a.size) if mask is None else np.flatnonzero(mask)
+    if base.size == 0:
+        return
+    aa, bb = a[base], b[base]
+    if (aa == aa[0]).all() and (bb == bb[0]).all():
+        yield int(aa[0]), int(bb[0]), base
+        return
+    key = aa.astype(np.int64) * 64 + bb.astype(np.int64)
+    for k in np.unique(key):
+        sel = key == k
+        yield int(k // 64), int(k % 64), base[sel]
+
+
+def gather(nodes: Sequence[Node], nid: np.ndarray, pfn: np.ndarray, attr: str) -> np.ndarray:
+    """``nodes[nid[i]].<attr>[pfn[i]]`` for every i."""
+    if nid.size == 0:
+        return np.empty(0, dtype=getattr(nodes[0], attr).dtype)
+    first = int(nid[0])
+    if (nid == first).all():
+        return getattr(nodes[first], attr)[pfn]
+    out = np.empty(nid.size, dtype=getattr(nodes[0], attr).dtype)
+    for s, idx in groups1(nid):
+        out[idx] = getattr(nodes[s], attr)[pfn[idx]]
+    return out
+
+
+def update(
+    nodes: Sequence[Node],
+    nid: np.ndarray,
+    pfn: np.ndarray,
+    attr: str,
+    value: Any,
+    op: str = "set",
+) -> None:
+    """Set, OR or AND ``nodes[nid[i]].<attr>[pfn[i]]`` with *value*."""
+    for s, idx in groups1(nid):
+        arr = getattr(nodes[s], attr)
+        p = pfn[idx]
+        if op == "set":
+            arr[p] = value
+        elif op == "or":
+            arr[p] |= value
+        else:
+            arr[p] &= value
+
+
+def clear_state(nodes: Sequence[Node], nid: np.ndarray, pfn: np.ndarray, bits: int) -> None:
+    """Clear the state *bits* (``ISOLATED``, ``MIGRATING``) of the folios (nid, pfn)."""
+    update(nodes, nid, pfn, "state", ~np.uint8(bits), op="and")
+
+
+def free_folios(
+    nodes: Sequence[Node], nid: np.ndarray, heads: np.ndarray, order: np.ndarray
+) -> None:
+    """Free the folios at (``nid[i]``, ``heads[i]``) of ``order[i]``, grouped by node and
+    order."""
+    for d, k, idx in groups(nid, order):
+        nodes[d].free_folios(heads[idx], k)
+
+
+def heads_of(nodes: Sequence[Node], nid: np.ndarray, pfn: np.ndarray) -> np.ndarray:
+    """The head frame of the folio holding each frame (nid, pfn)."""
+    heads = np.empty_like(pfn)
+    for s, idx in groups1(nid):
+        heads[idx] = nodes[s].head_of(pfn[idx])
+    return heads
+
+
+def isolated(nodes: Sequence[Node], f: Folios) -> np.ndarray:
+    """Per folio: whether a migration holds it (ISOLATED)."""
+    return (gather(nodes, f.node, f.pfn, "state") & ISOLATED) != 0
+
+
+__all__ = [
+    "Folios",
+    "clear_state",
+    "free_folios",
+    "gather",
+    "groups",
+    "groups1",
+    "heads_of",
+    "isolated",
+    "update",
+]

@@ -1,0 +1,135 @@
+"""The reverse map: which memory object (and page of it) maps each folio.
+
+What the kernel's rmap walks do for migration: point every mapping of a moved folio at
+its copy (``remove_migration_ptes``), including the mappings of a folio shared
+copy-on-write since a fork; tell whether a process still maps a frame; and keep the
+deferred split queue of partly unmapped large folios.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .arrays import expand_ranges, folio_pages
+from .folios import Folios, gather, groups1
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .mm import MemObject
+    from .node import Node
+
+
+class Rmap:
+    """Memory objects by id, the copy-on-write sharers and the deferred split queue.
+
+    Attributes
+    ----------
+    objects : dict
+        Object id -> :class:`~offload.mm.MemObject`.
+    cow : dict
+        (node, folio head) -> [(object id, its page of the head), ...]: the mappings
+        beyond the first of folios shared copy-on-write after a fork.
+    deferred : set
+        (node, folio head) of large folios partly unmapped, split only when memory runs
+        short on their node or a migration must split them.
+    """
+
+    def __init__(self) -> None:
+        self.objects: dict[int, MemObject] = {}
+        self.cow: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        self.deferred: set[tuple[int, int]] = set()
+        self._oids = itertools.count(1)
+
+    def next_id(self) -> int:
+        """A fresh memory object id."""
+        return next(self._oids)
+
+    def mapped(self, node: Node, pfns: np.ndarray) -> np.ndarray:
+        """Per page frame of *node* (order-0 folios): whether a process still maps it."""
+        out = np.zeros(pfns.size, dtype=bool)
+        oid = node.obj[pfns]
+        for o, idx in groups1(oid):
+            obj = self.objects.get(o)
+            if obj is not None:
+                out[idx] = obj.mapcount[node.objidx[pfns[idx]]] > 0
+        return out
+
+    def remove_migration_ptes(self, nodes: Sequence[Node], g: Folios, dpfn: np.ndarray) -> None:
+        """Point every mapping of the folios *g* at their copies ``(g.target, dpfn)``
+        and record the copies' owners. The sources are not freed here."""
+        oid = gather(nodes, g.node, g.pfn, "obj")
+        oidx = gather(nodes, g.node, g.pfn, "objidx")
+        npages = folio_pages(g.order)
+        for o, idx in groups1(oid):
+            obj = self.objects[int(o)]
+            pages = expand_ranges(oidx[idx], npages[idx])
+            node = np.repeat(g.target[idx], npages[idx])
+            pfn = expand_ranges(dpfn[idx], npages[idx])
+            live = obj.mapcount[pages] > 0  # pages of a partly unmapped folio stay unmapped
+            if not live.all():
+                pages, node, pfn = pages[live], node[live], pfn[live]
+            obj.node[pages] = node
+            obj.pfn[pages] = pfn
+        for d, idx in groups1(g.target):
+            nd = nodes[d]
+            nd.obj[dpfn[idx]] = oid[idx]
+            nd.objidx[dpfn[idx]] = oidx[idx]
+        if self.cow:  # some folios are shared copy-on-write (there was a fork)
+            cow = gather(nodes, g.node, g.pfn, "cow")
+            if cow.any():
+                self._move_cow(nodes, g, dpfn, cow)
+        if self.deferred:  # a partly unmapped folio moves whole, and stays queued
+            for i in np.flatnonzero(g.order > 0).tolist():
+                key = (int(g.node[i]), int(g.pfn[i]))
+                if key in self.deferred:
+                    self.deferred.discard(key)
+                    self.deferred.add((int(g.target[i]), int(dpfn[i])))
+
+    def _move_cow(
+        self, nodes: Sequence[Node], g: Folios, dpfn: np.ndarray, cow: np.ndarray
+    ) -> None:
+        """Point the other mappings of folios shared copy-on-write at their copies."""
+        for i in np.flatnonzero(cow).tolist():  # only folios shared since a fork
+            s, h, t, nh = int(g.node[i]), int(g.pfn[i]), int(g.target[i]), int(dpfn[i])
+            n = 1 << int(g.order[i])
+            extras = self.cow.pop((s, h), [])
+            for o, first in extras:
+                obj = self.objects.get(o)
+                if obj is not None:
+                    obj.repoint(first, n, s, h, t, nh)
+            if extras:
+                self.cow[(t, nh)] = extras
+            nodes[t].cow[nh] = cow[i]
+
+    def unqueue(self, node_id: int, heads: np.ndarray) -> None:
+        """Take the folios *heads* of node *node_id* off the deferred split queue."""
+        if self.deferred:
+            self.deferred.difference_update((node_id, h) for h in heads.tolist())
+
+    def split_deferred(self, node: Node) -> int:
+        """Split the partly unmapped folios of *node* queued for deferred split (those
+        neither pinned, nor under migration, nor shared copy-on-write) and free their
+        unmapped pages: the deferred split shrinker. Returns the pages freed."""
+        freed = 0
+        for key in [k for k in self.deferred if k[0] == node.id]:
+            h = key[1]
+            if node.order[h] <= 0 or node.obj[h] < 0:
+                self.deferred.discard(key)
+                continue
+            if node.pins[h] or node.state[h] or node.cow[h]:
+                continue
+            obj = self.objects.get(int(node.obj[h]))
+            self.deferred.discard(key)
+            if obj is None:
+                continue
+            pieces = node.split_folios(np.array([h]), int(node.order[h]))
+            dead = pieces[obj.mapcount[node.objidx[pieces]] <= 0]
+            node.free_folios(dead, 0)
+            freed += int(dead.size)
+        return freed
+
+
+__all__ = ["Rmap"]
