@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from offload import MPOL_MF_MOVE_ALL, PAGE_SIZE, Machine, Migrator
+from offload import MPOL_MF_MOVE_ALL, PAGE_SIZE, Machine, Migrator, Process
 from offload.counters import counters
 
 ALLOWED_STATUS = {-errno.EBUSY, -errno.ENOMEM, -errno.EACCES}
@@ -74,7 +74,7 @@ class Hostile(Migrator):
 
 @dataclass
 class Region:
-    proc: object
+    proc: Process
     addr: int
     length: int
     model: np.ndarray  #: the byte value every page should hold
@@ -88,179 +88,209 @@ def run_stress(
     seconds: float, seed: int = 0, policy: str = "adaptive", verify: bool = False, progress=None
 ) -> dict:
     """Run the stress for *seconds*; return its report (``report["ok"]`` is the verdict)."""
-    from backends.dcbm import DmaThreads, Faults
-
-    faults = Faults(fail_every=13, reorder=True)
-    off = DmaThreads(channels=4, timeout=0.05, faults=faults)
-    ops: Counter = Counter()
-    injected: Counter = Counter()
-    errors: list[str] = []
-    lock = threading.Lock()
-    stop = threading.Event()
-    hostile = Hostile(off, seed + 60, late_s=0.25, stray=verify)
-    m = Machine(
-        nodes="40M,40M,40M",
-        cpu="cpu-batched:threads=2",
-        offload=hostile,
-        policy=policy,
-        batch_pages=256,
-        verify=verify,
-        offload_timeout=0.1,
-    )
+    stress = Stress(seed, policy, verify)
     try:
-        user = m.spawn(uid=1000)
-        root = m.spawn(uid=0)
-        regions = []
+        stress.run(seconds, progress)
+        return stress.report(seconds)
+    finally:
+        stress.close()
+
+
+class Stress:
+    """Three nodes, four regions of a user process (one shared with root), and the
+    threads that write, read, move, pin and inject faults until told to stop."""
+
+    def __init__(self, seed: int, policy: str, verify: bool) -> None:
+        from backends.dcbm import DmaThreads, Faults
+
+        self.seed, self.policy, self.verify = seed, policy, verify
+        self.faults = Faults(fail_every=13, reorder=True)
+        self.off = DmaThreads(channels=4, timeout=0.05, faults=self.faults)
+        self.hostile = Hostile(self.off, seed + 60, late_s=0.25, stray=verify)
+        self.ops: Counter = Counter()
+        self.injected: Counter = Counter()
+        self.errors: list[str] = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.m = Machine(
+            nodes="40M,40M,40M",
+            cpu="cpu-batched:threads=2",
+            offload=self.hostile,
+            policy=policy,
+            batch_pages=256,
+            verify=verify,
+            offload_timeout=0.1,
+        )
+        self.user = self.m.spawn(uid=1000)
+        self.root = self.m.spawn(uid=0)
+        self.regions: list[Region] = []
         for length, fs, shared in (
             (2 << 20, PAGE_SIZE, False),
             (4 << 20, 16 * PAGE_SIZE, False),
             (4 << 20, 1 << 21, False),
             (1 << 20, PAGE_SIZE, True),
         ):
-            a = user.mmap(length, node=0, folio_size=fs, shared=shared)
-            regions.append(Region(user, a, length, np.zeros(length // PAGE_SIZE, np.uint8)))
-        shared_r = regions[-1]
-        shared_in_root = user.share(shared_r.addr, shared_r.length, into=root)
-        root.read(shared_in_root, shared_r.length)  # root's page table entries: mapped twice
+            a = self.user.mmap(length, node=0, folio_size=fs, shared=shared)
+            self.regions.append(
+                Region(self.user, a, length, np.zeros(length // PAGE_SIZE, np.uint8))
+            )
+        self.shared = self.regions[-1]
+        self.shared_in_root = self.user.share(self.shared.addr, self.shared.length, into=self.root)
+        self.root.read(self.shared_in_root, self.shared.length)  # root's PTEs: mapped twice
 
-        def guard(fn):
-            def run(*args):
-                try:
-                    fn(*args)
-                except Exception as exc:  # every failure is a finding
-                    with lock:
-                        errors.append(f"{fn.__name__}: {type(exc).__name__}: {exc}")
-                    stop.set()
-
-            return run
-
-        @guard
-        def writer(w: int, nw: int) -> None:
-            rng = np.random.default_rng(seed + 10 + w)
-            while not stop.is_set():
-                r = regions[int(rng.integers(len(regions)))]
-                page = int(rng.integers(r.npages // nw)) * nw + w  # pages w, w+nw, ...
-                v = int(rng.integers(1, 256))
-                r.proc.write(r.addr + page * PAGE_SIZE, bytes([v]) * PAGE_SIZE)
-                r.model[page] = v
-                ops["write"] += 1
-
-        @guard
-        def reader() -> None:
-            rng = np.random.default_rng(seed + 20)
-            while not stop.is_set():
-                r = regions[int(rng.integers(len(regions)))]
-                page = int(rng.integers(r.npages))
-                got = r.proc.read_array(r.addr + page * PAGE_SIZE, PAGE_SIZE)
-                if (got != got[0]).any():
-                    raise AssertionError(f"torn read of page {page} at {r.addr:#x}")
-                ops["read"] += 1
-
-        @guard
-        def mover(k: int) -> None:
-            rng = np.random.default_rng(seed + 30 + k)
-            while not stop.is_set():
-                choice = rng.random()
-                r = regions[int(rng.integers(len(regions)))]
-                if choice < 0.6:
-                    n = int(rng.integers(1, r.npages + 1))
-                    idx = np.sort(rng.choice(r.npages, n, replace=False))
-                    target = int(rng.integers(3))
-                    res = r.proc.move_pages(r.addr + idx * PAGE_SIZE, [target] * n)
-                    bad = set(res.status) - {target} - ALLOWED_STATUS
-                    if bad:
-                        raise AssertionError(f"move_pages gave statuses {sorted(bad)}")
-                    ops["move_pages"] += 1
-                elif choice < 0.8:
-                    target = int(rng.integers(3))
-                    n = shared_r.npages
-                    res = root.move_pages(
-                        shared_in_root + np.arange(n) * PAGE_SIZE,
-                        [target] * n,
-                        flags=MPOL_MF_MOVE_ALL,
-                    )
-                    if set(res.status) - {target, -errno.EBUSY, -errno.ENOMEM}:
-                        raise AssertionError(f"MOVE_ALL gave statuses {sorted(set(res.status))}")
-                    ops["move_pages_all"] += 1
-                else:
-                    old = sorted(
-                        set(rng.choice(3, int(rng.integers(1, 3)), replace=False).tolist())
-                    )
-                    new = [int(rng.integers(3))]
-                    if user.migrate_pages(old, new) < 0:
-                        raise AssertionError("migrate_pages returned a negative count")
-                    ops["migrate_pages"] += 1
-
-        @guard
-        def pinner() -> None:
-            rng = np.random.default_rng(seed + 40)
-            while not stop.is_set():
-                r = regions[int(rng.integers(len(regions)))]
-                with r.proc.pin(r.addr + int(rng.integers(r.npages)) * PAGE_SIZE):
-                    time.sleep(0.002)
-                ops["pin"] += 1
-                time.sleep(0.003)
-
-        @guard
-        def injector() -> None:
-            rng = np.random.default_rng(seed + 50)
-            while not stop.wait(0.02):
-                m.inject_alloc_failures(int(rng.integers(3)), 1)
-                injected["allocation failures"] += 1
-                if rng.random() < 0.1:
-                    faults.hang = {0}  # the next batch's first descriptor never completes
-                    injected["hung DMA descriptors"] += 1
-                    stop.wait(0.01)
-                    faults.hang = set()
-
-        threads = [threading.Thread(target=writer, args=(w, 2)) for w in range(2)]
-        threads += [
-            threading.Thread(target=reader),
-            threading.Thread(target=pinner),
-            threading.Thread(target=injector),
-        ]
-        threads += [threading.Thread(target=mover, args=(k,)) for k in range(2)]
+    # -- the run --------------------------------------------------------------------------
+    def run(self, seconds: float, progress=None) -> None:
+        """Start every thread, let them run for *seconds*, stop and join them, then wait
+        (10 s at most) for late backend calls to give their quarantined frames back."""
+        targets = [(self.writer, (w, 2)) for w in range(2)]
+        targets += [(self.reader, ()), (self.pinner, ()), (self.injector, ())]
+        targets += [(self.mover, (k,)) for k in range(2)]
+        threads = [threading.Thread(target=self._guard, args=(f, *a)) for f, a in targets]
         for t in threads:
             t.start()
         deadline = time.monotonic() + seconds
-        while not stop.is_set() and time.monotonic() < deadline:
+        while not self.stop.is_set() and time.monotonic() < deadline:
             time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
             if progress:
                 progress(min(seconds, seconds - (deadline - time.monotonic())))
-        stop.set()
+        self.stop.set()
         for t in threads:
             t.join(60)
-        # late calls still hold quarantined frames: let them return before accounting
         until = time.monotonic() + 10
-        while (hostile.pending or m.stats["engine"]["quarantined_pages"]) and time.monotonic() < until:
+        while (
+            self.hostile.pending or self.m.stats["engine"]["quarantined_pages"]
+        ) and time.monotonic() < until:
             time.sleep(0.01)
-        integrity = _check(m, regions, errors)
-        hostile_counters = counters(hostile)
-        report = {
+
+    def _guard(self, fn, *args) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:  # every failure is a finding
+            with self.lock:
+                self.errors.append(f"{fn.__name__}: {type(exc).__name__}: {exc}")
+            self.stop.set()
+
+    def report(self, seconds: float) -> dict:
+        """What ran, what was injected, and the verdict (contents and frame accounting)."""
+        integrity = _check(self.m, self.regions, self.errors)
+        c = counters(self.hostile)
+        m = self.m
+        return {
             "seconds": seconds,
-            "seed": seed,
-            "policy": policy,
-            "verify": verify,
-            "operations": dict(ops),
+            "seed": self.seed,
+            "policy": self.policy,
+            "verify": self.verify,
+            "operations": dict(self.ops),
             "pages_moved": m.vmstat["pgmigrate_success"],
             "pages_not_moved": m.vmstat["pgmigrate_fail"],
-            "faults_injected": dict(injected)
-            | dict(hostile.counts)
+            "faults_injected": dict(self.injected)
+            | dict(self.hostile.counts)
             | {
-                "folios the offload failed (all causes)": hostile_counters.folios_failures,
-                "DMA timeouts": off.timeouts,
-                "abandoned calls": hostile_counters.timeouts,
-                "stray writes caught and undone": hostile_counters.stray_writes,
-                "wrong copies caught and redone": hostile_counters.verify_failures,
+                "folios the offload failed (all causes)": c.folios_failures,
+                "DMA timeouts": self.off.timeouts,
+                "abandoned calls": c.timeouts,
+                "stray writes caught and undone": c.stray_writes,
+                "wrong copies caught and redone": c.verify_failures,
             },
             "integrity_ok": integrity,
-            "errors": errors,
+            "errors": self.errors,
+            "ok": integrity and not self.errors,
         }
-        report["ok"] = integrity and not errors
-        return report
-    finally:
-        m.close()
-        off.close()
+
+    def close(self) -> None:
+        """Close the machine, then the DMA backend."""
+        self.m.close()
+        self.off.close()
+
+    # -- the threads ------------------------------------------------------------------------
+    def _rng(self, offset: int) -> np.random.Generator:
+        return np.random.default_rng(self.seed + offset)
+
+    def _region(self, rng: np.random.Generator) -> Region:
+        return self.regions[int(rng.integers(len(self.regions)))]
+
+    def writer(self, w: int, nw: int) -> None:
+        """Write whole pages w, w+nw, ... of random regions, and remember the value."""
+        rng = self._rng(10 + w)
+        while not self.stop.is_set():
+            r = self._region(rng)
+            page = int(rng.integers(r.npages // nw)) * nw + w
+            v = int(rng.integers(1, 256))
+            r.proc.write(r.addr + page * PAGE_SIZE, bytes([v]) * PAGE_SIZE)
+            r.model[page] = v
+            self.ops["write"] += 1
+
+    def reader(self) -> None:
+        """Read random pages; a page must never be seen half old, half new."""
+        rng = self._rng(20)
+        while not self.stop.is_set():
+            r = self._region(rng)
+            page = int(rng.integers(r.npages))
+            got = r.proc.read_array(r.addr + page * PAGE_SIZE, PAGE_SIZE)
+            if (got != got[0]).any():
+                raise AssertionError(f"torn read of page {page} at {r.addr:#x}")
+            self.ops["read"] += 1
+
+    def mover(self, k: int) -> None:
+        """move_pages of random pages, MOVE_ALL of the shared region, migrate_pages."""
+        rng = self._rng(30 + k)
+        while not self.stop.is_set():
+            choice = rng.random()
+            if choice < 0.6:
+                self._move_some(rng)
+            elif choice < 0.8:
+                self._move_shared(rng)
+            else:
+                self._migrate(rng)
+
+    def _move_some(self, rng: np.random.Generator) -> None:
+        r = self._region(rng)
+        n = int(rng.integers(1, r.npages + 1))
+        idx = np.sort(rng.choice(r.npages, n, replace=False))
+        target = int(rng.integers(3))
+        res = r.proc.move_pages(r.addr + idx * PAGE_SIZE, [target] * n)
+        bad = set(res.status) - {target} - ALLOWED_STATUS
+        if bad:
+            raise AssertionError(f"move_pages gave statuses {sorted(bad)}")
+        self.ops["move_pages"] += 1
+
+    def _move_shared(self, rng: np.random.Generator) -> None:
+        target = int(rng.integers(3))
+        n = self.shared.npages
+        res = self.root.move_pages(
+            self.shared_in_root + np.arange(n) * PAGE_SIZE, [target] * n, flags=MPOL_MF_MOVE_ALL
+        )
+        if set(res.status) - {target, -errno.EBUSY, -errno.ENOMEM}:
+            raise AssertionError(f"MOVE_ALL gave statuses {sorted(set(res.status))}")
+        self.ops["move_pages_all"] += 1
+
+    def _migrate(self, rng: np.random.Generator) -> None:
+        old = sorted(set(rng.choice(3, int(rng.integers(1, 3)), replace=False).tolist()))
+        if self.user.migrate_pages(old, [int(rng.integers(3))]) < 0:
+            raise AssertionError("migrate_pages returned a negative count")
+        self.ops["migrate_pages"] += 1
+
+    def pinner(self) -> None:
+        """Pin random pages for a few milliseconds (the migration must wait or fail)."""
+        rng = self._rng(40)
+        while not self.stop.is_set():
+            r = self._region(rng)
+            with r.proc.pin(r.addr + int(rng.integers(r.npages)) * PAGE_SIZE):
+                time.sleep(0.002)
+            self.ops["pin"] += 1
+            time.sleep(0.003)
+
+    def injector(self) -> None:
+        """Every 20 ms an allocation failure; now and then a DMA descriptor that hangs."""
+        rng = self._rng(50)
+        while not self.stop.wait(0.02):
+            self.m.inject_alloc_failures(int(rng.integers(3)), 1)
+            self.injected["allocation failures"] += 1
+            if rng.random() < 0.1:
+                self.faults.hang = {0}  # the next batch's first descriptor never completes
+                self.injected["hung DMA descriptors"] += 1
+                self.stop.wait(0.01)
+                self.faults.hang = set()
 
 
 def _check(m: Machine, regions: list[Region], errors: list[str]) -> bool:
