@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from offload.constants import MPOL_MF_MOVE, PAGE_SIZE
+from offload.errors import OffloadError
 
 from .stats import summarize
 
@@ -92,11 +93,11 @@ def run(folio_size: int, total: int, nodes: tuple[int, int], repeat: int, warmup
             ret, status = move_pages(addrs, t)
             dt = time.perf_counter() - t0
             if ret != 0 or (status != nodes[where]).any():
-                raise RuntimeError(
+                raise OffloadError(
                     f"kernel move_pages left {int((status != nodes[where]).sum())} pages behind"
                 )
             if not np.array_equal(region.view, region.expect):
-                raise RuntimeError("kernel move_pages changed the bytes")
+                raise OffloadError("kernel move_pages changed the bytes")
             if i >= warmup:
                 gbps.append(total / dt / 1e9)
     finally:

@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from offload import PAGE_SIZE, Machine
+from offload.errors import OffloadError
 from offload.hostinfo import peak_rss
 
 
@@ -42,7 +43,7 @@ def folio_scaling(counts: list[int], backend: str, layout: str, repeat: int) -> 
                 r = p.move_pages(addrs, np.full(n, (i + 1) % 2, dtype=np.int64))
                 times.append(time.perf_counter() - t0)
                 if r.ret:
-                    raise RuntimeError(f"{r.ret} of {n} folios did not move")
+                    raise OffloadError(f"{r.ret} of {n} folios did not move")
             later = float(np.median(times[1:]))
             rows.append(
                 {

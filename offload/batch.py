@@ -9,6 +9,7 @@ import numpy as np
 
 from .arrays import expand_ranges, folio_pages, run_boundaries
 from .constants import MAX_FOLIO_ORDER, MR_SYSCALL, PAGE_SHIFT
+from .errors import BadArgument, BadArgumentType
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class FolioBatch:
         n = self.src_pfn.size
         for name in ("src_node", "dst_node", "dst_pfn", "order"):
             if getattr(self, name).shape != (n,):
-                raise ValueError(f"{name}: expected shape ({n},), got {getattr(self, name).shape}")
+                raise BadArgument(f"{name}: expected shape ({n},), got {getattr(self, name).shape}")
         self.copied = np.zeros(n, dtype=bool) if copied is None else copied
         self.memory = memory
         self.reason = reason
@@ -107,7 +108,7 @@ class FolioBatch:
         metadata read-only. Merge its markers back with :meth:`absorb`.
         """
         if isinstance(sel, (int, np.integer)):
-            raise TypeError("index a FolioBatch with a slice, mask or index array")
+            raise BadArgumentType("index a FolioBatch with a slice, mask or index array")
         index = np.arange(len(self), dtype=np.int64)[sel]
         sub = FolioBatch(
             self.src_node[index],
@@ -128,7 +129,7 @@ class FolioBatch:
     def absorb(self, sub: FolioBatch) -> None:
         """OR the markers of a sub-batch made by ``self[...]`` back into this batch."""
         if sub.index is None:
-            raise ValueError("sub: not a sub-batch of this batch (no index)")
+            raise BadArgument("sub: not a sub-batch of this batch (no index)")
         self.copied[sub.index] |= sub.copied
 
     @property
@@ -158,7 +159,7 @@ class FolioBatch:
             Batch positions where a run must start anyway (e.g. DMA channel slices).
         """
         if contiguous not in ("both", "dst"):
-            raise ValueError(f"contiguous: expected 'both' or 'dst', got {contiguous!r}")
+            raise BadArgument(f"contiguous: expected 'both' or 'dst', got {contiguous!r}")
         n = len(self)
         npages = self.npages
         if n == 0:

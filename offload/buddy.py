@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .constants import MAX_FOLIO_ORDER
+from .errors import BadArgument
 
 #: Layouts a node's free memory can start in.
 LAYOUTS = ("fresh", "aged")
@@ -63,7 +64,7 @@ class BuddyAllocator:
         if layout == "aged":
             self._age(np.random.default_rng(seed))
         elif layout != "fresh":
-            raise ValueError(f"layout: expected one of {LAYOUTS}, got {layout!r}")
+            raise BadArgument(f"layout: expected one of {LAYOUTS}, got {layout!r}")
 
     def _age(self, rng: np.random.Generator) -> None:
         """Break most 2 MiB blocks into free blocks of random smaller orders; hand out
@@ -122,7 +123,7 @@ class BuddyAllocator:
         the part of a split block that is not handed out returns to the free lists.
         """
         if not 0 <= order <= self.max_order:
-            raise ValueError(f"order must be in 0..{self.max_order}, got {order}")
+            raise BadArgument(f"order must be in 0..{self.max_order}, got {order}")
         got = self._alloc(int(n), order)
         have = sum(g.size for g in got)
         if have < n and order > 0 and self.free_pages - (have << order) >= (n - have) << order:

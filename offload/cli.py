@@ -6,21 +6,27 @@ import click
 
 from .sizes import format_size
 
+#: Entry-point group of extra subcommands (``offload bench`` is one), loaded on use.
+COMMANDS_GROUP = "offload.commands"
+
 
 class _LazyGroup(click.Group):
-    """A group whose ``bench`` subcommand is imported only when it is run or listed."""
+    """A group whose extra subcommands come from the ``offload.commands`` entry points
+    and are imported only when they are run or listed."""
 
-    _lazy = {"bench": ("bench.cli", "bench")}
+    def _extra(self) -> dict:
+        from importlib.metadata import entry_points
+
+        return {ep.name: ep for ep in entry_points(group=COMMANDS_GROUP)}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(self._lazy))
+        return sorted(set(super().list_commands(ctx)) | set(self._extra()))
 
     def get_command(self, ctx: click.Context, name: str):
-        if name in self._lazy:
-            import importlib
-
-            module, attr = self._lazy[name]
-            return getattr(importlib.import_module(module), attr)
+        if name not in self.commands:
+            ep = self._extra().get(name)
+            if ep is not None:
+                return ep.load()
         return super().get_command(ctx, name)
 
 
@@ -44,9 +50,12 @@ def backends() -> None:
         state = "available" if info.available else "unavailable"
         click.echo(f"{name:14} {state:12} {info.reason}")
         if info.available:
+            defaults = registry.defaults(name)
             for key, opt in registry.options(name).items():
                 rng = "" if opt.min is None else f" [{opt.min:g}..{opt.max:g}]"
-                click.echo(f"{'':14}   option {key}={opt.type.__name__}{rng}: {opt.help}")
+                d = defaults.get(key)
+                dflt = "" if d is None else f" (default {d})"
+                click.echo(f"{'':14}   option {key}={opt.type.__name__}{rng}: {opt.help}{dflt}")
 
 
 @main.command()

@@ -14,6 +14,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from .errors import MachineClosed
+
 
 class GuardedCall:
     """One call running on a :class:`CallRunner` worker.
@@ -93,7 +95,7 @@ class CallRunner:
         call = GuardedCall(fn)
         with self._lock:
             if self._closed:
-                raise RuntimeError("CallRunner is closed")
+                raise MachineClosed("CallRunner is closed")
             if self._idle:
                 q, _ = self._idle.pop()
             else:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -16,12 +18,13 @@ from .counters import counters
 class Option:
     """An option a backend accepts in its spec string (``NAME:key=value``).
 
+    The default of an option is the default of the constructor's keyword argument of
+    the same name (:func:`option_defaults`): it is written once, in the signature.
+
     Parameters
     ----------
     type : type
         ``int``, ``float``, ``bool`` or ``str``.
-    default : Any
-        Value when the spec leaves it out (None: the backend chooses).
     min, max : float, optional
         Inclusive range for numbers.
     help : str
@@ -31,11 +34,24 @@ class Option:
     """
 
     type: type
-    default: Any = None
     min: float | None = None
     max: float | None = None
     help: str = ""
     choices: tuple | None = None
+
+
+def option_defaults(factory: Callable[..., Any]) -> dict[str, Any]:
+    """The default of each declared option of *factory* (a Migrator class or a function
+    returning one), read from its signature; an option without one defaults to None."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: no signature to read
+        params = {}
+    out = {}
+    for name in getattr(factory, "options", {}) or {}:
+        p = params.get(name)
+        out[name] = None if p is None or p.default is inspect.Parameter.empty else p.default
+    return out
 
 
 @runtime_checkable

@@ -56,7 +56,6 @@ class MemObject:
         #: page's mapcount for -EACCES, as the kernel counts PTEs
         self.ptes = np.zeros(npages, dtype=np.int32)
 
-
     @property
     def metadata_bytes(self) -> int:
         """Bytes of its page tables (node, pfn, mapcount and PTE count per page)."""

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .constants import PAGE_SIZE
+from .errors import BadArgument
 
 SOURCE = r"""
 #include <stdint.h>
@@ -112,7 +113,7 @@ def copy_pages(dst: np.ndarray, src: np.ndarray, dpfn: np.ndarray, spfn: np.ndar
         if pf.size and (int(pf.min()) < 0 or int(pf.max()) >= frames.shape[0]):
             raise IndexError("copy_pages: a page frame number is out of range")
     if dp.size != sp.size:
-        raise ValueError("copy_pages: as many destination as source pages are needed")
+        raise BadArgument("copy_pages: as many destination as source pages are needed")
     _lib(dst.ctypes.data, src.ctypes.data, dp.ctypes.data, sp.ctypes.data, dp.size)
     return True
 

@@ -14,18 +14,9 @@ from importlib.metadata import entry_points
 from typing import Any, NamedTuple
 
 from .errors import BackendUnavailable, SpecError, UnknownBackend
-from .migrator import Migrator, Option
+from .migrator import Migrator, Option, option_defaults
 
 GROUP = "offload.backends"
-
-#: Used only when the package metadata is missing (e.g. running from a source tree
-#: that was never installed); an installed package takes these from pyproject.toml.
-_FALLBACK = {
-    "cpu-serial": "backends.cpu_serial:CpuSerial",
-    "cpu-batched": "backends.cpu_batched:CpuBatched",
-    "dma-threads": "backends.dcbm:DmaThreads",
-    "cupy": "backends.dcbm.cupy_engine:CupyDcbm",
-}
 
 #: What to install when an import fails, by missing top-level module.
 _INSTALL_HINTS = {
@@ -58,8 +49,6 @@ class Registry:
             if self._discovered:
                 return
             found = {ep.name: ep.value for ep in entry_points(group=self.group)}
-            for name, target in _FALLBACK.items():
-                found.setdefault(name, target)
             for name, target in found.items():
                 self._targets.setdefault(name, target)
             self._discovered = True
@@ -104,9 +93,14 @@ class Registry:
             if name in self._loaded:
                 return self._loaded[name]
             if name not in self._targets:
-                raise UnknownBackend(
-                    f"backend: unknown backend {name!r} (known: {', '.join(sorted(self._targets))})"
+                known = ", ".join(sorted(self._targets))
+                hint = (
+                    f"known: {known}"
+                    if known
+                    else f"no backend is registered under the entry-point group {self.group!r}:"
+                    " install folio-offload (pip install -e .) so that its metadata exists"
                 )
+                raise UnknownBackend(f"backend: unknown backend {name!r} ({hint})")
             if name in self._errors:
                 raise BackendUnavailable(f"backend {name!r} is unavailable: {self._errors[name]}")
             target = self._targets[name]
@@ -142,6 +136,10 @@ class Registry:
     def options(self, name: str) -> dict[str, Option]:
         """The options backend *name* declares."""
         return dict(getattr(self.load(name), "options", {}) or {})
+
+    def defaults(self, name: str) -> dict[str, object]:
+        """The default of each option of backend *name* (from its constructor)."""
+        return option_defaults(self.load(name))
 
     def create(self, spec: str) -> Migrator:
         """Build a backend from ``"NAME[:key=value,...]"``.
@@ -255,3 +253,4 @@ register = _default.register
 refresh = _default.refresh
 info = _default.info
 options = _default.options
+defaults = _default.defaults

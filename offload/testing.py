@@ -21,6 +21,7 @@ import numpy as np
 
 from .batch import FolioBatch
 from .constants import PAGE_SIZE
+from .errors import BadArgument
 from .machine import Machine
 from .migrator import Migrator
 
@@ -50,7 +51,7 @@ def _layout(kind: str, seed: int) -> tuple[np.ndarray, ...]:
         src = np.array([0, 512, 520, 528, 544, 560, 562, 564])
         dst = np.array([1024, 1600, 1608, 1616, 1632, 1648, 1650, 1652])
     else:
-        raise ValueError(kind)
+        raise BadArgument(f"kind: unknown batch layout {kind!r}")
     n = order.size
     flip = rng.random(n) < 0.5 if kind != "contiguous" else np.zeros(n, bool)
     return (flip.astype(np.int32), src, (~flip).astype(np.int32), dst, order)

@@ -64,7 +64,7 @@ from offload import Migrator, Option
 
 class Fake(Migrator):
     name = "fake-dma"
-    options = {"lanes": Option(int, default=1, min=1, max=4, help="lanes")}
+    options = {"lanes": Option(int, min=1, max=4, help="lanes")}
     calls = 0
 
     def __init__(self, lanes=1):

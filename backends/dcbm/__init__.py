@@ -28,7 +28,6 @@ class DmaThreads(Dcbm):
     options = dict(Dcbm.options)
     options["bandwidth"] = Option(
         float,
-        default=None,
         min=0.001,
         max=10000.0,
         help="throttle to this many GB/s in all (default: unthrottled)",
@@ -48,9 +47,6 @@ class DmaThreads(Dcbm):
     @property
     def faults(self) -> Faults:
         return self._engine.faults
-
-    def make_engine(self) -> DmaEngine:  # pragma: no cover - set in __init__
-        return ThreadEngine()
 
 
 __all__ = [

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from offload.constants import PAGE_SHIFT, PAGE_SIZE
+from offload.errors import BadArgument
 from offload.migrator import Option
 
 from .driver import Dcbm
@@ -224,13 +225,10 @@ class CupyDcbm(Dcbm):
     options = dict(Dcbm.options)
     options.update(
         {
-            "channels": Option(
-                int, default=4, min=1, max=MAX_CHANNELS, help="CUDA streams (1..16)"
-            ),
-            "device": Option(int, default=0, min=0, max=64, help="CUDA device id"),
+            "channels": Option(int, min=1, max=MAX_CHANNELS, help="CUDA streams (1..16)"),
+            "device": Option(int, min=0, max=64, help="CUDA device id"),
             "path": Option(
                 str,
-                default="auto",
                 choices=("auto", "memcpy", "kernel"),
                 help="memcpyAsync per descriptor, one copy kernel per channel, or auto",
             ),
@@ -246,7 +244,7 @@ class CupyDcbm(Dcbm):
         path: str = "auto",
     ) -> None:
         if path not in ("auto", "memcpy", "kernel"):
-            raise ValueError(f"path: expected auto, memcpy or kernel, got {path!r}")
+            raise BadArgument(f"path: expected auto, memcpy or kernel, got {path!r}")
         super().__init__(channels, timeout, coalesce, engine=CupyEngine(device, path))
         self.device = device
         self.path = path
@@ -258,9 +256,6 @@ class CupyDcbm(Dcbm):
 
     def can_access(self, node) -> bool:
         return getattr(node, "kind", "dram") in ("dram", "device")
-
-    def make_engine(self) -> DmaEngine:  # pragma: no cover - set in __init__
-        return CupyEngine(self.device, self.path)
 
 
 __all__ = ["DONE", "FAILED", "CupyDcbm", "CupyEngine"]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import threading
-from typing import ClassVar
 
 from offload.batch import FolioBatch
+from offload.errors import BadArgument, BadArgumentType
 from offload.migrator import Migrator, Option
 
 from .engine import DmaEngine
@@ -35,34 +35,36 @@ class Dcbm(Migrator):
     #: shipped with folio-offload: called inline on the CPU path, without a guard
     _trusted = True
     options = {
-        "channels": Option(int, default=1, min=1, max=MAX_CHANNELS, help="DMA channels (1..16)"),
+        "channels": Option(int, min=1, max=MAX_CHANNELS, help="DMA channels (1..16)"),
         "timeout": Option(
             float,
-            default=10.0,
             min=0.001,
             max=3600.0,
             help="seconds to wait for a batch before falling back",
         ),
-        "coalesce": Option(bool, default=True, help="one descriptor per contiguous run"),
+        "coalesce": Option(bool, help="one descriptor per contiguous run"),
     }
-    engine_factory: ClassVar = None
 
     def __init__(
         self,
         channels: int = 1,
         timeout: float = 10.0,
         coalesce: bool = True,
-        engine: DmaEngine | None = None,
+        *,
+        engine: DmaEngine,
     ) -> None:
-        super().__init__()
         if (
             isinstance(channels, bool)
             or not isinstance(channels, int)
             or not 1 <= channels <= MAX_CHANNELS
         ):
-            raise ValueError(f"channels: must be an integer in 1..{MAX_CHANNELS}, got {channels!r}")
-        if not timeout > 0:
-            raise ValueError(f"timeout: must be > 0 seconds, got {timeout!r}")
+            raise BadArgument(
+                f"channels: must be an integer in 1..{MAX_CHANNELS}, got {channels!r}"
+            )
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise BadArgument(f"timeout: must be > 0 seconds, got {timeout!r}")
+        if not isinstance(engine, DmaEngine):
+            raise BadArgumentType(f"engine: expected a DmaEngine, got {type(engine).__name__}")
         self.channels = channels
         self.timeout = float(timeout)
         self.coalesce = bool(coalesce)
@@ -78,20 +80,13 @@ class Dcbm(Migrator):
     def engine(self) -> DmaEngine:
         """The engine, opened on first use (channels are acquired once, at enable)."""
         with self._lock:
-            if self._engine is None:
-                self._engine = self.make_engine()
             if not self._opened:
                 self._engine.open(self.channels)
                 self._opened = True
             return self._engine
 
-    def make_engine(self) -> DmaEngine:
-        """The engine this backend drives (subclasses choose)."""
-        raise NotImplementedError("Dcbm needs an engine: use dma-threads or cupy")
-
     def can_access(self, node) -> bool:
-        eng = self._engine if self._engine is not None else None
-        return eng.can_access(node) if eng is not None else super().can_access(node)
+        return self._engine.can_access(node)
 
     def offload_copy(self, batch: FolioBatch) -> None:
         n = len(batch)

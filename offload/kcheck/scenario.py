@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from ..constants import MPOL_MF_MOVE, PAGE_SIZE
+from ..errors import BadArgument
 
 #: An address mapped in no process (the same in the model and in the guest).
 UNMAPPED = "unmapped"
@@ -253,7 +254,7 @@ def _step_line(sc: Scenario, s: Step) -> str:
     if s.op == "migrate":
         t = -1 if a["pid"] is None else a["pid"]
         return f"on {s.proc} migrate {t} {_mask(a['old'])} {_mask(a['new'])}"
-    raise ValueError(f"unknown step {s.op!r}")
+    raise BadArgument(f"unknown step {s.op!r}")
 
 
 def _mask(nodes: list[int]) -> int:
