@@ -180,6 +180,7 @@ class Scheduler:
         self.adaptive = Adaptive()
         self._nodes = nodes
         self._lock = threading.Lock()
+        self._carry = 0.0  #: pages the CPU is owed (static split), carried between batches
         self._reach: dict[int, tuple[object, np.ndarray]] = {}
         self._stuck: dict[int, list[GuardedCall]] = {}
         self._cpu_reach = self.reach(cpu)
@@ -328,10 +329,20 @@ class Scheduler:
             return np.zeros(n, dtype=bool), ada
         if f <= 0.0:
             return np.ones(n, dtype=bool), ada
-        nbytes = batch.npages.astype(np.float64)
-        cum = np.cumsum(nbytes)
-        # the offload takes the first (1 - f) of the bytes, submitted before the CPU starts
-        return cum <= (1.0 - f) * cum[-1] + 0.5 * nbytes, ada
+        npg = batch.npages.astype(np.float64)
+        cum = np.cumsum(npg)
+        total = float(cum[-1])
+        if p.kind != "static":
+            # the offload takes the first (1 - f) of the pages, submitted before the CPU
+            return cum <= (1.0 - f) * total + 0.5 * npg, ada
+        with self._lock:
+            # whole folios cannot give every batch exactly f: what one batch gives too
+            # much or too little is carried to the next, so that the total comes out at f
+            want = f * total + self._carry
+            to_off = cum <= total - want + 0.5 * npg
+            got = total - float(npg[to_off].sum())
+            self._carry = min(total, max(-total, want - got))
+        return to_off, ada
 
     def _run(
         self,

@@ -105,12 +105,21 @@ def test_bench_rejects_bad_options(run, args, hint):
     assert r.exit_code == 2 and hint in r.output
 
 
-def test_bench_default_rows(run, monkeypatch):
+@pytest.mark.parametrize("gpu, dma", [(True, "cupy"), (False, "dma-threads")])
+def test_bench_default_rows(monkeypatch, gpu, dma):
     from bench import cli
 
-    rows = cli.split_backends(cli.default_backends())
-    dma = "cupy" if cli.dma_engine() == "cupy" else "dma-threads"
-    assert rows == [
+    from offload import registry
+
+    real = registry.info
+
+    def info(name):
+        if name == "cupy":
+            return registry.BackendInfo("cupy", gpu, "" if gpu else "no GPU (test)")
+        return real(name)
+
+    monkeypatch.setattr(registry, "info", info)
+    assert cli.split_backends(cli.default_backends()) == [
         "cpu-serial",
         "cpu-batched",
         f"{dma}:channels=1",
@@ -176,7 +185,7 @@ def test_latency_suite(run):
         "bench",
         "latency",
         "--backends",
-        "cpu-serial",
+        "dma-threads:bandwidth=0.05",  # throttled: 20 us per 4 KiB page, whatever the host
         "--batches",
         "16,512",
         "--total",
@@ -193,8 +202,11 @@ def test_latency_suite(run):
     assert one["model_moving_us"] > one["model_in_place_us"] > 0
     assert one["host_kernel_in_place_us"] is None or one["host_kernel_in_place_us"] > 0
     small, big = rows
-    # the first folio is usable sooner with small batches, the whole move takes longer
-    assert small["first_folio_us"] < big["first_folio_us"]
+    # the first folio is usable once its batch is copied: 16 pages (>= 1.3 ms at the
+    # throttle) against all 512 (>= 42 ms); the throttle sets both, not the host
+    copy_us = 512 * 4096 / 0.05e9 * 1e6
+    assert big["first_folio_us"] >= 0.95 * copy_us
+    assert small["first_folio_us"] < big["first_folio_us"] / 4
     assert small["first_folio_us"] < small["total_ms"] * 1e3
     assert run("bench", "latency", "--batches", "x").exit_code == 2
 
