@@ -22,7 +22,7 @@ class CpuSerial(Migrator):
     def offload_copy(self, batch: FolioBatch) -> None:
         views = {}
         for nid in set(batch.src_node.tolist()) | set(batch.dst_node.tolist()):
-            views[nid] = memoryview(batch.memory[nid].reshape(-1))
+            views[nid] = memoryview(batch.memory[nid].reshape(-1))  # type: ignore[arg-type]
         copied = batch.copied
         rows = zip(
             batch.src_node.tolist(),

@@ -555,10 +555,12 @@ def latency_cmd(
     from . import kernel
 
     # one page, in the same run: the model (no migrator) and the host kernel's syscall
+    moving, staying = movepages.one_page_us(True), movepages.one_page_us(False)
+    host = kernel.one_page_us()
     one = {
-        "model_moving_us": movepages.one_page_us(True),
-        "model_in_place_us": movepages.one_page_us(False),
-        "host_kernel_in_place_us": kernel.one_page_us(),
+        "model_moving_us": moving,
+        "model_in_place_us": staying,
+        "host_kernel_in_place_us": host,
     }
     if as_json:
         click.echo(report.to_json(report.document(host_info(), None, rows, one_page=one)))
@@ -566,8 +568,6 @@ def latency_cmd(
     if as_csv:
         click.echo(report.to_csv(rows), nl=False)
         return
-    host = one["host_kernel_in_place_us"]
-    moving, staying = one["model_moving_us"], one["model_in_place_us"]
     vs = (
         f" = {moving / host:.1f}x / {staying / host:.1f}x the host kernel's "
         f"{host:.0f} us (one page to node 0, where it is)"
@@ -582,12 +582,12 @@ def latency_cmd(
         "NR_MAX_BATCHED_MIGRATION (pages)"
     )
     head = ["backend"] + [str(b) for b in blist]
-    table = [head]
+    table: list[list[str]] = [head]
     for b in specs:
         cells = [b]
         for bp in blist:
-            r = next(x for x in rows if x["backend"] == b and x["batch_pages"] == bp)
-            cells.append(f"{r['first_folio_us'] / 1e3:.2f}/{r['total_ms']:.1f} ms")
+            x = next(x for x in rows if x["backend"] == b and x["batch_pages"] == bp)
+            cells.append(f"{x['first_folio_us'] / 1e3:.2f}/{x['total_ms']:.1f} ms")
         table.append(cells)
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
     for r in table:

@@ -81,7 +81,7 @@ def machine_for(
     if policy is not None:
         return Machine(
             nodes=nodes,
-            cpu=cpu,
+            cpu=cpu or "cpu-serial",
             offload=offload,
             policy=policy,
             batch_pages=batch_pages,
@@ -223,12 +223,13 @@ class Cell:
         }
         row.update(summarize(gbps))
         row["copy_fraction"] = float(np.median(s["copy"]))
+        total_ms = float(np.median([total / g / 1e6 for g in gbps]))
         row["overhead_us_per_folio"] = float(np.median(s["overhead"]))
         row["first_folio_us"] = float(np.median(s["first"]))
-        row["total_ms"] = float(np.median([total / g / 1e6 for g in gbps]))
+        row["total_ms"] = total_ms
         # CPU time of the whole process (copy threads included) per GB moved, and per second
         row["cpu_s_per_gb"] = float(np.median(s["cpu"])) / (total / 1e9)
-        row["cpu_utilization"] = float(np.median(s["cpu"])) / (row["total_ms"] / 1e3)
+        row["cpu_utilization"] = float(np.median(s["cpu"])) / (total_ms / 1e3)
         row["verified"] = True
         row["engine_verify"] = case.verify
         if case.policy is not None:

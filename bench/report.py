@@ -11,7 +11,7 @@ from offload.sizes import format_size
 SCHEMA = "offload-bench/1"
 
 
-def document(machine: dict, roofline: float, results: list[dict], **extra) -> dict:
+def document(machine: dict, roofline: float | None, results: list[dict], **extra) -> dict:
     """The JSON document of DESIGN.md."""
     doc = {"schema": SCHEMA, "machine": machine, "roofline_gbps": roofline, "results": results}
     doc.update(extra)

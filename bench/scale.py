@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import time
+from typing import Any
 
 import numpy as np
 
@@ -24,11 +25,13 @@ def node_metadata_bytes(m: Machine) -> float:
 def folio_scaling(counts: list[int], backend: str, layout: str, repeat: int) -> list[dict]:
     """Per count N: one move_pages of N 4 KiB folios between two nodes (first and later
     runs), its cost per folio, the metadata per page and the process's peak memory."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for n in counts:
         pages = n + 2048  # a little room beside the region
         nodes = f"{pages * PAGE_SIZE},{pages * PAGE_SIZE}"
-        kw = {} if backend == "cpu-serial" else {"offload": backend, "policy": "offload-only"}
+        kw: dict[str, Any] = (
+            {} if backend == "cpu-serial" else {"offload": backend, "policy": "offload-only"}
+        )
         m = Machine(nodes=nodes, layout=layout, prefault=True, batch_pages=65536, **kw)
         try:
             p = m.spawn(uid=0)
@@ -40,10 +43,10 @@ def folio_scaling(counts: list[int], backend: str, layout: str, repeat: int) -> 
             times = []
             for i in range(repeat + 1):
                 t0 = time.perf_counter()
-                r = p.move_pages(addrs, np.full(n, (i + 1) % 2, dtype=np.int64))
+                res = p.move_pages(addrs, np.full(n, (i + 1) % 2, dtype=np.int64))
                 times.append(time.perf_counter() - t0)
-                if r.ret:
-                    raise OffloadError(f"{r.ret} of {n} folios did not move")
+                if res.ret:
+                    raise OffloadError(f"{res.ret} of {n} folios did not move")
             later = float(np.median(times[1:]))
             rows.append(
                 {
@@ -73,7 +76,7 @@ def folio_scaling(counts: list[int], backend: str, layout: str, repeat: int) -> 
 def mapping_scaling(counts: list[int], probes: int = 200) -> list[dict]:
     """Per count N: the cost of one 4 KiB mmap, write and munmap in a process that
     already has N mappings (averaged over *probes*)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     with Machine(nodes=f"{(max(counts) + probes + 64) * PAGE_SIZE}") as m:
         p = m.spawn()
         have = 0

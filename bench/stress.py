@@ -6,6 +6,7 @@ import errno
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,7 +143,7 @@ class Stress:
     def run(self, seconds: float, progress=None) -> None:
         """Start every thread, let them run for *seconds*, stop and join them, then wait
         (10 s at most) for late backend calls to give their quarantined frames back."""
-        targets = [(self.writer, (w, 2)) for w in range(2)]
+        targets: list[tuple[Callable[..., None], tuple]] = [(self.writer, (w, 2)) for w in range(2)]
         targets += [(self.reader, ()), (self.pinner, ()), (self.injector, ())]
         targets += [(self.mover, (k,)) for k in range(2)]
         threads = [threading.Thread(target=self._guard, args=(f, *a)) for f, a in targets]

@@ -86,7 +86,7 @@ class BuddyAllocator:
     @property
     def metadata_bytes(self) -> int:
         """Bytes of the free lists (and the aged layout's search orders)."""
-        perm = self._perm if getattr(self, "_perm", None) is not None else []
+        perm = self._perm or []
         return sum(x.nbytes for x in self._free) + sum(x.nbytes for x in perm)
 
     def free_blocks(self, order: int) -> int:

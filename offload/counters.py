@@ -8,6 +8,7 @@ update live in a :class:`MigratorCounters` found by the migrator's identity.
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from dataclasses import dataclass, field, fields
@@ -90,12 +91,12 @@ def counters(mig: object) -> MigratorCounters:
     with _TABLE_LOCK:
         hit = _TABLE.get(key)
         if hit is not None:
-            ref = hit[0]
-            if (ref() if isinstance(ref, weakref.ref) else ref) is mig:
+            old = hit[0]
+            if (old() if isinstance(old, weakref.ref) else old) is mig:
                 return hit[1]
         c = MigratorCounters()
         try:
-            ref = weakref.ref(mig, lambda _r, k=key: _forget(k, _r))
+            ref: object = weakref.ref(mig, functools.partial(_forget, key))
         except TypeError:  # no weak references (``__slots__`` without ``__weakref__``)
             ref = mig  # kept alive with its counters: a small, bounded leak per object
         _TABLE[key] = (ref, c)

@@ -433,6 +433,7 @@ class MigrationEngine:
     def _rehome(self, batch: FolioBatch, res: CopyResult) -> np.ndarray:
         """Give the folios of an abandoned call fresh destinations (the old ones wait in
         quarantine). Returns which folios of the batch can go on (False: no frame)."""
+        assert res.abandoned is not None
         idx = np.flatnonzero(res.abandoned)
         keep = np.ones(len(batch), dtype=bool)
         with self.cond:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -43,6 +43,7 @@ class Option:
 def option_defaults(factory: Callable[..., Any]) -> dict[str, Any]:
     """The default of each declared option of *factory* (a Migrator class or a function
     returning one), read from its signature; an option without one defaults to None."""
+    params: Mapping[str, inspect.Parameter]
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):  # a builtin or C callable: no signature to read

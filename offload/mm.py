@@ -8,6 +8,7 @@ reaches them through the rmap; here they share the table).
 from __future__ import annotations
 
 import errno
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -62,7 +63,7 @@ class MemObject:
         return self.node.nbytes + self.pfn.nbytes + self.mapcount.nbytes + self.ptes.nbytes
 
     def set_folios(
-        self, idx: np.ndarray, nid: int, heads: np.ndarray, order: int, nodes: list[Node]
+        self, idx: np.ndarray, nid: int, heads: np.ndarray, order: int, nodes: Sequence[Node]
     ) -> None:
         """Map folios of one *order* at page indices *idx* (folio starts) to *heads*."""
         pages = pages_of(idx, order)
@@ -84,7 +85,7 @@ class MemObject:
         self.node[pages[mine]] = dst_node
         self.pfn[pages[mine]] = dst_head + (pfn[mine] - src_head)
 
-    def fault_in(self, idx: np.ndarray, nodes: list[Node]) -> None:
+    def fault_in(self, idx: np.ndarray, nodes: Sequence[Node]) -> None:
         """Allocate zeroed folios for the untouched pages among *idx* (write fault).
 
         Folio slots with no page touched get a folio of the object's order; the rest

@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,7 @@ void copy_pages(char *dst, const char *src, const int64_t *dp, const int64_t *sp
 """ % {"page": PAGE_SIZE}  # noqa: UP031 - C source with braces
 
 _lock = threading.Lock()
-_lib: object = None  # None: not tried yet; False: not available
+_lib: Any = None  # None: not tried yet; False: not available
 
 
 def _cache_dir() -> Path:

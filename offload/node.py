@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from . import devmem
@@ -70,7 +72,8 @@ class Node:
         self.fail_allocs = 0
         #: called when an allocation falls short; returns whether it freed memory (the
         #: machine splits folios queued for deferred split there)
-        self.reclaim = None
+        #: called when an allocation falls short: frees memory, says whether it did
+        self.reclaim: Callable[[], bool] | None = None
 
     @property
     def free_pages(self) -> int:

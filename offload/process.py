@@ -85,6 +85,8 @@ class Process:
         self.cap_sys_ptrace = cap_sys_ptrace
         self._vmas: list[Vma] = []
         self._next = _MMAP_BASE
+        self._cap = 0
+        self._buf_s = self._buf_e = self._buf_p = np.empty(0, dtype=np.int64)
         #: the mappings' starts, ends and page offsets, in address order: views of
         #: buffers with spare room, so that a new mapping is an append
         self._reindex()
@@ -543,7 +545,12 @@ class Process:
             out = np.empty((pfn.size, PAGE_SIZE), dtype=np.uint8)
             present = pfn >= 0
             node0 = m.nodes[int(nid[0])] if nid.size else None
-            if present.all() and nid.min() == nid.max() and node0.kind == "dram":
+            if (
+                node0 is not None
+                and present.all()
+                and nid.min() == nid.max()
+                and node0.kind == "dram"
+            ):
                 np.take(node0.frames, pfn, axis=0, out=out, mode="clip")
             else:
                 out[~present] = 0

@@ -276,6 +276,7 @@ class Scheduler:
             return
         own = batch[:] if reach is None else batch[reach]  # a failed call's marks stay there
         call = self._start(self.cpu, own, res)
+        assert own.index is not None  # a sub-batch knows its place in the batch
         at = own.index if where is None else where[own.index]
         if self._collect(self.cpu, call, time.perf_counter(), res, at):
             batch.copied[own.index] |= own.copied
@@ -289,7 +290,12 @@ class Scheduler:
         return c
 
     def _collect(
-        self, mig: Migrator, call: GuardedCall, t0: float, res: CopyResult, at: np.ndarray
+        self,
+        mig: Migrator,
+        call: GuardedCall | _Finished,
+        t0: float,
+        res: CopyResult,
+        at: np.ndarray | None,
     ) -> bool:
         """Wait for *call* until its deadline; return whether its marks can be trusted.
 
@@ -299,6 +305,7 @@ class Scheduler:
         """
         if not call.wait(max(0.0, self.timeout - (time.perf_counter() - t0))):
             counters(mig).add(timeouts=1)
+            assert isinstance(call, GuardedCall) and at is not None  # an inline call is over
             with self._lock:
                 self._stuck.setdefault(id(mig), []).append(call)
             res.abandon(at)
@@ -364,6 +371,7 @@ class Scheduler:
         off = batch if inline else (batch[:] if whole else batch[to_off])
         cpu = batch[:0] if whole else batch[~to_off]
         t0 = time.perf_counter()
+        call: GuardedCall | _Finished | None
         if inline:
             call = _inline(mig, off)
         else:

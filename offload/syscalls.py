@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import itertools
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -33,7 +33,7 @@ class Task(Protocol):
     @property
     def privileged(self) -> bool: ...
 
-    def may_ptrace(self, other: Task) -> bool: ...
+    def may_ptrace(self, other: Any) -> bool: ...
 
     def follow_pages(self, addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
@@ -177,11 +177,9 @@ def _move_group(p: Task, addrs: np.ndarray, node: int, move_all: bool) -> np.nda
                 or (keys[1:] > keys[:-1]).all()
                 or (not orders.any() and (ca[1:] > ca[:-1]).all())
             )
-            if distinct:
-                first = slice(None)
-            else:
-                _, first = np.unique(keys, return_index=True)
-                first = np.sort(first)
+            first: slice | np.ndarray = slice(None)
+            if not distinct:
+                first = np.sort(np.unique(keys, return_index=True)[1])
             fnid, fheads = cnid[first], heads[first]
             f = Folios(fnid, fheads, orders[first], np.full(fnid.size, node, dtype=np.int32))
             if m.engine.isolate(f):

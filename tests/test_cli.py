@@ -108,7 +108,6 @@ def test_bench_rejects_bad_options(run, args, hint):
 @pytest.mark.parametrize("gpu, dma", [(True, "cupy"), (False, "dma-threads")])
 def test_bench_default_rows(monkeypatch, gpu, dma):
     from bench import cli
-
     from offload import registry
 
     real = registry.info

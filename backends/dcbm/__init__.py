@@ -41,12 +41,13 @@ class DmaThreads(Dcbm):
         bandwidth: float | None = None,
         faults: Faults | None = None,
     ) -> None:
-        super().__init__(channels, timeout, coalesce, engine=ThreadEngine(faults, bandwidth))
+        self._threads = ThreadEngine(faults, bandwidth)
+        super().__init__(channels, timeout, coalesce, engine=self._threads)
         self.bandwidth = bandwidth
 
     @property
     def faults(self) -> Faults:
-        return self._engine.faults
+        return self._threads.faults
 
 
 __all__ = [

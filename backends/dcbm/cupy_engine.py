@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -53,7 +54,7 @@ void copy_pages(const unsigned long long* src, const unsigned long long* dst, lo
 class _CupyJob(Job):
     def __init__(self, plan: Plan) -> None:
         super().__init__(plan)
-        self.marks: list[tuple[object, np.ndarray]] = []  # (event, descriptor indices)
+        self.marks: list[tuple[Any, np.ndarray]] = []  # (event, descriptor indices)
         self.streams: list = []
         self.keep: list = []  # device buffers a launch still reads
 
@@ -73,10 +74,10 @@ class CupyEngine(DmaEngine):
     def __init__(self, device: int = 0, path: str = "auto") -> None:
         self.device = device
         self.path = path
-        self.cp = None
+        self.cp: Any = None
         self.streams: list = []
         self._registered: dict[int, int] = {}
-        self._kernel = None
+        self._kernel: Any = None
 
     def open(self, channels: int) -> None:
         import cupy

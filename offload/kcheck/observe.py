@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno as _errno
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..constants import PAGE_SIZE
 from .scenario import UNMAPPED, UNMAPPED_ADDR, Scenario, page_hash, pattern, script_lines
@@ -44,13 +45,13 @@ def run_model(sc: Scenario, nodes: str = "320M,320M") -> Observation:
 
     obs = Observation()
     with Machine(nodes=nodes, cpu="cpu-serial") as m:
-        procs: dict = {}
+        procs: dict[str, Any] = {}
         base: dict = {}
         pins: dict = {}
         v0 = dict(m.vmstat)
         for i, s in enumerate(sc.steps):
             a = s.args
-            p = procs.get(s.proc)
+            p: Any = procs.get(s.proc)
             try:
                 if s.op == "spawn":
                     procs[s.proc] = m.spawn(
