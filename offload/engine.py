@@ -421,6 +421,7 @@ class MigrationEngine:
             if getattr(cpu, "_trusted", False) and near.any() and not sched.stuck(cpu):
                 sub = batch[near]
                 cpu.offload_copy(sub)
+                counters(cpu).add(folios_migrated=int(sub.copied.sum()))
                 batch.absorb(sub)
             left = unmarked & ~batch.copied
             if left.any():

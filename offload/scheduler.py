@@ -190,6 +190,11 @@ class Scheduler:
         d = self.stats.as_dict()
         d["policy"] = self.policy.spec
         d["cpu_fraction"] = self.policy.cpu_fraction
+        # what the machine saw each migrator do (kept by folio-offload, not the plugin)
+        active = self.control.active
+        d["migrators"] = {"cpu": {"spec": self.cpu.spec, **counters(self.cpu).as_dict()}}
+        if active is not None:
+            d["migrators"]["offload"] = {"spec": active.spec, **counters(active).as_dict()}
         if self.policy.kind == "adaptive":
             a = self.adaptive
             d["adaptive"] = {"mode": a.mode, "split": a.split, "gbps": dict(a.gbps)}
@@ -271,6 +276,7 @@ class Scheduler:
         if getattr(self.cpu, "_trusted", False):
             sub = batch if reach is None else batch[reach]
             self.cpu.offload_copy(sub)
+            counters(self.cpu).add(folios_migrated=int(sub.copied.sum()))
             if sub is not batch:
                 batch.absorb(sub)
             return
@@ -279,6 +285,8 @@ class Scheduler:
         assert own.index is not None  # a sub-batch knows its place in the batch
         at = own.index if where is None else where[own.index]
         if self._collect(self.cpu, call, time.perf_counter(), res, at):
+            marked = int(own.copied.sum())
+            counters(self.cpu).add(folios_migrated=marked, folios_failures=len(own) - marked)
             batch.copied[own.index] |= own.copied
 
     def _start(self, mig: Migrator, sub: FolioBatch, res: CopyResult) -> GuardedCall:
