@@ -19,12 +19,15 @@ class Option:
     """An option a backend accepts in its spec string (``NAME:key=value``).
 
     The default of an option is the default of the constructor's keyword argument of
-    the same name (:func:`option_defaults`): it is written once, in the signature.
+    the same name (:func:`option_defaults`): write it once, in the signature. ``default``
+    is only for a factory whose signature cannot say it (``**kwargs``).
 
     Parameters
     ----------
     type : type
         ``int``, ``float``, ``bool`` or ``str``.
+    default : Any
+        Used only when the factory's signature gives no default for the option.
     min, max : float, optional
         Inclusive range for numbers.
     help : str
@@ -34,6 +37,7 @@ class Option:
     """
 
     type: type
+    default: Any = None
     min: float | None = None
     max: float | None = None
     help: str = ""
@@ -42,16 +46,17 @@ class Option:
 
 def option_defaults(factory: Callable[..., Any]) -> dict[str, Any]:
     """The default of each declared option of *factory* (a Migrator class or a function
-    returning one), read from its signature; an option without one defaults to None."""
+    returning one), read from its signature, else the option's ``default``."""
     params: Mapping[str, inspect.Parameter]
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):  # a builtin or C callable: no signature to read
         params = {}
     out = {}
-    for name in getattr(factory, "options", {}) or {}:
+    for name, opt in (getattr(factory, "options", {}) or {}).items():
         p = params.get(name)
-        out[name] = None if p is None or p.default is inspect.Parameter.empty else p.default
+        has = p is not None and p.default is not inspect.Parameter.empty
+        out[name] = p.default if has else getattr(opt, "default", None)
     return out
 
 

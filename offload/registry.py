@@ -157,6 +157,15 @@ class Registry:
         if not info.available:
             raise BackendUnavailable(f"backend {name!r} is unavailable here: {info.reason}")
         opts = validate_options(name, raw, getattr(factory, "options", {}) or {})
+        declared = getattr(factory, "options", {}) or {}
+        for key, value in option_defaults(factory).items():
+            # a default the signature cannot give (``**kwargs``) comes from the Option
+            if (
+                key not in opts
+                and value is not None
+                and value is getattr(declared[key], "default", None)
+            ):
+                opts[key] = value
         backend = factory(**opts)
         if not isinstance(backend, Migrator):
             raise BackendUnavailable(

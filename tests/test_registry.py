@@ -154,3 +154,27 @@ def test_manual_registration():
     assert reg.create("my-serial").name == "cpu-serial"
     with pytest.raises(SpecError):
         reg.register("bad:name", CpuSerial)
+
+
+def test_option_defaults_come_from_the_signature_once():
+    from offload import registry
+    from offload.migrator import Migrator, Option, option_defaults
+
+    assert registry.defaults("dma-threads")["channels"] == 1
+    assert registry.defaults("dma-threads")["timeout"] == 10.0
+
+    class Kw(Migrator):
+        name = "kw"
+        options = {"lanes": Option(int, default=3, min=1, max=4), "x": Option(int)}
+
+        def __init__(self, **kw):
+            self.kw = kw
+
+        def offload_copy(self, batch):
+            pass
+
+    assert option_defaults(Kw) == {"lanes": 3, "x": None}
+    reg = registry.Registry(group="no-such-group")
+    reg.register("kw", Kw)
+    assert reg.create("kw").kw == {"lanes": 3}
+    assert reg.create("kw:lanes=2,x=1").kw == {"lanes": 2, "x": 1}
