@@ -102,7 +102,7 @@ class Stress:
     threads that write, read, move, pin and inject faults until told to stop."""
 
     def __init__(self, seed: int, policy: str, verify: bool) -> None:
-        from backends.dcbm import DmaThreads, Faults
+        from offload.backends.dcbm import DmaThreads, Faults
 
         self.seed, self.policy, self.verify = seed, policy, verify
         self.faults = Faults(fail_every=13, reorder=True)

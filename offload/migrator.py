@@ -55,8 +55,10 @@ def option_defaults(factory: Callable[..., Any]) -> dict[str, Any]:
     out = {}
     for name, opt in (getattr(factory, "options", {}) or {}).items():
         p = params.get(name)
-        has = p is not None and p.default is not inspect.Parameter.empty
-        out[name] = p.default if has else getattr(opt, "default", None)
+        if p is not None and p.default is not inspect.Parameter.empty:
+            out[name] = p.default
+        else:
+            out[name] = getattr(opt, "default", None)
     return out
 
 

@@ -5,8 +5,8 @@ import sys
 import fake_cupy
 import pytest
 from conftest import fill, pages
+from offload.backends.dcbm.cupy_engine import CupyDcbm
 
-from backends.dcbm.cupy_engine import CupyDcbm
 from offload import PAGE_SIZE, Machine
 from offload.testing import check_migrator
 

@@ -5,8 +5,8 @@ import threading
 import numpy as np
 import pytest
 from conftest import fill, pages
+from offload.backends.dcbm import DmaThreads, Faults, channel_bounds, plan_batch
 
-from backends.dcbm import DmaThreads, Faults, channel_bounds, plan_batch
 from offload import PAGE_SIZE, FolioBatch, Machine, SpecError, registry
 
 

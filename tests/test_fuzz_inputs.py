@@ -9,7 +9,6 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import offload.kcheck
 from offload import OffloadError, registry
 from offload.cli import main
 from offload.machine import parse_nodes
@@ -111,19 +110,19 @@ OPTIONS = sorted(set(_options(main, ())))
 
 @pytest.fixture
 def no_work(monkeypatch):
-    import bench.kernel
-    import bench.movepages
-    import bench.scale
-    import bench.stress
+    import offload.bench.kernel
+    import offload.bench.movepages
+    import offload.bench.scale
+    import offload.bench.stress
 
     def reached(*a, **k):
         raise Reached
 
-    monkeypatch.setattr(bench.movepages, "pattern", reached)
-    monkeypatch.setattr(bench.stress, "run_stress", reached)
-    monkeypatch.setattr(bench.kernel, "run", reached)
+    monkeypatch.setattr(offload.bench.movepages, "pattern", reached)
+    monkeypatch.setattr(offload.bench.stress, "run_stress", reached)
+    monkeypatch.setattr(offload.bench.kernel, "run", reached)
     monkeypatch.setattr(offload.kcheck, "run_check", reached)
-    monkeypatch.setattr(bench.scale, "folio_scaling", reached)
+    monkeypatch.setattr(offload.bench.scale, "folio_scaling", reached)
 
 
 def test_every_option_is_fuzzed():

@@ -15,7 +15,7 @@ gpu = [pytest.mark.gpu, requires_gpu]
 
 def test_importing_never_imports_cupy():
     code = (
-        "import sys, offload, backends, backends.dcbm, backends.dcbm.cupy_engine, bench.cli;"
+        "import sys, offload, offload.backends, offload.backends.dcbm, offload.backends.dcbm.cupy_engine, offload.bench.cli;"
         "offload.registry.available();"
         "print('cupy' in sys.modules)"
     )

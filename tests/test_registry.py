@@ -148,7 +148,7 @@ def test_default_registry_sees_plugin_after_refresh(plugin_dist):
 
 def test_manual_registration():
     reg = Registry()
-    from backends.cpu_serial import CpuSerial
+    from offload.backends.cpu_serial import CpuSerial
 
     reg.register("my-serial", CpuSerial)
     assert reg.create("my-serial").name == "cpu-serial"

@@ -8,8 +8,8 @@ import threading
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from offload.bench.stress import run_stress
 
-from bench.stress import run_stress
 from offload import PAGE_SIZE, Machine
 from offload.cli import main
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 from conftest import fill, pages
+from offload.backends.dcbm import DmaThreads, Faults
 
-from backends.dcbm import DmaThreads, Faults
 from offload import PAGE_SIZE, Machine, SpecError
 from offload.scheduler import parse_policy
 

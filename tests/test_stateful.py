@@ -18,8 +18,8 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+from offload.backends.dcbm import DmaThreads, Faults
 
-from backends.dcbm import DmaThreads, Faults
 from offload import MPOL_MF_MOVE_ALL, PAGE_SIZE, Machine
 
 settings.register_profile(

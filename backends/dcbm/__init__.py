@@ -1,7 +1,7 @@
 """DCBM: the DMA batch migrator (driver logic), and the engines it drives.
 
 - ``dma-threads`` (:class:`DmaThreads`): channels are CPU worker threads;
-- ``cupy`` (:class:`backends.dcbm.cupy_engine.CupyDcbm`): channels are CUDA streams.
+- ``cupy`` (:class:`offload.backends.dcbm.cupy_engine.CupyDcbm`): channels are CUDA streams.
 
 Importing this package never imports CuPy.
 """
