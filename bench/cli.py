@@ -7,8 +7,12 @@ import sys
 
 import click
 
+from offload import console
 from offload.errors import OffloadError
 from offload.sizes import format_size, parse_size
+
+from . import report
+from .output import Outputs, Result, emit, output_options
 
 DEFAULT_SIZES = "4K,16K,64K,256K,1M,2M"
 #: In --backends, this name stands for the scheduler's adaptive policy over cpu-batched
@@ -132,12 +136,10 @@ def _size_options(f):
             "machine that has run a while) or fresh (in address order, as "
             "after boot).",
         ),
-        click.option("--json", "as_json", is_flag=True, help="Print the JSON document on stdout."),
-        click.option("--csv", "as_csv", is_flag=True, help="Print CSV on stdout."),
     ]
     for opt in reversed(opts):
         f = opt(f)
-    return f
+    return output_options(f)
 
 
 def _total(total: str, sizes: list[int]) -> int:
@@ -150,25 +152,6 @@ def _total(total: str, sizes: list[int]) -> int:
             f"{total} must be a positive multiple of every folio size", param_hint="--total"
         )
     return total_b
-
-
-def _check_plot(path: str) -> None:
-    """Before any work: matplotlib is there, and *path* names a file that can be written."""
-    import os
-
-    if "\x00" in path or not path.strip():
-        raise click.BadParameter(f"{path!r} is not a file name", param_hint="--plot")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise click.BadParameter(f"folder {folder!r} does not exist", param_hint="--plot")
-    if not os.access(folder, os.W_OK):
-        raise click.BadParameter(f"folder {folder!r} is not writable", param_hint="--plot")
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise click.UsageError(
-            "--plot needs matplotlib: pip install 'folio-offload[plot]'"
-        ) from None
 
 
 def _check_memory(cases, total_b: int) -> None:
@@ -192,29 +175,75 @@ def _check_memory(cases, total_b: int) -> None:
         )
 
 
+def run_with_progress(cases, data, interleave: bool = True) -> tuple[list[dict], bool]:
+    """Run the cells with progress on stderr (one unit per run, warm-up included).
+
+    Returns (the rows of the finished cells, whether Ctrl-C stopped the run early).
+    """
+    from offload.console import progress
+
+    from . import movepages
+
+    finished: dict[int, dict] = {}  # case index -> row
+    order = {id(c): i for i, c in enumerate(cases)}
+    total = sum(c.warmup + c.repeat for c in cases)
+    label = cases[0].suite if cases else "bench"
+    with progress(label, total) as bar:
+
+        def on_run(c) -> None:
+            bar.advance(f"{c.backend} {format_size(c.folio_size)}")
+
+        def on_done(c, row) -> None:
+            finished[order[id(c)]] = row
+            bar.done(
+                f"{c.backend} {format_size(c.folio_size)}: {row['gbps_median']:.2f} GB/s "
+                f"(median of {row.get('runs', c.repeat)} runs, MAD {row.get('gbps_mad', 0):.2f})"
+            )
+
+        try:
+            movepages.run_cases(cases, data, on_done=on_done, on_run=on_run, interleave=interleave)
+        except KeyboardInterrupt:
+            return [finished[i] for i in sorted(finished)], True
+    return [finished[i] for i in sorted(finished)], False
+
+
 def _run(
     cases,
     total_b: int,
     size_list: list[int],
-    repeat: int,
-    as_json: bool,
-    as_csv: bool,
+    out: Outputs,
     title: str,
     to: str = "dram",
-    plot: str | None = None,
     reference: bool = False,
 ) -> None:
-    """Run the cells with a progress bar on stderr; print the table, JSON or CSV."""
-    _check_memory(cases, total_b)
-    from offload.hostinfo import host_info
+    """Measure the rooflines, run the cells with progress, then write the results.
 
-    from . import movepages, report
-    from .roofline import memcpy_gbps, page_loop_gbps
+    Ctrl-C writes the cells finished so far, then the command exits 130.
+    """
+    _check_memory(cases, total_b)
+    from offload.console import stderr
+    from offload.hostinfo import host_info, memory_available, peak_rss
+
+    from . import movepages
+    from .roofline import memcpy_gbps, memcpy_mt_gbps, page_loop_gbps
     from .stats import summarize
 
+    repeat = max(c.repeat for c in cases)
+    threads = host_info()["cpus"]
+    stderr().print(
+        f"measuring this machine's rooflines (memcpy on 1 and {threads} threads, a C page "
+        "loop) ...",
+        markup=False,
+    )
     data = movepages.pattern(total_b, 0)
     roof = summarize(memcpy_gbps(total_b, max(3, repeat)))["gbps_median"]
-    extra: dict = {}
+    extra: dict = {
+        "roofline_method": "one np.copyto of --total bytes between two buffers, 1 thread"
+    }
+    extra["roofline_mt_gbps"] = summarize(memcpy_mt_gbps(total_b, threads, max(3, repeat)))[
+        "gbps_median"
+    ]
+    extra["roofline_mt_threads"] = threads
     loop = page_loop_gbps(min(total_b, 256 << 20), max(3, repeat))
     if loop:
         extra["page_loop_gbps"] = summarize(loop)["gbps_median"]
@@ -222,23 +251,22 @@ def _run(
         from .roofline import h2d_gbps
 
         extra["roofline_h2d_gbps"] = summarize(h2d_gbps(total_b, max(3, repeat)))["gbps_median"]
-    from offload.hostinfo import memory_available, peak_rss
-
     interleave = movepages.interleaves(cases, memory_available())
-    with click.progressbar(length=len(cases), label=cases[0].suite, file=sys.stderr) as bar:
-        try:
-            results = movepages.run_cases(
-                cases, data, on_done=lambda c: bar.update(1), interleave=interleave
-            )
-        except movepages.VerificationError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(3)
-    report.add_ratios(results, roof, extra.get("roofline_h2d_gbps"))
-    extra["batch_pages"] = cases[0].batch_pages
-    extra["layout"] = cases[0].layout
-    extra["interleaved"] = interleave
-    extra["peak_rss_bytes"] = peak_rss()
-    extra["peak_rss_per_data_byte"] = round(peak_rss() / total_b, 3)
+    results, interrupted = run_with_progress(cases, data, interleave)
+    report.add_ratios(
+        results, roof, extra.get("roofline_h2d_gbps"), roofline_mt=extra["roofline_mt_gbps"]
+    )
+    extra.update(
+        batch_pages=cases[0].batch_pages,
+        layout=cases[0].layout,
+        repeat=repeat,
+        warmup=max(c.warmup for c in cases),
+        interleaved=interleave,
+        peak_rss_bytes=peak_rss(),
+        peak_rss_per_data_byte=round(peak_rss() / total_b, 3),
+    )
+    if interrupted:
+        extra["interrupted"] = f"{len(results)} of {len(cases)} cells finished"
     if reference:
         from . import reference as ref
 
@@ -249,33 +277,52 @@ def _run(
             },
         }
     doc = report.document(host_info(), roof, results, **extra)
-    if plot:
-        from .plot import plot_table
+    lines = [
+        ("memcpy roofline, 1 thread", roof),
+        (f"memcpy roofline, {threads} threads", extra["roofline_mt_gbps"]),
+    ]
+    if "page_loop_gbps" in extra:
+        lines.append(("C page loop, 1 thread (random pages)", extra["page_loop_gbps"]))
+    if "roofline_h2d_gbps" in extra:
+        lines.append(("cudaMemcpy H2D", extra["roofline_h2d_gbps"]))
 
-        plot_table(results, size_list, roof, plot, title)
-        click.echo(f"plot written to {plot}", err=True)
-    if as_json:
-        click.echo(report.to_json(doc))
-    elif as_csv:
-        click.echo(report.to_csv(results), nl=False)
-    else:
-        click.echo(title)
-        click.echo(
+    def render() -> list:
+        from . import reference as ref
+
+        items: list = [
             report.table(
                 results,
-                roof,
                 size_list,
-                extra.get("roofline_h2d_gbps"),
-                page_loop=extra.get("page_loop_gbps"),
+                title,
+                lines=lines,
+                caption=f"GB/s, median ±MAD of {repeat} runs; xN: ratio to cpu-serial; ~: robust "
+                "spread > 10%. Rooflines: one contiguous copy of the same bytes (1 thread; "
+                f"{threads} threads, the ceiling of multi-threaded rows); the C page loop copies "
+                "as many scattered 4 KiB pages.",
             )
-        )
+        ]
         if reference:
-            from . import reference as ref
+            items += ["", ref.table(size_list)]
+        items += ["", report.details(results)]
+        return items
 
-            click.echo("")
-            click.echo(ref.table(size_list))
-        click.echo("")
-        click.echo(report.details(results))
+    notes = []
+    if interrupted:
+        notes.append(f"interrupted: {len(results)} of {len(cases)} cells finished and shown")
+    if not any(c.backend == "cpu-serial" for c in cases) and cases[0].suite == "move_pages":
+        notes.append(
+            "no cpu-serial row, so no xN ratios: they compare with cpu-serial (the vanilla "
+            "kernel's copy); add it to --backends"
+        )
+
+    def plot(path: str) -> None:
+        from .plot import plot_table
+
+        plot_table(doc, size_list, path, title)
+
+    emit(out, Result(doc, render, notes, plot))
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 @click.group("bench", invoke_without_command=True)
@@ -325,6 +372,7 @@ def bench(
     layout: str,
     as_json: bool,
     as_csv: bool,
+    output: str | None,
     to: str,
     verify: bool,
     plot: str | None,
@@ -333,16 +381,21 @@ def bench(
 
     With no subcommand, runs the move_pages suite: a region of --total bytes is moved
     between two nodes, --repeat times per backend and folio size; every run's bytes
-    are verified. Reports the median GB/s ± stdev, the ratio to cpu-serial (the
-    vanilla kernel) and to this machine's memcpy roofline measured in the same run, the
+    are verified. Reports the median GB/s ± MAD, the ratio to cpu-serial (the
+    vanilla kernel) and to this machine's memcpy rooflines measured in the same run, the
     copy step's share of the time and the engine's overhead per folio.
+
+    \b
+    Progress goes to stderr (a bar on a terminal, else one line per finished cell).
+    Exit status: 0 done; 1 error; 2 bad usage; 3 a run left wrong bytes; 130
+    interrupted, after the finished cells are printed.
     """
     if ctx.invoked_subcommand is not None:
         return
     from . import movepages
 
-    if plot:
-        _check_plot(plot)
+    out = Outputs(as_json, as_csv, output, plot)
+    out.check()
     specs = split_backends(backends or default_backends())
     _validate_specs(specs)
     size_list = parse_sizes(sizes)
@@ -387,14 +440,10 @@ def bench(
         cases,
         total_b,
         size_list,
-        repeat,
-        as_json,
-        as_csv,
-        f"move_pages of {total} between two nodes, {layout} memory, GB/s median±stdev (xN: "
-        f"ratio to cpu-serial; ~: spread > 10%), batch {bp} pages"
+        out,
+        f"move_pages of {total} between two nodes, {layout} memory, batch {bp} pages"
         + (", verify=True" if verify else ""),
         to,
-        plot=plot,
         reference=True,
     )
 
@@ -443,6 +492,7 @@ def split_cmd(
     layout: str,
     as_json: bool,
     as_csv: bool,
+    output: str | None,
 ) -> None:
     """Compare scheduler policies: how each splits every batch between CPU and offload.
 
@@ -454,8 +504,12 @@ def split_cmd(
 
     from . import movepages
 
+    out = Outputs(as_json, as_csv, output)
+    out.check()
     _validate_specs([cpu, offload])
     pols = [p.strip() for p in policies.split(",") if p.strip()]
+    if not pols:
+        raise click.BadParameter("no policy given", param_hint="--policies")
     for p in pols:
         try:
             parse_policy(p)
@@ -486,11 +540,9 @@ def split_cmd(
         cases,
         total_b,
         size_list,
-        repeat,
-        as_json,
-        as_csv,
+        out,
         f"split: CPU path {cpu} + offload {offload}, move_pages of {total}, {layout} memory, "
-        f"GB/s median±stdev, batch {bp} pages",
+        f"batch {bp} pages",
     )
 
 
@@ -517,21 +569,30 @@ LATENCY_BATCHES = "1,4,16,64,256,512,1024,4096"
 @click.option("--size", default="4K", show_default=True, help="Folio size.")
 @click.option("--total", default="16M", show_default=True, help="Bytes moved per run.")
 @click.option("--repeat", default=3, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--json", "as_json", is_flag=True, help="Print the JSON document on stdout.")
-@click.option("--csv", "as_csv", is_flag=True, help="Print CSV on stdout.")
+@output_options
 def latency_cmd(
-    backends: str, batches: str, size: str, total: str, repeat: int, as_json: bool, as_csv: bool
+    backends: str,
+    batches: str,
+    size: str,
+    total: str,
+    repeat: int,
+    as_json: bool,
+    as_csv: bool,
+    output: str | None,
 ) -> None:
     """The cost of batching: first-folio latency and total time by batch size.
 
     For each backend and each batch limit, moves --total bytes of --size folios and
     reports when the first folio became usable at its destination (the end of the first
-    batch's move phase) and how long the whole call took.
+    batch's move phase) and how long the whole call took. Also times a one-page
+    move_pages of the model beside the host kernel's.
     """
     from offload.hostinfo import host_info
 
-    from . import movepages, report
+    from . import kernel, movepages
 
+    out = Outputs(as_json, as_csv, output)
+    out.check()
     specs = split_backends(backends)
     _validate_specs(specs)
     size_b = parse_sizes(size)[0]
@@ -549,51 +610,46 @@ def latency_cmd(
         for b in specs
         for bp in blist
     ]
-    data = movepages.pattern(total_b, 0)
-    with click.progressbar(length=len(cases), label="latency", file=sys.stderr) as bar:
-        rows = movepages.run_cases(cases, data, on_done=lambda c: bar.update(1))
-    from . import kernel
-
+    rows, interrupted = run_with_progress(cases, movepages.pattern(total_b, 0))
     # one page, in the same run: the model (no migrator) and the host kernel's syscall
     moving, staying = movepages.one_page_us(True), movepages.one_page_us(False)
     host = kernel.one_page_us()
-    one = {
-        "model_moving_us": moving,
-        "model_in_place_us": staying,
-        "host_kernel_in_place_us": host,
-    }
-    if as_json:
-        click.echo(report.to_json(report.document(host_info(), None, rows, one_page=one)))
-        return
-    if as_csv:
-        click.echo(report.to_csv(rows), nl=False)
-        return
+    one = {"model_moving_us": moving, "model_in_place_us": staying, "host_kernel_in_place_us": host}
+    doc = report.document(host_info(), None, rows, one_page=one, repeat=repeat, warmup=1)
     vs = (
         f" = {moving / host:.1f}x / {staying / host:.1f}x the host kernel's "
         f"{host:.0f} us (one page to node 0, where it is)"
         if host
         else " (host kernel: n/a)"
     )
-    click.echo(
-        f"one-page move_pages: {moving:.0f} us moving it, {staying:.0f} us where it is already{vs}"
-    )
-    click.echo(
-        f"first-folio latency / total time of move_pages({total} of {size} folios), by "
-        "NR_MAX_BATCHED_MIGRATION (pages)"
-    )
-    head = ["backend"] + [str(b) for b in blist]
-    table: list[list[str]] = [head]
-    for b in specs:
-        cells = [b]
-        for bp in blist:
-            x = next(x for x in rows if x["backend"] == b and x["batch_pages"] == bp)
-            cells.append(f"{x['first_folio_us'] / 1e3:.2f}/{x['total_ms']:.1f} ms")
-        table.append(cells)
-    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
-    for r in table:
-        click.echo(
-            "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
-        )
+
+    def render() -> list:
+        cells = {(x["backend"], x["batch_pages"]): x for x in rows}
+        table = [
+            [b]
+            + [
+                f"{cells[b, bp]['first_folio_us'] / 1e3:.2f} / {cells[b, bp]['total_ms']:.1f}"
+                if (b, bp) in cells
+                else "-"
+                for bp in blist
+            ]
+            for b in specs
+        ]
+        return [
+            f"one-page move_pages: {moving:.0f} us moving it, {staying:.0f} us where it is "
+            f"already{vs}",
+            console.table(
+                ["backend"] + [str(b) for b in blist],
+                table,
+                title=f"first-folio latency / total time (ms) of move_pages({total} of {size} "
+                "folios), by NR_MAX_BATCHED_MIGRATION (pages)",
+                caption=f"medians of {repeat} runs",
+            ),
+        ]
+
+    emit(out, Result(doc, render, [f"interrupted: {len(rows)} cells shown"] if interrupted else []))
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 @bench.command("cpu")
@@ -611,6 +667,7 @@ def cpu_cmd(
     layout: str,
     as_json: bool,
     as_csv: bool,
+    output: str | None,
 ) -> None:
     """CPU cost: CPU seconds spent per GB migrated, by backend and folio size.
 
@@ -620,8 +677,10 @@ def cpu_cmd(
     """
     from offload.hostinfo import host_info
 
-    from . import movepages, report
+    from . import movepages
 
+    out = Outputs(as_json, as_csv, output)
+    out.check()
     specs = split_backends(backends or default_backends())
     specs = [s for s in specs if s != ADAPTIVE]
     _validate_specs(specs)
@@ -633,19 +692,26 @@ def cpu_cmd(
         for b in specs
         for s in size_list
     ]
-    data = movepages.pattern(total_b, 0)
-    with click.progressbar(length=len(cases), label="cpu", file=sys.stderr) as bar:
-        rows = movepages.run_cases(cases, data, on_done=lambda c: bar.update(1))
-    if as_json:
-        click.echo(report.to_json(report.document(host_info(), None, rows, batch_pages=bp)))
-    elif as_csv:
-        click.echo(report.to_csv(rows), nl=False)
-    else:
-        click.echo(
-            f"CPU seconds per GB moved (CPU utilisation during the move), move_pages of "
-            f"{total}, batch {bp} pages"
-        )
-        click.echo(report.table(rows, None, size_list, metric="cpu"))
+    rows, interrupted = run_with_progress(cases, movepages.pattern(total_b, 0))
+    doc = report.document(
+        host_info(), None, rows, batch_pages=bp, layout=layout, repeat=repeat, warmup=warmup
+    )
+
+    def render() -> list:
+        return [
+            report.table(
+                rows,
+                size_list,
+                f"CPU seconds per GB moved (CPU utilisation during the move), move_pages of "
+                f"{total}, batch {bp} pages",
+                metric="cpu",
+                caption=f"medians of {repeat} runs",
+            )
+        ]
+
+    emit(out, Result(doc, render, [f"interrupted: {len(rows)} cells shown"] if interrupted else []))
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 @bench.command("kernel")
@@ -658,20 +724,28 @@ def cpu_cmd(
 @click.option("--total", default="256M", show_default=True, help="Bytes moved per run.")
 @click.option("--repeat", default=3, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--warmup", default=1, show_default=True, type=click.IntRange(0, 100))
-@click.option("--json", "as_json", is_flag=True, help="Print the JSON document on stdout.")
-@click.option("--csv", "as_csv", is_flag=True, help="Print CSV on stdout.")
+@output_options
 def kernel_cmd(
-    sizes: str, total: str, repeat: int, warmup: int, as_json: bool, as_csv: bool
+    sizes: str,
+    total: str,
+    repeat: int,
+    warmup: int,
+    as_json: bool,
+    as_csv: bool,
+    output: str | None,
 ) -> None:
     """The real kernel's move_pages(2) on this host's NUMA nodes, in the same format.
 
     Needs two NUMA nodes with memory; with fewer it says so and exits 0. Sizes other
     than 4K and 2M would need mTHP settings in sysfs and are skipped.
     """
+    from offload.console import progress
     from offload.hostinfo import host_info, numa_nodes
 
-    from . import kernel, report
+    from . import kernel
 
+    out = Outputs(as_json, as_csv, output)
+    out.check()
     nodes = numa_nodes()
     if len(nodes) < 2:
         click.echo(
@@ -690,21 +764,27 @@ def kernel_cmd(
     size_list = [s for s in size_list if s in (4096, 2 << 20)]
     total_b = _total(total, size_list or [4096])
     rows = []
-    with click.progressbar(size_list, label="kernel", file=sys.stderr) as bar:
-        for s in bar:
+    with progress("kernel", len(size_list)) as bar:
+        for s in size_list:
             rows.append(kernel.run(s, total_b, (nodes[0], nodes[1]), repeat, warmup))
-    if as_json:
-        click.echo(report.to_json(report.document(host_info(), None, rows)))
-    elif as_csv:
-        click.echo(report.to_csv(rows), nl=False)
-    else:
-        click.echo(
-            f"kernel move_pages(2) of {total} between NUMA nodes {nodes[0]} and "
-            f"{nodes[1]}, GB/s median±stdev"
-        )
-        click.echo(report.table(rows, None, size_list))
-        if skipped:
-            click.echo("skipped (need mTHP settings): " + ", ".join(str(s) for s in skipped))
+            bar.advance(format_size(s))
+            bar.done(f"kernel {format_size(s)}: {rows[-1]['gbps_median']:.2f} GB/s")
+    doc = report.document(host_info(), None, rows, repeat=repeat, warmup=warmup)
+    notes = (
+        ["skipped (need mTHP settings): " + ", ".join(map(format_size, skipped))] if skipped else []
+    )
+
+    def render() -> list:
+        return [
+            report.table(
+                rows,
+                size_list,
+                f"kernel move_pages(2) of {total} between NUMA nodes {nodes[0]} and {nodes[1]}",
+                caption=f"GB/s, median ±MAD of {repeat} runs",
+            )
+        ]
+
+    emit(out, Result(doc, render, notes))
 
 
 @bench.command("scale")
@@ -746,7 +826,6 @@ def scale_cmd(
 ) -> None:
     """Scale: cost per folio, first-move cost, metadata and peak memory against the
     number of folios moved; mmap/munmap cost against the number of mappings."""
-    import json
 
     from offload import hostinfo
 
@@ -779,36 +858,46 @@ def scale_cmd(
     click.echo(f"scale: {backend}, {layout} memory ...", err=True)
     rows = folio_scaling(ns, backend, layout, repeat)
     maps = mapping_scaling(ms)
-    if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "schema": "offload-bench/1",
-                    "machine": hostinfo.host_info(),
-                    "results": rows + maps,
-                },
-                indent=1,
-            )
-        )
-        return
-    click.echo(f"move_pages of N 4K folios, {backend}, {layout} memory")
-    click.echo(
-        f"{'N':>9} {'GB/s':>6} {'us/folio':>9} {'x N=' + str(ns[0]):>9} {'first/later':>11} "
-        f"{'meta B/page':>11} {'peak RSS':>9}"
+    doc = report.document(
+        hostinfo.host_info(), None, rows + maps, layout=layout, repeat=repeat, warmup=0
     )
-    for r in rows:
-        click.echo(
-            f"{r['folios']:>9} {r['gbps']:6.2f} {r['us_per_folio']:9.3f} "
-            f"{r['cost_vs_smallest']:9.2f} {r['first_over_later']:11.2f} "
-            f"{r['metadata_bytes_per_page']:11.1f} {r['peak_rss_bytes'] / 2**30:8.2f}G"
-        )
-    click.echo("")
-    click.echo("one 4K mmap / write fault / munmap with N mappings, us")
-    for r in maps:
-        click.echo(
-            f"{r['mappings']:>9} {r['mmap_us']:8.1f} {r['write_fault_us']:8.1f} "
-            f"{r['munmap_us']:8.1f}"
-        )
+
+    def render() -> list:
+        return [
+            console.table(
+                ["N", "GB/s", "us/folio", f"x N={ns[0]}", "first/later", "meta B/page", "peak RSS"],
+                [
+                    [
+                        r["folios"],
+                        f"{r['gbps']:.2f}",
+                        f"{r['us_per_folio']:.3f}",
+                        f"{r['cost_vs_smallest']:.2f}",
+                        f"{r['first_over_later']:.2f}",
+                        f"{r['metadata_bytes_per_page']:.1f}",
+                        f"{r['peak_rss_bytes'] / 2**30:.2f}G",
+                    ]
+                    for r in rows
+                ],
+                title=f"move_pages of N 4K folios, {backend}, {layout} memory",
+                caption=f"medians of {repeat} runs after the first",
+            ),
+            "",
+            console.table(
+                ["mappings", "mmap us", "write fault us", "munmap us"],
+                [
+                    [
+                        r["mappings"],
+                        f"{r['mmap_us']:.1f}",
+                        f"{r['write_fault_us']:.1f}",
+                        f"{r['munmap_us']:.1f}",
+                    ]
+                    for r in maps
+                ],
+                title="one 4K mmap / write fault / munmap with N mappings",
+            ),
+        ]
+
+    emit(Outputs(as_json), Result(doc, render))
 
 
 @bench.command("stress")
@@ -836,7 +925,7 @@ def stress_cmd(seconds: float, seed: int, policy: str, verify: bool, as_json: bo
     shared mapping, migrate_pages) run for --seconds over three nodes, while DMA
     descriptors fail, hang past their timeout and complete out of order, and allocations
     on random nodes fail. At the end every byte is compared with what was written last,
-    and page accounting is checked. Exits 1 on any loss or unexpected error.
+    and page accounting is checked. Exit status 3 on any loss, 1 on an unexpected error.
     """
     import json
 
@@ -848,16 +937,18 @@ def stress_cmd(seconds: float, seed: int, policy: str, verify: bool, as_json: bo
         parse_policy(policy)
     except OffloadError as exc:
         raise click.BadParameter(str(exc), param_hint="--policy") from None
-    with click.progressbar(length=int(seconds * 10), label="stress", file=sys.stderr) as bar:
+    from offload.console import progress
+
+    with progress("stress (tenths of a second)", int(seconds * 10)) as bar:
         done = [0]
 
-        def progress(t: float) -> None:
+        def tick(t: float) -> None:
             step = int(t * 10) - done[0]
             if step > 0:
-                bar.update(step)
+                bar.advance("running", step)
                 done[0] += step
 
-        rep = run_stress(seconds, seed, policy, verify, progress)
+        rep = run_stress(seconds, seed, policy, verify, tick)
     if as_json:
         click.echo(json.dumps(rep, indent=2))
     else:
@@ -872,5 +963,7 @@ def stress_cmd(seconds: float, seed: int, policy: str, verify: bool, as_json: bo
         click.echo(f"integrity:   {'ok' if rep['integrity_ok'] else 'FAILED'}")
         for e in rep["errors"]:
             click.echo(f"error: {e}")
+    if not rep["integrity_ok"]:
+        sys.exit(3)  # bytes or frames lost: a verification failure
     if not rep["ok"]:
         sys.exit(1)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from offload import PAGE_SIZE, Machine
+from offload.errors import VerificationFailed
 
 from .stats import summarize
 
@@ -53,8 +55,8 @@ class Case:
         )
 
 
-class VerificationError(AssertionError):
-    """A benchmark run left wrong bytes (or wrong counters) behind."""
+class VerificationError(VerificationFailed, AssertionError):
+    """A benchmark run left wrong bytes (or wrong counters) behind (exit status 3)."""
 
 
 def machine_for(
@@ -216,6 +218,7 @@ class Cell:
             "total_bytes": total,
             "folios": total // case.folio_size,
             "repeat": case.repeat,
+            "warmup": case.warmup,
             "batch_pages": case.batch_pages,
             "layout": case.layout,
             "direction": "dram->device" if case.to != "dram" else "dram<->dram",
@@ -278,19 +281,30 @@ def interleaves(cases: list[Case], available: int) -> bool:
 
 
 def run_cases(
-    cases: list[Case], data: np.ndarray, on_done=None, interleave: bool = True
+    cases: list[Case],
+    data: np.ndarray,
+    on_done: Callable[[Case, dict], None] | None = None,
+    interleave: bool = True,
+    on_run: Callable[[Case], None] | None = None,
 ) -> list[dict]:
     """Run cells, interleaved: the cells of one folio size take turns, one run each.
 
     Interleaving spreads slow drifts of the machine (other tenants, frequency) evenly
     over the rows being compared, instead of over whichever row ran at the bad moment.
     Every cell's timed runs fall in the same final rounds; a cell with a longer warm-up
-    starts earlier. One machine per backend; ``on_done(case)`` after each cell. With
-    *interleave* False (large runs: see :func:`interleaves`), one machine at a time runs
-    all its cells, so that memory holds one machine, not one per backend.
+    starts earlier. One machine per backend. With *interleave* False (large runs: see
+    :func:`interleaves`), one machine at a time runs all its cells, so that memory holds
+    one machine, not one per backend. ``on_run(case)`` follows every run (warm-up ones
+    included), ``on_done(case, row)`` every finished cell.
     """
+
+    def once(cell: Cell) -> None:
+        cell.run_once()
+        if on_run:
+            on_run(cell.case)
+
+    rows: dict[int, dict] = {}
     if not interleave:
-        rows: dict[int, dict] = {}
         by_key: dict[tuple, list[int]] = {}
         for i, c in enumerate(cases):
             by_key.setdefault(c.machine_key(), []).append(i)
@@ -298,9 +312,12 @@ def run_cases(
             m = machine_for(*key)
             try:
                 for i in idx:
-                    rows[i] = run_case(cases[i], data, m)
+                    cell = Cell(cases[i], data, m)
+                    for _ in range(cell.planned):
+                        once(cell)
+                    rows[i] = cell.finish()
                     if on_done:
-                        on_done(cases[i])
+                        on_done(cases[i], rows[i])
             finally:
                 m.close()
                 # a machine and its processes refer to each other: free its nodes now,
@@ -309,7 +326,6 @@ def run_cases(
                 gc.collect()
         return [rows[i] for i in range(len(cases))]
     machines: dict[tuple, Machine] = {}
-    rows = {}
     groups: dict[tuple, list[int]] = {}
     for i, c in enumerate(cases):
         groups.setdefault((c.folio_size, c.total), []).append(i)
@@ -325,11 +341,11 @@ def run_cases(
             for r in range(rounds):
                 for cell in cells.values():
                     if r >= rounds - cell.planned:
-                        cell.run_once()
+                        once(cell)
             for i, cell in cells.items():
                 rows[i] = cell.finish()
                 if on_done:
-                    on_done(cases[i])
+                    on_done(cases[i], rows[i])
     finally:
         for m in machines.values():
             m.close()

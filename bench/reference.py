@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.console import RenderableType
+
 #: Where the figures come from.
 SOURCE = (
     '"Accelerate page migration with batch copying and hardware offload", RFC v4 '
@@ -28,14 +33,14 @@ def rows(sizes: list[int]) -> dict[str, dict[int, float]]:
     return out
 
 
-def table(sizes: list[int]) -> str:
-    """The reference rows as text, with each ratio to the published vanilla row."""
+def table(sizes: list[int]) -> RenderableType:
+    """The reference rows, with each ratio to the published vanilla row."""
+    from offload.console import table as make_table
     from offload.sizes import format_size
 
     ref = rows(sizes)
     base = ref["vanilla (serial copy)"]
-    head = ["published (kernel)"] + [format_size(s) for s in sizes]
-    lines = [head]
+    lines = []
     for label, vals in ref.items():
         cells = [label]
         for s in sizes:
@@ -47,10 +52,8 @@ def table(sizes: list[int]) -> str:
             else:
                 cells.append(f"{v:.2f} x{v / base[s]:.2f}")
         lines.append(cells)
-    widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
-    text = [
-        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
-        for r in lines
-    ]
-    text.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(text) + f"\nsource: {SOURCE}"
+    return make_table(
+        ["published (kernel)"] + [format_size(s) for s in sizes],
+        lines,
+        caption=f"source: {SOURCE}",
+    )

@@ -1,27 +1,56 @@
-"""Rendering benchmark results: the table, CSV, and the JSON document."""
+"""Rendering benchmark results: the tables (through ``offload.console``), CSV, and the
+JSON document (its schema: docs/bench-schema.json)."""
 
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import json
+import sys
+from importlib import metadata
 
+from rich.console import RenderableType
+
+from offload.console import table as make_table
 from offload.sizes import format_size
 
 SCHEMA = "offload-bench/1"
 
 
+def tool_version() -> str:
+    """The installed folio-offload version."""
+    try:
+        return metadata.version("folio-offload")
+    except metadata.PackageNotFoundError:  # pragma: no cover - a tree never installed
+        return "unknown"
+
+
 def document(machine: dict, roofline: float | None, results: list[dict], **extra) -> dict:
-    """The JSON document of DESIGN.md."""
-    doc = {"schema": SCHEMA, "machine": machine, "roofline_gbps": roofline, "results": results}
+    """The JSON document: schema, tool, date, command line, machine, rooflines, results
+    and whatever the suite adds (see docs/bench-schema.json)."""
+    doc = {
+        "schema": SCHEMA,
+        "tool": {"name": "folio-offload", "version": tool_version()},
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["offload", *sys.argv[1:]]),
+        "machine": machine,
+        "roofline_gbps": roofline,
+        "results": results,
+    }
     doc.update(extra)
     return doc
 
 
 def add_ratios(
-    results: list[dict], roofline: float, h2d: float | None = None, baseline: str = "cpu-serial"
+    results: list[dict],
+    roofline: float | None,
+    h2d: float | None = None,
+    baseline: str = "cpu-serial",
+    roofline_mt: float | None = None,
 ) -> None:
-    """Add ``ratio_to_serial`` and ``ratio_to_roofline`` (and ``ratio_to_h2d``) to each row."""
+    """Add ``ratio_to_serial``, ``ratio_to_roofline`` (and the multi-threaded and H2D
+    ones) to each row."""
     base = {
         (r["suite"], r["folio_size"]): r["gbps_median"] for r in results if r["backend"] == baseline
     }
@@ -29,71 +58,66 @@ def add_ratios(
         b = base.get((r["suite"], r["folio_size"]))
         r["ratio_to_serial"] = r["gbps_median"] / b if b else None
         r["ratio_to_roofline"] = r["gbps_median"] / roofline if roofline else None
+        if roofline_mt:
+            r["ratio_to_roofline_mt"] = r["gbps_median"] / roofline_mt
         if h2d:
             r["ratio_to_h2d"] = r["gbps_median"] / h2d
 
 
+def cell(r: dict, metric: str = "gbps") -> str:
+    """One cell of the table: ``median ±MAD xratio`` (``~`` when noisy)."""
+    if metric == "cpu":
+        return f"{r['cpu_s_per_gb']:.3f} s/GB ({100 * r['cpu_utilization']:.0f}%)"
+    text = f"{r['gbps_median']:.2f} ±{r.get('gbps_mad', 0.0):.2f}"
+    if r.get("ratio_to_serial") is not None and r["backend"] != "cpu-serial":
+        text += f" x{r['ratio_to_serial']:.2f}"
+    if "cpu_fraction" in r:
+        text += f" cpu{r['cpu_fraction']:.2f}"
+    if r.get("noisy"):
+        text += "~"
+    return text
+
+
 def table(
     results: list[dict],
-    roofline: float | None,
     sizes: list[int],
-    h2d: float | None = None,
+    title: str,
     metric: str = "gbps",
-    page_loop: float | None = None,
-) -> str:
-    """A plain-text table: one row per backend, one column per folio size.
-
-    *metric* ``gbps`` shows GB/s median ± stdev with ratios; ``cpu`` shows CPU seconds
-    per GB moved and the CPU utilisation during the move.
-    """
+    lines: list[tuple[str, float]] | None = None,
+    caption: str | None = None,
+) -> RenderableType:
+    """One row per backend, one column per folio size; *lines* are reference rows (a
+    label and one GB/s figure for every column: the rooflines)."""
     backends = list(dict.fromkeys(r["backend"] for r in results))
     cells = {(r["backend"], r["folio_size"]): r for r in results}
-    head = ["backend"] + [format_size(s) for s in sizes]
-    rows = [head]
+    rows: list[list[str]] = []
     for b in backends:
-        row = [b]
-        for s in sizes:
-            r = cells.get((b, s))
-            if r is None:
-                row.append("-")
-                continue
-            if metric == "cpu":
-                row.append(f"{r['cpu_s_per_gb']:.3f} s/GB ({100 * r['cpu_utilization']:.0f}%)")
-                continue
-            text = f"{r['gbps_median']:.2f}±{r['gbps_stdev']:.2f}"
-            if r.get("ratio_to_serial") is not None and b != "cpu-serial":
-                text += f" x{r['ratio_to_serial']:.2f}"
-            if "cpu_fraction" in r:
-                text += f" cpu{r['cpu_fraction']:.2f}"
-            if r.get("noisy"):
-                text += "~"
-            row.append(text)
-        rows.append(row)
-    if roofline:
-        rows.append(["memcpy roofline"] + [f"{roofline:.2f}"] * len(sizes))
-    if page_loop:
-        rows.append(["C page loop (random)"] + [f"{page_loop:.2f}"] * len(sizes))
-    if h2d:
-        rows.append(["cudaMemcpy H2D"] + [f"{h2d:.2f}"] * len(sizes))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = [
-        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
-        for r in rows
+        rows.append([b] + [cell(cells[b, s], metric) if (b, s) in cells else "-" for s in sizes])
+    for label, value in lines or []:
+        rows.append([label] + [f"{value:.2f}"] * len(sizes))
+    return make_table(
+        ["backend"] + [format_size(s) for s in sizes], rows, title=title, caption=caption
+    )
+
+
+def details(results: list[dict]) -> RenderableType:
+    """Runs, copy fraction and engine overhead per folio, one row per result."""
+    rows = [
+        [
+            r["backend"],
+            format_size(r["folio_size"]),
+            str(r.get("runs", len(r.get("gbps", [])))),
+            f"{r.get('gbps_iqr', 0.0):.2f}",
+            f"{r['copy_fraction']:.2f}",
+            f"{r['overhead_us_per_folio']:.3f}",
+            "yes" if r["verified"] else "NO",
+        ]
+        for r in results
     ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def details(results: list[dict]) -> str:
-    """Copy fraction and engine overhead per folio, one line per result."""
-    out = []
-    for r in results:
-        out.append(
-            f"{r['backend']:>28} {format_size(r['folio_size']):>5}: copy fraction "
-            f"{r['copy_fraction']:.2f}, overhead {r['overhead_us_per_folio']:.3f} us/folio, "
-            f"verified={r['verified']}"
-        )
-    return "\n".join(out)
+    return make_table(
+        ["backend", "folio", "runs", "IQR GB/s", "copy fraction", "overhead us/folio", "verified"],
+        rows,
+    )
 
 
 def to_json(doc: dict) -> str:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import click
 
+from .errors import OffloadError
 from .sizes import format_size
+
+#: Exit status of an interrupted command (128 + SIGINT, as shells report it)
+EXIT_INTERRUPTED = 130
 
 #: Entry-point group of extra subcommands (``offload bench`` is one), loaded on use.
 COMMANDS_GROUP = "offload.commands"
@@ -22,6 +29,27 @@ class _LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(self._extra()))
 
+    def main(self, *args: Any, standalone_mode: bool = True, **kw: Any) -> Any:  # type: ignore[override]
+        """Run the command; in standalone mode, end with the documented exit status.
+
+        0 done; 1 an error (its message, no traceback); 2 bad usage; 3 a benchmark's
+        verification failed; 130 interrupted (Ctrl-C), after what was finished is shown.
+        """
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kw)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kw)
+        except click.ClickException as exc:  # usage errors (2) and click's own
+            exc.show()
+            sys.exit(exc.exit_code)
+        except (click.Abort, KeyboardInterrupt):
+            click.echo("Interrupted.", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except OffloadError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
     def get_command(self, ctx: click.Context, name: str):
         if name not in self.commands:
             ep = self._extra().get(name)
@@ -38,6 +66,11 @@ def main() -> None:
     A user-space model of the kernel series "Accelerate page migration with batch
     copying and hardware offload": memory nodes, processes, move_pages/migrate_pages,
     and pluggable copy backends (the kernel's migrators), with real data movement.
+
+    \b
+    Exit status: 0 done; 1 an error; 2 bad usage; 3 a benchmark's verification
+    failed; 130 interrupted (what was finished is printed first); kernel-check adds 4
+    (no real kernel reachable here).
     """
 
 

@@ -8,6 +8,15 @@ import os
 class OffloadError(Exception):
     """Root of every error that folio-offload raises on its own account."""
 
+    #: the ``offload`` command's exit status when this error ends it
+    exit_code = 1
+
+
+class VerificationFailed(OffloadError):
+    """A benchmark found bytes that did not arrive, or pages that did not move."""
+
+    exit_code = 3
+
 
 class SpecError(OffloadError, ValueError):
     """A malformed backend spec, policy or size string, or a bad option value."""

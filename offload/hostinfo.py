@@ -98,3 +98,79 @@ def _has_dist(md, name: str) -> bool:
         return True
     except md.PackageNotFoundError:
         return False
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def _ranges(text: str) -> list[int]:
+    """``"0-3,8"`` -> [0, 1, 2, 3, 8]."""
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if "-" in part:
+            a, b = part.split("-")
+            out.extend(range(int(a), int(b) + 1))
+        elif part:
+            out.append(int(part))
+    return out
+
+
+def numa_hardware() -> list[dict]:
+    """Per online NUMA node, as ``numactl --hardware`` shows it: its CPUs, total and free
+    memory in bytes, and its distances to every node (``[]`` when sysfs says nothing)."""
+    base = Path("/sys/devices/system/node")
+    out = []
+    for nid in _ranges(_read(base / "online")):
+        d = base / f"node{nid}"
+        mem: dict[str, int] = {}
+        for line in _read(d / "meminfo").splitlines():
+            f = line.split()
+            if len(f) >= 4 and f[2] in ("MemTotal:", "MemFree:"):
+                mem[f[2][:-1]] = int(f[3]) * 1024
+        out.append(
+            {
+                "node": nid,
+                "cpus": _ranges(_read(d / "cpulist")),
+                "size_bytes": mem.get("MemTotal", 0),
+                "free_bytes": mem.get("MemFree", 0),
+                "distances": [int(x) for x in _read(d / "distance").split()],
+            }
+        )
+    return out
+
+
+def gpus() -> dict:
+    """NVIDIA GPUs and driver seen from this host without initialising CUDA: the kernel
+    driver's version (/proc/driver/nvidia), the device nodes, and what CuPy would use."""
+    version = _read(Path("/proc/driver/nvidia/version")).splitlines()
+    devices = sorted(str(p) for p in Path("/dev").glob("nvidia[0-9]*"))
+    return {
+        "driver": version[0] if version else None,
+        "device_nodes": devices,
+        "cupy": gpu_summary(),
+    }
+
+
+def instability() -> list[str]:
+    """What on this host makes timings vary between runs, as far as it can be seen."""
+    out = []
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        load = os.getloadavg()[0]
+        if cpus and load > 0.75 * cpus:
+            out.append(f"the load average ({load:.1f}) is near or above the {cpus} usable CPUs")
+    except OSError:
+        pass
+    if " hypervisor" in _read(Path("/proc/cpuinfo")):
+        out.append("this is a virtual machine: its neighbours share the memory bandwidth")
+    gov = _read(Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"))
+    if gov and gov != "performance":
+        out.append(f"the CPU frequency governor is {gov!r}, not 'performance'")
+    if cpus is not None and cpus <= 2:
+        out.append(f"only {cpus} CPUs: the benchmark's own threads compete with the copy")
+    return out

@@ -107,9 +107,8 @@ def test_bench_rejects_bad_options(run, args, hint):
 
 @pytest.mark.parametrize("gpu, dma", [(True, "cupy"), (False, "dma-threads")])
 def test_bench_default_rows(monkeypatch, gpu, dma):
-    from offload.bench import cli
-
     from offload import registry
+    from offload.bench import cli
 
     real = registry.info
 
@@ -256,6 +255,7 @@ def test_kernel_move_pages_through_ctypes_query_mode():
     import mmap
 
     import numpy as np
+
     from offload.bench import kernel
 
     if kernel.syscall_number() is None:

@@ -5,9 +5,9 @@ import sys
 import fake_cupy
 import pytest
 from conftest import fill, pages
-from offload.backends.dcbm.cupy_engine import CupyDcbm
 
 from offload import PAGE_SIZE, Machine
+from offload.backends.dcbm.cupy_engine import CupyDcbm
 from offload.testing import check_migrator
 
 

@@ -5,9 +5,9 @@ import threading
 import numpy as np
 import pytest
 from conftest import fill, pages
-from offload.backends.dcbm import DmaThreads, Faults, channel_bounds, plan_batch
 
 from offload import PAGE_SIZE, FolioBatch, Machine, SpecError, registry
+from offload.backends.dcbm import DmaThreads, Faults, channel_bounds, plan_batch
 
 
 @pytest.mark.parametrize(

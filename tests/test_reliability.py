@@ -8,9 +8,9 @@ import threading
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from offload.bench.stress import run_stress
 
 from offload import PAGE_SIZE, Machine
+from offload.bench.stress import run_stress
 from offload.cli import main
 
 ROUNDS = 12

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 from conftest import fill, pages
-from offload.backends.dcbm import DmaThreads, Faults
 
 from offload import PAGE_SIZE, Machine, SpecError
+from offload.backends.dcbm import DmaThreads, Faults
 from offload.scheduler import parse_policy
 
 

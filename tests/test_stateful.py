@@ -18,9 +18,9 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
-from offload.backends.dcbm import DmaThreads, Faults
 
 from offload import MPOL_MF_MOVE_ALL, PAGE_SIZE, Machine
+from offload.backends.dcbm import DmaThreads, Faults
 
 settings.register_profile(
     "ci",

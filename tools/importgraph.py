@@ -35,6 +35,7 @@ PUBLIC = {
     "offload.constants",
     "offload.counters",
     "offload.errors",
+    "offload.console",
     "offload.hostinfo",
     "offload.native",
     "offload.registry",

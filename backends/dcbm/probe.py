@@ -8,6 +8,7 @@ life of this process.
 from __future__ import annotations
 
 import functools
+import glob
 import importlib.util
 import json
 import subprocess
@@ -32,9 +33,20 @@ print(json.dumps(out))
 
 @functools.lru_cache(maxsize=1)
 def cuda_status() -> tuple[bool, str, dict]:
-    """(usable, reason when not, details) for CuPy on device 0."""
+    """(usable, reason when not, details) for CuPy on device 0.
+
+    The reason says first what the machine lacks, then what to install.
+    """
+    driver = _driver()
     if importlib.util.find_spec("cupy") is None:
-        return False, f"CuPy is not installed: {INSTALL}", {}
+        if driver is None:
+            return (
+                False,
+                "no NVIDIA GPU or driver found on this machine (no /dev/nvidia*, no "
+                f"/proc/driver/nvidia); on a machine with one: {INSTALL}",
+                {},
+            )
+        return False, f"NVIDIA driver found ({driver}) but CuPy is not installed: {INSTALL}", {}
     try:
         done = subprocess.run(
             [sys.executable, "-c", _CHILD], capture_output=True, text=True, timeout=120
@@ -47,8 +59,20 @@ def cuda_status() -> tuple[bool, str, dict]:
         if "insufficient" in err.lower() or "driver version" in err.lower():
             return False, f"the NVIDIA driver is too old for this CuPy: {err}", info
         if "no cuda-capable device" in err.lower() or "NoDevice" in err:
-            return False, "no CUDA device is visible", info
+            where = "" if driver else " (no NVIDIA driver found on this machine)"
+            return False, f"no CUDA device is visible{where}", info
         return False, f"CuPy cannot use CUDA: {err}", info
     if not info.get("devices"):
         return False, "no CUDA device is visible", info
     return True, "", info
+
+
+def _driver() -> str | None:
+    """The NVIDIA kernel driver's version line, or a device node's name, or None."""
+    try:
+        with open("/proc/driver/nvidia/version") as f:
+            return f.readline().strip() or "loaded"
+    except OSError:
+        pass
+    dev = sorted(glob.glob("/dev/nvidia[0-9]*"))
+    return dev[0] if dev else None

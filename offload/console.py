@@ -1,0 +1,151 @@
+"""Tables and progress for the command line, drawn with rich (one way for every command).
+
+rich was chosen over hand-written formatters: it sizes columns to their contents (long
+backend specs do not break the layout), degrades to plain text when the output is not a
+terminal, and its progress bar gives an ETA from the measured speed. Progress goes to
+stderr; when stderr is not a terminal, one plain line per finished item replaces the bar.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+#: Width of plain-text output (not a terminal): wide enough that no table wraps.
+PLAIN_WIDTH = 240
+
+
+def stdout() -> Console:
+    """A console on the current ``sys.stdout`` (click's test runner swaps it)."""
+    tty = sys.stdout.isatty()
+    return Console(
+        file=sys.stdout,
+        width=None if tty else PLAIN_WIDTH,
+        highlight=False,
+        soft_wrap=not tty,
+        emoji=False,
+    )
+
+
+def stderr() -> Console:
+    """A console on the current ``sys.stderr``."""
+    tty = sys.stderr.isatty()
+    return Console(
+        file=sys.stderr, width=None if tty else PLAIN_WIDTH, highlight=False, emoji=False
+    )
+
+
+def table(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    title: str | None = None,
+    caption: str | None = None,
+    right: Sequence[int] | None = None,
+) -> RenderableType:
+    """A table with one header row, a title above and a caption (notes) below; *right*
+    lists the columns aligned right (default: every column but the first)."""
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    align = set(range(1, len(columns))) if right is None else set(right)
+    for i, c in enumerate(columns):
+        t.add_column(c, justify="right" if i in align else "left", no_wrap=True)
+    for r in rows:
+        t.add_row(*("" if v is None else str(v) for v in r))
+    # title and notes as lines of their own, not rich's title and caption: a long line
+    # must not widen the columns
+    parts: list[RenderableType] = [Text(title, style="bold")] if title else []
+    parts.append(t)
+    if caption:
+        parts.append(Text(caption, style="dim"))
+    return Group(*parts)
+
+
+def print_table(*args: Any, **kw: Any) -> None:
+    """Print :func:`table` (same arguments) on stdout."""
+    stdout().print(table(*args, **kw))
+
+
+class RunProgress:
+    """Progress over *total* units of work (timed runs, say), with the item being done.
+
+    On a terminal: a bar with the count, elapsed time and an ETA from the measured
+    speed. Otherwise: nothing per unit, one line per finished item (:meth:`done`).
+    """
+
+    def __init__(self, label: str, total: int) -> None:
+        self.label = label
+        self.total = total
+        self.count = 0
+        self.items = 0
+        self.t0 = time.monotonic()
+        self._err = stderr()
+        self._bar: Progress | None = None
+        self._task: Any = None
+        if self._err.is_terminal:
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=self._err,
+                transient=True,
+            )
+            self._task = self._bar.add_task(label, total=total)
+
+    def __enter__(self) -> RunProgress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def advance(self, what: str = "", n: int = 1) -> None:
+        """*n* more units done; *what* is being worked on."""
+        self.count += n
+        if self._bar is not None:
+            desc = f"{self.label}: {what}" if what else self.label
+            self._bar.update(self._task, advance=n, description=desc)
+
+    def done(self, line: str) -> None:
+        """An item finished: a line on stderr when it is not a terminal."""
+        self.items += 1
+        if self._bar is None:
+            spent = time.monotonic() - self.t0
+            left = spent / self.count * (self.total - self.count) if self.count else 0.0
+            eta = f", ~{left:.0f} s left" if self.count < self.total else ""
+            self._err.print(
+                f"[{self.count}/{self.total} runs, {spent:.0f} s{eta}] {line}",
+                markup=False,
+                highlight=False,
+            )
+        else:
+            self._bar.console.print(line, markup=False, highlight=False)
+
+
+@contextmanager
+def progress(label: str, total: int) -> Iterator[RunProgress]:
+    """Progress over *total* units on stderr (see :class:`RunProgress`)."""
+    with RunProgress(label, total) as p:
+        yield p
+
+
+__all__ = ["PLAIN_WIDTH", "print_table", "progress", "stderr", "stdout", "table"]
