@@ -109,12 +109,12 @@ def plot_table(doc: dict, sizes: list[int], path: str, title: str) -> None:
     )
     m = doc.get("machine", {})
     tool = doc.get("tool", {})
-    runs = max((r.get("runs", 0) for r in results), default=0)
+    n_runs = max((int(r.get("runs", 0)) for r in results), default=0)
     fig.text(
         0.01,
         0.005,
         f"{m.get('cpu_model', '?')}, {m.get('cpus', '?')} CPUs; {doc.get('layout', '?')} memory; "
-        f"{runs} runs per cell; {tool.get('name', 'folio-offload')} {tool.get('version', '')}, "
+        f"{n_runs} runs per cell; {tool.get('name', 'folio-offload')} {tool.get('version', '')}, "
         f"{doc.get('date', '')}",
         fontsize=6,
         color="#444444",

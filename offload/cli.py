@@ -29,16 +29,16 @@ class _LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(self._extra()))
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kw: Any) -> Any:  # type: ignore[override]
+    def main(self, *args: Any, standalone_mode: bool = True, **kw: Any) -> Any:
         """Run the command; in standalone mode, end with the documented exit status.
 
         0 done; 1 an error (its message, no traceback); 2 bad usage; 3 a benchmark's
         verification failed; 130 interrupted (Ctrl-C), after what was finished is shown.
         """
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kw)
+            return super().main(*args, standalone_mode=False, **kw)  # type: ignore[call-overload]
         try:
-            rv = super().main(*args, standalone_mode=False, **kw)
+            rv = super().main(*args, standalone_mode=False, **kw)  # type: ignore[call-overload]
         except click.ClickException as exc:  # usage errors (2) and click's own
             exc.show()
             sys.exit(exc.exit_code)
