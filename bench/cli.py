@@ -967,3 +967,55 @@ def stress_cmd(seconds: float, seed: int, policy: str, verify: bool, as_json: bo
         sys.exit(3)  # bytes or frames lost: a verification failure
     if not rep["ok"]:
         sys.exit(1)
+
+
+@bench.command("compare")
+@click.argument("a", metavar="A.json")
+@click.argument("b", metavar="B.json")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def compare_cmd(a: str, b: str, as_json: bool) -> None:
+    """Compare two ``offload bench --json`` documents, cell by cell.
+
+    For every cell in both (same suite, backend, folio size, batch and direction): the
+    median GB/s of each, B/A, and whether the difference is significant, by Welch's
+    t-test at 95% over the runs of each side (pyperf's rule). Cells with fewer than two
+    runs on a side are never called significant. Differences between the two machines
+    or settings are listed first.
+    """
+    import json
+
+    from .compare import compare, load, machine_notes
+
+    try:
+        da, db = load(a), load(b)
+    except OffloadError as exc:
+        raise click.BadParameter(str(exc), param_hint="A.json/B.json") from None
+    rows = compare(da, db)
+    notes = machine_notes(da, db)
+    if as_json:
+        click.echo(json.dumps({"a": a, "b": b, "notes": notes, "cells": rows}, indent=2))
+        return
+    for n in notes:
+        click.echo(f"note: {n}", err=True)
+    if not rows:
+        click.echo("no cell is in both documents")
+        return
+    console.print_table(
+        ["suite", "backend", "folio", "A GB/s", "B GB/s", "B/A", "runs", "verdict"],
+        [
+            [
+                r["suite"],
+                r["backend"],
+                format_size(r["folio_size"]),
+                f"{r['a_gbps']:.2f}",
+                f"{r['b_gbps']:.2f}",
+                f"{r['change']:.3f}" if r["change"] else "-",
+                f"{r['runs'][0]}/{r['runs'][1]}",
+                r["verdict"],
+            ]
+            for r in rows
+        ],
+        title=f"A = {a}, B = {b}",
+        right=[3, 4, 5, 6],
+        caption="significant: Welch's t-test over the runs, 95%",
+    )

@@ -75,20 +75,47 @@ def main() -> None:
 
 
 @main.command()
-def backends() -> None:
-    """List the copy backends, whether each can run here, and why not."""
-    from . import registry
+@click.option("--json", "as_json", is_flag=True, help="Print the backends as JSON.")
+def backends(as_json: bool) -> None:
+    """List the copy backends, whether each can run here, and why not, with their options
+    (type, range, default)."""
+    import json
 
+    from . import console, registry
+
+    out = []
     for name, info in registry.available().items():
-        state = "available" if info.available else "unavailable"
-        click.echo(f"{name:14} {state:12} {info.reason}")
+        entry: dict[str, Any] = {
+            "name": name,
+            "available": info.available,
+            "reason": info.reason,
+            "options": {},
+        }
         if info.available:
             defaults = registry.defaults(name)
             for key, opt in registry.options(name).items():
-                rng = "" if opt.min is None else f" [{opt.min:g}..{opt.max:g}]"
-                d = defaults.get(key)
-                dflt = "" if d is None else f" (default {d})"
-                click.echo(f"{'':14}   option {key}={opt.type.__name__}{rng}: {opt.help}{dflt}")
+                entry["options"][key] = {
+                    "type": opt.type.__name__,
+                    "min": opt.min,
+                    "max": opt.max,
+                    "choices": list(opt.choices) if opt.choices else None,
+                    "default": defaults.get(key),
+                    "help": opt.help,
+                }
+        out.append(entry)
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    rows = []
+    for e in out:
+        rows.append([e["name"], "yes" if e["available"] else "no", e["reason"] or ""])
+        for key, o in e["options"].items():
+            rng = "" if o["min"] is None else f" {o['min']:g}..{o['max']:g}"
+            if o["choices"]:
+                rng = " " + "|".join(o["choices"])
+            dflt = "" if o["default"] is None else f", default {o['default']}"
+            rows.append(["", "", f"  {key}={o['type']}{rng}{dflt}: {o['help']}"])
+    console.print_table(["backend", "available", "why not / options"], rows, right=[])
 
 
 @main.command()
@@ -98,23 +125,58 @@ def backends() -> None:
     show_default=True,
     help="Node layout of the model machine to describe.",
 )
-def info(nodes: str) -> None:
-    """Describe this host (CPUs, NUMA nodes, GPU) and a model machine's nodes."""
-    from .hostinfo import host_info, numa_nodes
+@click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
+def info(nodes: str, as_json: bool) -> None:
+    """This host as numactl --hardware shows it (NUMA nodes, their CPUs, size, free
+    memory, distances), its CPU and GPUs, and a model machine's nodes."""
+    import json
+
+    from . import console
+    from .hostinfo import gpus, host_info, numa_hardware
     from .machine import parse_nodes
 
-    h = host_info()
-    click.echo(f"cpu:        {h['cpu_model']} ({h['cpus']} usable)")
-    click.echo(f"numa nodes: {numa_nodes() or 'unknown'}")
-    click.echo(f"gpu:        {h['gpu']}")
-    click.echo(f"numpy:      {h['numpy']}   python: {h['python']}")
     try:
         layout = parse_nodes(nodes)
-    except ValueError as exc:
+    except OffloadError as exc:
         raise click.BadParameter(str(exc), param_hint="--nodes") from None
-    click.echo(f"model machine --nodes {nodes}:")
-    for i, (kind, size) in enumerate(layout):
-        click.echo(f"  node {i}: {kind:6} {format_size(size):>6} ({size // 4096} pages)")
+    h = host_info()
+    hw = numa_hardware()
+    g = gpus()
+    model: list[dict[str, Any]] = [
+        {"node": i, "kind": kind, "size_bytes": size, "pages": size // 4096}
+        for i, (kind, size) in enumerate(layout)
+    ]
+    if as_json:
+        doc = {"host": h, "numa": hw, "gpus": g, "model_machine": {"nodes": nodes, "layout": model}}
+        click.echo(json.dumps(doc, indent=2))
+        return
+    click.echo(f"cpu: {h['cpu_model']} ({h['cpus']} usable)")
+    click.echo(f"available: {len(hw)} nodes ({' '.join(str(n['node']) for n in hw) or '?'})")
+    console.print_table(
+        ["node", "cpus", "size", "free"],
+        [
+            [
+                n["node"],
+                ",".join(map(str, n["cpus"])) or "-",
+                console.gib(n["size_bytes"]),
+                console.gib(n["free_bytes"]),
+            ]
+            for n in hw
+        ],
+    )
+    if hw:
+        console.print_table(
+            ["distances", *[str(n["node"]) for n in hw]],
+            [[n["node"], *n["distances"]] for n in hw],
+        )
+    click.echo(f"gpu: {g['cupy']}")
+    click.echo(f"nvidia driver: {g['driver'] or 'none found'}")
+    click.echo(f"numpy {h['numpy']}, python {h['python']}, {h['platform']}")
+    console.print_table(
+        ["model node", "kind", "size", "pages"],
+        [[m["node"], m["kind"], format_size(m["size_bytes"]), m["pages"]] for m in model],
+        title=f"model machine --nodes {nodes}",
+    )
 
 
 #: ``offload kernel-check`` exit code when no real kernel can be reached here

@@ -63,9 +63,9 @@ def table(
     t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     align = set(range(1, len(columns))) if right is None else set(right)
     for i, c in enumerate(columns):
-        t.add_column(c, justify="right" if i in align else "left", no_wrap=True)
-    for r in rows:
-        t.add_row(*("" if v is None else str(v) for v in r))
+        t.add_column(Text(c), justify="right" if i in align else "left", no_wrap=True)
+    for r in rows:  # Text: a '[cuda12x]' in a cell is text, not rich markup
+        t.add_row(*(Text("" if v is None else str(v)) for v in r))
     # title and notes as lines of their own, not rich's title and caption: a long line
     # must not widen the columns
     parts: list[RenderableType] = [Text(title, style="bold")] if title else []
@@ -73,6 +73,11 @@ def table(
     if caption:
         parts.append(Text(caption, style="dim"))
     return Group(*parts)
+
+
+def gib(nbytes: int) -> str:
+    """Bytes as GiB with one decimal (``19555713024 -> "18.2 GiB"``)."""
+    return f"{nbytes / 2**30:.1f} GiB"
 
 
 def print_table(*args: Any, **kw: Any) -> None:
@@ -148,4 +153,4 @@ def progress(label: str, total: int) -> Iterator[RunProgress]:
         yield p
 
 
-__all__ = ["PLAIN_WIDTH", "print_table", "progress", "stderr", "stdout", "table"]
+__all__ = ["PLAIN_WIDTH", "gib", "print_table", "progress", "stderr", "stdout", "table"]

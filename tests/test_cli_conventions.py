@@ -1,0 +1,244 @@
+"""CLI conventions: exit codes, Ctrl-C, output options checked first, progress lines,
+the JSON document against docs/bench-schema.json, compare, info and backends as JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+from click.testing import CliRunner
+
+from offload.cli import main
+
+SCHEMA = json.loads((Path(__file__).parent.parent / "docs" / "bench-schema.json").read_text())
+SMALL = ["--sizes", "4K,64K", "--total", "1M", "--repeat", "2", "--warmup", "0"]
+
+
+def invoke(*args: str):
+    # mix_stderr is gone in click 8.2; stdout and stderr are apart either way
+    return CliRunner().invoke(main, list(args))
+
+
+def validate(doc: dict) -> None:
+    jsonschema.Draft202012Validator(SCHEMA).validate(doc)
+
+
+def test_the_schema_is_a_valid_schema_and_catches_a_bad_document():
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+    r = invoke("bench", "--backends", "cpu-serial", *SMALL, "--json")
+    doc = json.loads(r.stdout)
+    validate(doc)
+    bad = json.loads(r.stdout)
+    del bad["results"][0]["gbps_mad"]
+    with pytest.raises(jsonschema.ValidationError):
+        validate(bad)
+    bad = json.loads(r.stdout)
+    bad["results"][0]["verified"] = False
+    with pytest.raises(jsonschema.ValidationError):
+        validate(bad)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["bench", "--backends", "cpu-serial;cpu-batched:threads=1;adaptive", *SMALL],
+        ["bench", "split", "--policies", "cpu-only,static:0.5", *SMALL],
+        ["bench", "cpu", "--backends", "cpu-serial", *SMALL],
+        ["bench", "latency", "--backends", "cpu-serial", "--batches", "16,256",
+         "--total", "1M", "--repeat", "2"],
+        ["bench", "scale", "--counts", "1K", "--mappings", "16", "--repeat", "1"],
+    ],
+)  # fmt: skip
+def test_every_suite_writes_a_document_that_follows_the_schema(args):
+    r = invoke(*args, "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    validate(doc)
+    assert doc["tool"]["name"] == "folio-offload" and doc["command"].startswith("offload")
+
+
+def test_metadata_and_statistics_in_the_document():
+    r = invoke("bench", "--backends", "cpu-serial;cpu-batched", *SMALL, "--json")
+    doc = json.loads(r.stdout)
+    assert doc["layout"] == "aged" and doc["repeat"] == 2 and doc["warmup"] == 0
+    assert doc["roofline_mt_gbps"] > 0 and doc["roofline_mt_threads"] >= 1
+    for x in doc["results"]:
+        assert x["runs"] == 2 == len(x["gbps"]) and x["warmup"] == 0
+        assert x["gbps_min"] <= x["gbps_median"] <= x["gbps_max"]
+        assert x["ratio_to_roofline_mt"] == pytest.approx(
+            x["gbps_median"] / doc["roofline_mt_gbps"]
+        )
+
+
+def test_json_and_csv_together_is_a_usage_error_before_any_work(monkeypatch):
+    import offload.bench.movepages as mp
+
+    monkeypatch.setattr(mp, "pattern", lambda *a: pytest.fail("work started"))
+    r = invoke("bench", *SMALL, "--json", "--csv")
+    assert r.exit_code == 2 and "--json and --csv" in r.output
+
+
+@pytest.mark.parametrize(
+    "opt, value, says",
+    [
+        ("-o", "/no/such/folder/out.json", "does not exist"),
+        ("-o", "out.txt", ".json or .csv"),
+        ("--plot", "/no/such/folder/p.png", "does not exist"),
+    ],
+)
+def test_bad_output_paths_fail_before_any_work(monkeypatch, opt, value, says):
+    import offload.bench.movepages as mp
+
+    monkeypatch.setattr(mp, "pattern", lambda *a: pytest.fail("work started"))
+    r = invoke("bench", *SMALL, opt, value)
+    assert r.exit_code == 2 and says in r.output
+
+
+def test_output_file_holds_the_document_and_the_table_still_prints(tmp_path):
+    out = tmp_path / "r.json"
+    r = invoke("bench", "--backends", "cpu-serial", *SMALL, "-o", str(out))
+    assert r.exit_code == 0 and "cpu-serial" in r.stdout and "memcpy roofline" in r.stdout
+    validate(json.loads(out.read_text()))
+    out = tmp_path / "r.csv"
+    assert invoke("bench", "--backends", "cpu-serial", *SMALL, "-o", str(out)).exit_code == 0
+    assert out.read_text().startswith("suite,backend,folio_size")
+
+
+def test_progress_outside_a_terminal_is_one_line_per_finished_cell():
+    r = invoke("bench", "--backends", "cpu-serial;cpu-batched", *SMALL)
+    lines = [x for x in r.stderr.splitlines() if x.startswith("[")]
+    assert len(lines) == 4  # 2 backends x 2 sizes
+    assert lines[-1].startswith("[8/8 runs") and "GB/s (median of 2 runs" in lines[-1]
+
+
+def test_a_run_without_cpu_serial_says_why_ratios_are_missing():
+    r = invoke("bench", "--backends", "cpu-batched", *SMALL)
+    assert r.exit_code == 0 and "no cpu-serial row" in r.stderr
+    row = next(x for x in r.stdout.splitlines() if x.startswith("cpu-batched"))
+    assert " x" not in row  # no ratio without its baseline
+    r = invoke("bench", "--backends", "cpu-serial;cpu-batched", *SMALL)
+    assert "no cpu-serial row" not in r.stderr
+
+
+def test_ctrl_c_prints_the_finished_cells_and_exits_130(monkeypatch):
+    import offload.bench.movepages as mp
+
+    calls = {"n": 0}
+    real = mp.Cell.run_once
+
+    def run_once(self):
+        calls["n"] += 1
+        if self.case.folio_size == 65536:  # the 4K cells finish, then Ctrl-C
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(mp.Cell, "run_once", run_once)
+    r = invoke("bench", "--backends", "cpu-serial;cpu-batched", *SMALL, "--json")
+    assert r.exit_code == 130
+    doc = json.loads(r.stdout)
+    validate(doc)
+    assert [x["folio_size"] for x in doc["results"]] == [4096, 4096]
+    assert doc["interrupted"] == "2 of 4 cells finished"
+    r = invoke("bench", "--backends", "cpu-serial;cpu-batched", *SMALL)
+    assert r.exit_code == 130 and "cpu-batched" in r.stdout and "interrupted" in r.stderr
+
+
+def test_wrong_bytes_exit_3(monkeypatch):
+    import offload.bench.movepages as mp
+
+    monkeypatch.setattr(mp, "_same_bytes", lambda *a, **k: False)
+    r = invoke("bench", "--backends", "cpu-serial", *SMALL)
+    assert r.exit_code == 3 and "wrong bytes" in r.output
+
+
+def test_an_error_exits_1_with_its_message_and_no_traceback(monkeypatch):
+    import offload.bench.movepages as mp
+    from offload.errors import OffloadError
+
+    def boom(*a):
+        raise OffloadError("the machine caught fire")
+
+    monkeypatch.setattr(mp, "pattern", boom)
+    r = invoke("bench", "--backends", "cpu-serial", *SMALL)
+    assert r.exit_code == 1 and "Error: the machine caught fire" in r.output
+    assert "Traceback" not in r.output
+
+
+def _doc(gbps_by_cell: dict) -> dict:
+    r = invoke("bench", "--backends", "cpu-serial;cpu-batched", *SMALL, "--json")
+    doc = json.loads(r.stdout)
+    for x in doc["results"]:
+        x["gbps"] = gbps_by_cell[x["backend"], x["folio_size"]]
+    return doc
+
+
+def test_compare_says_which_differences_are_significant(tmp_path):
+    same = [5.0, 5.1, 4.9, 5.0]
+    a = _doc({(b, s): same for b in ("cpu-serial", "cpu-batched") for s in (4096, 65536)})
+    b = _doc(
+        {
+            ("cpu-serial", 4096): same,  # unchanged
+            ("cpu-serial", 65536): [6.0, 6.1, 5.9, 6.0],  # clearly faster
+            ("cpu-batched", 4096): [4.0, 4.1, 3.9, 4.0],  # clearly slower
+            ("cpu-batched", 65536): [5.5, 4.5, 5.2, 4.9],  # noise
+        }
+    )
+    pa, pb = tmp_path / "a.json", tmp_path / "b.json"
+    pa.write_text(json.dumps(a))
+    pb.write_text(json.dumps(b))
+    r = invoke("bench", "compare", str(pa), str(pb), "--json")
+    assert r.exit_code == 0, r.output
+    got = {(c["backend"], c["folio_size"]): c["verdict"] for c in json.loads(r.stdout)["cells"]}
+    assert got == {
+        ("cpu-serial", 4096): "not significant",
+        ("cpu-serial", 65536): "faster",
+        ("cpu-batched", 4096): "slower",
+        ("cpu-batched", 65536): "not significant",
+    }
+    r = invoke("bench", "compare", str(pa), str(pb))
+    assert r.exit_code == 0 and "faster" in r.stdout and "slower" in r.stdout
+    pb.write_text("{}")
+    assert invoke("bench", "compare", str(pa), str(pb)).exit_code == 2
+
+
+def test_info_and_backends_as_json():
+    r = invoke("info", "--json")
+    assert r.exit_code == 0
+    doc = json.loads(r.stdout)
+    assert doc["host"]["cpus"] >= 1 and isinstance(doc["numa"], list)
+    for n in doc["numa"]:
+        assert n["size_bytes"] >= n["free_bytes"] >= 0 and len(n["distances"]) == len(doc["numa"])
+    assert [m["size_bytes"] for m in doc["model_machine"]["layout"]] == [256 << 20, 256 << 20]
+    r = invoke("backends", "--json")
+    by = {b["name"]: b for b in json.loads(r.stdout)}
+    assert by["dma-threads"]["options"]["channels"]["default"] == 1
+    assert by["cpu-serial"]["available"] is True
+    reason = by["cupy"]["reason"]
+    if not by["cupy"]["available"]:  # what the machine lacks first, then what to install
+        first = reason.split(";")[0].split(":")[0].lower()
+        assert any(w in first for w in ("gpu", "driver", "cuda", "device")), reason
+        assert reason.find("pip install") > len(first)
+
+
+def test_backends_table_keeps_columns_with_long_names(monkeypatch):
+    from offload import registry
+    from offload.migrator import Migrator
+
+    class Long(Migrator):
+        name = "a-backend-with-a-very-long-name-indeed"
+
+        def offload_copy(self, batch):
+            pass
+
+    registry.register(Long.name, Long)
+    try:
+        r = invoke("backends")
+    finally:
+        registry._default._targets.pop(Long.name, None)
+        registry._default._loaded.pop(Long.name, None)
+    lines = r.stdout.splitlines()
+    col = lines[0].index("available")
+    row = next(x for x in lines if x.startswith("cpu-serial"))
+    assert row[col : col + 3] == "yes"  # the column did not move
