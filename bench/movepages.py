@@ -206,7 +206,7 @@ class Cell:
             s["cpu"].append(dc)
 
     def finish(self) -> dict:
-        """Unmap the region; return the result row (see DESIGN.md's JSON schema)."""
+        """Unmap the region; return the result row (docs/bench-schema.json)."""
         case, s = self.case, self.samples
         self.p.munmap(self.addr, case.total)
         total = case.total

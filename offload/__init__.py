@@ -1,6 +1,6 @@
 """folio-offload: Linux page migration with batched, offloadable folio copy, in user space.
 
-The public API is fixed by DESIGN.md::
+The public API (docs/api.md)::
 
     from offload import Machine, Migrator, FolioBatch, OffloadError
     from offload import PAGE_SIZE, MPOL_MF_STRICT, MPOL_MF_MOVE, MPOL_MF_MOVE_ALL

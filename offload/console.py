@@ -47,7 +47,11 @@ def stderr() -> Console:
     """A console on the current ``sys.stderr``."""
     tty = sys.stderr.isatty()
     return Console(
-        file=sys.stderr, width=None if tty else PLAIN_WIDTH, highlight=False, emoji=False
+        file=sys.stderr,
+        width=None if tty else PLAIN_WIDTH,
+        highlight=False,
+        soft_wrap=not tty,
+        emoji=False,
     )
 
 

@@ -652,7 +652,7 @@ class Process:
     ) -> MoveResult:
         """move_pages(2): move (or, with ``nodes=None``, locate) the pages at *pages*.
 
-        Returns ``MoveResult(ret, status)``; see DESIGN.md for every status.
+        Returns ``MoveResult(ret, status)``; see docs/api.md for every status.
         """
         return syscalls.move_pages(self, pages, nodes, flags, pid)
 
