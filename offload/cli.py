@@ -258,8 +258,11 @@ def kernel_check(
         raise click.BadParameter(f"no scenario {unknown[0]!r} (see --list)", param_hint="--only")
     chosen = [by_name[n] for n in only] if only else list(SCENARIOS)
     if list_:
-        for sc in chosen:
-            click.echo(f"{sc.name:36} {sc.source}")
+        from . import console
+
+        console.print_table(
+            ["scenario", "source"], [[sc.name, sc.source] for sc in chosen], right=[]
+        )
         return
     click.echo(f"kernel-check: {len(chosen)} scenarios, {nodes} NUMA nodes ...", err=True)
     try:
@@ -291,15 +294,18 @@ def kernel_check(
             )
         )
     else:
+        from . import console
+
         click.echo(f"real kernel: {rep.how}, {rep.seconds:.0f} s")
+        rows = []
         for v in rep.verdicts:
             if v.verdict == "match" and not verbose:
                 continue
-            click.echo(f"{v.verdict:10} {v.name:36} {v.source}")
-            for d in v.departures:
-                click.echo(f'{"":12}documented: README "{DEPARTURES[d]}"')
-            for d in v.differences:
-                click.echo(f"{'':12}{d}")
+            rows.append([v.verdict, v.name, v.source])
+            rows += [["", "", f'documented: README "{DEPARTURES[d]}"'] for d in v.departures]
+            rows += [["", "", d] for d in v.differences]
+        if rows:
+            console.print_table(["verdict", "scenario", "source / why"], rows, right=[])
         c = rep.counts
         click.echo(
             f"{len(rep.verdicts)} scenarios: {c['match']} match, {c['departure']} "

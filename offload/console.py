@@ -18,7 +18,6 @@ from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     TextColumn,
     TimeElapsedColumn,
@@ -90,16 +89,21 @@ def print_table(*args: Any, **kw: Any) -> None:
 
 
 class RunProgress:
-    """Progress over *total* units of work (timed runs, say), with the item being done.
+    """Progress over *total* runs, each with a weight (its expected cost), on stderr.
 
-    On a terminal: a bar with the count, elapsed time and an ETA from the measured
-    speed. Otherwise: nothing per unit, one line per finished item (:meth:`done`).
+    On a terminal: a bar advancing by weight, the runs done, the elapsed time and an ETA
+    from the measured speed. Otherwise: nothing per run, one line per finished item
+    (:meth:`done`) with the runs done, the time spent and an estimate of the time left.
+    Weights make the ETA honest when runs differ in cost (a run of 4 KiB folios costs
+    several times one of 2 MiB folios); without them every run weighs 1.
     """
 
-    def __init__(self, label: str, total: int) -> None:
+    def __init__(self, label: str, total: int, weight: float | None = None) -> None:
         self.label = label
         self.total = total
+        self.weight = float(weight) if weight else float(total)
         self.count = 0
+        self.done_weight = 0.0
         self.items = 0
         self.t0 = time.monotonic()
         self._err = stderr()
@@ -109,14 +113,14 @@ class RunProgress:
             self._bar = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
-                MofNCompleteColumn(),
+                TextColumn("{task.fields[runs]} runs"),
                 TimeElapsedColumn(),
                 TextColumn("eta"),
                 TimeRemainingColumn(),
                 console=self._err,
                 transient=True,
             )
-            self._task = self._bar.add_task(label, total=total)
+            self._task = self._bar.add_task(label, total=self.weight, runs=f"0/{total}")
 
     def __enter__(self) -> RunProgress:
         if self._bar is not None:
@@ -127,20 +131,30 @@ class RunProgress:
         if self._bar is not None:
             self._bar.stop()
 
-    def advance(self, what: str = "", n: int = 1) -> None:
-        """*n* more units done; *what* is being worked on."""
+    def advance(self, what: str = "", n: int = 1, weight: float | None = None) -> None:
+        """*n* more runs done (together weighing *weight*, default *n*); *what* is being
+        worked on."""
         self.count += n
+        w = float(n if weight is None else weight)
+        self.done_weight += w
         if self._bar is not None:
             desc = f"{self.label}: {what}" if what else self.label
-            self._bar.update(self._task, advance=n, description=desc)
+            runs = f"{self.count}/{self.total}"
+            self._bar.update(self._task, advance=w, description=desc, runs=runs)
+
+    def eta(self) -> float:
+        """Seconds left, from the time spent per unit of weight so far."""
+        if self.done_weight <= 0:
+            return 0.0
+        spent = time.monotonic() - self.t0
+        return spent / self.done_weight * max(0.0, self.weight - self.done_weight)
 
     def done(self, line: str) -> None:
         """An item finished: a line on stderr when it is not a terminal."""
         self.items += 1
         if self._bar is None:
             spent = time.monotonic() - self.t0
-            left = spent / self.count * (self.total - self.count) if self.count else 0.0
-            eta = f", ~{left:.0f} s left" if self.count < self.total else ""
+            eta = f", ~{self.eta():.0f} s left" if self.count < self.total else ""
             self._err.print(
                 f"[{self.count}/{self.total} runs, {spent:.0f} s{eta}] {line}",
                 markup=False,
@@ -151,9 +165,10 @@ class RunProgress:
 
 
 @contextmanager
-def progress(label: str, total: int) -> Iterator[RunProgress]:
-    """Progress over *total* units on stderr (see :class:`RunProgress`)."""
-    with RunProgress(label, total) as p:
+def progress(label: str, total: int, weight: float | None = None) -> Iterator[RunProgress]:
+    """Progress over *total* runs weighing *weight* in all, on stderr (see
+    :class:`RunProgress`)."""
+    with RunProgress(label, total, weight) as p:
         yield p
 
 
