@@ -6,6 +6,7 @@ import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -79,36 +80,20 @@ def machine_for(
     free memory, ``aged`` (scattered, as on a machine that has run a while) or ``fresh``.
     """
     node = ((total + (8 << 20)) >> 21) << 21
-    nodes = f"dram:{node},{to}:{node}"
-    if policy is not None:
-        return Machine(
-            nodes=nodes,
-            cpu=cpu or "cpu-serial",
-            offload=offload,
-            policy=policy,
-            batch_pages=batch_pages,
-            verify=verify,
-            layout=layout,
-            prefault=True,
-        )
-    if backend.strip() == "cpu-serial":
-        return Machine(
-            nodes=nodes,
-            cpu="cpu-serial",
-            batch_pages=batch_pages,
-            verify=verify,
-            layout=layout,
-            prefault=True,
-        )
+    copy: dict[str, Any]
+    if policy is not None:  # the split suite: both sides given
+        copy = {"cpu": cpu or "cpu-serial", "offload": offload, "policy": policy}
+    elif backend.strip() == "cpu-serial":  # the vanilla kernel: no migrator
+        copy = {"cpu": "cpu-serial"}
+    else:  # the backend copies every batch
+        copy = {"cpu": "cpu-serial", "offload": backend, "policy": "offload-only"}
     return Machine(
-        nodes=nodes,
-        cpu="cpu-serial",
-        offload=backend,
-        policy="offload-only",
+        nodes=f"dram:{node},{to}:{node}",
         batch_pages=batch_pages,
         verify=verify,
         layout=layout,
         prefault=True,
+        **copy,
     )
 
 

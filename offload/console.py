@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import IO, Any
 
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -30,28 +30,25 @@ from rich.text import Text
 PLAIN_WIDTH = 240
 
 
-def stdout() -> Console:
-    """A console on the current ``sys.stdout`` (click's test runner swaps it)."""
-    tty = sys.stdout.isatty()
+def _console(file: IO[str]) -> Console:
+    tty = file.isatty()
     return Console(
-        file=sys.stdout,
+        file=file,
         width=None if tty else PLAIN_WIDTH,
         highlight=False,
         soft_wrap=not tty,
         emoji=False,
     )
+
+
+def stdout() -> Console:
+    """A console on the current ``sys.stdout`` (click's test runner swaps it)."""
+    return _console(sys.stdout)
 
 
 def stderr() -> Console:
     """A console on the current ``sys.stderr``."""
-    tty = sys.stderr.isatty()
-    return Console(
-        file=sys.stderr,
-        width=None if tty else PLAIN_WIDTH,
-        highlight=False,
-        soft_wrap=not tty,
-        emoji=False,
-    )
+    return _console(sys.stderr)
 
 
 def table(

@@ -41,18 +41,7 @@ def peak_rss() -> int:
 def numa_nodes() -> list[int]:
     """Online NUMA nodes with memory, from sysfs (``[]`` when unknown)."""
     base = Path("/sys/devices/system/node")
-    try:
-        text = (base / "has_memory").read_text().strip() or (base / "online").read_text().strip()
-    except OSError:
-        return []
-    out: list[int] = []
-    for part in text.split(","):
-        if "-" in part:
-            a, b = part.split("-")
-            out.extend(range(int(a), int(b) + 1))
-        elif part:
-            out.append(int(part))
-    return out
+    return _ranges(_read(base / "has_memory") or _read(base / "online"))
 
 
 def gpu_summary() -> str:
