@@ -178,24 +178,23 @@ def test_a_hung_backend_is_abandoned_and_its_late_writes_land_nowhere():
         p = m.spawn()
         a = p.mmap(32 * PAGE_SIZE)
         data = fill(p, a, 32 * PAGE_SIZE, 5)
-        t0 = time.monotonic()
         assert p.move_pages(pages(a, 32 * PAGE_SIZE), [1] * 32).ret == 0
-        assert time.monotonic() - t0 < 5
+        assert not mig.returned.is_set()  # the move finished while the call still hangs
         assert p.read(a, data.size) == data.tobytes()
         assert counters(mig).timeouts == 1 and mig.folios_migrated == 0
-        assert m.engine.stats.quarantined_pages == 32
+        assert m.stats["engine"]["quarantined_pages"] == 32
         assert used(m) == [0, 64]  # 32 moved + 32 quarantined
-        # while it is stuck, batches go to the CPU at once, without waiting again
-        t0 = time.monotonic()
+        # while it is stuck, batches go to the CPU at once: the backend is not called (so
+        # nothing waits for its deadline again)
         assert p.move_pages(pages(a, 32 * PAGE_SIZE), [0] * 32).ret == 0
-        assert time.monotonic() - t0 < 0.25
         assert counters(mig).batches_skipped >= 1 and mig.calls == 1
+        assert counters(mig).timeouts == 1
         mig.release.set()
         assert mig.returned.wait(5)
         deadline = time.monotonic() + 5
-        while m.engine.stats.quarantined_pages and time.monotonic() < deadline:
+        while m.stats["engine"]["quarantined_pages"] and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert m.engine.stats.quarantined_pages == 0
+        assert m.stats["engine"]["quarantined_pages"] == 0
         assert used(m) == [32, 0]
         assert p.read(a, data.size) == data.tobytes()
         # it answers again: new batches reach it
