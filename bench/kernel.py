@@ -116,9 +116,10 @@ def run(folio_size: int, total: int, nodes: tuple[int, int], repeat: int, warmup
     return row
 
 
-def one_page_us(calls: int = 2000) -> float | None:
+def one_page_us(calls: int = 200, rounds: int = 9) -> float | None:
     """Microseconds per move_pages(2) of one page to node 0 on this host's kernel (where
-    the page already is when the host has one node): None where the call is unknown."""
+    the page already is when the host has one node), the median over *rounds* rounds of
+    *calls* calls: None where the call is unknown."""
     if syscall_number() is None:
         return None
     r = Region(PAGE_SIZE, huge=False)
@@ -127,10 +128,13 @@ def one_page_us(calls: int = 2000) -> float | None:
         nodes = np.zeros(1, dtype=np.int32)
         for _ in range(100):
             move_pages(addrs, nodes)
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            move_pages(addrs, nodes)
-        return (time.perf_counter() - t0) / calls * 1e6
+        per_round = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                move_pages(addrs, nodes)
+            per_round.append((time.perf_counter() - t0) / calls * 1e6)
+        return float(np.median(per_round))
     except OSError:
         return None
     finally:

@@ -221,6 +221,8 @@ class MigrationEngine:
         """One pass over *folios*, in batches of at most ``batch_pages`` base pages."""
         self.stats.passes += 1
         n = len(folios)
+        if n == 1:  # one folio is one batch, whatever its size
+            return self.migrate_batch(folios, reason)
         rc = np.zeros(n, dtype=np.int64)
         limit = self.batch_pages
         csum = np.cumsum(folio_pages(folios.order))
@@ -243,10 +245,13 @@ class MigrationEngine:
         self.stats.unmap_s += t1 - t0
         self.stats.batches += 1
         ok = dst >= 0
-        if not ok.any():
+        if ok.all():  # every folio unmapped: no selection to make
+            sel, g = np.arange(len(f)), f
+        elif not ok.any():
             return rc
-        sel = np.flatnonzero(ok)
-        g = f[sel]
+        else:
+            sel = np.flatnonzero(ok)
+            g = f[sel]
         batch = FolioBatch(
             g.node, g.pfn, g.target, dst[sel], g.order, memory=self.memory, reason=reason
         )

@@ -44,9 +44,16 @@ class Folios:
         )
 
 
+#: the indices of a one-element array (read-only, shared)
+_ONE = np.zeros(1, dtype=np.int64)
+_ONE.flags.writeable = False
+
+
 def groups1(keys: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (key, indices) for each distinct key."""
-    if keys.size == 0:
+    if keys.size <= 1:
+        if keys.size:  # one folio, the common case of a one-page move_pages: no scan
+            yield int(keys[0]), _ONE
         return
     first = keys[0]
     if (keys == first).all():
@@ -60,6 +67,9 @@ def groups(
     a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield (a, b, indices) for each distinct pair, restricted to *mask*."""
+    if mask is None and a.size == 1:
+        yield int(a[0]), int(b[0]), _ONE
+        return
     base = np.arange(a.size) if mask is None else np.flatnonzero(mask)
     if base.size == 0:
         return
@@ -75,7 +85,9 @@ def groups(
 
 def gather(nodes: Sequence[Node], nid: np.ndarray, pfn: np.ndarray, attr: str) -> np.ndarray:
     """``nodes[nid[i]].<attr>[pfn[i]]`` for every i."""
-    if nid.size == 0:
+    if nid.size <= 1:
+        if nid.size:
+            return getattr(nodes[int(nid[0])], attr)[pfn]
         return np.empty(0, dtype=getattr(nodes[0], attr).dtype)
     first = int(nid[0])
     if (nid == first).all():

@@ -60,6 +60,39 @@ class Rmap:
     def remove_migration_ptes(self, nodes: Sequence[Node], g: Folios, dpfn: np.ndarray) -> None:
         """Point every mapping of the folios *g* at their copies ``(g.target, dpfn)``
         and record the copies' owners. The sources are not freed here."""
+        if len(g) == 1:
+            self._remap_one(nodes, g, dpfn)
+        else:
+            self._remap_many(nodes, g, dpfn)
+        if self.cow:  # some folios are shared copy-on-write (there was a fork)
+            cow = gather(nodes, g.node, g.pfn, "cow")
+            if cow.any():
+                self._move_cow(nodes, g, dpfn, cow)
+        if self.deferred:  # a partly unmapped folio moves whole, and stays queued
+            for i in np.flatnonzero(g.order > 0).tolist():
+                key = (int(g.node[i]), int(g.pfn[i]))
+                if key in self.deferred:
+                    self.deferred.discard(key)
+                    self.deferred.add((int(g.target[i]), int(dpfn[i])))
+
+    def _remap_one(self, nodes: Sequence[Node], g: Folios, dpfn: np.ndarray) -> None:
+        """:meth:`remove_migration_ptes` of one folio, in scalars (a one-page move_pages)."""
+        src, t, d = nodes[int(g.node[0])], int(g.target[0]), int(dpfn[0])
+        h, k = int(g.pfn[0]), 1 << int(g.order[0])
+        o, first = int(src.obj[h]), int(src.objidx[h])
+        obj = self.objects[o]
+        live = obj.mapcount[first : first + k] > 0
+        if live.all():
+            obj.node[first : first + k] = t
+            obj.pfn[first : first + k] = np.arange(d, d + k)
+        else:  # pages of a partly unmapped folio stay unmapped
+            i = np.flatnonzero(live)
+            obj.node[first + i] = t
+            obj.pfn[first + i] = d + i
+        nodes[t].obj[d] = o
+        nodes[t].objidx[d] = first
+
+    def _remap_many(self, nodes: Sequence[Node], g: Folios, dpfn: np.ndarray) -> None:
         oid = gather(nodes, g.node, g.pfn, "obj")
         oidx = gather(nodes, g.node, g.pfn, "objidx")
         npages = folio_pages(g.order)
@@ -77,16 +110,6 @@ class Rmap:
             nd = nodes[d]
             nd.obj[dpfn[idx]] = oid[idx]
             nd.objidx[dpfn[idx]] = oidx[idx]
-        if self.cow:  # some folios are shared copy-on-write (there was a fork)
-            cow = gather(nodes, g.node, g.pfn, "cow")
-            if cow.any():
-                self._move_cow(nodes, g, dpfn, cow)
-        if self.deferred:  # a partly unmapped folio moves whole, and stays queued
-            for i in np.flatnonzero(g.order > 0).tolist():
-                key = (int(g.node[i]), int(g.pfn[i]))
-                if key in self.deferred:
-                    self.deferred.discard(key)
-                    self.deferred.add((int(g.target[i]), int(dpfn[i])))
 
     def _move_cow(
         self, nodes: Sequence[Node], g: Folios, dpfn: np.ndarray, cow: np.ndarray
