@@ -67,8 +67,9 @@ def groups(
     a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield (a, b, indices) for each distinct pair, restricted to *mask*."""
-    if mask is None and a.size == 1:
-        yield int(a[0]), int(b[0]), _ONE
+    if a.size == 1:
+        if mask is None or mask[0]:
+            yield int(a[0]), int(b[0]), _ONE
         return
     base = np.arange(a.size) if mask is None else np.flatnonzero(mask)
     if base.size == 0:

@@ -107,7 +107,14 @@ class Node:
         if heads.size < n and self.reclaim is not None and self.reclaim():
             more = self.buddy.alloc(n - heads.size, order)
             heads = np.concatenate((heads, more)) if heads.size else more
-        if heads.size:
+        if heads.size == 1:  # one folio: slices and scalars, no index arrays
+            h = int(heads[0])
+            self.order[h : h + (1 << order)] = order
+            self.obj[h] = -1
+            self.pins[h] = self.state[h] = self.cow[h] = 0
+            if zero:
+                devmem.zero(self.frames, np.arange(h, h + (1 << order)))
+        elif heads.size:
             pages = pages_of(heads, order)
             self.order[pages] = order
             self.pins[heads] = 0
@@ -121,7 +128,13 @@ class Node:
     def free_folios(self, heads: np.ndarray, orders: np.ndarray | int) -> None:
         """Free folios given by head pfn and order (scalar or per folio)."""
         heads = np.asarray(heads, dtype=np.int64)
-        if heads.size == 0:
+        if heads.size <= 1:
+            if heads.size:  # one folio: slices and scalars
+                h, k = int(heads[0]), int(np.asarray(orders).flat[0])
+                self.order[h : h + (1 << k)] = -1
+                self.obj[h] = -1
+                self.state[h] = self.pins[h] = self.cow[h] = 0
+                self.buddy.free(heads, k)
             return
         orders = np.asarray(orders)
         if orders.ndim == 0 or orders.min() == orders.max():
