@@ -130,11 +130,11 @@ class Node:
         heads = np.asarray(heads, dtype=np.int64)
         if heads.size <= 1:
             if heads.size:  # one folio: slices and scalars
-                h, k = int(heads[0]), int(np.asarray(orders).flat[0])
-                self.order[h : h + (1 << k)] = -1
-                self.obj[h] = -1
-                self.state[h] = self.pins[h] = self.cow[h] = 0
-                self.buddy.free(heads, k)
+                h0, k0 = int(heads[0]), int(np.asarray(orders).flat[0])
+                self.order[h0 : h0 + (1 << k0)] = -1
+                self.obj[h0] = -1
+                self.state[h0] = self.pins[h0] = self.cow[h0] = 0
+                self.buddy.free(heads, k0)
             return
         orders = np.asarray(orders)
         if orders.ndim == 0 or orders.min() == orders.max():
