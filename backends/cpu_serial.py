@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from offload.batch import FolioBatch
 from offload.constants import PAGE_SHIFT
 from offload.migrator import Migrator
@@ -19,10 +22,18 @@ class CpuSerial(Migrator):
     #: shipped with folio-offload: called inline on the CPU path, without a guard
     _trusted = True
 
+    def _views(self, memory: Mapping[int, Any]) -> dict[int, memoryview]:
+        """A flat memoryview of every node of *memory*, kept while the batches come from
+        the same machine (its memory mapping is one object for the machine's life)."""
+        cached = getattr(self, "_cache", None)
+        if cached is not None and cached[0] is memory:
+            return cached[1]
+        views = {nid: memoryview(frames.reshape(-1)) for nid, frames in memory.items()}
+        self._cache = (memory, views)
+        return views
+
     def offload_copy(self, batch: FolioBatch) -> None:
-        views = {}
-        for nid in set(batch.src_node.tolist()) | set(batch.dst_node.tolist()):
-            views[nid] = memoryview(batch.memory[nid].reshape(-1))  # type: ignore[arg-type]
+        views = self._views(batch.memory)
         copied = batch.copied
         rows = zip(
             batch.src_node.tolist(),

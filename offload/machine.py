@@ -248,6 +248,10 @@ class Machine:
         with self.lock:
             return MappingProxyType(self._vmstat.snapshot())
 
+    def vmstat_add(self, key: str, n: int) -> None:
+        """Add *n* to counter *key* (the caller holds the lock)."""
+        self._vmstat.add(key, n)
+
     @property
     def stats(self) -> dict:
         """Engine timings per phase and scheduler totals, for benchmarks."""

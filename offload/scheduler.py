@@ -167,6 +167,7 @@ class Scheduler:
         timeout: float,
     ) -> None:
         self.cpu = cpu
+        self._cpu_counters = counters(cpu)
         #: the registration of the active migrator (``Machine.offload``); its ``stats``
         #: are this scheduler's report
         self.control = OffloadControl(report=self.report)
@@ -276,7 +277,7 @@ class Scheduler:
         if getattr(self.cpu, "_trusted", False):
             sub = batch if reach is None else batch[reach]
             self.cpu.offload_copy(sub)
-            counters(self.cpu).add(folios_migrated=int(sub.copied.sum()))
+            self._cpu_counters.add(folios_migrated=int(sub.copied.sum()))
             if sub is not batch:
                 batch.absorb(sub)
             return
