@@ -83,12 +83,21 @@ class Vmstat:
 #: id(migrator) -> (weak reference to it, or the migrator itself, its counters)
 _TABLE: dict[int, tuple[object, MigratorCounters]] = {}
 _TABLE_LOCK = threading.Lock()
+#: (key, weak reference) of migrators that died; the table drops them on its next use.
+#: A weakref callback can run inside any allocation, :func:`counters` included, so it
+#: must not take the lock (it would deadlock): it only appends here.
+_DEAD: list[tuple[int, weakref.ref]] = []
 
 
 def counters(mig: object) -> MigratorCounters:
     """The counters of *mig*, created on first use (keyed by identity, not equality)."""
     key = id(mig)
     with _TABLE_LOCK:
+        while _DEAD:
+            k, r = _DEAD.pop()
+            dead = _TABLE.get(k)
+            if dead is not None and dead[0] is r:
+                del _TABLE[k]
         hit = _TABLE.get(key)
         if hit is not None:
             old = hit[0]
@@ -104,10 +113,7 @@ def counters(mig: object) -> MigratorCounters:
 
 
 def _forget(key: int, ref: weakref.ref) -> None:
-    with _TABLE_LOCK:
-        hit = _TABLE.get(key)
-        if hit is not None and hit[0] is ref:
-            del _TABLE[key]
+    _DEAD.append((key, ref))  # no lock: see _DEAD
 
 
 __all__ = ["VMSTAT_KEYS", "MigratorCounters", "Vmstat", "counters"]

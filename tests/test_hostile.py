@@ -411,3 +411,45 @@ def test_verify_blames_no_one_for_writes_by_processes():
         assert m.engine.stats.stray_writes == 0
         got = p.read_array(b, 256 * PAGE_SIZE).reshape(256, PAGE_SIZE)
         assert (got == last[:, None]).all()
+
+
+def test_counters_survive_a_migrator_dying_while_the_table_is_held():
+    # a weakref callback runs inside whatever allocation triggers the collection, even
+    # one made while counters() holds its lock: it must not take that lock again
+    import gc
+
+    import offload.counters as C
+    from offload import Migrator
+
+    class Cyclic(Migrator):
+        name = "cyclic"
+
+        def offload_copy(self, batch):
+            pass
+
+    doomed = Cyclic()
+    doomed.me = doomed  # only the cycle collector frees it
+    C.counters(doomed).add(folios_migrated=1)
+    key = id(doomed)
+    del doomed
+    gc.disable()
+    try:
+        real = C.MigratorCounters
+
+        def collecting(*a, **k):  # a collection inside counters(), as GC may do
+            gc.collect()
+            return real(*a, **k)
+
+        C.MigratorCounters = collecting
+        try:
+            fresh = Cyclic()
+            done = threading.Event()
+            t = threading.Thread(target=lambda: (C.counters(fresh), done.set()), daemon=True)
+            t.start()
+            assert done.wait(5), "counters() deadlocked on its own weakref callback"
+        finally:
+            C.MigratorCounters = real
+    finally:
+        gc.enable()
+    C.counters(Cyclic())  # the next use drops the dead entry
+    assert key not in C._TABLE or C._TABLE[key][0]() is not None
