@@ -772,7 +772,7 @@ def kernel_cmd(
     size_list = [s for s in size_list if s in (4096, 2 << 20)]
     total_b = _total(total, size_list or [4096])
     rows = []
-    with progress("kernel", len(size_list)) as bar:
+    with progress("kernel", len(size_list), unit="sizes") as bar:
         for s in size_list:
             rows.append(kernel.run(s, total_b, (nodes[0], nodes[1]), repeat, warmup))
             bar.advance(format_size(s))
@@ -863,9 +863,22 @@ def scale_cmd(
             f"{have / 2**30:.1f} GiB is available",
             param_hint="--counts",
         )
-    click.echo(f"scale: {backend}, {layout} memory ...", err=True)
-    rows = folio_scaling(ns, backend, layout, repeat)
-    maps = mapping_scaling(ms)
+    from offload.console import progress
+
+    # a count of N folios costs about N (repeat + 1) folio moves; N mappings cost N mmaps
+    weight = sum(n * (repeat + 1) for n in ns) + sum(ms)
+    with progress("scale", len(ns) + len(ms), weight, unit="counts") as bar:
+
+        def folios_done(r: dict) -> None:
+            bar.advance(f"{r['folios']} folios", weight=r["folios"] * (repeat + 1))
+            bar.done(f"{r['folios']} folios: {r['us_per_folio']:.3f} us/folio")
+
+        def maps_done(r: dict) -> None:
+            bar.advance(f"{r['mappings']} mappings", weight=r["mappings"])
+            bar.done(f"{r['mappings']} mappings: mmap {r['mmap_us']:.1f} us")
+
+        rows = folio_scaling(ns, backend, layout, repeat, on_done=folios_done)
+        maps = mapping_scaling(ms, on_done=maps_done)
     doc = report.document(
         hostinfo.host_info(), None, rows + maps, layout=layout, repeat=repeat, warmup=0
     )
@@ -947,7 +960,7 @@ def stress_cmd(seconds: float, seed: int, policy: str, verify: bool, as_json: bo
         raise click.BadParameter(str(exc), param_hint="--policy") from None
     from offload.console import progress
 
-    with progress("stress (tenths of a second)", int(seconds * 10)) as bar:
+    with progress("stress", int(seconds * 10), unit="tenths of a second") as bar:
         done = [0]
 
         def tick(t: float) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,9 +23,16 @@ def node_metadata_bytes(m: Machine) -> float:
     return m.metadata_bytes / max(1, pages)
 
 
-def folio_scaling(counts: list[int], backend: str, layout: str, repeat: int) -> list[dict]:
+def folio_scaling(
+    counts: list[int],
+    backend: str,
+    layout: str,
+    repeat: int,
+    on_done: Callable[[dict], None] | None = None,
+) -> list[dict]:
     """Per count N: one move_pages of N 4 KiB folios between two nodes (first and later
-    runs), its cost per folio, the metadata per page and the process's peak memory."""
+    runs), its cost per folio, the metadata per page and the process's peak memory.
+    ``on_done(row)`` follows every count."""
     rows: list[dict[str, Any]] = []
     for n in counts:
         pages = n + 2048  # a little room beside the region
@@ -63,6 +71,8 @@ def folio_scaling(counts: list[int], backend: str, layout: str, repeat: int) -> 
                     "peak_rss_bytes": peak_rss(),
                 }
             )
+            if on_done:
+                on_done(rows[-1])
         finally:
             m.close()
             del m
@@ -73,9 +83,12 @@ def folio_scaling(counts: list[int], backend: str, layout: str, repeat: int) -> 
     return rows
 
 
-def mapping_scaling(counts: list[int], probes: int = 200) -> list[dict]:
+def mapping_scaling(
+    counts: list[int], probes: int = 200, on_done: Callable[[dict], None] | None = None
+) -> list[dict]:
     """Per count N: the cost of one 4 KiB mmap, write and munmap in a process that
-    already has N mappings (averaged over *probes*)."""
+    already has N mappings (averaged over *probes*). ``on_done(row)`` follows every
+    count."""
     rows: list[dict[str, Any]] = []
     with Machine(nodes=f"{(max(counts) + probes + 64) * PAGE_SIZE}") as m:
         p = m.spawn()
@@ -102,6 +115,8 @@ def mapping_scaling(counts: list[int], probes: int = 200) -> list[dict]:
                     "munmap_us": (t3 - t2) / probes * 1e6,
                 }
             )
+            if on_done:
+                on_done(rows[-1])
     return rows
 
 

@@ -95,8 +95,11 @@ class RunProgress:
     several times one of 2 MiB folios); without them every run weighs 1.
     """
 
-    def __init__(self, label: str, total: int, weight: float | None = None) -> None:
+    def __init__(
+        self, label: str, total: int, weight: float | None = None, unit: str = "runs"
+    ) -> None:
         self.label = label
+        self.unit = unit
         self.total = total
         self.weight = float(weight) if weight else float(total)
         self.count = 0
@@ -110,7 +113,7 @@ class RunProgress:
             self._bar = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
-                TextColumn("{task.fields[runs]} runs"),
+                TextColumn("{task.fields[runs]} " + unit),
                 TimeElapsedColumn(),
                 TextColumn("eta"),
                 TimeRemainingColumn(),
@@ -153,7 +156,7 @@ class RunProgress:
             spent = time.monotonic() - self.t0
             eta = f", ~{self.eta():.0f} s left" if self.count < self.total else ""
             self._err.print(
-                f"[{self.count}/{self.total} runs, {spent:.0f} s{eta}] {line}",
+                f"[{self.count}/{self.total} {self.unit}, {spent:.0f} s{eta}] {line}",
                 markup=False,
                 highlight=False,
             )
@@ -162,10 +165,12 @@ class RunProgress:
 
 
 @contextmanager
-def progress(label: str, total: int, weight: float | None = None) -> Iterator[RunProgress]:
-    """Progress over *total* runs weighing *weight* in all, on stderr (see
-    :class:`RunProgress`)."""
-    with RunProgress(label, total, weight) as p:
+def progress(
+    label: str, total: int, weight: float | None = None, unit: str = "runs"
+) -> Iterator[RunProgress]:
+    """Progress over *total* items (*unit*: runs by default) weighing *weight* in all,
+    on stderr (see :class:`RunProgress`)."""
+    with RunProgress(label, total, weight, unit) as p:
         yield p
 
 
