@@ -237,7 +237,8 @@ def _run(
     from .stats import summarize
 
     repeat = max(c.repeat for c in cases)
-    threads = host_info()["cpus"]
+    host = host_info()
+    threads = host["cpus"]
     stderr().print(
         f"measuring this machine's rooflines (memcpy on 1 and {threads} threads, a C page "
         "loop) ...",
@@ -284,7 +285,7 @@ def _run(
                 k: {str(s): v for s, v in vals.items()} for k, vals in ref.rows(size_list).items()
             },
         }
-    doc = report.document(host_info(), roof, results, **extra)
+    doc = report.document(host, roof, results, **extra)
     lines = [
         ("memcpy roofline, 1 thread", roof),
         (f"memcpy roofline, {threads} threads", extra["roofline_mt_gbps"]),

@@ -12,10 +12,10 @@ from __future__ import annotations
 import errno
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -106,6 +106,8 @@ class MigrationEngine:
         NR_MAX_BATCHED_MIGRATION, the batch limit in base pages.
     verify : bool
         Check every copy (see :class:`~offload.machine.Machine`).
+    memory : Mapping, optional
+        Node id -> frames (default: built from *nodes*).
     """
 
     def __init__(
@@ -117,9 +119,13 @@ class MigrationEngine:
         cond: threading.Condition,
         batch_pages: int,
         verify: bool = False,
+        memory: Mapping[int, Any] | None = None,
     ) -> None:
         self.nodes = nodes
-        self.memory = MappingProxyType({n.id: n.frames for n in nodes})
+        #: node id -> frames, the mapping every batch refers to (the machine's own)
+        self.memory = (
+            memory if memory is not None else MappingProxyType({n.id: n.frames for n in nodes})
+        )
         self.rmap = rmap
         self.scheduler = scheduler
         self.vmstat = vmstat

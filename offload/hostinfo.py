@@ -136,13 +136,22 @@ def numa_hardware() -> list[dict]:
 def gpus() -> dict:
     """NVIDIA GPUs and driver seen from this host without initialising CUDA: the kernel
     driver's version (/proc/driver/nvidia), the device nodes, and what CuPy would use."""
-    version = _read(Path("/proc/driver/nvidia/version")).splitlines()
-    devices = sorted(str(p) for p in Path("/dev").glob("nvidia[0-9]*"))
     return {
-        "driver": version[0] if version else None,
-        "device_nodes": devices,
+        "driver": nvidia_driver(),
+        "device_nodes": nvidia_devices(),
         "cupy": gpu_summary(),
     }
+
+
+def nvidia_driver() -> str | None:
+    """The NVIDIA kernel driver's version line (/proc/driver/nvidia), or None."""
+    version = _read(Path("/proc/driver/nvidia/version")).splitlines()
+    return version[0] if version else None
+
+
+def nvidia_devices() -> list[str]:
+    """The NVIDIA device nodes (/dev/nvidia0, ...)."""
+    return sorted(str(p) for p in Path("/dev").glob("nvidia[0-9]*"))
 
 
 def instability() -> list[str]:

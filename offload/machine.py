@@ -197,6 +197,7 @@ class Machine:
             self.cond,
             batch_pages=self.batch_pages,
             verify=self.verify,
+            memory=self.memory,
         )
         if offload_backend is not None:
             self.offload.register(offload_backend, "all")

@@ -8,7 +8,6 @@ life of this process.
 from __future__ import annotations
 
 import functools
-import glob
 import importlib.util
 import json
 import subprocess
@@ -69,10 +68,7 @@ def cuda_status() -> tuple[bool, str, dict]:
 
 def _driver() -> str | None:
     """The NVIDIA kernel driver's version line, or a device node's name, or None."""
-    try:
-        with open("/proc/driver/nvidia/version") as f:
-            return f.readline().strip() or "loaded"
-    except OSError:
-        pass
-    dev = sorted(glob.glob("/dev/nvidia[0-9]*"))
-    return dev[0] if dev else None
+    from offload.hostinfo import nvidia_devices, nvidia_driver
+
+    dev = nvidia_devices()
+    return nvidia_driver() or (dev[0] if dev else None)
