@@ -705,6 +705,24 @@ def _cow_detach(m: Machine, nid: int, head: int, oid: int) -> None:
     node.cow[head] = max(0, int(node.cow[head]) - 1)
     if not extras:
         m.cow_rmap.pop(key, None)
+        _queue_if_partial(m, nid, head)
+
+
+def _queue_if_partial(m: Machine, nid: int, head: int) -> None:
+    """A large folio no longer shared copy-on-write that its one owner maps only in part
+    goes on the deferred split queue: the kernel queues a folio when it becomes partly
+    mapped, here when the last other mapping of it went away."""
+    node = m.nodes[nid]
+    k = int(node.order[head])
+    if not k or node.cow[head]:
+        return
+    owner = m.objects.get(int(node.obj[head]))
+    if owner is None:
+        return
+    first = int(node.objidx[head])
+    live = owner.mapcount[first : first + (1 << k)] > 0
+    if live.any() and not live.all():
+        m.deferred_split.add((nid, head))
 
 
 def _cow_copy(m: Machine, obj: MemObject, nid: int, head: int) -> None:
@@ -728,6 +746,7 @@ def _cow_copy(m: Machine, obj: MemObject, nid: int, head: int) -> None:
     obj.repoint(first, n, nid, head, obj.home, int(new[0]))
     home.obj[new] = obj.id
     home.objidx[new] = first
+    _queue_if_partial(m, obj.home, int(new[0]))  # pages *obj* had unmapped stay unmapped
 
 
 def _map_zero_page(obj: MemObject, idx: np.ndarray) -> None:

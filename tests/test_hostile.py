@@ -124,6 +124,36 @@ def test_a_partly_unmapped_thp_moves_whole_and_is_split_under_pressure():
         assert used(m) == [0, 0]
 
 
+@pytest.mark.parametrize("who_writes", ["parent", "child"])
+def test_a_folio_left_partly_mapped_after_copy_on_write_is_queued_for_split(who_writes):
+    """The parent unmaps part of an mTHP folio it shares copy-on-write with a child; then
+    one of them writes it. The folio that ends up partly mapped by its only owner (the
+    parent's copy, or the original once the child took its own) joins the deferred split
+    queue, so that its unmapped pages come back when memory runs short, and the frame
+    accounting holds throughout."""
+    with Machine(nodes="4M,4M") as m:
+        p = m.spawn()
+        a = p.mmap(16 * PAGE_SIZE, folio_size=16 * PAGE_SIZE)
+        data = fill(p, a, 16 * PAGE_SIZE, 5)
+        c = p.fork()
+        p.munmap(a + 4 * PAGE_SIZE, 2 * PAGE_SIZE)
+        assert m.deferred_split == set() and m.audit() == []  # the child maps all of it
+        (p if who_writes == "parent" else c).write(a, b"w")
+        assert used(m) == [32, 0]  # two copies of the folio
+        assert len(m.deferred_split) == 1 and m.audit() == []
+        # the child's pages are intact, the parent's hole is still a hole
+        want = bytearray(data.tobytes())
+        if who_writes == "child":
+            want[0:1] = b"w"
+        assert c.read(a, 16 * PAGE_SIZE) == bytes(want)
+        with pytest.raises(OSError):
+            p.read(a + 4 * PAGE_SIZE, 1)
+        # memory runs short on node 0: the split frees the 2 unmapped pages
+        b = p.mmap((1024 - 32 + 2) * PAGE_SIZE, populate=False)
+        p.write(b, bytes((1024 - 32 + 2) * PAGE_SIZE))
+        assert m.deferred_split == set() and used(m) == [1024, 0] and m.audit() == []
+
+
 def test_a_busy_dma_cpu_path_still_completes_every_batch():
     """dma-threads as the CPU path refuses batches when its channel is busy."""
     with Machine(nodes="64M,64M", cpu="dma-threads:channels=1") as m:
