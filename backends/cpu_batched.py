@@ -52,6 +52,9 @@ class CpuBatched(Migrator):
     name = "cpu-batched"
     #: shipped with folio-offload: called inline on the CPU path, without a guard
     _trusted = True
+    #: its copy of a folio is a plain memcpy and it keeps no state of its own, so the
+    #: engine may copy one base page in its place (``MigrationEngine.migrate_one``)
+    _plain_copy = True
     options = {"threads": Option(int, min=1, max=256, help="copy threads (default: usable CPUs)")}
 
     def __init__(self, threads: int | None = None) -> None:

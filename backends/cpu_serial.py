@@ -21,6 +21,9 @@ class CpuSerial(Migrator):
     name = "cpu-serial"
     #: shipped with folio-offload: called inline on the CPU path, without a guard
     _trusted = True
+    #: its copy of a folio is a plain memcpy and it keeps no state of its own, so the
+    #: engine may copy one base page in its place (``MigrationEngine.migrate_one``)
+    _plain_copy = True
 
     def _views(self, memory: Mapping[int, Any]) -> dict[int, memoryview]:
         """A flat memoryview of every node of *memory*, kept while the batches come from

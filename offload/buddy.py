@@ -135,6 +135,41 @@ class BuddyAllocator:
         self.free_pages -= heads.size << order
         return heads
 
+    def alloc_one(self, order: int) -> int:
+        """``alloc(1, order)`` in scalars (the same block): its head pfn, or -1."""
+        if not 0 <= order <= self.max_order:
+            raise BadArgument(f"order must be in 0..{self.max_order}, got {order}")
+        h = self._alloc1(order)
+        if h < 0 and order > 0 and self.free_pages >= 1 << order:
+            self.coalesce()
+            h = self._alloc1(order)
+        if h >= 0:
+            self.free_pages -= 1 << order
+        return h
+
+    def _alloc1(self, order: int) -> int:
+        """``_alloc(1, order)``: the first free block of *order*, else the first of the
+        next larger order with one, whose other parts go to the free lists of *order*."""
+        for k in range(order, self.max_order + 1):
+            if self._count[k]:
+                head = self._take1(k) << k
+                if k > order:
+                    rest = head + (np.arange(1, 1 << (k - order), dtype=np.int64) << order)
+                    self._insert(rest, order)
+                return head
+        return -1
+
+    def _take1(self, order: int) -> int:
+        """``_take(order, 1)`` when a block of *order* is free: its block index."""
+        bm = self._free[order]
+        if self._perm is not None:
+            b = _first_set_in1(bm, self._perm[order])
+        else:
+            b = _first_set1(bm)
+        bm[b] = False
+        self._count[order] -= 1
+        return b
+
     def _alloc(self, need: int, order: int) -> list[np.ndarray]:
         got: list[np.ndarray] = []
         blocks = self._take(order, need)
@@ -161,6 +196,12 @@ class BuddyAllocator:
             return
         self.free_pages += heads.size << order
         self._insert(heads, order)
+
+    def free_one(self, head: int, order: int) -> None:
+        """``free`` of one block."""
+        self.free_pages += 1 << order
+        self._free[order][head >> order] = True
+        self._count[order] += 1
 
     def _insert(self, heads: np.ndarray, order: int) -> None:
         bm = self._free[order]
@@ -217,3 +258,28 @@ def _first_set(bm: np.ndarray, n: int) -> np.ndarray:
             if have >= n:
                 break
     return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+
+
+def _first_set_in1(bm: np.ndarray, perm: np.ndarray) -> int:
+    """``_first_set_in(bm, perm, 1)`` as an int, *bm* having a set entry."""
+    lo, chunk = 0, 64
+    while lo < perm.size:
+        sel = perm[lo : lo + chunk]
+        hit = bm[sel]
+        i = int(hit.argmax())
+        if hit[i]:
+            return int(sel[i])
+        lo += chunk
+        chunk *= 4
+    raise AssertionError("buddy: a free count with no free block")
+
+
+def _first_set1(bm: np.ndarray) -> int:
+    """``_first_set(bm, 1)`` as an int, *bm* having a set entry."""
+    chunk = 4096
+    for lo in range(0, bm.size, chunk):
+        seg = bm[lo : lo + chunk]
+        i = int(seg.argmax())
+        if seg[i]:
+            return lo + i
+    raise AssertionError("buddy: a free count with no free block")

@@ -92,6 +92,10 @@ class OffloadControl:
             while self._inflight:
                 self._lock.wait()
 
+    def idle(self, reason: str) -> bool:
+        """Whether a batch for *reason* would find no active migrator (a snapshot)."""
+        return self._active is None or not self._mask & reason_bit(reason)
+
     @contextmanager
     def use(self, reason: str) -> Iterator[Migrator | None]:
         """The active migrator for *reason* (or None), held against unregister."""

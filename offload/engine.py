@@ -169,6 +169,57 @@ class MigrationEngine:
                     self.undo_src(f[mine], ISOLATED | MIGRATING)
             raise
 
+    def migrate_one(self, nid: int, pfn: int, target: int, reason: str) -> int | None:
+        """:meth:`migrate` of one base page (an order-0 folio) in scalars: a one-page
+        move_pages. The caller holds the lock, and keeps holding it.
+
+        Only the plain case runs here: no migrator for *reason* (the trusted CPU path
+        copies, on this thread), no verify mode, host memory on both sides, the folio
+        not pinned, a free frame on *target* and no injected failure. Then the effects
+        are those of :meth:`migrate` on a one-folio batch: the same frame from the same
+        allocator, the same counters and statistics, with no other thread able to see
+        the steps in between. Otherwise nothing is touched and None is returned: the
+        caller isolates the folio and runs :meth:`migrate`.
+
+        Returns
+        -------
+        int or None
+            0 (moved), or None (take the general path).
+        """
+        src, dst = self.nodes[nid], self.nodes[target]
+        if (
+            self.verify
+            or src.order[pfn] != 0
+            or src.state[pfn]
+            or src.pins[pfn]
+            or dst.fail_allocs
+            or dst.buddy.free_pages == 0
+            or src.kind != "dram"
+            or dst.kind != "dram"
+            or not self.scheduler.cpu_inline(reason)
+        ):
+            return None
+        st = self.stats
+        t0 = time.perf_counter()
+        st.passes += 1
+        st.batches += 1
+        d = dst.alloc_folio(0)  # cannot fail: a free frame of any order splits
+        st.tlb_flushes += 1
+        t1 = time.perf_counter()
+        st.unmap_s += t1 - t0
+        dst.frames[d] = src.frames[pfn]
+        self.scheduler.count_cpu(1)
+        t2 = time.perf_counter()
+        st.copy_s += t2 - t1
+        st.first_remap_at = t2
+        self.rmap.remap_folio(self.nodes, nid, pfn, 0, target, d)
+        src.free_folio(pfn, 0)
+        self.vmstat.add("pgmigrate_success", 1)
+        st.folios += 1
+        self.cond.notify_all()
+        st.move_s += time.perf_counter() - t2
+        return 0
+
     def _migrate(
         self,
         folios: Folios,

@@ -108,12 +108,7 @@ class Node:
             more = self.buddy.alloc(n - heads.size, order)
             heads = np.concatenate((heads, more)) if heads.size else more
         if heads.size == 1:  # one folio: slices and scalars, no index arrays
-            h = int(heads[0])
-            self.order[h : h + (1 << order)] = order
-            self.obj[h] = -1
-            self.pins[h] = self.state[h] = self.cow[h] = 0
-            if zero:
-                devmem.zero(self.frames, np.arange(h, h + (1 << order)))
+            self._mark_used(int(heads[0]), order, zero)
         elif heads.size:
             pages = pages_of(heads, order)
             self.order[pages] = order
@@ -125,16 +120,35 @@ class Node:
                 devmem.zero(self.frames, pages)
         return heads
 
+    def alloc_folio(self, order: int) -> int:
+        """Allocate one folio of *order*; return its head pfn, or -1 when none is free."""
+        h = self.buddy.alloc_one(order)
+        if h < 0 and self.reclaim is not None and self.reclaim():
+            h = self.buddy.alloc_one(order)
+        if h >= 0:
+            self._mark_used(h, order, False)
+        return h
+
+    def _mark_used(self, h: int, order: int, zero: bool) -> None:
+        self.order[h : h + (1 << order)] = order
+        self.obj[h] = -1
+        self.pins[h] = self.state[h] = self.cow[h] = 0
+        if zero:
+            devmem.zero(self.frames, np.arange(h, h + (1 << order)))
+
+    def free_folio(self, h: int, order: int) -> None:
+        """Free the folio of *order* at head pfn *h*."""
+        self.order[h : h + (1 << order)] = -1
+        self.obj[h] = -1
+        self.state[h] = self.pins[h] = self.cow[h] = 0
+        self.buddy.free_one(h, order)
+
     def free_folios(self, heads: np.ndarray, orders: np.ndarray | int) -> None:
         """Free folios given by head pfn and order (scalar or per folio)."""
         heads = np.asarray(heads, dtype=np.int64)
         if heads.size <= 1:
             if heads.size:  # one folio: slices and scalars
-                h0, k0 = int(heads[0]), int(np.asarray(orders).flat[0])
-                self.order[h0 : h0 + (1 << k0)] = -1
-                self.obj[h0] = -1
-                self.state[h0] = self.pins[h0] = self.cow[h0] = 0
-                self.buddy.free(heads, k0)
+                self.free_folio(int(heads[0]), int(np.asarray(orders).flat[0]))
             return
         orders = np.asarray(orders)
         if orders.ndim == 0 or orders.min() == orders.max():

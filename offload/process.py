@@ -628,6 +628,25 @@ class Process:
         _, nid, pfn, mapcount = self._ptes(vi, idx)
         return nid, pfn, mapcount
 
+    def follow_page(self, addr: int) -> tuple[int, int, int]:
+        """:meth:`follow_pages` of one address, in scalars (a one-page move_pages)."""
+        v = self._vma_at(addr) if addr >= 0 else None
+        if v is None:
+            return -1, -3, 0
+        obj = v.obj
+        ix = v.pgoff + ((addr - v.start) >> PAGE_SHIFT)
+        if v.present is not None:
+            mapcount = int(obj.ptes[ix])
+            if not v.present[ix - v.pgoff]:
+                return -1, PTE_NONE, mapcount
+        else:
+            mapcount = int(obj.mapcount[ix])
+        nid, pfn = int(obj.node[ix]), int(obj.pfn[ix])
+        if pfn >= 0 and self.machine.cow_rmap:
+            node = self.machine.nodes[nid]
+            mapcount += int(node.cow[pfn & ~((1 << int(node.order[pfn])) - 1)])
+        return nid, pfn, mapcount
+
     def queue_pages(self, node: int, shared: bool) -> np.ndarray:
         """The frames of node *node* that this process maps, in address order (the
         kernel's ``queue_pages_range``); pages mapped by other processes too only if

@@ -61,36 +61,55 @@ class Rmap:
         """Point every mapping of the folios *g* at their copies ``(g.target, dpfn)``
         and record the copies' owners. The sources are not freed here."""
         if len(g) == 1:
-            self._remap_one(nodes, g, dpfn)
-        else:
-            self._remap_many(nodes, g, dpfn)
+            s, h, k = int(g.node[0]), int(g.pfn[0]), int(g.order[0])
+            self.remap_folio(nodes, s, h, k, int(g.target[0]), int(dpfn[0]))
+            return
+        self._remap_many(nodes, g, dpfn)
         if self.cow:  # some folios are shared copy-on-write (there was a fork)
             cow = gather(nodes, g.node, g.pfn, "cow")
             if cow.any():
                 self._move_cow(nodes, g, dpfn, cow)
         if self.deferred:  # a partly unmapped folio moves whole, and stays queued
             for i in np.flatnonzero(g.order > 0).tolist():
-                key = (int(g.node[i]), int(g.pfn[i]))
-                if key in self.deferred:
-                    self.deferred.discard(key)
-                    self.deferred.add((int(g.target[i]), int(dpfn[i])))
+                self._requeue(int(g.node[i]), int(g.pfn[i]), int(g.target[i]), int(dpfn[i]))
 
-    def _remap_one(self, nodes: Sequence[Node], g: Folios, dpfn: np.ndarray) -> None:
-        """:meth:`remove_migration_ptes` of one folio, in scalars (a one-page move_pages)."""
-        src, t, d = nodes[int(g.node[0])], int(g.target[0]), int(dpfn[0])
-        h, k = int(g.pfn[0]), 1 << int(g.order[0])
-        o, first = int(src.obj[h]), int(src.objidx[h])
+    def remap_folio(
+        self, nodes: Sequence[Node], nid: int, head: int, order: int, target: int, dpfn: int
+    ) -> None:
+        """:meth:`remove_migration_ptes` of one folio, in scalars (a one-page move_pages):
+        the folio of *order* at (*nid*, *head*) now lives at (*target*, *dpfn*)."""
+        src, k = nodes[nid], 1 << order
+        o, first = int(src.obj[head]), int(src.objidx[head])
         obj = self.objects[o]
-        live = obj.mapcount[first : first + k] > 0
-        if live.all():
-            obj.node[first : first + k] = t
-            obj.pfn[first : first + k] = np.arange(d, d + k)
-        else:  # pages of a partly unmapped folio stay unmapped
-            i = np.flatnonzero(live)
-            obj.node[first + i] = t
-            obj.pfn[first + i] = d + i
-        nodes[t].obj[d] = o
-        nodes[t].objidx[d] = first
+        if k == 1:
+            if obj.mapcount[first] > 0:
+                obj.node[first] = target
+                obj.pfn[first] = dpfn
+        else:
+            live = obj.mapcount[first : first + k] > 0
+            if live.all():
+                obj.node[first : first + k] = target
+                obj.pfn[first : first + k] = np.arange(dpfn, dpfn + k)
+            else:  # pages of a partly unmapped folio stay unmapped
+                i = np.flatnonzero(live)
+                obj.node[first + i] = target
+                obj.pfn[first + i] = dpfn + i
+        dst = nodes[target]
+        dst.obj[dpfn] = o
+        dst.objidx[dpfn] = first
+        if self.cow:
+            cow = int(src.cow[head])
+            if cow:
+                self._move_cow1(nodes, nid, head, k, target, dpfn, cow)
+        if self.deferred and order:
+            self._requeue(nid, head, target, dpfn)
+
+    def _requeue(self, nid: int, head: int, target: int, dpfn: int) -> None:
+        """A queued folio (deferred split) that moved stays queued at its copy."""
+        key = (nid, head)
+        if key in self.deferred:
+            self.deferred.discard(key)
+            self.deferred.add((target, dpfn))
 
     def _remap_many(self, nodes: Sequence[Node], g: Folios, dpfn: np.ndarray) -> None:
         oid = gather(nodes, g.node, g.pfn, "obj")
@@ -117,15 +136,20 @@ class Rmap:
         """Point the other mappings of folios shared copy-on-write at their copies."""
         for i in np.flatnonzero(cow).tolist():  # only folios shared since a fork
             s, h, t, nh = int(g.node[i]), int(g.pfn[i]), int(g.target[i]), int(dpfn[i])
-            n = 1 << int(g.order[i])
-            extras = self.cow.pop((s, h), [])
-            for o, first in extras:
-                obj = self.objects.get(o)
-                if obj is not None:
-                    obj.repoint(first, n, s, h, t, nh)
-            if extras:
-                self.cow[(t, nh)] = extras
-            nodes[t].cow[nh] = cow[i]
+            self._move_cow1(nodes, s, h, 1 << int(g.order[i]), t, nh, int(cow[i]))
+
+    def _move_cow1(
+        self, nodes: Sequence[Node], s: int, h: int, n: int, t: int, nh: int, cow: int
+    ) -> None:
+        """:meth:`_move_cow` of the folio of *n* pages at (*s*, *h*), now at (*t*, *nh*)."""
+        extras = self.cow.pop((s, h), [])
+        for o, first in extras:
+            obj = self.objects.get(o)
+            if obj is not None:
+                obj.repoint(first, n, s, h, t, nh)
+        if extras:
+            self.cow[(t, nh)] = extras
+        nodes[t].cow[nh] = cow
 
     def unqueue(self, node_id: int, heads: np.ndarray) -> None:
         """Take the folios *heads* of node *node_id* off the deferred split queue."""

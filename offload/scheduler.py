@@ -185,6 +185,11 @@ class Scheduler:
         self._reach: dict[int, tuple[object, np.ndarray]] = {}
         self._stuck: dict[int, list[GuardedCall]] = {}
         self._cpu_reach = self.reach(cpu)
+        self._cpu_inline = (
+            getattr(cpu, "_trusted", False)
+            and type(cpu).__dict__.get("_plain_copy", False)  # not inherited by a subclass
+            and bool(self._cpu_reach.all())
+        )
 
     def report(self) -> dict:
         """Observability: policy, current CPU fraction and the totals (a snapshot)."""
@@ -234,6 +239,17 @@ class Scheduler:
         if self._cpu_reach.all():
             return np.ones(len(batch), dtype=bool)
         return self._cpu_reach[batch.src_node] & self._cpu_reach[batch.dst_node]
+
+    def cpu_inline(self, reason: str) -> bool:
+        """Whether a batch for *reason* would be copied by the CPU path alone, on the
+        calling thread, with every node in its reach, and that path is one we ship whose
+        copy is a plain memcpy: then a one-folio migration may copy in its place
+        (:meth:`count_cpu` counts that copy)."""
+        return self._cpu_inline and self.control.idle(reason) and not self.stuck(self.cpu)
+
+    def count_cpu(self, folios: int) -> None:
+        """Count *folios* copied on the CPU path outside :meth:`copy`."""
+        self._cpu_counters.add(folios_migrated=folios)
 
     # -- the batch copy ----------------------------------------------------------------------
     def copy(self, batch: FolioBatch, res: CopyResult) -> None:

@@ -37,6 +37,8 @@ class Task(Protocol):
 
     def follow_pages(self, addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
+    def follow_page(self, addr: int) -> tuple[int, int, int]: ...
+
     def queue_pages(self, node: int, shared: bool) -> np.ndarray: ...
 
 
@@ -91,17 +93,45 @@ def _target(caller: Task, pid: int) -> Task:
     return target
 
 
-def move_pages(caller: Task, pages, nodes, flags: int, pid: int) -> MoveResult:
-    """See :meth:`offload.process.Process.move_pages`."""
-    flags = check_int(flags, "flags")
-    addrs = _int_array(pages, "pages")
-    targets = None if nodes is None else _int_array(nodes, "nodes")
-    if targets is not None and targets.size != addrs.size:
-        raise BadArgument(f"nodes: has {targets.size} entries, pages has {addrs.size}")
+def _check_flags(caller: Task, flags: int) -> None:
     if flags & ~(MPOL_MF_MOVE | MPOL_MF_MOVE_ALL):
         raise oserror(errno.EINVAL, f"flags {flags:#x}: only MPOL_MF_MOVE and MPOL_MF_MOVE_ALL")
     if flags & MPOL_MF_MOVE_ALL and not caller.privileged:
         raise oserror(errno.EPERM, "MPOL_MF_MOVE_ALL needs CAP_SYS_NICE")
+
+
+def _one(values) -> int | None:
+    """The entry of a one-entry list, tuple or integer array, when it is an integer in
+    the int64 range; else None (the general path parses and judges it)."""
+    if type(values) in (list, tuple):
+        if len(values) != 1:
+            return None
+        v = values[0]
+    elif type(values) is np.ndarray and values.shape == (1,) and values.dtype.kind in "iu":
+        v = values[0]
+    else:
+        return None
+    if type(v) is int or isinstance(v, np.integer):
+        v = int(v)
+        if -(1 << 63) <= v < 1 << 63:
+            return v
+    return None
+
+
+def move_pages(caller: Task, pages, nodes, flags: int, pid: int) -> MoveResult:
+    """See :meth:`offload.process.Process.move_pages`."""
+    flags = check_int(flags, "flags")
+    addr, node = _one(pages), _one(nodes)
+    if addr is not None and node is not None:
+        _check_flags(caller, flags)
+        one = _move_one(_target(caller, pid), addr, node, bool(flags & MPOL_MF_MOVE_ALL))
+        if one is not None:
+            return one
+    addrs = _int_array(pages, "pages")
+    targets = None if nodes is None else _int_array(nodes, "nodes")
+    if targets is not None and targets.size != addrs.size:
+        raise BadArgument(f"nodes: has {targets.size} entries, pages has {addrs.size}")
+    _check_flags(caller, flags)
     target = _target(caller, pid)
     m = caller.machine
     if addrs.size == 0:
@@ -135,6 +165,32 @@ def move_pages(caller: Task, pages, nodes, flags: int, pid: int) -> MoveResult:
         err.status = status.tolist() + [None] * (targets.size - stop)  # type: ignore[attr-defined]
         raise err
     return MoveResult(int((status != targets).sum()), status.tolist())
+
+
+def _move_one(p: Task, addr: int, node: int, move_all: bool) -> MoveResult | None:
+    """A move_pages of one page, in scalars, or None where the general path must run:
+    a node that does not exist, a closed machine, a folio that is large, held by
+    another migration or pinned, or anything else :meth:`MigrationEngine.migrate_one`
+    leaves to :meth:`MigrationEngine.migrate`. Entries that do not move are answered
+    here (the page's node, -ENOENT, -EFAULT, -EACCES)."""
+    m = p.machine
+    if not 0 <= node < len(m.nodes):
+        return None
+    with m.lock:
+        if m.closed:
+            return None
+        nid, pfn, mapcount = p.follow_page(addr)
+        if addr < 0 or pfn < 0:
+            status = -errno.ENOENT if pfn == -1 and addr >= 0 else -errno.EFAULT
+        elif nid == node:
+            status = nid
+        elif mapcount > 1 and not move_all:
+            status = -errno.EACCES
+        elif m.engine.migrate_one(nid, pfn, node, MR_SYSCALL) is None:
+            return None
+        else:
+            status = node
+    return MoveResult(int(status != node), [status])
 
 
 def _locate(p: Task, addrs: np.ndarray):
