@@ -89,11 +89,19 @@ def noisy_warning(results: list[dict]) -> str | None:
 
 
 def emit(out: Outputs, res: Result) -> None:
-    """Write the results: stdout, then the ``-o`` file, then notes, then the plot."""
+    """Write the results: the ``-o`` file, then stdout, then notes, then the plot.
+
+    The file comes first, so that a closed stdout (``| head``) loses nothing measured.
+    """
     results = res.doc.get("results", [])
     warning = noisy_warning(results)
     if warning:
         res.doc.setdefault("warnings", []).append(warning)
+    if out.output is not None:
+        kind = OUTPUT_KINDS[os.path.splitext(out.output)[1].lower()]
+        with open(out.output, "w") as f:
+            f.write(report.to_json(res.doc) + "\n" if kind == "json" else report.to_csv(results))
+        click.echo(f"{kind.upper()} written to {out.output}", err=True)
     if out.as_json:
         click.echo(report.to_json(res.doc))
     elif out.as_csv:
@@ -102,11 +110,6 @@ def emit(out: Outputs, res: Result) -> None:
         con = stdout()
         for item in res.render():
             con.print(item)
-    if out.output is not None:
-        kind = OUTPUT_KINDS[os.path.splitext(out.output)[1].lower()]
-        with open(out.output, "w") as f:
-            f.write(report.to_json(res.doc) + "\n" if kind == "json" else report.to_csv(results))
-        click.echo(f"{kind.upper()} written to {out.output}", err=True)
     err = stderr()
     for note in res.notes:
         err.print(f"note: {note}", markup=False, highlight=False)

@@ -106,6 +106,22 @@ def test_output_file_holds_the_document_and_the_table_still_prints(tmp_path):
     assert out.read_text().startswith("suite,backend,folio_size")
 
 
+def test_the_output_file_is_written_even_when_stdout_is_closed(tmp_path):
+    """``offload bench -o r.json | head -1``: the pipe closes before the table is out,
+    and what was measured is in the file all the same."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "r.json"
+    cli = "from offload.cli import main; main()"
+    cmd = [sys.executable, "-c", cli, "bench", "--backends", "cpu-serial", *SMALL]
+    p = subprocess.Popen([*cmd, "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert p.stdout is not None
+    p.stdout.close()  # the reader is gone before anything is printed
+    p.wait(timeout=120)
+    validate(json.loads(out.read_text()))
+
+
 def test_progress_outside_a_terminal_is_one_line_per_finished_cell():
     r = invoke("bench", "--backends", "cpu-serial;cpu-batched", *SMALL)
     lines = [x for x in r.stderr.splitlines() if x.startswith("[")]
