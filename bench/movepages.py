@@ -255,13 +255,14 @@ def run_case(case: Case, data: np.ndarray | None = None, machine: Machine | None
             m.close()
 
 
-def interleaves(cases: list[Case], available: int) -> bool:
-    """Whether the cells can take turns: all their machines alive at once must fit in
-    3x the data plus 1 GiB, or in a quarter of the *available* memory."""
+def interleaves(cases: list[Case], available: int, extra: int = 0) -> bool:
+    """Whether the cells can take turns: all their machines alive at once (and *extra*
+    bytes beside them) must fit in 3x the data plus 1 GiB, or in a quarter of the
+    *available* memory."""
     if not cases:
         return True
     total = cases[0].total
-    need = peak_estimate(total, len({c.machine_key() for c in cases}))
+    need = peak_estimate(total, len({c.machine_key() for c in cases})) + extra
     return need <= 3 * total + (1 << 30) or (available > 0 and need <= available // 4)
 
 
@@ -271,6 +272,7 @@ def run_cases(
     on_done: Callable[[Case, dict], None] | None = None,
     interleave: bool = True,
     on_run: Callable[[Case], None] | None = None,
+    on_round: Callable[[int, int], None] | None = None,
 ) -> list[dict]:
     """Run cells, interleaved: the cells of one folio size take turns, one run each.
 
@@ -280,7 +282,10 @@ def run_cases(
     starts earlier. One machine per backend. With *interleave* False (large runs: see
     :func:`interleaves`), one machine at a time runs all its cells, so that memory holds
     one machine, not one per backend. ``on_run(case)`` follows every run (warm-up ones
-    included), ``on_done(case, row)`` every finished cell.
+    included), ``on_done(case, row)`` every finished cell, and ``on_round(r, rounds)``
+    every round of the cells taking turns (round r of *rounds* for each folio size;
+    interleaved only), so that a reference can be timed in the same conditions as the
+    rows' timed runs (the last rounds).
     """
 
     def once(cell: Cell) -> None:
@@ -327,6 +332,8 @@ def run_cases(
                 for cell in cells.values():
                     if r >= rounds - cell.planned:
                         once(cell)
+                if on_round:
+                    on_round(r, rounds)
             for i, cell in cells.items():
                 rows[i] = cell.finish()
                 if on_done:

@@ -62,26 +62,53 @@ def h2d_gbps(total_bytes: int, repeat: int = 3) -> list[float]:
     return out
 
 
+class PageLoop:
+    """A compiled loop of per-page ``memcpy`` over *total_bytes* of pages, chosen at
+    random in one buffer and copied to random pages of another (single-threaded: what
+    scattered folios allow one CPU), kept ready so that it can be timed again and again,
+    in turn with the benchmark's rows (see :func:`page_loop_gbps`).
+
+    Raises
+    ------
+    RuntimeError
+        Where no C compiler is available (check :func:`offload.native.available`).
+    """
+
+    def __init__(self, total_bytes: int, seed: int = 0) -> None:
+        from offload import native
+        from offload.constants import PAGE_SIZE
+
+        if not native.available():
+            raise RuntimeError("no compiled page copy on this machine (no C compiler)")
+        n = max(1, total_bytes // PAGE_SIZE)
+        self.total_bytes = n * PAGE_SIZE
+        self._src = np.empty((2 * n, PAGE_SIZE), dtype=np.uint8)
+        self._src.fill(0x5A)
+        self._dst = np.zeros_like(self._src)
+        rng = np.random.default_rng(seed)
+        self._sp = rng.permutation(2 * n)[:n]
+        self._dp = rng.permutation(2 * n)[:n]
+        self._copy = native.copy_pages
+        self._copy(self._dst, self._src, self._dp, self._sp)  # fault in, warm
+
+    @property
+    def nbytes(self) -> int:
+        """Memory its buffers hold."""
+        return self._src.nbytes + self._dst.nbytes
+
+    def run(self) -> float:
+        """One timed pass; its GB/s."""
+        t0 = time.perf_counter()
+        self._copy(self._dst, self._src, self._dp, self._sp)
+        return self.total_bytes / (time.perf_counter() - t0) / 1e9
+
+
 def page_loop_gbps(total_bytes: int, repeat: int = 3, seed: int = 0) -> list[float]:
-    """GB/s of a compiled loop of per-page ``memcpy`` over *total_bytes* of pages, chosen
-    at random in one buffer and copied to random pages of another (single-threaded:
-    what scattered folios allow one CPU). Empty where no C compiler is available."""
+    """GB/s of *repeat* back-to-back passes of a :class:`PageLoop` over *total_bytes*.
+    Empty where no C compiler is available."""
     from offload import native
-    from offload.constants import PAGE_SIZE
 
     if not native.available():
         return []
-    n = max(1, total_bytes // PAGE_SIZE)
-    src = np.empty((2 * n, PAGE_SIZE), dtype=np.uint8)
-    src.fill(0x5A)
-    dst = np.zeros_like(src)
-    rng = np.random.default_rng(seed)
-    sp = rng.permutation(2 * n)[:n]
-    dp = rng.permutation(2 * n)[:n]
-    native.copy_pages(dst, src, dp, sp)  # fault in, warm
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        native.copy_pages(dst, src, dp, sp)
-        out.append(total_bytes / (time.perf_counter() - t0) / 1e9)
-    return out
+    loop = PageLoop(total_bytes, seed)
+    return [loop.run() for _ in range(repeat)]

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -59,6 +60,11 @@ def test_bench_json_follows_the_schema(run):
     from offload import native
 
     assert ("page_loop_gbps" in doc) == native.available()
+    if native.available():
+        # timed in turn with the rows: one pass per timed round (2 sizes x 2 runs)
+        assert len(doc["page_loop_runs"]) == 4 and doc["page_loop_method"].startswith("one pass")
+        assert doc["page_loop_gbps"] == pytest.approx(float(np.median(doc["page_loop_runs"])))
+        assert doc["page_loop_hot_gbps"] > 0
     rows = doc["results"]
     assert [(x["backend"], x["folio_size"]) for x in rows] == [
         ("cpu-serial", 4096),

@@ -258,3 +258,19 @@ def test_backends_table_keeps_columns_with_long_names(monkeypatch):
     col = lines[0].index("available")
     row = next(x for x in lines if x.startswith("cpu-serial"))
     assert row[col : col + 3] == "yes"  # the column did not move
+
+
+def test_one_machine_at_a_time_times_the_page_loop_back_to_back(monkeypatch):
+    """Where the cells cannot take turns (a --total too large for all machines at once),
+    every row runs its cells back to back, and so does the page loop it is judged by."""
+    from offload import native
+    from offload.bench import movepages
+
+    if not native.available():
+        pytest.skip("no C compiler here: no page loop to time")
+    monkeypatch.setattr(movepages, "interleaves", lambda *a, **k: False)
+    r = invoke("bench", "--backends", "cpu-serial;cpu-batched", *SMALL, "--json")
+    doc = json.loads(r.stdout)
+    validate(doc)
+    assert doc["interleaved"] is False and doc["page_loop_method"].startswith("back to back")
+    assert len(doc["page_loop_runs"]) == 3  # the back-to-back passes, at least 3
