@@ -324,8 +324,15 @@ def _run(
         (f"memcpy roofline, {threads} threads", extra["roofline_mt_gbps"]),
     ]
     if "page_loop_gbps" in extra:
-        lines.append(("C page loop, 1 thread (random pages)", extra["page_loop_gbps"]))
-        lines.append(("C page loop, back to back", extra["page_loop_hot_gbps"]))
+        in_turn = extra["page_loop_method"].startswith("one pass")
+        lines.append(
+            (
+                f"C page loop, 1 thread, {'in turn' if in_turn else 'back to back'}",
+                extra["page_loop_gbps"],
+            )
+        )
+        if in_turn:
+            lines.append(("C page loop, 1 thread, back to back", extra["page_loop_hot_gbps"]))
     if "roofline_h2d_gbps" in extra:
         lines.append(("cudaMemcpy H2D", extra["roofline_h2d_gbps"]))
 

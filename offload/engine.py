@@ -385,7 +385,9 @@ class MigrationEngine:
                     self.stats.first_remap_at = time.perf_counter()
                 self.rmap.remove_migration_ptes(self.nodes, g, dpfn)
                 for s, idx in groups1(g.node):
-                    self.nodes[s].free_folios(g.pfn[idx], g.order[idx])
+                    whole = idx.size == len(g)  # one source node: no copies of the arrays
+                    pfn, order = (g.pfn, g.order) if whole else (g.pfn[idx], g.order[idx])
+                    self.nodes[s].free_folios(pfn, order)
                 self.vmstat.add("pgmigrate_success", int(folio_pages(g.order).sum()))
                 self.vmstat.add("thp_migration_success", int((g.order == HPAGE_PMD_ORDER).sum()))
             self.stats.folios += len(g)

@@ -114,12 +114,19 @@ class Rmap:
     def _remap_many(self, nodes: Sequence[Node], g: Folios, dpfn: np.ndarray) -> None:
         oid = gather(nodes, g.node, g.pfn, "obj")
         oidx = gather(nodes, g.node, g.pfn, "objidx")
+        base = not g.order.any()  # base pages only: a folio is its one page
         npages = folio_pages(g.order)
         for o, idx in groups1(oid):
             obj = self.objects[int(o)]
-            pages = expand_ranges(oidx[idx], npages[idx])
-            node = np.repeat(g.target[idx], npages[idx])
-            pfn = expand_ranges(dpfn[idx], npages[idx])
+            if base:
+                whole = idx.size == len(g)  # one object maps them all
+                pages = oidx if whole else oidx[idx]
+                node = g.target if whole else g.target[idx]
+                pfn = dpfn if whole else dpfn[idx]
+            else:
+                pages = expand_ranges(oidx[idx], npages[idx])
+                node = np.repeat(g.target[idx], npages[idx])
+                pfn = expand_ranges(dpfn[idx], npages[idx])
             live = obj.mapcount[pages] > 0  # pages of a partly unmapped folio stay unmapped
             if not live.all():
                 pages, node, pfn = pages[live], node[live], pfn[live]
@@ -127,8 +134,12 @@ class Rmap:
             obj.pfn[pages] = pfn
         for d, idx in groups1(g.target):
             nd = nodes[d]
-            nd.obj[dpfn[idx]] = oid[idx]
-            nd.objidx[dpfn[idx]] = oidx[idx]
+            if idx.size == len(g):  # one target node (a move_pages group)
+                nd.obj[dpfn] = oid
+                nd.objidx[dpfn] = oidx
+            else:
+                nd.obj[dpfn[idx]] = oid[idx]
+                nd.objidx[dpfn[idx]] = oidx[idx]
 
     def _move_cow(
         self, nodes: Sequence[Node], g: Folios, dpfn: np.ndarray, cow: np.ndarray
