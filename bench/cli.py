@@ -285,8 +285,12 @@ def _run(
         if loop is not None and r >= rounds - repeat:  # the rounds every row times
             turns.append(loop.run())
 
+    measured = loop is not None
+    if not interleave:
+        loop = None  # one machine at a time needs the room its buffers hold
     results, interrupted = run_with_progress(cases, data, interleave, on_round)
-    if loop is not None:
+    loop = None
+    if measured:
         extra["page_loop_runs"] = turns or hot
         extra["page_loop_gbps"] = summarize(turns or hot)["gbps_median"]
         extra["page_loop_method"] = (
@@ -294,7 +298,6 @@ def _run(
             if turns
             else "back to back, before the cells"
         )
-        del loop
     report.add_ratios(
         results, roof, extra.get("roofline_h2d_gbps"), roofline_mt=extra["roofline_mt_gbps"]
     )
