@@ -300,6 +300,7 @@ def run_cases(
             by_key.setdefault(c.machine_key(), []).append(i)
         for key, idx in by_key.items():
             m = machine_for(*key)
+            cell: Cell | None = None
             try:
                 for i in idx:
                     cell = Cell(cases[i], data, m)
@@ -311,8 +312,9 @@ def run_cases(
             finally:
                 m.close()
                 # a machine and its processes refer to each other: free its nodes now,
-                # not whenever the cycle collector next runs
-                del m
+                # not whenever the cycle collector next runs (nor while the last cell,
+                # which holds it, waits for the next machine to be built beside it)
+                del m, cell
                 gc.collect()
         return [rows[i] for i in range(len(cases))]
     machines: dict[tuple, Machine] = {}

@@ -274,3 +274,33 @@ def test_one_machine_at_a_time_times_the_page_loop_back_to_back(monkeypatch):
     validate(doc)
     assert doc["interleaved"] is False and doc["page_loop_method"].startswith("back to back")
     assert len(doc["page_loop_runs"]) == 3  # the back-to-back passes, at least 3
+
+
+def test_one_machine_at_a_time_means_one_machine_alive(monkeypatch):
+    """Large runs build one machine per row, in turn: the previous one (nodes of --total
+    each) must be gone before the next is built, or the peak doubles."""
+    import gc
+    import weakref
+
+    from offload.bench import movepages
+
+    made: list = []
+    build = movepages.machine_for
+
+    def tracked(*key):
+        gc.collect()
+        alive = [w for w in made if w() is not None]
+        assert not alive, "the previous machine is still alive while the next is built"
+        m = build(*key)
+        made.append(weakref.ref(m))
+        return m
+
+    monkeypatch.setattr(movepages, "machine_for", tracked)
+    total = 1 << 20
+    cases = [
+        movepages.Case(b, 64 << 10, total, repeat=1, warmup=0)
+        for b in ("cpu-serial", "cpu-batched", "dma-threads")
+    ]
+    rows = movepages.run_cases(cases, movepages.pattern(total, 0), interleave=False)
+    assert [r["backend"] for r in rows] == ["cpu-serial", "cpu-batched", "dma-threads"]
+    assert len(made) == 3 and all(w() is None for w in made)
