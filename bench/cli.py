@@ -326,8 +326,14 @@ def _run(
         ("memcpy roofline, 1 thread", roof),
         (f"memcpy roofline, {threads} threads", extra["roofline_mt_gbps"]),
     ]
+    loop_note = ""
     if "page_loop_gbps" in extra:
         in_turn = extra["page_loop_method"].startswith("one pass")
+        loop_note = "; the C page loop copies as many scattered 4 KiB pages, " + (
+            "timed in turn with the rows (its memory idle meanwhile, as theirs is) and back to back"
+            if in_turn
+            else "back to back, as each row runs its cells"
+        )
         lines.append(
             (
                 f"C page loop, 1 thread, {'in turn' if in_turn else 'back to back'}",
@@ -350,9 +356,7 @@ def _run(
                 lines=lines,
                 caption=f"GB/s, median ±MAD of {repeat} runs; xN: ratio to cpu-serial; ~: robust "
                 "spread > 10%. Rooflines: one contiguous copy of the same bytes (1 thread; "
-                f"{threads} threads, the ceiling of multi-threaded rows); the C page loop copies "
-                "as many scattered 4 KiB pages, timed in turn with the rows (memory idle "
-                "meanwhile, as theirs is) and back to back.",
+                f"{threads} threads, the ceiling of multi-threaded rows){loop_note}.",
             )
         ]
         if reference:
