@@ -933,16 +933,33 @@ def scale_cmd(
         hostinfo.host_info(), None, rows + maps, layout=layout, repeat=repeat, warmup=0
     )
 
+    def fmt(r: dict, key: str, spec: str) -> str:
+        return format(r[key], spec) if key in r else "-"
+
     def render() -> list:
         return [
             console.table(
-                ["N", "GB/s", "us/folio", f"x N={ns[0]}", "first/later", "meta B/page", "peak RSS"],
+                [
+                    "N",
+                    "GB/s",
+                    "us/folio",
+                    f"x N={ns[0]}",
+                    "C loop us/page",
+                    f"C loop x N={ns[0]}",
+                    "x / C loop x",
+                    "first/later",
+                    "meta B/page",
+                    "peak RSS",
+                ],
                 [
                     [
                         r["folios"],
                         f"{r['gbps']:.2f}",
                         f"{r['us_per_folio']:.3f}",
                         f"{r['cost_vs_smallest']:.2f}",
+                        fmt(r, "page_loop_us_per_page", ".3f"),
+                        fmt(r, "page_loop_vs_smallest", ".2f"),
+                        fmt(r, "cost_vs_smallest_over_page_loop", ".2f"),
                         f"{r['first_over_later']:.2f}",
                         f"{r['metadata_bytes_per_page']:.1f}",
                         f"{r['peak_rss_bytes'] / 2**30:.2f}G",
@@ -950,7 +967,10 @@ def scale_cmd(
                     for r in rows
                 ],
                 title=f"move_pages of N 4K folios, {backend}, {layout} memory",
-                caption=f"medians of {repeat} runs after the first",
+                caption=f"medians of {repeat} runs after the first; the C loop copies as many "
+                "random pages between two buffers of that size, after the model's machine is "
+                "gone: its growth with N is the memory hierarchy's, and the model's growth "
+                "over it is the engine's",
             ),
             "",
             console.table(

@@ -74,7 +74,8 @@ class PageLoop:
         Where no C compiler is available (check :func:`offload.native.available`).
     """
 
-    def __init__(self, total_bytes: int, seed: int = 0) -> None:
+    def __init__(self, total_bytes: int, seed: int = 0, spread: int = 2) -> None:
+        """*spread*: each buffer holds that many times the pages copied."""
         from offload import native
         from offload.constants import PAGE_SIZE
 
@@ -82,12 +83,12 @@ class PageLoop:
             raise RuntimeError("no compiled page copy on this machine (no C compiler)")
         n = max(1, total_bytes // PAGE_SIZE)
         self.total_bytes = n * PAGE_SIZE
-        self._src = np.empty((2 * n, PAGE_SIZE), dtype=np.uint8)
+        self._src = np.empty((spread * n, PAGE_SIZE), dtype=np.uint8)
         self._src.fill(0x5A)
         self._dst = np.zeros_like(self._src)
         rng = np.random.default_rng(seed)
-        self._sp = rng.permutation(2 * n)[:n]
-        self._dp = rng.permutation(2 * n)[:n]
+        self._sp = rng.permutation(spread * n)[:n]
+        self._dp = rng.permutation(spread * n)[:n]
         self._copy = native.copy_pages
         self._copy(self._dst, self._src, self._dp, self._sp)  # fault in, warm
 

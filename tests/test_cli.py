@@ -345,5 +345,13 @@ def test_scale_suite(run):
     assert [x["folios"] for x in folios] == [1024, 4096]
     assert all(0 < x["metadata_bytes_per_page"] < 64 for x in folios)
     assert folios[0]["cost_vs_smallest"] == 1.0 and all(x["us_per_folio"] > 0 for x in folios)
+    from offload import native
+
+    if native.available():  # the hardware's own growth, and the model's over it
+        assert folios[0]["page_loop_vs_smallest"] == 1.0
+        for x in folios:
+            assert x["page_loop_us_per_page"] > 0
+            want = x["cost_vs_smallest"] / x["page_loop_vs_smallest"]
+            assert x["cost_vs_smallest_over_page_loop"] == pytest.approx(want)
     assert [x["mappings"] for x in maps] == [100, 1024]
     assert run("bench", "scale", "--counts", "0").exit_code == 2
