@@ -103,6 +103,9 @@ class Node:
 
         The memmap marks them in use, with no owner, no pins and no state.
         """
+        if n == 1:  # in scalars (the buddy hands out the block alloc(1, order) would)
+            h = self.alloc_folio(order, zero)
+            return np.array([h], dtype=np.int64) if h >= 0 else np.empty(0, dtype=np.int64)
         heads = self.buddy.alloc(n, order)
         if heads.size < n and self.reclaim is not None and self.reclaim():
             more = self.buddy.alloc(n - heads.size, order)
@@ -120,13 +123,13 @@ class Node:
                 devmem.zero(self.frames, pages)
         return heads
 
-    def alloc_folio(self, order: int) -> int:
+    def alloc_folio(self, order: int, zero: bool = False) -> int:
         """Allocate one folio of *order*; return its head pfn, or -1 when none is free."""
         h = self.buddy.alloc_one(order)
         if h < 0 and self.reclaim is not None and self.reclaim():
             h = self.buddy.alloc_one(order)
         if h >= 0:
-            self._mark_used(h, order, False)
+            self._mark_used(h, order, zero)
         return h
 
     def _mark_used(self, h: int, order: int, zero: bool) -> None:
