@@ -66,7 +66,7 @@ class PageLoop:
     """A compiled loop of per-page ``memcpy`` over *total_bytes* of pages, chosen at
     random in one buffer and copied to random pages of another (single-threaded: what
     scattered folios allow one CPU), kept ready so that it can be timed again and again,
-    in turn with the benchmark's rows (see :func:`page_loop_gbps`).
+    in turn with the benchmark's rows.
 
     Raises
     ------
@@ -102,14 +102,3 @@ class PageLoop:
         t0 = time.perf_counter()
         self._copy(self._dst, self._src, self._dp, self._sp)
         return self.total_bytes / (time.perf_counter() - t0) / 1e9
-
-
-def page_loop_gbps(total_bytes: int, repeat: int = 3, seed: int = 0) -> list[float]:
-    """GB/s of *repeat* back-to-back passes of a :class:`PageLoop` over *total_bytes*.
-    Empty where no C compiler is available."""
-    from offload import native
-
-    if not native.available():
-        return []
-    loop = PageLoop(total_bytes, seed)
-    return [loop.run() for _ in range(repeat)]
