@@ -291,8 +291,9 @@ def _run(
     results, interrupted = run_with_progress(cases, data, interleave, on_round)
     loop = None
     if measured:
-        extra["page_loop_runs"] = turns or hot
-        extra["page_loop_gbps"] = summarize(turns or hot)["gbps_median"]
+        runs = turns or hot
+        extra["page_loop_runs"] = runs
+        extra["page_loop_gbps"] = summarize(runs)["gbps_median"]
         extra["page_loop_method"] = (
             "one pass per round of the rows taking turns"
             if turns
