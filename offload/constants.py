@@ -37,3 +37,8 @@ MIGRATE_REASONS: tuple[str, ...] = (
     "damon",
 )
 MR_SYSCALL: str = "syscall_or_cpuset"
+
+#: The top of the user address space (x86-64, 4-level page tables: TASK_SIZE_MAX). An
+#: address or range above it is no user memory: munmap refuses it (EINVAL), mmap has no
+#: room there (ENOMEM), an access there faults (EFAULT).
+TASK_SIZE: int = (1 << 47) - PAGE_SIZE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
 
@@ -59,6 +60,18 @@ class BadArgument(OffloadError, ValueError):
 
 class BadArgumentType(OffloadError, TypeError):
     """An argument has the wrong type."""
+
+
+class BadRange(OSError, BadArgument):
+    """An address or length that the kernel refuses with EINVAL (``munmap`` past the end
+    of the address space, a zero or negative length, an unaligned start).
+
+    Both an ``OSError`` with ``errno == EINVAL``, as the system call answers, and a
+    :class:`BadArgument` whose message names the argument; nothing was changed.
+    """
+
+    def __init__(self, what: str) -> None:
+        super().__init__(errno.EINVAL, f"{os.strerror(errno.EINVAL)}: {what}")
 
 
 def check_int(

@@ -10,11 +10,19 @@ import numpy as np
 
 from . import devmem, syscalls
 from .arrays import expand_ranges
-from .constants import HPAGE_PMD_ORDER, MAX_FOLIO_ORDER, MPOL_MF_MOVE, PAGE_SHIFT, PAGE_SIZE
+from .constants import (
+    HPAGE_PMD_ORDER,
+    MAX_FOLIO_ORDER,
+    MPOL_MF_MOVE,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    TASK_SIZE,
+)
 from .errors import BadArgument, BadArgumentType, check_int, check_node, oserror
 from .mm import PTE_NONE, PTE_ZERO, MemObject, Vma
 from .node import ISOLATED, MIGRATING, pages_of
 from .syscalls import MoveResult
+from .uaccess import munmap_range, user_addr
 
 if TYPE_CHECKING:  # pragma: no cover
     from .machine import Machine
@@ -165,7 +173,13 @@ class Process:
         self._views(m)
 
     def _place(self, length: int, align: int) -> int:
+        """An address for a new mapping of *length* bytes; ENOMEM when the user address
+        space has no room left for it (as get_unmapped_area)."""
         start = -(-self._next // align) * align
+        if start + length > TASK_SIZE:
+            raise oserror(
+                errno.ENOMEM, f"no room for {length} bytes below {TASK_SIZE:#x} (TASK_SIZE)"
+            )
         self._next = start + length + PAGE_SIZE  # a guard page between mappings
         return start
 
@@ -221,6 +235,9 @@ class Process:
                     f"node {nid} has {m.nodes[nid].free_pages} free "
                     f"pages, {length >> PAGE_SHIFT} asked for",
                 )
+            start = self._place(
+                length, max(folio_size, FAULT_AROUND_BYTES) if shared else folio_size
+            )
             obj = MemObject(m.rmap.next_id(), length >> PAGE_SHIFT, order, nid, shared)
             if populate:
                 obj.fault_in(np.arange(obj.npages), m.nodes)
@@ -230,9 +247,6 @@ class Process:
                 present = np.full(obj.npages, populate, dtype=bool)
                 obj.ptes[:] = int(populate)
             m.objects[obj.id] = obj
-            start = self._place(
-                length, max(folio_size, FAULT_AROUND_BYTES) if shared else folio_size
-            )
             self._insert_vma(Vma(start, start + length, obj, 0, folio_size, present))
         return start
 
@@ -241,7 +255,9 @@ class Process:
 
         Returns the address in *into*. The region must lie inside one shared mapping.
         """
-        addr = check_int(addr, "addr", minimum=0, multiple=PAGE_SIZE)
+        addr = user_addr(addr)
+        if addr % PAGE_SIZE:
+            raise BadArgument(f"addr: must be a multiple of {PAGE_SIZE}, got {addr}")
         length = check_int(length, "length", minimum=1, multiple=PAGE_SIZE)
         if not isinstance(into, Process) or into.machine is not self.machine:
             raise BadArgumentType("into: expected a Process of the same Machine")
@@ -259,8 +275,8 @@ class Process:
             pgoff = vma.pgoff + ((addr - vma.start) >> PAGE_SHIFT)
             if pgoff % (vma.folio_size >> PAGE_SHIFT) or length % vma.folio_size:
                 raise BadArgument(f"addr/length: must cover whole folios of {vma.folio_size} bytes")
-            vma.obj.mapcount[pgoff : pgoff + (length >> PAGE_SHIFT)] += 1
             start = into._place(length, max(vma.folio_size, FAULT_AROUND_BYTES))
+            vma.obj.mapcount[pgoff : pgoff + (length >> PAGE_SHIFT)] += 1
             # no page table entry until *into* touches a page: until then the page does
             # not count towards its mapcount (it can move with MPOL_MF_MOVE)
             into._insert_vma(
@@ -278,11 +294,18 @@ class Process:
     def munmap(self, addr: int, length: int) -> None:
         """Unmap ``[addr, addr + length)``; free the folios no mapping uses any more.
 
-        Folios under migration are waited for; a pinned folio is freed at unpin.
+        As munmap(2): *length* is rounded up to whole pages, and a range with no
+        mapping in it is no error. Folios under migration are waited for; a pinned
+        folio is freed at unpin.
+
+        Raises
+        ------
+        BadRange
+            EINVAL (an ``OSError`` and a :class:`BadArgument`) for an unaligned *addr*,
+            a zero or negative *length*, or a range past the end of the user address
+            space (``TASK_SIZE``); nothing is unmapped.
         """
-        addr = check_int(addr, "addr", minimum=0, multiple=PAGE_SIZE)
-        length = check_int(length, "length", minimum=1, multiple=PAGE_SIZE)
-        end = addr + length
+        addr, end = munmap_range(addr, length)
         m = self.machine
         with m.lock:
             while True:
@@ -533,7 +556,7 @@ class Process:
 
     def read_array(self, addr: int, n: int) -> np.ndarray:
         """Like :meth:`read`, as a new uint8 numpy array."""
-        addr = check_int(addr, "addr", minimum=0)
+        addr = user_addr(addr)
         n = check_int(n, "n", minimum=0)
         if n == 0:
             return np.empty(0, dtype=np.uint8)
@@ -568,7 +591,7 @@ class Process:
 
     def write(self, addr: int, data: bytes | bytearray | memoryview | np.ndarray) -> None:
         """Write *data* at *addr*, allocating folios on first touch."""
-        addr = check_int(addr, "addr", minimum=0)
+        addr = user_addr(addr)
         if isinstance(data, np.ndarray):
             if data.dtype.hasobject:
                 raise BadArgumentType(
@@ -603,7 +626,7 @@ class Process:
 
     def pin(self, addr: int) -> Pin:
         """Take an extra reference on the folio at *addr* (faulting it in if needed)."""
-        addr = check_int(addr, "addr", minimum=0)
+        addr = user_addr(addr)
         m = self.machine
         with m.lock:
             vi, idx, _oid, nid, pfn = self._wait_stable(addr, 1)

@@ -12,6 +12,7 @@ import numpy as np
 from .constants import MAX_NUMNODES, MPOL_MF_MOVE, MPOL_MF_MOVE_ALL, MR_SYSCALL, PAGE_SHIFT
 from .errors import BadArgument, BadArgumentType, check_int, oserror
 from .folios import Folios, gather, heads_of
+from .uaccess import int_array
 
 if TYPE_CHECKING:  # pragma: no cover
     from .machine import Machine
@@ -43,33 +44,6 @@ class Task(Protocol):
 
 
 _KEY_SHIFT = 40  # folio key: node << 40 | head pfn
-
-
-def _int_array(values, name: str) -> np.ndarray:
-    """*values* (a sequence or array of ints) as int64, or an error naming *name*."""
-    if (
-        isinstance(values, (str, bytes, bytearray))
-        or values is None
-        or not hasattr(values, "__iter__")
-        or (isinstance(values, np.ndarray) and values.ndim == 0)
-    ):
-        raise BadArgumentType(
-            f"{name}: expected a sequence of integers, got {type(values).__name__}"
-        )
-    try:
-        arr = np.asarray(values if isinstance(values, np.ndarray) else list(values))
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise BadArgument(f"{name}: expected a flat sequence of integers ({exc})") from None
-    if arr.size == 0:
-        return np.empty(0, dtype=np.int64)
-    if arr.ndim != 1 or arr.dtype.kind not in "iu" or arr.dtype == np.bool_:
-        raise BadArgumentType(
-            f"{name}: expected a flat sequence of integers, got dtype "
-            f"{arr.dtype} and shape {arr.shape}"
-        )
-    if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
-        raise BadArgument(f"{name}: values out of range")
-    return arr.astype(np.int64, copy=False)
 
 
 def _target(caller: Task, pid: int) -> Task:
@@ -127,8 +101,8 @@ def move_pages(caller: Task, pages, nodes, flags: int, pid: int) -> MoveResult:
         one = _move_one(_target(caller, pid), addr, node, bool(flags & MPOL_MF_MOVE_ALL))
         if one is not None:
             return one
-    addrs = _int_array(pages, "pages")
-    targets = None if nodes is None else _int_array(nodes, "nodes")
+    addrs = int_array(pages, "pages", pointers=True)
+    targets = None if nodes is None else int_array(nodes, "nodes")
     if targets is not None and targets.size != addrs.size:
         raise BadArgument(f"nodes: has {targets.size} entries, pages has {addrs.size}")
     _check_flags(caller, flags)
@@ -263,7 +237,7 @@ def _move_group(p: Task, addrs: np.ndarray, node: int, move_all: bool) -> np.nda
 
 
 def _node_set(values: Iterable[int], name: str) -> list[int]:
-    arr = _int_array(values, name)
+    arr = int_array(values, name)
     if ((arr < 0) | (arr >= MAX_NUMNODES)).any():
         raise oserror(errno.EINVAL, f"{name}: node ids must be in 0..{MAX_NUMNODES - 1}")
     return sorted(set(arr.tolist()))
