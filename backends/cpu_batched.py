@@ -24,7 +24,7 @@ import numpy as np
 from offload.arrays import run_boundaries
 from offload.batch import FolioBatch
 from offload.devmem import copy_pages, copy_runs
-from offload.migrator import Migrator, Option
+from offload.migrator import Migrator, Option, shipped
 
 #: A share is copied run by run when it has at most this many runs per 1024 pages.
 _RUNS_PER_1K_PAGES = 64
@@ -40,6 +40,7 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+@shipped(plain_copy=True)
 class CpuBatched(Migrator):
     """Vectorised, multi-threaded CPU batch copy.
 
@@ -50,11 +51,6 @@ class CpuBatched(Migrator):
     """
 
     name = "cpu-batched"
-    #: shipped with folio-offload: called inline on the CPU path, without a guard
-    _trusted = True
-    #: its copy of a folio is a plain memcpy and it keeps no state of its own, so the
-    #: engine may copy one base page in its place (``MigrationEngine.migrate_one``)
-    _plain_copy = True
     options = {"threads": Option(int, min=1, max=256, help="copy threads (default: usable CPUs)")}
 
     def __init__(self, threads: int | None = None) -> None:

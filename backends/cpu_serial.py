@@ -7,9 +7,10 @@ from typing import Any
 
 from offload.batch import FolioBatch
 from offload.constants import PAGE_SHIFT
-from offload.migrator import Migrator
+from offload.migrator import Migrator, shipped
 
 
+@shipped(plain_copy=True)
 class CpuSerial(Migrator):
     """Copy each folio with its own copy call, in order, on the calling thread.
 
@@ -19,11 +20,6 @@ class CpuSerial(Migrator):
     """
 
     name = "cpu-serial"
-    #: shipped with folio-offload: called inline on the CPU path, without a guard
-    _trusted = True
-    #: its copy of a folio is a plain memcpy and it keeps no state of its own, so the
-    #: engine may copy one base page in its place (``MigrationEngine.migrate_one``)
-    _plain_copy = True
 
     def _views(self, memory: Mapping[int, Any]) -> dict[int, memoryview]:
         """A flat memoryview of every node of *memory*, kept while the batches come from

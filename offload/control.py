@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from .errors import oserror
-from .migrator import Migrator
+from .migrator import Migrator, safe_name
 from .reasons import format_reasons, parse_reasons, reason_bit
 
 log = logging.getLogger("offload")
@@ -63,8 +63,9 @@ class OffloadControl:
             EINVAL if *migrator* is not a Migrator (no ``offload_copy``) or the mask is
             bad; EBUSY if another migrator is active.
         """
+        # the class is asked, never the instance (its look-ups are plugin code)
         if not isinstance(migrator, Migrator) or not callable(
-            getattr(migrator, "offload_copy", None)
+            getattr(type(migrator), "offload_copy", None)
         ):
             raise oserror(
                 errno.EINVAL, f"migrator: expected a Migrator, got {type(migrator).__name__}"
@@ -72,7 +73,9 @@ class OffloadControl:
         mask = parse_reasons(reasons)
         with self._lock:
             if self._active is not None:
-                raise oserror(errno.EBUSY, f"migrator {self._active.name!r} is already active")
+                raise oserror(
+                    errno.EBUSY, f"migrator {safe_name(self._active)!r} is already active"
+                )
             self._active = migrator
             self._mask = mask
 
@@ -117,4 +120,6 @@ class OffloadControl:
         now = time.monotonic()
         if now - self._last_warn >= 5.0:
             self._last_warn = now
-            log.warning("offload copy by %s failed, CPU copies the batch: %r", migrator.name, exc)
+            log.warning(
+                "offload copy by %s failed, CPU copies the batch: %r", safe_name(migrator), exc
+            )

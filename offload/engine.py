@@ -474,26 +474,11 @@ class MigrationEngine:
         return keep
 
     def _copy_step(self, batch: FolioBatch, res: CopyResult) -> np.ndarray | None:
-        sched = self.scheduler
-        sched.copy(batch, res)
-        keep = self._rehome(batch, res) if res.abandoned is not None else None
-        unmarked = ~batch.copied if keep is None else ~batch.copied & keep
-        if unmarked.any():
-            self.stats.cpu_fallback_folios += int(unmarked.sum())
-            cpu = sched.cpu
-            near = unmarked & sched.cpu_reaches(batch)
-            if getattr(cpu, "_trusted", False) and near.any() and not sched.stuck(cpu):
-                sub = batch[near]
-                cpu.offload_copy(sub)
-                counters(cpu).add(folios_migrated=int(sub.copied.sum()))
-                batch.absorb(sub)
-            left = unmarked & ~batch.copied
-            if left.any():
-                # what the CPU path could not or would not copy: the plain page copy,
-                # which reaches device memory too (through the CUDA runtime)
-                devmem.copy_folios(batch[left])
-                batch.copied[left] = True
-        return keep
+        """The scheduler copies the whole batch (who copies what is its decision); the
+        engine gives fresh destinations to the folios of an abandoned call."""
+        self.scheduler.copy(batch, res, rehome=self._rehome)
+        self.stats.cpu_fallback_folios += res.fallback
+        return res.keep
 
     def _rehome(self, batch: FolioBatch, res: CopyResult) -> np.ndarray:
         """Give the folios of an abandoned call fresh destinations (the old ones wait in

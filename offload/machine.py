@@ -25,7 +25,7 @@ from .errors import (
     check_node,
 )
 from .guard import CallRunner
-from .migrator import Migrator
+from .migrator import Migrator, safe_spec
 from .node import NODE_KINDS, Node
 from .process import Process
 from .rmap import Rmap
@@ -389,4 +389,4 @@ class Machine:
 
     def __repr__(self) -> str:
         nodes = ",".join(f"{n.kind}:{n.size >> 20}M" for n in getattr(self, "nodes", ()))
-        return f"Machine(nodes={nodes!r}, cpu={self.cpu.spec!r}, policy={self.policy!r})"
+        return f"Machine(nodes={nodes!r}, cpu={safe_spec(self.cpu)!r}, policy={self.policy!r})"

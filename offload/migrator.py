@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from .batch import FolioBatch
 from .counters import counters
@@ -168,4 +168,73 @@ class Migrator(ABC):
         return f"<{type(self).__name__} {self.spec!r}>"
 
 
-__all__ = ["CopyHandle", "Migrator", "Option"]
+@dataclass(frozen=True)
+class Shipped:
+    """How the copy pipeline treats a class that folio-offload ships.
+
+    Attributes
+    ----------
+    plain_copy : bool
+        Its copy of a folio is a plain memcpy and it keeps no state of its own, so a
+        one-folio migration may copy in its place (and count it for it).
+    """
+
+    plain_copy: bool = False
+
+
+#: The classes folio-offload ships, by identity. Their calls run on the calling thread
+#: and their marks are read from the batch they were handed. Every other class, a
+#: subclass of one of these included, is a plugin: it runs on a worker with a deadline,
+#: gets its own copy of the batch, and only a bool array of the batch's length in the
+#: object the scheduler gave it counts as marks.
+SHIPPED: dict[type, Shipped] = {}
+
+_M = TypeVar("_M", bound=type)
+
+
+def shipped(*, plain_copy: bool = False) -> Callable[[_M], _M]:
+    """Class decorator: list a Migrator class in :data:`SHIPPED` (folio-offload's own
+    backends only; a plugin that uses it gives up every guard of the pipeline)."""
+
+    def mark(cls: _M) -> _M:
+        SHIPPED[cls] = Shipped(plain_copy=plain_copy)
+        return cls
+
+    return mark
+
+
+def shipped_as(mig: object) -> Shipped | None:
+    """How the pipeline treats *mig*: its class's :data:`SHIPPED` entry, or None for a
+    plugin. Asks the class, never the instance (whose look-ups are plugin code)."""
+    return SHIPPED.get(type(mig))
+
+
+def safe_name(mig: object) -> str:
+    """*mig*'s ``name`` for messages, or its class name when asking raises."""
+    try:
+        name = mig.name  # type: ignore[attr-defined]
+    except Exception:
+        name = None
+    return name if isinstance(name, str) else type(mig).__name__
+
+
+def safe_spec(mig: object) -> str:
+    """*mig*'s ``spec`` for reports, or its name when asking raises."""
+    try:
+        spec = mig.spec  # type: ignore[attr-defined]
+    except Exception:
+        spec = None
+    return spec if isinstance(spec, str) else safe_name(mig)
+
+
+__all__ = [
+    "SHIPPED",
+    "CopyHandle",
+    "Migrator",
+    "Option",
+    "Shipped",
+    "safe_name",
+    "safe_spec",
+    "shipped",
+    "shipped_as",
+]

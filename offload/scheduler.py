@@ -5,18 +5,20 @@ from __future__ import annotations
 import functools
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import devmem
 from .batch import FolioBatch
 from .constants import PAGE_SHIFT
 from .control import OffloadControl
 from .counters import counters
 from .errors import SpecError
 from .guard import CallRunner, GuardedCall
-from .migrator import Migrator
+from .migrator import Migrator, safe_spec, shipped_as
 from .sizes import parse_size
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -115,6 +117,11 @@ class CopyResult:
     abandoned : numpy.ndarray or None
         Per folio: given to a call abandoned at its deadline, which may still write
         to the folio's destination (the engine moves such folios to fresh frames).
+    keep : numpy.ndarray or None
+        After an abandoned call, per folio: whether it got a fresh destination and
+        goes on (None: every folio goes on).
+    fallback : int
+        Folios the fallback copied (unmarked after the batch copy).
     """
 
     n: int = 0
@@ -122,6 +129,8 @@ class CopyResult:
     by_offload: np.ndarray | None = None
     calls: list = field(default_factory=list)
     abandoned: np.ndarray | None = None
+    keep: np.ndarray | None = None
+    fallback: int = 0
 
     def pending(self) -> list:
         """The calls that have not returned yet."""
@@ -185,11 +194,9 @@ class Scheduler:
         self._reach: dict[int, tuple[object, np.ndarray]] = {}
         self._stuck: dict[int, list[GuardedCall]] = {}
         self._cpu_reach = self.reach(cpu)
-        self._cpu_inline = (
-            getattr(cpu, "_trusted", False)
-            and type(cpu).__dict__.get("_plain_copy", False)  # not inherited by a subclass
-            and bool(self._cpu_reach.all())
-        )
+        kind = shipped_as(cpu)
+        self._cpu_shipped = kind is not None
+        self._cpu_inline = kind is not None and kind.plain_copy and bool(self._cpu_reach.all())
 
     def report(self) -> dict:
         """Observability: policy, current CPU fraction and the totals (a snapshot)."""
@@ -198,9 +205,9 @@ class Scheduler:
         d["cpu_fraction"] = self.policy.cpu_fraction
         # what the machine saw each migrator do (kept by folio-offload, not the plugin)
         active = self.control.active
-        d["migrators"] = {"cpu": {"spec": self.cpu.spec, **counters(self.cpu).as_dict()}}
+        d["migrators"] = {"cpu": {"spec": safe_spec(self.cpu), **counters(self.cpu).as_dict()}}
         if active is not None:
-            d["migrators"]["offload"] = {"spec": active.spec, **counters(active).as_dict()}
+            d["migrators"]["offload"] = {"spec": safe_spec(active), **counters(active).as_dict()}
         if self.policy.kind == "adaptive":
             a = self.adaptive
             d["adaptive"] = {"mode": a.mode, "split": a.split, "gbps": dict(a.gbps)}
@@ -252,12 +259,43 @@ class Scheduler:
         self._cpu_counters.add(folios_migrated=folios)
 
     # -- the batch copy ----------------------------------------------------------------------
-    def copy(self, batch: FolioBatch, res: CopyResult) -> None:
-        """Copy what the policy gives each side; leave failures unmarked for the engine.
+    def copy(
+        self,
+        batch: FolioBatch,
+        res: CopyResult,
+        rehome: Callable[[FolioBatch, CopyResult], np.ndarray] | None = None,
+    ) -> None:
+        """Copy every folio of *batch*: what the policy gives each side, then on the CPU
+        path (or the plain page copy) whatever is still unmarked.
 
         Fills *res* as it goes: the migrator used, which folios it marked, the calls
-        started and the folios abandoned with a late call.
+        started and the folios abandoned with a late call. Those get fresh destinations
+        from *rehome* (the engine's frames) before the fallback copies them; a folio
+        with no fresh frame is left uncopied, ``res.keep`` False.
         """
+        self._split_copy(batch, res)
+        if res.abandoned is not None and rehome is not None:
+            res.keep = rehome(batch, res)
+        unmarked = ~batch.copied if res.keep is None else ~batch.copied & res.keep
+        if not unmarked.any():
+            return
+        res.fallback = int(unmarked.sum())
+        near = unmarked & self.cpu_reaches(batch)
+        if self._cpu_shipped and near.any() and not self.stuck(self.cpu):
+            sub = batch[near]
+            self.cpu.offload_copy(sub)
+            self._cpu_counters.add(folios_migrated=int(sub.copied.sum()))
+            batch.absorb(sub)
+        left = unmarked & ~batch.copied
+        if left.any():
+            # what the CPU path could not or would not copy: the plain page copy, which
+            # reaches device memory too (through the CUDA runtime)
+            devmem.copy_folios(batch[left])
+            batch.copied[left] = True
+
+    def _split_copy(self, batch: FolioBatch, res: CopyResult) -> None:
+        """The batch copy proper: the offload engine and the CPU path, as the policy
+        splits the batch; failures stay unmarked."""
         with self.control.use(batch.reason) as mig:
             if mig is not None and self.stuck(mig):
                 counters(mig).add(batches_skipped=1)
@@ -290,7 +328,7 @@ class Scheduler:
         )
         if reach is not None and not reach.any():
             return
-        if getattr(self.cpu, "_trusted", False):
+        if self._cpu_shipped:
             sub = batch if reach is None else batch[reach]
             self.cpu.offload_copy(sub)
             self._cpu_counters.add(folios_migrated=int(sub.copied.sum()))
@@ -298,13 +336,16 @@ class Scheduler:
                 batch.absorb(sub)
             return
         own = batch[:] if reach is None else batch[reach]  # a failed call's marks stay there
+        # what the plugin may rebind on its object is read before the call
+        held, index, n = own.copied, own.index, len(own)
+        assert index is not None  # a sub-batch knows its place in the batch
         call = self._start(self.cpu, own, res)
-        assert own.index is not None  # a sub-batch knows its place in the batch
-        at = own.index if where is None else where[own.index]
+        at = index if where is None else where[index]
         if self._collect(self.cpu, call, time.perf_counter(), res, at):
-            marked = int(own.copied.sum())
-            counters(self.cpu).add(folios_migrated=marked, folios_failures=len(own) - marked)
-            batch.copied[own.index] |= own.copied
+            marks = handed_marks(held, n)
+            marked = int(marks.sum())
+            counters(self.cpu).add(folios_migrated=marked, folios_failures=n - marked)
+            batch.copied[index] |= marks
 
     def _start(self, mig: Migrator, sub: FolioBatch, res: CopyResult) -> GuardedCall:
         """Start *mig* on *sub* on a worker (``should_batch`` is asked there too)."""
@@ -389,11 +430,13 @@ class Scheduler:
             st.batches += 1
         n = len(batch)
         whole = bool(to_off.all())
-        inline = whole and getattr(mig, "_trusted", False)
+        inline = whole and shipped_as(mig) is not None
         # a backend gets its own markers and metadata, except a driver we ship taking the
         # whole batch: it keeps its own deadline (DCBM aborts its job at its timeout), and
         # nothing runs beside it to overlap with, so it runs here on the batch itself
         off = batch if inline else (batch[:] if whole else batch[to_off])
+        # a plugin may rebind anything on its object: what is read back is taken now
+        n_off, off_index, held, b_off = len(off), off.index, off.copied, off.nbytes
         cpu = batch[:0] if whole else batch[~to_off]
         t0 = time.perf_counter()
         call: GuardedCall | _Finished | None
@@ -405,26 +448,29 @@ class Scheduler:
         if len(cpu):
             self.cpu_copy(cpu, res, where=cpu.index)
             t_cpu = time.perf_counter() - t0
-        trusted = call is None or self._collect(mig, call, t0, res, off.index)
+        trusted = call is None or self._collect(mig, call, t0, res, off_index)
         declined = call is not None and trusted and call.value is False
         # marks of a call that failed, was declined or is still running count for nothing
-        marks = off.copied.copy() if trusted and not declined else np.zeros(len(off), bool)
+        if not trusted or declined:
+            marks = np.zeros(n_off, dtype=bool)
+        else:
+            marks = held.copy() if off is batch else handed_marks(held, n_off)
         marked = int(marks.sum())
-        ok = trusted and not declined and marked == len(off)
+        ok = trusted and not declined and marked == n_off
         t_off = (call.finished_at - t0) if call is not None and trusted else 0.0
         by_off = np.zeros(n, dtype=bool)
         if off is batch:
             batch.copied[:] = marks
             by_off = marks
         elif marked:
-            batch.copied[off.index] |= marks
-            by_off[off.index] = marks
+            batch.copied[off_index] |= marks
+            by_off[off_index] = marks
         if len(cpu):
             batch.absorb(cpu)
         res.by_offload = by_off
-        b_off, b_cpu = off.nbytes, cpu.nbytes
+        b_cpu = cpu.nbytes
         declined = call is not None and call.done() and call.value is False
-        failed = 0 if declined else len(off) - marked
+        failed = 0 if declined else n_off - marked
         counters(mig).add(folios_migrated=marked, folios_failures=failed)
         with self._lock:  # migrations from several threads share these counters
             st.offload_failures += failed
@@ -592,6 +638,15 @@ def _inline(mig: Migrator, sub: FolioBatch) -> _Finished:
         return _Finished(_copy_call(mig, sub), None)
     except Exception as exc:  # a failure of the offload is the CPU's to fix
         return _Finished(None, exc)
+
+
+def handed_marks(held: object, n: int) -> np.ndarray:
+    """The marks a plugin left in the array it was handed (*held*, the scheduler's own
+    reference): a copy while it is still a bool array of *n* entries, else none. What
+    the plugin bound to its batch object instead counts for nothing."""
+    if type(held) is np.ndarray and held.dtype == np.bool_ and held.shape == (n,):
+        return held.copy()
+    return np.zeros(n, dtype=bool)
 
 
 def _ewma(old: float, new: float, alpha: float = 0.5) -> float:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 import numpy as np
 
 from .constants import MAX_NUMNODES, MPOL_MF_MOVE, MPOL_MF_MOVE_ALL, MR_SYSCALL, PAGE_SHIFT
-from .errors import BadArgument, BadArgumentType, check_int, oserror
+from .errors import BadArgument, check_int, oserror
 from .folios import Folios, gather, heads_of
 from .uaccess import int_array
 

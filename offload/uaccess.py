@@ -52,9 +52,7 @@ def munmap_range(addr: object, length: object) -> tuple[int, int]:
     if start % PAGE_SIZE:
         raise BadRange(f"addr: {start:#x} is not a multiple of the page size {PAGE_SIZE}")
     if not 0 <= start <= TASK_SIZE:
-        raise BadRange(
-            f"addr: {start:#x} is outside the user address space [0, {TASK_SIZE:#x}]"
-        )
+        raise BadRange(f"addr: {start:#x} is outside the user address space [0, {TASK_SIZE:#x}]")
     if n <= 0 or n > TASK_SIZE - start:
         why = (
             "must be more than 0"
@@ -95,7 +93,7 @@ def int_array(values: object, name: str, *, pointers: bool = False) -> np.ndarra
         if isinstance(values, np.ndarray):
             arr = values
         else:
-            seq = list(values)  # type: ignore[call-overload]
+            seq = list(values)
             arr = np.asarray(seq)
     except (TypeError, ValueError, OverflowError) as exc:
         raise BadArgument(f"{name}: expected a flat sequence of integers ({exc})") from None

@@ -8,7 +8,7 @@ Importing this package never imports CuPy.
 
 from __future__ import annotations
 
-from offload.migrator import Option
+from offload.migrator import Option, shipped
 
 from .driver import Dcbm
 from .engine import DmaEngine, Job
@@ -16,6 +16,7 @@ from .plan import MAX_CHANNELS, Plan, channel_bounds, plan_batch
 from .threads import Faults, ThreadEngine
 
 
+@shipped()
 class DmaThreads(Dcbm):
     """``dma-threads``: DCBM over software channels run by CPU threads.
 

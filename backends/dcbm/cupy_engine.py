@@ -19,7 +19,7 @@ import numpy as np
 
 from offload.constants import PAGE_SHIFT, PAGE_SIZE
 from offload.errors import BadArgument
-from offload.migrator import Option
+from offload.migrator import Option, shipped
 
 from .driver import Dcbm
 from .engine import DONE, FAILED, DmaEngine, Job
@@ -219,6 +219,7 @@ class CupyEngine(DmaEngine):
         self.streams = []
 
 
+@shipped()
 class CupyDcbm(Dcbm):
     """``cupy``: DCBM over CUDA streams (see the module docstring)."""
 

@@ -6,12 +6,13 @@ import threading
 
 from offload.batch import FolioBatch
 from offload.errors import BadArgument, BadArgumentType
-from offload.migrator import Migrator, Option
+from offload.migrator import Migrator, Option, shipped
 
 from .engine import DmaEngine
 from .plan import MAX_CHANNELS, plan_batch
 
 
+@shipped()
 class Dcbm(Migrator):
     """Spread each batch over DMA channels, one descriptor per folio (or coalesced run).
 
@@ -32,8 +33,6 @@ class Dcbm(Migrator):
     """
 
     name = "dcbm"
-    #: shipped with folio-offload: called inline on the CPU path, without a guard
-    _trusted = True
     options = {
         "channels": Option(int, min=1, max=MAX_CHANNELS, help="DMA channels (1..16)"),
         "timeout": Option(
