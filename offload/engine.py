@@ -550,7 +550,11 @@ class MigrationEngine:
                         target,
                     )
                 )
-            self.vmstat.add("thp_migration_split", int((f.order == HPAGE_PMD_ORDER).sum()))
+            # as migrate_pages_batch's -ENOMEM case: a THP split to retry its pieces is
+            # counted failed as well as split (nr_thp_failed, nr_thp_split)
+            thps = int((f.order == HPAGE_PMD_ORDER).sum())
+            self.vmstat.add("thp_migration_fail", thps)
+            self.vmstat.add("thp_migration_split", thps)
             self.cond.notify_all()
         return Folios.concat(parts), stuck
 

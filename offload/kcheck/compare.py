@@ -8,7 +8,7 @@ line) or ``mismatch`` (a bug of the model, or of the harness).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from errno import EFAULT, ENOENT, ENOMEM
+from errno import EBUSY, EFAULT, ENOENT, ENOMEM
 
 from .observe import VMSTAT, Observation, errno_name
 from .scenario import Scenario
@@ -135,12 +135,14 @@ def _move_explained(sc: Scenario, s, k: dict, m: dict, deps: set) -> bool:
     if (
         k["errno"] == ENOMEM
         and m["errno"] == 0
-        and all(x is None for x in k["status"])
+        and all(x is None or x == -EBUSY for x in k["status"])
         and -ENOMEM in m["status"]
     ):
         # the kernel fails the call when a group runs out of memory; the model reports
         # the entries that did not fit
         deps.add("enomem_call")
+        if -EBUSY in k["status"]:  # entries into a folio isolated by an earlier one
+            deps.add("one_folio_entries")
         return True
     if k["errno"] != m["errno"]:
         return False
@@ -160,7 +162,7 @@ def _move_explained(sc: Scenario, s, k: dict, m: dict, deps: set) -> bool:
             deps.add("unwritten_statuses")
         elif a == -EFAULT and b == -ENOENT:  # 6.1: never touched is -EFAULT
             deps.add("untouched_enoent")
-        elif a == -16 and b is not None and b >= 0:  # -EBUSY: the folio was isolated already
+        elif a == -EBUSY and b is not None and b >= 0:  # -EBUSY: the folio was isolated already
             deps.add("one_folio_entries")
         else:
             ok = False
