@@ -9,6 +9,7 @@ import click
 
 from offload import console
 from offload.errors import OffloadError
+from offload.params import FiniteFloatRange
 from offload.sizes import format_size, parse_size
 
 from . import report
@@ -997,7 +998,7 @@ def scale_cmd(
     "--seconds",
     default=10.0,
     show_default=True,
-    type=click.FloatRange(0.1, 86400),
+    type=FiniteFloatRange(0.1, 86400),
     help="How long to run.",
 )
 @click.option(
@@ -1085,7 +1086,8 @@ def compare_cmd(a: str, b: str, as_json: bool) -> None:
     rows = compare(da, db)
     notes = machine_notes(da, db)
     if as_json:
-        click.echo(json.dumps({"a": a, "b": b, "notes": notes, "cells": rows}, indent=2))
+        doc = {"a": a, "b": b, "notes": notes, "cells": rows}
+        click.echo(json.dumps(doc, indent=2, allow_nan=False))
         return
     for n in notes:
         click.echo(f"note: {n}", err=True)

@@ -3,8 +3,12 @@ is significant (Welch's t-test at 95% over the runs of each side, as pyperf does
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import statistics
+from importlib import resources
+from typing import Any
 
 from offload.errors import BadArgument
 
@@ -14,30 +18,73 @@ from .stats import significant
 KEY = ("suite", "backend", "folio_size", "batch_pages", "direction")
 
 
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+@functools.lru_cache(maxsize=1)
+def _validator() -> Any:
+    import jsonschema
+
+    text = resources.files(__package__).joinpath("bench-schema.json").read_text()
+    schema = json.loads(text)
+    return jsonschema.Draft202012Validator(schema)
+
+
 def load(path: str) -> dict:
-    """Read an ``offload bench --json`` document, or say what is wrong with it."""
+    """Read an ``offload bench --json`` document, or say what is wrong with it.
+
+    The document is checked against the schema (docs/bench-schema.json) before anything
+    reads it; ``NaN`` and ``Infinity`` are not JSON and are refused.
+
+    Raises
+    ------
+    BadArgument
+        Unreadable, not JSON, not an ``offload-bench/1`` document, or not valid against
+        its schema (the first error, with where it is).
+    """
     try:
         with open(path) as f:
-            doc = json.load(f)
+            doc = json.load(f, parse_constant=_no_constant)
     except OSError as exc:
         raise BadArgument(f"{path}: cannot read it: {exc.strerror}") from None
     except json.JSONDecodeError as exc:
         raise BadArgument(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    except (ValueError, RecursionError) as exc:
+        raise BadArgument(f"{path}: not JSON ({exc})") from None
     if not isinstance(doc, dict) or doc.get("schema") != "offload-bench/1":
         raise BadArgument(f"{path}: not an offload-bench/1 document (offload bench --json)")
+    errors = sorted(_validator().iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        e = errors[0]
+        where = "/".join(str(x) for x in e.absolute_path) or "the top level"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        msg = e.message if len(e.message) <= 160 else e.message[:157] + "..."
+        raise BadArgument(f"{path}: not a valid offload-bench/1 document: at {where}: {msg}{more}")
     return doc
+
+
+def _runs(row: dict) -> list[float] | None:
+    """The per-run GB/s of a row, where the row has runs (the scale suite has one
+    figure, no runs)."""
+    g = row.get("gbps")
+    if not isinstance(g, list) or not g:
+        return None
+    return [float(x) for x in g]
 
 
 def compare(a: dict, b: dict) -> list[dict]:
     """One row per cell present in both documents: medians, B/A, t and the verdict."""
-    rows_a = {tuple(r.get(k) for k in KEY): r for r in a.get("results", []) if r.get("gbps")}
+    rows_a = {tuple(r.get(k) for k in KEY): r for r in a.get("results", []) if _runs(r)}
     out = []
     for r in b.get("results", []):
         key = tuple(r.get(k) for k in KEY)
         ra = rows_a.get(key)
-        if ra is None or not r.get("gbps"):
+        gb = _runs(r)
+        if ra is None or gb is None:
             continue
-        ga, gb = [float(x) for x in ra["gbps"]], [float(x) for x in r["gbps"]]
+        ga = _runs(ra)
+        assert ga is not None
         ma, mb = statistics.median(ga), statistics.median(gb)
         sig, t = significant(ga, gb)
         if len(ga) < 2 or len(gb) < 2:
@@ -54,7 +101,9 @@ def compare(a: dict, b: dict) -> list[dict]:
                 "a_gbps": ma,
                 "b_gbps": mb,
                 "change": mb / ma if ma else None,
-                "t": t,
+                # two sides with no spread at all give an infinite t: strict JSON
+                # has no infinity, so it is said in words
+                "t": t if math.isfinite(t) else "no spread",
                 "runs": (len(ga), len(gb)),
                 "verdict": verdict,
             }

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from .errors import OffloadError
+from .params import FiniteFloatRange
 from .sizes import format_size
 
 #: Exit status of an interrupted command (128 + SIGINT, as shells report it)
@@ -203,7 +204,7 @@ EXIT_NOT_RUN = 4
     "--timeout",
     default=600.0,
     show_default=True,
-    type=click.FloatRange(10, 3600),
+    type=FiniteFloatRange(10, 3600),
     help="Seconds the guest may run before it is killed (its console tail is shown).",
 )
 @click.option(
@@ -220,7 +221,12 @@ EXIT_NOT_RUN = 4
     type=click.Choice(["tcg", "kvm", "auto"]),
     help="qemu accelerator: tcg runs anywhere; kvm is faster where it works.",
 )
-@click.option("--only", multiple=True, metavar="NAME", help="Run only this scenario (repeatable).")
+@click.option(
+    "--only",
+    multiple=True,
+    metavar="NAME",
+    help="Run only this scenario (repeatable); memory-pressure scenarios (thp_split_on_enomem) run only when named.",
+)
 @click.option("--list", "list_", is_flag=True, help="List the scenarios and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdicts as JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="Show every scenario, matches included.")
@@ -250,9 +256,9 @@ def kernel_check(
     import json
     import sys
 
-    from .kcheck import DEPARTURES, SCENARIOS, Unavailable, run_check
+    from .kcheck import DEPARTURES, PRESSURE_SCENARIOS, SCENARIOS, Unavailable, run_check
 
-    by_name = {sc.name: sc for sc in SCENARIOS}
+    by_name = {sc.name: sc for sc in SCENARIOS + PRESSURE_SCENARIOS}
     unknown = [n for n in only if n not in by_name]
     if unknown:
         raise click.BadParameter(f"no scenario {unknown[0]!r} (see --list)", param_hint="--only")

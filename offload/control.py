@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from .errors import oserror
+from .errors import MachineClosed, oserror
 from .migrator import Migrator, safe_name
 from .reasons import format_reasons, parse_reasons, reason_bit
 
@@ -32,6 +32,7 @@ class OffloadControl:
         self._inflight = 0
         self._last_warn = 0.0
         self._report = report
+        self._closed = False
 
     @property
     def stats(self) -> dict:
@@ -62,6 +63,8 @@ class OffloadControl:
         OSError
             EINVAL if *migrator* is not a Migrator (no ``offload_copy``) or the mask is
             bad; EBUSY if another migrator is active.
+        MachineClosed
+            After the machine's ``close()``.
         """
         # the class is asked, never the instance (its look-ups are plugin code)
         if not isinstance(migrator, Migrator) or not callable(
@@ -72,12 +75,19 @@ class OffloadControl:
             )
         mask = parse_reasons(reasons)
         with self._lock:
+            if self._closed:
+                raise MachineClosed("the machine is closed: no migrator can be registered")
             if self._active is not None:
                 raise oserror(
                     errno.EBUSY, f"migrator {safe_name(self._active)!r} is already active"
                 )
             self._active = migrator
             self._mask = mask
+
+    def close(self) -> None:
+        """Refuse every later :meth:`register` (the machine is closing)."""
+        with self._lock:
+            self._closed = True
 
     def unregister(self, migrator: Migrator) -> None:
         """Deactivate *migrator*; return once no copy of it is in flight.

@@ -133,6 +133,9 @@ class MigrationEngine:
         self.batch_pages = batch_pages
         self.verify = verify
         self.stats = EngineStats()
+        #: base pages of destination folios allocated by migrations in flight and not
+        #: yet remapped or given up (so that an audit at any moment accounts for them)
+        self.dst_pages = 0
         self._tls = threading.local()
         self._verify_lock = threading.Lock()
         self._rng = np.random.default_rng(0x5EED)
@@ -358,6 +361,7 @@ class MigrationEngine:
                 rc[idx[heads.size :]] = -errno.ENOMEM
             ok = dst >= 0
             if ok.any():
+                self.dst_pages += int(folio_pages(f.order[ok]).sum())
                 update(nodes, f.node[ok], f.pfn[ok], "state", MIGRATING, op="or")
                 self.stats.tlb_flushes += 1
         return rc, dst
@@ -383,6 +387,7 @@ class MigrationEngine:
                 if getattr(self._tls, "first", False):
                     self._tls.first = False
                     self.stats.first_remap_at = time.perf_counter()
+                self.dst_pages -= int(folio_pages(g.order).sum())
                 self.rmap.remove_migration_ptes(self.nodes, g, dpfn)
                 for s, idx in groups1(g.node):
                     whole = idx.size == len(g)  # one source node: no copies of the arrays
@@ -411,6 +416,7 @@ class MigrationEngine:
         """Free the destination folios given up, or, while backend calls in *pending*
         may still write to them, keep them in quarantine until those return. The
         caller holds the lock."""
+        self.dst_pages -= int(folio_pages(order).sum())
         if pending:
             self._quarantine(nid, dpfn, order, pending)
         else:
@@ -491,6 +497,7 @@ class MigrationEngine:
             for d, k, gi in groups(batch.dst_node[idx], batch.order[idx]):
                 pos = idx[gi]
                 heads = self.nodes[d].alloc_folios(pos.size, k)
+                self.dst_pages += heads.size << k
                 batch.dst_pfn[pos[: heads.size]] = heads
                 keep[pos[heads.size :]] = False
         batch.copied[idx] = False

@@ -270,8 +270,11 @@ class Machine:
     def audit(self) -> list[str]:
         """Check the frame accounting; return what is wrong (empty: consistent).
 
-        Every allocated frame is mapped by some object, or held in quarantine; no folio
-        is left isolated or under migration while no migration runs.
+        Every allocated frame is mapped by some object, held in quarantine, pinned after
+        its unmap, or the destination of a migration in flight; no folio is left
+        isolated or under migration while no migration runs. It takes the machine's
+        lock, so it is right at any moment, also while migrations copy (from another
+        thread, or from inside a backend's copy).
         """
         problems = []
         with self.lock:
@@ -288,17 +291,23 @@ class Machine:
             ]
             mapped = int(np.unique(np.concatenate(keys)).size) if keys else 0
             held = self.engine.stats.quarantined_pages
+            # destinations of the migrations in flight (this lock is not held while
+            # they copy): allocated, not mapped yet
+            flying = self.engine.dst_pages
             # folios no process maps any more, freed when their last pin goes
             pinned = sum(
                 int((1 << n.order[np.flatnonzero((n.obj < 0) & (n.pins > 0))]).sum())
                 for n in self.nodes
             )
-            if used != mapped + held + pinned:
+            if used != mapped + held + pinned + flying:
                 problems.append(
                     f"{used} frames allocated but {mapped} mapped (or in a folio queued for "
-                    f"deferred split), {held} in quarantine and "
-                    f"{pinned} pinned after unmap: a leak or a double free"
+                    f"deferred split), {held} in quarantine, {pinned} pinned after unmap "
+                    f"and {flying} destinations of migrations in flight: a leak or a "
+                    "double free"
                 )
+            if not self._inflight and flying:
+                problems.append(f"{flying} destination pages left by finished migrations")
             if not self._inflight and any((n.state != 0).any() for n in self.nodes):
                 problems.append("folios left isolated or under migration")
         return problems
@@ -374,6 +383,7 @@ class Machine:
             while self._inflight:
                 self.cond.wait()
         control = self.offload
+        control.close()
         active = control.active
         if active is not None:
             control.unregister(active)

@@ -8,6 +8,7 @@ Specs are ``NAME[:key=value,...]``, validated against the options the backend de
 from __future__ import annotations
 
 import importlib
+import math
 import threading
 from collections.abc import Callable
 from importlib.metadata import entry_points
@@ -120,6 +121,15 @@ class Registry:
             factory = self.load(name)
         except BackendUnavailable:
             return BackendInfo(name, False, self._errors.get(name, "failed to load"))
+        if not callable(factory):
+            return BackendInfo(name, False, f"its entry point names {factory!r}, not a class")
+        if isinstance(factory, type) and not issubclass(factory, Migrator):
+            return BackendInfo(
+                name,
+                False,
+                f"{factory.__module__}.{factory.__qualname__} is not a subclass of "
+                "offload.Migrator",
+            )
         probe = getattr(factory, "available", None)
         if probe is None:
             return BackendInfo(name, True, "")
@@ -208,6 +218,9 @@ def validate_options(name: str, raw: dict[str, str], declared: dict[str, Option]
             raise SpecError(f"backend {name!r}: unknown option {key!r} (options: {known})")
         opt = declared[key]
         value = _convert(name, key, text, opt)
+        if isinstance(value, float) and not math.isfinite(value):
+            # NaN passes every range check (it compares false), and no option means inf
+            raise SpecError(f"backend {name!r}: option {key}={text} is not a finite number")
         if (opt.min is not None and value < opt.min) or (opt.max is not None and value > opt.max):
             raise SpecError(
                 f"backend {name!r}: option {key}={text} is out of range [{opt.min}, {opt.max}]"

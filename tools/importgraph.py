@@ -36,6 +36,7 @@ PUBLIC = {
     "offload.counters",
     "offload.errors",
     "offload.console",
+    "offload.params",
     "offload.hostinfo",
     "offload.native",
     "offload.registry",

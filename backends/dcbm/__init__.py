@@ -8,6 +8,7 @@ Importing this package never imports CuPy.
 
 from __future__ import annotations
 
+from offload.errors import BadArgument
 from offload.migrator import Option, shipped
 
 from .driver import Dcbm
@@ -42,6 +43,12 @@ class DmaThreads(Dcbm):
         bandwidth: float | None = None,
         faults: Faults | None = None,
     ) -> None:
+        if bandwidth is not None and (
+            isinstance(bandwidth, bool)
+            or not isinstance(bandwidth, (int, float))
+            or not 0.001 <= bandwidth <= 10000.0
+        ):
+            raise BadArgument(f"bandwidth: must be GB/s in [0.001, 10000], got {bandwidth!r}")
         self._threads = ThreadEngine(faults, bandwidth)
         super().__init__(channels, timeout, coalesce, engine=self._threads)
         self.bandwidth = bandwidth

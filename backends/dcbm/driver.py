@@ -60,8 +60,12 @@ class Dcbm(Migrator):
             raise BadArgument(
                 f"channels: must be an integer in 1..{MAX_CHANNELS}, got {channels!r}"
             )
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise BadArgument(f"timeout: must be > 0 seconds, got {timeout!r}")
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not 0 < timeout <= 3600
+        ):
+            raise BadArgument(f"timeout: must be seconds in (0, 3600], got {timeout!r}")
         if not isinstance(engine, DmaEngine):
             raise BadArgumentType(f"engine: expected a DmaEngine, got {type(engine).__name__}")
         self.channels = channels

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .catalog import NODE_MB, SCENARIOS
+from .catalog import NODE_MB, PRESSURE_SCENARIOS, SCENARIOS
 from .compare import DEPARTURES, Verdict, compare
 from .observe import Observation, parse_guest, run_model
 from .realkernel import INSTALL_HINT, GuestRun, Unavailable, run_real
@@ -112,6 +112,7 @@ def run_check(
 __all__ = [
     "DEPARTURES",
     "INSTALL_HINT",
+    "PRESSURE_SCENARIOS",
     "SCENARIOS",
     "Observation",
     "Report",
