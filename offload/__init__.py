@@ -9,6 +9,7 @@ The public API (docs/api.md)::
 from __future__ import annotations
 
 from . import registry
+from .addrspace import Pin
 from .batch import FolioBatch
 from .constants import (
     MPOL_MF_MOVE,
@@ -29,7 +30,7 @@ from .errors import (
 )
 from .machine import Machine
 from .migrator import Migrator, Option
-from .process import MoveResult, Pin, Process
+from .process import MoveResult, Process
 
 __version__ = "0.1.0"
 

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,6 +32,9 @@ from .process import Process
 from .rmap import Rmap
 from .scheduler import Scheduler, parse_policy
 from .sizes import parse_size
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .host import Task
 
 #: Seconds an offload (or third-party CPU path) call may take before it is abandoned:
 #: the DCBM driver's completion timeout.
@@ -216,21 +220,6 @@ class Machine:
         self._owned.append(backend)
         return backend
 
-    @property
-    def objects(self) -> dict:
-        """Memory objects by id (the reverse map's)."""
-        return self.rmap.objects
-
-    @property
-    def cow_rmap(self) -> dict[tuple[int, int], list[tuple[int, int]]]:
-        """The mappings beyond the first of folios shared copy-on-write after a fork."""
-        return self.rmap.cow
-
-    @property
-    def deferred_split(self) -> set[tuple[int, int]]:
-        """Large folios partly unmapped, queued for deferred split."""
-        return self.rmap.deferred
-
     def _reclaim(self, node: Node) -> bool:
         """Memory is short on *node*: split the folios queued for deferred split there
         and free their unmapped pages (the deferred split shrinker). The caller holds
@@ -333,9 +322,24 @@ class Machine:
             if not isinstance(v, bool):
                 raise BadArgumentType(f"{name}: expected bool, got {type(v).__name__}")
         with self.lock:
-            p = Process(self, next(self._pids), uid, cap_sys_nice, cap_sys_ptrace)
-            self.processes[p.pid] = p
+            p = Process(self, self.new_pid(), uid, cap_sys_nice, cap_sys_ptrace)
+            self.attach(p)
         return p
+
+    def new_pid(self) -> int:
+        """A pid no task of this machine has had."""
+        return next(self._pids)
+
+    def attach(self, task: Task) -> None:
+        """Count *task* among this machine's processes (``spawn`` and ``fork`` do)."""
+        if not isinstance(task, Process):
+            raise BadArgumentType(f"task: expected a Process, got {type(task).__name__}")
+        with self.lock:
+            self.processes[task.pid] = task
+
+    def find_task(self, pid: int) -> Process | None:
+        """The process with *pid*, or None."""
+        return self.processes.get(pid)
 
     @contextmanager
     def migration(self) -> Iterator[None]:

@@ -66,7 +66,7 @@ class Node:
         self.objidx = np.zeros(self.nr_pages, dtype=np.int64)
         self.state = np.zeros(self.nr_pages, dtype=np.uint8)
         #: per folio head: private mappings beyond the first (copy-on-write after fork);
-        #: the machine's ``cow_rmap`` lists them
+        #: the reverse map's ``cow`` lists them
         self.cow = np.zeros(self.nr_pages, dtype=np.int16)
         #: fault injection: the next this-many migration allocations here fail (ENOMEM)
         self.fail_allocs = 0

@@ -3,22 +3,28 @@
 What the kernel's rmap walks do for migration: point every mapping of a moved folio at
 its copy (``remove_migration_ptes``), including the mappings of a folio shared
 copy-on-write since a fork; tell whether a process still maps a frame; and keep the
-deferred split queue of partly unmapped large folios.
+deferred split queue of partly unmapped large folios. The copy-on-write and reaping
+bookkeeping of the address spaces lives here too (``clone_cow``, ``cow_copy``,
+``unmap_pages``): one owner for who maps what.
 """
 
 from __future__ import annotations
 
+import errno
 import itertools
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import devmem
 from .arrays import expand_ranges, folio_pages
+from .errors import oserror
 from .folios import Folios, gather, groups1
+from .mm import PTE_NONE, MemObject
+from .node import pages_of
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .mm import MemObject
     from .node import Node
 
 
@@ -188,6 +194,150 @@ class Rmap:
             node.free_folios(dead, 0)
             freed += int(dead.size)
         return freed
+
+    # -- copy-on-write and reaping (what a task's address space asks of the rmap) -------
+    def clone_cow(self, nodes: Sequence[Node], obj: MemObject) -> MemObject:
+        """A private object for a fork child: the same folios, shared copy-on-write."""
+        c = MemObject(self.next_id(), obj.npages, obj.folio_order, obj.home, False)
+        c.node[:] = obj.node
+        c.pfn[:] = obj.pfn
+        self.objects[c.id] = c
+        present = obj.pfn >= 0
+        for s in np.unique(obj.node[present]):
+            node = nodes[int(s)]
+            pages = np.flatnonzero(present & (obj.node == s))
+            heads, at = np.unique(node.head_of(obj.pfn[pages]), return_index=True)
+            first = pages[at] - (obj.pfn[pages[at]] - heads)  # object page of each head
+            node.cow[heads] += 1
+            for h, f in zip(heads.tolist(), first.tolist()):  # the rmap of shared folios
+                self.cow.setdefault((int(s), h), []).append((c.id, f))
+        return c
+
+    def cow_first(self, nodes: Sequence[Node], nid: int, head: int, oid: int) -> int:
+        """The page of object *oid* where it maps the folio at (*nid*, *head*)."""
+        node = nodes[nid]
+        if int(node.obj[head]) == oid:
+            return int(node.objidx[head])
+        return next(f for o, f in self.cow.get((nid, head), []) if o == oid)
+
+    def cow_detach(self, nodes: Sequence[Node], nid: int, head: int, oid: int) -> None:
+        """Object *oid* stops mapping the copy-on-write folio at (*nid*, *head*)."""
+        node = nodes[nid]
+        key = (nid, head)
+        extras = self.cow.get(key, [])
+        if int(node.obj[head]) == oid:
+            if extras:
+                node.obj[head], node.objidx[head] = extras.pop(0)
+        else:
+            extras[:] = [e for e in extras if e[0] != oid]
+        node.cow[head] = max(0, int(node.cow[head]) - 1)
+        if not extras:
+            self.cow.pop(key, None)
+            self.queue_if_partial(nodes, nid, head)
+
+    def queue_if_partial(self, nodes: Sequence[Node], nid: int, head: int) -> None:
+        """A large folio no longer shared copy-on-write that its one owner maps only in part
+        goes on the deferred split queue: the kernel queues a folio when it becomes partly
+        mapped, here when the last other mapping of it went away."""
+        node = nodes[nid]
+        k = int(node.order[head])
+        if not k or node.cow[head]:
+            return
+        owner = self.objects.get(int(node.obj[head]))
+        if owner is None:
+            return
+        first = int(node.objidx[head])
+        live = owner.mapcount[first : first + (1 << k)] > 0
+        if live.any() and not live.all():
+            self.deferred.add((nid, head))
+
+    def cow_copy(
+        self, nodes: Sequence[Node], memory: Mapping[int, Any], obj: MemObject, nid: int, head: int
+    ) -> None:
+        """Break copy-on-write: *obj* gets its own copy of the folio at (*nid*, *head*)."""
+        node = nodes[nid]
+        k = int(node.order[head])
+        n = 1 << k
+        first = self.cow_first(nodes, nid, head, obj.id)
+        home = nodes[obj.home]
+        new = home.alloc_folios(1, k)
+        if new.size == 0:
+            raise oserror(errno.ENOMEM, f"node {obj.home} has no room for a copy-on-write copy")
+        devmem.copy_pages(
+            memory,
+            np.full(n, nid),
+            pages_of(np.array([head]), k),
+            np.full(n, obj.home),
+            pages_of(new, k),
+        )
+        self.cow_detach(nodes, nid, head, obj.id)
+        obj.repoint(first, n, nid, head, obj.home, int(new[0]))
+        home.obj[new] = obj.id
+        home.objidx[new] = first
+        self.queue_if_partial(
+            nodes, obj.home, int(new[0])
+        )  # pages *obj* had unmapped stay unmapped
+
+    def unmap_pages(self, nodes: Sequence[Node], obj: MemObject, idx: np.ndarray) -> None:
+        """Drop one mapping of object pages *idx*; free folios left with no mapping.
+
+        A large folio left partly mapped is split so that its unmapped part is freed (the
+        kernel defers that split); a pinned one cannot split and waits for the rest of it.
+        A pinned folio with no mapping left is freed when its last pin is dropped.
+        """
+        obj.mapcount[idx] -= 1
+        gone = idx[obj.mapcount[idx] <= 0]
+        dead = gone[obj.pfn[gone] >= 0]
+        for s in np.unique(obj.node[dead]):
+            node = nodes[int(s)]
+            pages = dead[obj.node[dead] == s]
+            heads = np.unique(node.head_of(obj.pfn[pages]))
+            self.reap_partial(nodes, obj, node, heads, node.order[heads].astype(np.int64))
+        obj.node[gone] = -1
+        obj.pfn[gone] = PTE_NONE
+
+    def reap_partial(
+        self,
+        nodes: Sequence[Node],
+        obj: MemObject,
+        node: Node,
+        heads: np.ndarray,
+        orders: np.ndarray,
+    ) -> None:
+        """Free the folios at *heads* that no process maps any more.
+
+        A large folio left partly mapped stays whole and is queued for deferred split (see
+        :meth:`~offload.rmap.Rmap.split_deferred`). A pinned folio with no mapping left is freed at its last
+        unpin. A folio shared copy-on-write with another process is left to that process.
+        """
+        first = node.objidx[heads].copy()
+        cow = node.cow[heads] > 0
+        for i in np.flatnonzero(cow & (node.obj[heads] != obj.id)).tolist():
+            first[i] = self.cow_first(nodes, node.id, int(heads[i]), obj.id)
+        whole = _all_unmapped(obj, first, orders)
+        for h in heads[whole & cow].tolist():
+            self.cow_detach(nodes, node.id, h, obj.id)
+        heads, orders, whole = heads[~cow], orders[~cow], whole[~cow]
+        # partly unmapped: the folio stays whole (it migrates whole) until memory runs short
+        self.deferred.update((node.id, h) for h in heads[~whole & (orders > 0)].tolist())
+        if self.deferred:  # a folio queued earlier and now wholly unmapped leaves the queue
+            self.deferred.difference_update(
+                (node.id, h) for h in heads[whole & (orders > 0)].tolist()
+            )
+        pinned = node.pins[heads] > 0
+        node.obj[heads[whole & pinned]] = -1
+        node.free_folios(heads[whole & ~pinned], orders[whole & ~pinned])
+
+
+def _all_unmapped(obj: MemObject, first: np.ndarray, orders: np.ndarray) -> np.ndarray:
+    """Per folio (object page range), whether no page of it is mapped any more."""
+    lens = np.left_shift(1, orders)
+    pages = expand_ranges(first, lens)
+    if pages.size == 0:
+        return np.ones(first.size, dtype=bool)
+    live = (obj.mapcount[pages] > 0).astype(np.int64)
+    starts = np.concatenate(([0], np.cumsum(lens)[:-1]))
+    return np.add.reduceat(live, starts) == 0
 
 
 __all__ = ["Rmap"]

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import errno
 import itertools
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -15,7 +14,7 @@ from .folios import Folios, gather, heads_of
 from .uaccess import int_array
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .machine import Machine
+    from .host import SyscallHost, Task
 
 
 class MoveResult(NamedTuple):
@@ -25,28 +24,10 @@ class MoveResult(NamedTuple):
     status: list
 
 
-class Task(Protocol):
-    """What the syscalls need of a process (:class:`~offload.process.Process`)."""
-
-    machine: Machine
-    uid: int
-
-    @property
-    def privileged(self) -> bool: ...
-
-    def may_ptrace(self, other: Any) -> bool: ...
-
-    def follow_pages(self, addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
-
-    def follow_page(self, addr: int) -> tuple[int, int, int]: ...
-
-    def queue_pages(self, node: int, shared: bool) -> np.ndarray: ...
-
-
 _KEY_SHIFT = 40  # folio key: node << 40 | head pfn
 
 
-def _target(caller: Task, pid: int) -> Task:
+def _target(host: SyscallHost, caller: Task, pid: object) -> Task:
     """The process *pid* names (0: the caller), if the caller may act on it.
 
     As the kernel: ESRCH for no such process; EPERM unless ``ptrace_may_access`` (same
@@ -55,7 +36,7 @@ def _target(caller: Task, pid: int) -> Task:
     pid = check_int(pid, "pid", minimum=0)
     if pid == 0:
         return caller
-    target = caller.machine.processes.get(pid)
+    target = host.find_task(pid)
     if target is None:
         raise oserror(errno.ESRCH, f"no process with pid {pid}")
     if not caller.may_ptrace(target):
@@ -92,13 +73,20 @@ def _one(values) -> int | None:
     return None
 
 
-def move_pages(caller: Task, pages, nodes, flags: int, pid: int) -> MoveResult:
-    """See :meth:`offload.process.Process.move_pages`."""
+def move_pages(
+    host: SyscallHost, caller: Task, pages: object, nodes: object, flags: object, pid: object
+) -> MoveResult:
+    """move_pages(2) by *caller* on the task *pid* names (0: the caller), on *host*.
+
+    See :meth:`offload.process.Process.move_pages`.
+    """
     flags = check_int(flags, "flags")
     addr, node = _one(pages), _one(nodes)
     if addr is not None and node is not None:
         _check_flags(caller, flags)
-        one = _move_one(_target(caller, pid), addr, node, bool(flags & MPOL_MF_MOVE_ALL))
+        one = _move_one(
+            host, _target(host, caller, pid), addr, node, bool(flags & MPOL_MF_MOVE_ALL)
+        )
         if one is not None:
             return one
     addrs = int_array(pages, "pages", pointers=True)
@@ -106,8 +94,8 @@ def move_pages(caller: Task, pages, nodes, flags: int, pid: int) -> MoveResult:
     if targets is not None and targets.size != addrs.size:
         raise BadArgument(f"nodes: has {targets.size} entries, pages has {addrs.size}")
     _check_flags(caller, flags)
-    target = _target(caller, pid)
-    m = caller.machine
+    target = _target(host, caller, pid)
+    m = host
     if addrs.size == 0:
         return MoveResult(0, [])
     if targets is None:
@@ -128,7 +116,7 @@ def move_pages(caller: Task, pages, nodes, flags: int, pid: int) -> MoveResult:
             starts = np.flatnonzero(np.diff(targets[:stop])) + 1
             bounds = np.concatenate(([0], starts, [stop])).tolist() if stop else [0]
         for s, e in itertools.pairwise(bounds):
-            status[s:e] = _move_group(target, addrs[s:e], int(targets[s]), move_all)
+            status[s:e] = _move_group(host, target, addrs[s:e], int(targets[s]), move_all)
     if stop < targets.size:
         err = oserror(
             errno.ENODEV,
@@ -141,19 +129,21 @@ def move_pages(caller: Task, pages, nodes, flags: int, pid: int) -> MoveResult:
     return MoveResult(int((status != targets).sum()), status.tolist())
 
 
-def _move_one(p: Task, addr: int, node: int, move_all: bool) -> MoveResult | None:
+def _move_one(
+    host: SyscallHost, p: Task, addr: int, node: int, move_all: bool
+) -> MoveResult | None:
     """A move_pages of one page, in scalars, or None where the general path must run:
     a node that does not exist, a closed machine, a folio that is large, held by
     another migration or pinned, or anything else :meth:`MigrationEngine.migrate_one`
     leaves to :meth:`MigrationEngine.migrate`. Entries that do not move are answered
     here (the page's node, -ENOENT, -EFAULT, -EACCES)."""
-    m = p.machine
+    m = host
     if not 0 <= node < len(m.nodes):
         return None
     with m.lock:
         if m.closed:
             return None
-        nid, pfn, mapcount = p.follow_page(addr)
+        nid, pfn, mapcount = p.mm.follow_page(addr)
         if addr < 0 or pfn < 0:
             status = -errno.ENOENT if pfn == -1 and addr >= 0 else -errno.EFAULT
         elif nid == node:
@@ -167,22 +157,24 @@ def _move_one(p: Task, addr: int, node: int, move_all: bool) -> MoveResult | Non
     return MoveResult(int(status != node), [status])
 
 
-def _locate(p: Task, addrs: np.ndarray):
+def _locate(p: Task, addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Translate *addrs*; return (status as in query mode, nid, pfn, mapcount)."""
-    nid, pfn, mapcount = p.follow_pages(addrs)
+    nid, pfn, mapcount = p.mm.follow_pages(addrs)
     status = nid.astype(np.int64)
     status[pfn == -1] = -errno.ENOENT
     status[(pfn == -2) | (pfn == -3) | (addrs < 0)] = -errno.EFAULT
     return status, nid, pfn, mapcount
 
 
-def _move_group(p: Task, addrs: np.ndarray, node: int, move_all: bool) -> np.ndarray:
+def _move_group(
+    host: SyscallHost, p: Task, addrs: np.ndarray, node: int, move_all: bool
+) -> np.ndarray:
     """Migrate one gathered group of entries (all to *node*); return their statuses.
 
     Entries naming pages of one folio move it once and share its outcome (a deliberate
     departure: the kernel gives the second of them -EBUSY, the folio being isolated).
     """
-    m = p.machine
+    m = host
     with m.lock:
         while True:
             status, nid, pfn, mapcount = _locate(p, addrs)
@@ -236,7 +228,7 @@ def _move_group(p: Task, addrs: np.ndarray, node: int, move_all: bool) -> np.nda
     return status
 
 
-def _node_set(values: Iterable[int], name: str) -> list[int]:
+def _node_set(values: object, name: str) -> list[int]:
     arr = int_array(values, name)
     if ((arr < 0) | (arr >= MAX_NUMNODES)).any():
         raise oserror(errno.EINVAL, f"{name}: node ids must be in 0..{MAX_NUMNODES - 1}")
@@ -250,8 +242,12 @@ def _remap(s: int, old: list[int], new: list[int]) -> int:
     return new[old.index(s) % len(new)]
 
 
-def migrate_pages(caller: Task, old_nodes, new_nodes, pid: int) -> int:
-    """See :meth:`offload.process.Process.migrate_pages`.
+def migrate_pages(
+    host: SyscallHost, caller: Task, old_nodes: object, new_nodes: object, pid: object
+) -> int:
+    """migrate_pages(2) by *caller* on the task *pid* names, on *host*.
+
+    See :meth:`offload.process.Process.migrate_pages`.
 
     As kernel_migrate_pages: ESRCH; EPERM without ptrace access; EPERM when *new_nodes*
     is not a subset of the nodes with memory and the caller lacks CAP_SYS_NICE; then
@@ -260,8 +256,8 @@ def migrate_pages(caller: Task, old_nodes, new_nodes, pid: int) -> int:
     """
     old = _node_set(old_nodes, "old_nodes")
     new = _node_set(new_nodes, "new_nodes")
-    target = _target(caller, pid)
-    m = caller.machine
+    target = _target(host, caller, pid)
+    m = host
     memory = set(range(len(m.nodes)))
     if not set(new) <= memory and not caller.privileged:
         raise oserror(
@@ -269,16 +265,18 @@ def migrate_pages(caller: Task, old_nodes, new_nodes, pid: int) -> int:
             f"new_nodes: {new} is not a subset of the nodes with "
             f"memory (0..{len(m.nodes) - 1}) and the caller lacks CAP_SYS_NICE",
         )
-    new = [n for n in new if n in memory]
+    asked, new = new, [n for n in new if n in memory]
     if not new:
-        raise oserror(errno.EINVAL, f"new_nodes: no node with memory in {sorted(set(new_nodes))}")
+        raise oserror(errno.EINVAL, f"new_nodes: no node with memory in {asked}")
     if old == new:
         return 0
     with m.migration():
-        return _migrate_nodes(target, old, new, caller.privileged)
+        return _migrate_nodes(host, target, old, new, caller.privileged)
 
 
-def _migrate_nodes(target: Task, old: list[int], new: list[int], move_all: bool) -> int:
+def _migrate_nodes(
+    host: SyscallHost, target: Task, old: list[int], new: list[int], move_all: bool
+) -> int:
     """do_migrate_pages(): move node by node, a destination not being a source to go."""
     busy = 0
     todo = set(old)
@@ -296,18 +294,18 @@ def _migrate_nodes(target: Task, old: list[int], new: list[int], move_all: bool)
         if source is None:
             break
         todo.discard(source)
-        busy += _migrate_to_node(target, source, dest, move_all)
+        busy += _migrate_to_node(host, target, source, dest, move_all)
     return busy
 
 
-def _migrate_to_node(p: Task, source: int, dest: int, move_all: bool) -> int:
+def _migrate_to_node(host: SyscallHost, p: Task, source: int, dest: int, move_all: bool) -> int:
     """Move every page of *p* on node *source* to *dest*; return pages not moved."""
-    m = p.machine
+    m = host
     if source >= len(m.nodes):
         return 0
     with m.lock:
         while True:
-            pfn = p.queue_pages(source, shared=move_all)
+            pfn = p.mm.queue_pages(source, shared=move_all)
             if pfn.size == 0:
                 return 0
             node = m.nodes[source]

@@ -257,7 +257,7 @@ def test_move_pages_entries_at_the_edges(world, data):
 def test_mmap_stops_at_the_top_of_the_address_space():
     with Machine(nodes="8M,8M") as m:
         p = m.spawn()
-        p._next = TASK_SIZE - 4 * PAGE_SIZE
+        p.mm._next = TASK_SIZE - 4 * PAGE_SIZE
         a = p.mmap(4 * PAGE_SIZE)
         assert a + 4 * PAGE_SIZE <= TASK_SIZE
         free = m.nodes[0].free_pages

@@ -38,7 +38,8 @@ def test_the_checker_catches_what_it_targets():
     assert "offload.bench.stress imports offload.engine, not a public module" in bad
 
 
-def test_type_checking_imports_do_not_count(tmp_path):
+def test_type_checking_imports_count(tmp_path):
+    """A type-only import is a dependency too: a circle through one is a circle."""
     tool = _tool()
     src = tmp_path / "m.py"
     src.write_text(
@@ -47,4 +48,6 @@ def test_type_checking_imports_do_not_count(tmp_path):
         "def f():\n    import offload.engine\n"
     )
     tool.ROOT = tmp_path
-    assert tool.imports(src, {"offload.machine", "offload.engine"}) == {"offload.engine"}
+    both = {"offload.machine", "offload.engine"}
+    assert tool.imports(src, both) == both
+    assert tool.imports(src, both, typing=False) == {"offload.engine"}

@@ -137,10 +137,10 @@ def test_a_folio_left_partly_mapped_after_copy_on_write_is_queued_for_split(who_
         data = fill(p, a, 16 * PAGE_SIZE, 5)
         c = p.fork()
         p.munmap(a + 4 * PAGE_SIZE, 2 * PAGE_SIZE)
-        assert m.deferred_split == set() and m.audit() == []  # the child maps all of it
+        assert m.rmap.deferred == set() and m.audit() == []  # the child maps all of it
         (p if who_writes == "parent" else c).write(a, b"w")
         assert used(m) == [32, 0]  # two copies of the folio
-        assert len(m.deferred_split) == 1 and m.audit() == []
+        assert len(m.rmap.deferred) == 1 and m.audit() == []
         # the child's pages are intact, the parent's hole is still a hole
         want = bytearray(data.tobytes())
         if who_writes == "child":
@@ -151,7 +151,7 @@ def test_a_folio_left_partly_mapped_after_copy_on_write_is_queued_for_split(who_
         # memory runs short on node 0: the split frees the 2 unmapped pages
         b = p.mmap((1024 - 32 + 2) * PAGE_SIZE, populate=False)
         p.write(b, bytes((1024 - 32 + 2) * PAGE_SIZE))
-        assert m.deferred_split == set() and used(m) == [1024, 0] and m.audit() == []
+        assert m.rmap.deferred == set() and used(m) == [1024, 0] and m.audit() == []
 
 
 def test_a_busy_dma_cpu_path_still_completes_every_batch():

@@ -9,8 +9,8 @@ from offload import PAGE_SIZE, BadArgument, Machine, devmem, native
 
 
 def frames(p, a: int, n: int) -> np.ndarray:
-    vi, idx = p._translate(a + np.arange(n, dtype=np.int64) * PAGE_SIZE)
-    return p._ptes(vi, idx)[2]
+    vi, idx = p.mm._translate(a + np.arange(n, dtype=np.int64) * PAGE_SIZE)
+    return p.mm._ptes(vi, idx)[2]
 
 
 def runs(pfn: np.ndarray) -> int:

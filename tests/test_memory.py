@@ -221,10 +221,10 @@ def test_the_address_index_follows_mmap_and_munmap():
                 a = p.mmap(n * PAGE_SIZE, populate=False)
                 p.write(a, bytes([step % 251 + 1]))
                 live.append((a, n))
-            vmas = p._vmas
+            vmas = p.mm._vmas
             assert [v.start for v in vmas] == sorted(v.start for v in vmas)
-            assert p._starts.tolist() == [v.start for v in vmas]
-            assert p._ends.tolist() == [v.end for v in vmas]
-            assert p._pgoffs.tolist() == [v.pgoff for v in vmas]
+            assert p.mm._starts.tolist() == [v.start for v in vmas]
+            assert p.mm._ends.tolist() == [v.end for v in vmas]
+            assert p.mm._pgoffs.tolist() == [v.pgoff for v in vmas]
         for a, n in live:
             assert p.move_pages([a + i * PAGE_SIZE for i in range(n)], None).status[0] in (0, -2)

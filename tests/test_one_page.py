@@ -94,8 +94,8 @@ def _snapshot(m: Machine) -> dict:
     return {
         "nodes": nodes,
         "objects": objs,
-        "cow": {k: sorted(v) for k, v in m.cow_rmap.items()},
-        "deferred": sorted(m.deferred_split),
+        "cow": {k: sorted(v) for k, v in m.rmap.cow.items()},
+        "deferred": sorted(m.rmap.deferred),
         "vmstat": dict(m.vmstat),
         "engine": engine,
         "migrators": m.offload.stats["migrators"]["cpu"],

@@ -197,7 +197,7 @@ class System(RuleBasedStateMachine):
     @invariant()
     def accounting(self):
         used = sum(n.nr_pages - n.free_pages for n in self.m.nodes)
-        present = sum(int((o.pfn >= 0).sum()) for o in self.m.objects.values())
+        present = sum(int((o.pfn >= 0).sum()) for o in self.m.rmap.objects.values())
         orphans = sum(
             1 << int(n.order[h])
             for n in self.m.nodes

@@ -45,7 +45,13 @@ PUBLIC = {
     "offload.testing",
 }
 #: the migration core, top to bottom: a module may import only those below it
-CHAIN = ("offload.process", "offload.syscalls", "offload.engine", "offload.scheduler")
+CHAIN = (
+    "offload.process",
+    "offload.addrspace",
+    "offload.syscalls",
+    "offload.engine",
+    "offload.scheduler",
+)
 
 
 #: where each package's folder installs (pyproject.toml [tool.setuptools.package-dir])
@@ -72,8 +78,10 @@ def _type_checking(node: ast.If) -> bool:
     )
 
 
-def imports(path: Path, modules: set[str]) -> set[str]:
-    """The project modules that *path* imports (outside ``if TYPE_CHECKING:``)."""
+def imports(path: Path, modules: set[str], typing: bool = True) -> set[str]:
+    """The project modules that *path* imports, those under ``if TYPE_CHECKING:`` too
+    (a type-only import is still a dependency: a circle through one is a circle);
+    *typing* False leaves them out."""
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
@@ -85,7 +93,7 @@ def imports(path: Path, modules: set[str]) -> set[str]:
 
     def visit(node: ast.AST) -> None:
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and _type_checking(child):
+            if isinstance(child, ast.If) and _type_checking(child) and not typing:
                 for sub in child.orelse:
                     visit(sub)
                 continue

@@ -169,13 +169,13 @@ def _thp_pages(p, addrs: list[int]) -> int:
 
     from ..constants import HPAGE_PMD_ORDER
 
-    vi, idx = p._translate(np.asarray(addrs, dtype=np.int64))
-    _, nid, pfn, _ = p._ptes(vi, idx)
+    vi, idx = p.mm._translate(np.asarray(addrs, dtype=np.int64))
+    _, nid, pfn, _ = p.mm._ptes(vi, idx)
     n = 0
     for k in range(len(addrs)):
         if pfn[k] < 0 or p.machine.nodes[int(nid[k])].order[pfn[k]] != HPAGE_PMD_ORDER:
             continue
-        obj = p._vmas[int(vi[k])].obj
+        obj = p.mm._vmas[int(vi[k])].obj
         first = int(idx[k]) - int(pfn[k] & ((1 << HPAGE_PMD_ORDER) - 1))
         n += int((obj.mapcount[first : first + (1 << HPAGE_PMD_ORDER)] > 0).all())
     return n
