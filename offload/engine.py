@@ -23,15 +23,16 @@ from . import devmem
 from .arrays import folio_pages
 from .batch import FolioBatch
 from .constants import HPAGE_PMD_ORDER, NR_MAX_MIGRATE_PAGES_RETRY
+from .control import OffloadControl
 from .counters import Vmstat, counters
 from .folios import Folios, clear_state, free_folios, gather, groups, groups1, isolated, update
 from .node import ISOLATED, MIGRATING
 from .rmap import Rmap
-from .scheduler import CopyResult, Scheduler
+from .scheduler import CopyResult, Policy, Scheduler
 from .watch import WriteWatch
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .guard import GuardedCall
+    from .guard import CallRunner, GuardedCall
     from .migrator import Migrator
     from .node import Node
 
@@ -96,14 +97,15 @@ class MigrationEngine:
         The memory nodes.
     rmap : Rmap
         Which objects map each folio.
-    scheduler : Scheduler
-        The batch-copy step (CPU path, active migrator, policy).
     vmstat : Vmstat
         The migration counters of ``/proc/vmstat``.
     cond : threading.Condition
         The machine lock, and where waiters for folios under migration sleep.
     batch_pages : int
         NR_MAX_BATCHED_MIGRATION, the batch limit in base pages.
+    cpu, policy, runner, timeout
+        The CPU copy path, the scheduler policy, the workers and the deadline of
+        guarded backend calls: what the engine's :class:`Scheduler` is built from.
     verify : bool
         Check every copy (see :class:`~offload.machine.Machine`).
     memory : Mapping, optional
@@ -114,10 +116,14 @@ class MigrationEngine:
         self,
         nodes: Sequence[Node],
         rmap: Rmap,
-        scheduler: Scheduler,
         vmstat: Vmstat,
         cond: threading.Condition,
         batch_pages: int,
+        *,
+        cpu: Migrator,
+        policy: Policy,
+        runner: CallRunner,
+        timeout: float,
         verify: bool = False,
         memory: Mapping[int, Any] | None = None,
     ) -> None:
@@ -127,7 +133,11 @@ class MigrationEngine:
             memory if memory is not None else MappingProxyType({n.id: n.frames for n in nodes})
         )
         self.rmap = rmap
-        self.scheduler = scheduler
+        #: the registration of the migrator (migrate_offload_register lives in
+        #: mm/migrate.c too); its ``stats`` are the scheduler's report
+        self.offload = OffloadControl(report=lambda: self.scheduler.report())
+        #: the batch-copy step: every copy of a batch is its decision
+        self.scheduler = Scheduler(cpu, policy, list(nodes), runner, timeout, self.offload)
         self.vmstat = vmstat
         self.cond = cond
         self.batch_pages = batch_pages
@@ -202,26 +212,52 @@ class MigrationEngine:
             or not self.scheduler.cpu_inline(reason)
         ):
             return None
-        st = self.stats
+        # the steps of migrate(): one pass, one batch, one flush; the same accounting
         t0 = time.perf_counter()
-        st.passes += 1
-        st.batches += 1
+        self._counted_pass()
         d = dst.alloc_folio(0)  # cannot fail: a free frame of any order splits
-        st.tlb_flushes += 1
-        t1 = time.perf_counter()
-        st.unmap_s += t1 - t0
-        dst.frames[d] = src.frames[pfn]
-        self.scheduler.count_cpu(1)
-        t2 = time.perf_counter()
-        st.copy_s += t2 - t1
-        st.first_remap_at = t2
+        self._counted_flush()
+        t1 = self._counted_unmap(t0)
+        self.scheduler.copy_page(src, pfn, dst, d)
+        t2 = self._counted_copy(t1)
+        self._counted_first_remap(t2)
         self.rmap.remap_folio(self.nodes, nid, pfn, 0, target, d)
         src.free_folio(pfn, 0)
-        self.vmstat.add("pgmigrate_success", 1)
-        st.folios += 1
+        self._counted_moved(1, 0, 1)
         self.cond.notify_all()
-        st.move_s += time.perf_counter() - t2
+        self._counted_move(t2)
         return 0
+
+    # -- accounting: one place for what both paths count ------------------------------------
+    def _counted_pass(self) -> None:
+        self.stats.passes += 1
+
+    def _counted_flush(self) -> None:
+        self.stats.tlb_flushes += 1
+
+    def _counted_unmap(self, t0: float) -> float:
+        """A batch through its unmap phase, started at *t0*; returns the time now."""
+        t1 = time.perf_counter()
+        self.stats.unmap_s += t1 - t0
+        self.stats.batches += 1
+        return t1
+
+    def _counted_copy(self, t1: float) -> float:
+        t2 = time.perf_counter()
+        self.stats.copy_s += t2 - t1
+        return t2
+
+    def _counted_move(self, t2: float) -> None:
+        self.stats.move_s += time.perf_counter() - t2
+
+    def _counted_first_remap(self, at: float) -> None:
+        self.stats.first_remap_at = at
+
+    def _counted_moved(self, pages: int, thps: int, folios: int) -> None:
+        """Folios remapped to their copies (the caller holds the lock)."""
+        self.vmstat.add("pgmigrate_success", pages)
+        self.vmstat.add("thp_migration_success", thps)
+        self.stats.folios += folios
 
     def _migrate(
         self,
@@ -279,7 +315,7 @@ class MigrationEngine:
 
     def _one_pass(self, folios: Folios, reason: str) -> np.ndarray:
         """One pass over *folios*, in batches of at most ``batch_pages`` base pages."""
-        self.stats.passes += 1
+        self._counted_pass()
         n = len(folios)
         if n == 1:  # one folio is one batch, whatever its size
             return self.migrate_batch(folios, reason)
@@ -301,9 +337,7 @@ class MigrationEngine:
         """Unmap, copy and move one batch; return each folio's rc (0, -EAGAIN, -ENOMEM)."""
         t0 = time.perf_counter()
         rc, dst = self.unmap(f)
-        t1 = time.perf_counter()
-        self.stats.unmap_s += t1 - t0
-        self.stats.batches += 1
+        t1 = self._counted_unmap(t0)
         ok = dst >= 0
         if ok.all():  # every folio unmapped: no selection to make
             sel, g = np.arange(len(f)), f
@@ -331,10 +365,9 @@ class MigrationEngine:
             with self.cond:
                 self.undo_src(g[drop], MIGRATING)
             g, batch, sel = g[keep], batch[keep], sel[keep]
-        t2 = time.perf_counter()
-        self.stats.copy_s += t2 - t1
+        t2 = self._counted_copy(t1)
         self.move(g, batch, rc, sel)
-        self.stats.move_s += time.perf_counter() - t2
+        self._counted_move(t2)
         return rc
 
     def unmap(self, f: Folios) -> tuple[np.ndarray, np.ndarray]:
@@ -363,7 +396,7 @@ class MigrationEngine:
             if ok.any():
                 self.dst_pages += int(folio_pages(f.order[ok]).sum())
                 update(nodes, f.node[ok], f.pfn[ok], "state", MIGRATING, op="or")
-                self.stats.tlb_flushes += 1
+                self._counted_flush()
         return rc, dst
 
     def move(self, g: Folios, batch: FolioBatch, rc: np.ndarray, sel: np.ndarray) -> None:
@@ -386,16 +419,16 @@ class MigrationEngine:
             if len(g):
                 if getattr(self._tls, "first", False):
                     self._tls.first = False
-                    self.stats.first_remap_at = time.perf_counter()
+                    self._counted_first_remap(time.perf_counter())
                 self.dst_pages -= int(folio_pages(g.order).sum())
                 self.rmap.remove_migration_ptes(self.nodes, g, dpfn)
                 for s, idx in groups1(g.node):
                     whole = idx.size == len(g)  # one source node: no copies of the arrays
                     pfn, order = (g.pfn, g.order) if whole else (g.pfn[idx], g.order[idx])
                     self.nodes[s].free_folios(pfn, order)
-                self.vmstat.add("pgmigrate_success", int(folio_pages(g.order).sum()))
-                self.vmstat.add("thp_migration_success", int((g.order == HPAGE_PMD_ORDER).sum()))
-            self.stats.folios += len(g)
+            self._counted_moved(
+                int(folio_pages(g.order).sum()), int((g.order == HPAGE_PMD_ORDER).sum()), len(g)
+            )
             self.cond.notify_all()
 
     # -- undo -----------------------------------------------------------------------------

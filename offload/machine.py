@@ -30,7 +30,7 @@ from .migrator import Migrator, safe_spec
 from .node import NODE_KINDS, Node
 from .process import Process
 from .rmap import Rmap
-from .scheduler import Scheduler, parse_policy
+from .scheduler import parse_policy
 from .sizes import parse_size
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -188,21 +188,22 @@ class Machine:
         self._vmstat = Vmstat()
         self._inflight = 0
         self._runner = CallRunner(f"offload-m{id(self) & 0xFFFF:04x}")
-        self.scheduler = Scheduler(
-            self.cpu, self._policy, list(self.nodes), self._runner, self.offload_timeout
-        )
-        #: the registration of the active migrator (``register``, ``unregister``, ``stats``)
-        self.offload = self.scheduler.control
         self.engine = MigrationEngine(
             self.nodes,
             self.rmap,
-            self.scheduler,
             self._vmstat,
             self.cond,
             batch_pages=self.batch_pages,
+            cpu=self.cpu,
+            policy=self._policy,
+            runner=self._runner,
+            timeout=self.offload_timeout,
             verify=self.verify,
             memory=self.memory,
         )
+        self.scheduler = self.engine.scheduler
+        #: the registration of the active migrator (``register``, ``unregister``, ``stats``)
+        self.offload = self.engine.offload
         if offload_backend is not None:
             self.offload.register(offload_backend, "all")
 

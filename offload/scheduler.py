@@ -165,6 +165,9 @@ class Scheduler:
         Workers for guarded calls.
     timeout : float
         Seconds a guarded call may take before it is abandoned.
+    control : OffloadControl, optional
+        The registration of the active migrator (the engine owns it; a scheduler made
+        alone gets its own).
     """
 
     def __init__(
@@ -174,12 +177,12 @@ class Scheduler:
         nodes: list[Node],
         runner: CallRunner,
         timeout: float,
+        control: OffloadControl | None = None,
     ) -> None:
         self.cpu = cpu
         self._cpu_counters = counters(cpu)
-        #: the registration of the active migrator (``Machine.offload``); its ``stats``
-        #: are this scheduler's report
-        self.control = OffloadControl(report=self.report)
+        #: the registration of the active migrator (the engine's, ``Machine.offload``)
+        self.control = control if control is not None else OffloadControl(report=self.report)
         self.policy = policy
         self.runner = runner
         self.timeout = timeout
@@ -250,13 +253,15 @@ class Scheduler:
     def cpu_inline(self, reason: str) -> bool:
         """Whether a batch for *reason* would be copied by the CPU path alone, on the
         calling thread, with every node in its reach, and that path is one we ship whose
-        copy is a plain memcpy: then a one-folio migration may copy in its place
-        (:meth:`count_cpu` counts that copy)."""
+        copy is a plain memcpy: then a one-page migration may copy through
+        :meth:`copy_page`."""
         return self._cpu_inline and self.control.idle(reason) and not self.stuck(self.cpu)
 
-    def count_cpu(self, folios: int) -> None:
-        """Count *folios* copied on the CPU path outside :meth:`copy`."""
-        self._cpu_counters.add(folios_migrated=folios)
+    def copy_page(self, src: Node, pfn: int, dst: Node, dpfn: int) -> None:
+        """Copy one base page in place of the CPU path (where :meth:`cpu_inline` said
+        so: a shipped plain-memcpy path would do exactly this) and count it for it."""
+        dst.frames[dpfn] = src.frames[pfn]
+        self._cpu_counters.add(folios_migrated=1)
 
     # -- the batch copy ----------------------------------------------------------------------
     def copy(
@@ -282,10 +287,7 @@ class Scheduler:
         res.fallback = int(unmarked.sum())
         near = unmarked & self.cpu_reaches(batch)
         if self._cpu_shipped and near.any() and not self.stuck(self.cpu):
-            sub = batch[near]
-            self.cpu.offload_copy(sub)
-            self._cpu_counters.add(folios_migrated=int(sub.copied.sum()))
-            batch.absorb(sub)
+            self._shipped_cpu_copy(batch, near)
         left = unmarked & ~batch.copied
         if left.any():
             # what the CPU path could not or would not copy: the plain page copy, which
@@ -329,11 +331,7 @@ class Scheduler:
         if reach is not None and not reach.any():
             return
         if self._cpu_shipped:
-            sub = batch if reach is None else batch[reach]
-            self.cpu.offload_copy(sub)
-            self._cpu_counters.add(folios_migrated=int(sub.copied.sum()))
-            if sub is not batch:
-                batch.absorb(sub)
+            self._shipped_cpu_copy(batch, reach)
             return
         own = batch[:] if reach is None else batch[reach]  # a failed call's marks stay there
         # what the plugin may rebind on its object is read before the call
@@ -346,6 +344,15 @@ class Scheduler:
             marked = int(marks.sum())
             counters(self.cpu).add(folios_migrated=marked, folios_failures=n - marked)
             batch.copied[index] |= marks
+
+    def _shipped_cpu_copy(self, batch: FolioBatch, sel: np.ndarray | None) -> None:
+        """The CPU path we ship copies the folios *sel* of *batch* (None: all of them) on
+        this thread, and its marks are counted for it."""
+        sub = batch if sel is None else batch[sel]
+        self.cpu.offload_copy(sub)
+        self._cpu_counters.add(folios_migrated=int(sub.copied.sum()))
+        if sub is not batch:
+            batch.absorb(sub)
 
     def _start(self, mig: Migrator, sub: FolioBatch, res: CopyResult) -> GuardedCall:
         """Start *mig* on *sub* on a worker (``should_batch`` is asked there too)."""
