@@ -13,7 +13,7 @@ import errno
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +52,46 @@ class Outcome:
         """Base pages that did not move."""
         bad = self.rc != 0
         return int((folio_pages(self.folios.order[bad])).sum())
+
+
+@dataclass
+class MigrationLists:
+    """The lists of one migration, by the names migrate_pages() gives them.
+
+    Attributes
+    ----------
+    from_ : Folios or None
+        The folios still to try (the kernel's ``from``), held ISOLATED.
+    split_folios : list of Folios
+        The pieces of large folios split on -ENOMEM, tried once more at the end.
+    ret_folios : list of Folios
+        The folios settled so far, with their rc in ``ret_rc`` (0: migrated).
+    """
+
+    from_: Folios | None
+    split_folios: list[Folios] = field(default_factory=list)
+    ret_folios: list[Folios] = field(default_factory=list)
+    ret_rc: list[np.ndarray] = field(default_factory=list)
+
+    def settle(self, f: Folios, rc: np.ndarray) -> None:
+        """Folios *f* are done trying, with outcomes *rc*."""
+        self.ret_folios.append(f)
+        self.ret_rc.append(rc)
+
+    def held(self) -> list[Folios]:
+        """What may still be isolated: settled failures, split pieces, ``from``."""
+        out = [f[rc != 0] for f, rc in zip(self.ret_folios, self.ret_rc) if len(f)]
+        out += self.split_folios
+        if self.from_ is not None:
+            out.append(self.from_)
+        return out
+
+    def outcome(self) -> Outcome:
+        """Every settled folio with its rc."""
+        if len(self.ret_folios) == 1:
+            return Outcome(self.ret_folios[0], self.ret_rc[0])
+        rc = np.concatenate(self.ret_rc) if self.ret_rc else np.empty(0, np.int64)
+        return Outcome(Folios.concat(self.ret_folios), rc)
 
 
 @dataclass
@@ -165,22 +205,21 @@ class MigrationEngine:
         The caller has isolated every folio (:meth:`isolate`); on return every folio
         that stayed at its source is put back. Counters in ``vmstat`` are updated.
         """
-        done: list[Folios] = []
-        rcs: list[np.ndarray] = []
-        pieces: list[Folios] = []
-        ctx: dict[str, Folios | None] = {"current": folios}  # still held, for recovery
+        lists = MigrationLists(from_=folios)
         self._tls.first = True
         try:
-            return self._migrate(folios, reason, done, rcs, pieces, ctx)
+            return self._migrate(lists, reason)
         except BaseException:
-            # a backend bug: put back every folio still at its source, then report it
-            held = [f[rc != 0] for f, rc in zip(done, rcs) if len(f)] + pieces
-            cur = ctx["current"]
-            with self.cond:
-                for f in [*held, *([cur] if cur is not None else [])]:
-                    mine = (gather(self.nodes, f.node, f.pfn, "state") & ISOLATED) != 0
-                    self.undo_src(f[mine], ISOLATED | MIGRATING)
+            self._undo(lists)  # a backend bug: the kernel's ``out:``, then report it
             raise
+
+    def _undo(self, lists: MigrationLists) -> None:
+        """Put back every folio a failed migration still holds at its source (the one
+        place where a migration is undone)."""
+        with self.cond:
+            for f in lists.held():
+                mine = (gather(self.nodes, f.node, f.pfn, "state") & ISOLATED) != 0
+                self.undo_src(f[mine], ISOLATED | MIGRATING)
 
     def migrate_one(self, nid: int, pfn: int, target: int, reason: str) -> int | None:
         """:meth:`migrate` of one base page (an order-0 folio) in scalars: a one-page
@@ -259,57 +298,40 @@ class MigrationEngine:
         self.vmstat.add("thp_migration_success", thps)
         self.stats.folios += folios
 
-    def _migrate(
-        self,
-        folios: Folios,
-        reason: str,
-        done: list[Folios],
-        rcs: list[np.ndarray],
-        pieces: list[Folios],
-        ctx: dict[str, Folios | None],
-    ) -> Outcome:
-        pending = folios
+    def _migrate(self, lists: MigrationLists, reason: str) -> Outcome:
+        """migrate_pages(): passes over ``from`` until every folio is settled, then one
+        more pass over ``split_folios``; every failed folio is put back."""
         for _ in range(NR_MAX_MIGRATE_PAGES_RETRY):
-            if not len(pending):
+            pending = lists.from_
+            if pending is None or not len(pending):
                 break
             rc = self._one_pass(pending, reason)
             settled = (rc == 0) | (rc == -errno.ENOMEM)
             nomem_large = (rc == -errno.ENOMEM) & (pending.order > 0)
             if nomem_large.any():
                 split, stuck = self.split(pending[nomem_large])
-                pieces.append(split)
-                done.append(stuck)
-                rcs.append(np.full(len(stuck), -errno.ENOMEM, dtype=np.int64))
+                lists.split_folios.append(split)
+                lists.settle(stuck, np.full(len(stuck), -errno.ENOMEM, dtype=np.int64))
                 settled &= ~nomem_large
             if settled.all():
-                done.append(pending)
-                rcs.append(rc)
-                pending = pending[:0]
-                ctx["current"] = None
+                lists.settle(pending, rc)
+                lists.from_ = None
                 continue
-            done.append(pending[settled])
-            rcs.append(rc[settled])
-            pending = pending[rc == -errno.EAGAIN]
-            ctx["current"] = pending
-        if len(pending):
+            lists.settle(pending[settled], rc[settled])
+            lists.from_ = pending[rc == -errno.EAGAIN]
+        if lists.from_ is not None and len(lists.from_):
             # still busy after every pass: a pinned folio
-            done.append(pending)
-            rcs.append(np.full(len(pending), -errno.EBUSY, dtype=np.int64))
-        ctx["current"] = None
-        if pieces:
-            split = Folios.concat(pieces)
-            ctx["current"] = split
-            pieces.clear()
+            busy = lists.from_
+            lists.settle(busy, np.full(len(busy), -errno.EBUSY, dtype=np.int64))
+        lists.from_ = None
+        if lists.split_folios:
+            split = Folios.concat(lists.split_folios)
+            lists.from_, lists.split_folios = split, []
             rc = self._one_pass(split, reason)
             rc[rc == -errno.EAGAIN] = -errno.EBUSY
-            done.append(split)
-            rcs.append(rc)
-        if len(done) == 1:
-            out = Outcome(done[0], rcs[0])
-        else:
-            out = Outcome(
-                Folios.concat(done), np.concatenate(rcs) if rcs else np.empty(0, np.int64)
-            )
+            lists.settle(split, rc)
+            lists.from_ = None
+        out = lists.outcome()
         self.putback(out)
         return out
 
