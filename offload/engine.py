@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
 class Outcome:
     """Result of one migration: every final folio (by source identity) and its rc.
 
-    ``rc[i]`` is 0 when folio ``i`` now lives on ``folios.target[i]``, else -errno
+    ``rc[i]`` is 0 when folio ``i`` now lives on ``folios.dst_node[i]``, else -errno
     (the folio stayed intact at its source). A split folio appears as its pieces.
     """
 
@@ -196,7 +196,7 @@ class MigrationEngine:
         holds one of them: then take none and return False. The caller holds the lock."""
         if isolated(self.nodes, f).any():
             return False
-        update(self.nodes, f.node, f.pfn, "state", ISOLATED, op="or")
+        update(self.nodes, f.src_node, f.src_pfn, "state", ISOLATED, op="or")
         return True
 
     def migrate(self, folios: Folios, reason: str) -> Outcome:
@@ -218,7 +218,7 @@ class MigrationEngine:
         place where a migration is undone)."""
         with self.cond:
             for f in lists.held():
-                mine = (gather(self.nodes, f.node, f.pfn, "state") & ISOLATED) != 0
+                mine = (gather(self.nodes, f.src_node, f.src_pfn, "state") & ISOLATED) != 0
                 self.undo_src(f[mine], ISOLATED | MIGRATING)
 
     def migrate_one(self, nid: int, pfn: int, target: int, reason: str) -> int | None:
@@ -369,7 +369,7 @@ class MigrationEngine:
             sel = np.flatnonzero(ok)
             g = f[sel]
         batch = FolioBatch(
-            g.node, g.pfn, g.target, dst[sel], g.order, memory=self.memory, reason=reason
+            g.src_node, g.src_pfn, g.dst_node, dst[sel], g.order, memory=self.memory, reason=reason
         )
         res = CopyResult(n=len(batch))
         try:
@@ -404,9 +404,9 @@ class MigrationEngine:
         rc = np.zeros(n, dtype=np.int64)
         dst = np.full(n, -1, dtype=np.int64)
         with self.cond:
-            pins = gather(nodes, f.node, f.pfn, "pins")
+            pins = gather(nodes, f.src_node, f.src_pfn, "pins")
             rc[pins > 0] = -errno.EAGAIN
-            for d, k, idx in groups(f.target, f.order, rc == 0):
+            for d, k, idx in groups(f.dst_node, f.order, rc == 0):
                 if nodes[d].fail_allocs > 0:  # injected allocation failure
                     nodes[d].fail_allocs -= 1
                     rc[idx] = -errno.ENOMEM
@@ -417,7 +417,7 @@ class MigrationEngine:
             ok = dst >= 0
             if ok.any():
                 self.dst_pages += int(folio_pages(f.order[ok]).sum())
-                update(nodes, f.node[ok], f.pfn[ok], "state", MIGRATING, op="or")
+                update(nodes, f.src_node[ok], f.src_pfn[ok], "state", MIGRATING, op="or")
                 self._counted_flush()
         return rc, dst
 
@@ -428,11 +428,11 @@ class MigrationEngine:
         copied afresh in the next pass.
         """
         with self.cond:
-            pinned = gather(self.nodes, g.node, g.pfn, "pins") > 0
+            pinned = gather(self.nodes, g.src_node, g.src_pfn, "pins") > 0
             if pinned.any():
                 rc[sel[pinned]] = -errno.EAGAIN
                 bad = g[pinned]
-                self.undo_dst(bad.target, batch.dst_pfn[pinned], bad.order)
+                self.undo_dst(bad.dst_node, batch.dst_pfn[pinned], bad.order)
                 self.undo_src(bad, MIGRATING)
                 good = ~pinned
                 g, dpfn = g[good], batch.dst_pfn[good]
@@ -444,9 +444,9 @@ class MigrationEngine:
                     self._counted_first_remap(time.perf_counter())
                 self.dst_pages -= int(folio_pages(g.order).sum())
                 self.rmap.remove_migration_ptes(self.nodes, g, dpfn)
-                for s, idx in groups1(g.node):
+                for s, idx in groups1(g.src_node):
                     whole = idx.size == len(g)  # one source node: no copies of the arrays
-                    pfn, order = (g.pfn, g.order) if whole else (g.pfn[idx], g.order[idx])
+                    pfn, order = (g.src_pfn, g.order) if whole else (g.src_pfn[idx], g.order[idx])
                     self.nodes[s].free_folios(pfn, order)
             self._counted_moved(
                 int(folio_pages(g.order).sum()), int((g.order == HPAGE_PMD_ORDER).sum()), len(g)
@@ -458,7 +458,7 @@ class MigrationEngine:
         """Give the source folios *f* back their mappings (clear MIGRATING) or, with
         ``ISOLATED`` in *bits*, put them back for good. The caller holds the lock."""
         if len(f):
-            clear_state(self.nodes, f.node, f.pfn, bits)
+            clear_state(self.nodes, f.src_node, f.src_pfn, bits)
             self.cond.notify_all()
 
     def undo_dst(
@@ -589,15 +589,15 @@ class MigrationEngine:
         parts = []
         with self.cond:
             # a pinned folio cannot split, nor (here) one shared copy-on-write
-            pinned = (gather(nodes, f.node, f.pfn, "pins") > 0) | (
-                gather(nodes, f.node, f.pfn, "cow") > 0
+            pinned = (gather(nodes, f.src_node, f.src_pfn, "pins") > 0) | (
+                gather(nodes, f.src_node, f.src_pfn, "cow") > 0
             )
             stuck, f = f[pinned], f[~pinned]
-            for s, k, idx in groups(f.node, f.order):
+            for s, k, idx in groups(f.src_node, f.order):
                 node = nodes[s]
-                self.rmap.unqueue(s, f.pfn[idx])
-                heads = node.split_folios(f.pfn[idx], k)
-                target = np.repeat(f.target[idx], 1 << k)
+                self.rmap.unqueue(s, f.src_pfn[idx])
+                heads = node.split_folios(f.src_pfn[idx], k)
+                target = np.repeat(f.dst_node[idx], 1 << k)
                 live = self.rmap.mapped(node, heads)
                 if not live.all():
                     dead = heads[~live]

@@ -17,18 +17,20 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass
 class Folios:
-    """Folios as parallel arrays: source node and head pfn, order, target node."""
+    """Folios as parallel arrays: where each is (source node and head pfn), its order,
+    and where it goes (destination node), in the words of :class:`~offload.FolioBatch`
+    and the kernel (src, dst)."""
 
-    node: np.ndarray
-    pfn: np.ndarray
+    src_node: np.ndarray
+    src_pfn: np.ndarray
     order: np.ndarray
-    target: np.ndarray
+    dst_node: np.ndarray
 
     def __len__(self) -> int:
-        return int(self.pfn.size)
+        return int(self.src_pfn.size)
 
     def __getitem__(self, sel: Any) -> Folios:
-        return Folios(self.node[sel], self.pfn[sel], self.order[sel], self.target[sel])
+        return Folios(self.src_node[sel], self.src_pfn[sel], self.order[sel], self.dst_node[sel])
 
     @staticmethod
     def concat(parts: list[Folios]) -> Folios:
@@ -39,7 +41,7 @@ class Folios:
         return Folios(
             *(
                 np.concatenate([getattr(p, f) for p in parts])
-                for f in ("node", "pfn", "order", "target")
+                for f in ("src_node", "src_pfn", "order", "dst_node")
             )
         )
 
@@ -143,7 +145,7 @@ def heads_of(nodes: Sequence[Node], nid: np.ndarray, pfn: np.ndarray) -> np.ndar
 
 def isolated(nodes: Sequence[Node], f: Folios) -> np.ndarray:
     """Per folio: whether a migration holds it (ISOLATED)."""
-    return (gather(nodes, f.node, f.pfn, "state") & ISOLATED) != 0
+    return (gather(nodes, f.src_node, f.src_pfn, "state") & ISOLATED) != 0
 
 
 __all__ = [

@@ -64,20 +64,22 @@ class Rmap:
         return out
 
     def remove_migration_ptes(self, nodes: Sequence[Node], g: Folios, dpfn: np.ndarray) -> None:
-        """Point every mapping of the folios *g* at their copies ``(g.target, dpfn)``
+        """Point every mapping of the folios *g* at their copies ``(g.dst_node, dpfn)``
         and record the copies' owners. The sources are not freed here."""
         if len(g) == 1:
-            s, h, k = int(g.node[0]), int(g.pfn[0]), int(g.order[0])
-            self.remap_folio(nodes, s, h, k, int(g.target[0]), int(dpfn[0]))
+            s, h, k = int(g.src_node[0]), int(g.src_pfn[0]), int(g.order[0])
+            self.remap_folio(nodes, s, h, k, int(g.dst_node[0]), int(dpfn[0]))
             return
         self._remap_many(nodes, g, dpfn)
         if self.cow:  # some folios are shared copy-on-write (there was a fork)
-            cow = gather(nodes, g.node, g.pfn, "cow")
+            cow = gather(nodes, g.src_node, g.src_pfn, "cow")
             if cow.any():
                 self._move_cow(nodes, g, dpfn, cow)
         if self.deferred:  # a partly unmapped folio moves whole, and stays queued
             for i in np.flatnonzero(g.order > 0).tolist():
-                self._requeue(int(g.node[i]), int(g.pfn[i]), int(g.target[i]), int(dpfn[i]))
+                self._requeue(
+                    int(g.src_node[i]), int(g.src_pfn[i]), int(g.dst_node[i]), int(dpfn[i])
+                )
 
     def remap_folio(
         self, nodes: Sequence[Node], nid: int, head: int, order: int, target: int, dpfn: int
@@ -118,8 +120,8 @@ class Rmap:
             self.deferred.add((target, dpfn))
 
     def _remap_many(self, nodes: Sequence[Node], g: Folios, dpfn: np.ndarray) -> None:
-        oid = gather(nodes, g.node, g.pfn, "obj")
-        oidx = gather(nodes, g.node, g.pfn, "objidx")
+        oid = gather(nodes, g.src_node, g.src_pfn, "obj")
+        oidx = gather(nodes, g.src_node, g.src_pfn, "objidx")
         base = not g.order.any()  # base pages only: a folio is its one page
         npages = folio_pages(g.order)
         for o, idx in groups1(oid):
@@ -127,18 +129,18 @@ class Rmap:
             if base:
                 whole = idx.size == len(g)  # one object maps them all
                 pages = oidx if whole else oidx[idx]
-                node = g.target if whole else g.target[idx]
+                node = g.dst_node if whole else g.dst_node[idx]
                 pfn = dpfn if whole else dpfn[idx]
             else:
                 pages = expand_ranges(oidx[idx], npages[idx])
-                node = np.repeat(g.target[idx], npages[idx])
+                node = np.repeat(g.dst_node[idx], npages[idx])
                 pfn = expand_ranges(dpfn[idx], npages[idx])
             live = obj.mapcount[pages] > 0  # pages of a partly unmapped folio stay unmapped
             if not live.all():
                 pages, node, pfn = pages[live], node[live], pfn[live]
             obj.node[pages] = node
             obj.pfn[pages] = pfn
-        for d, idx in groups1(g.target):
+        for d, idx in groups1(g.dst_node):
             nd = nodes[d]
             if idx.size == len(g):  # one target node (a move_pages group)
                 nd.obj[dpfn] = oid
@@ -152,7 +154,7 @@ class Rmap:
     ) -> None:
         """Point the other mappings of folios shared copy-on-write at their copies."""
         for i in np.flatnonzero(cow).tolist():  # only folios shared since a fork
-            s, h, t, nh = int(g.node[i]), int(g.pfn[i]), int(g.target[i]), int(dpfn[i])
+            s, h, t, nh = int(g.src_node[i]), int(g.src_pfn[i]), int(g.dst_node[i]), int(dpfn[i])
             self._move_cow1(nodes, s, h, 1 << int(g.order[i]), t, nh, int(cow[i]))
 
     def _move_cow1(

@@ -211,14 +211,14 @@ def _move_group(
     if (
         isinstance(first, slice)
         and len(out.folios) == len(f)
-        and np.array_equal(out.folios.pfn, f.pfn)
-        and np.array_equal(out.folios.node, f.node)
+        and np.array_equal(out.folios.src_pfn, f.src_pfn)
+        and np.array_equal(out.folios.src_node, f.src_node)
     ):
         # one entry per folio, outcomes in entry order: the common case, no search
         status[cand] = np.where(out.rc == 0, node, out.rc)
         return status
     # each candidate entry takes the outcome of the final folio holding its page
-    pk = (out.folios.node.astype(np.int64) << _KEY_SHIFT) | out.folios.pfn
+    pk = (out.folios.src_node.astype(np.int64) << _KEY_SHIFT) | out.folios.src_pfn
     order = np.argsort(pk, kind="stable")
     pk = pk[order]
     ek = (cnid.astype(np.int64) << _KEY_SHIFT) | cpfn
