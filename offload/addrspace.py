@@ -347,7 +347,9 @@ class AddressSpace:
         idx = ((addrs - self._starts[j]) >> PAGE_SHIFT) + self._pgoffs[j]
         return vi, idx
 
-    def _ptes(self, vi: np.ndarray, idx: np.ndarray):
+    def _ptes(
+        self, vi: np.ndarray, idx: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per entry: object id, node, pfn (PTE_NONE/PTE_ZERO/-3 unmapped), mapcount.
 
         The mapcount counts page table entries, as the kernel's does: for a shared
@@ -419,7 +421,9 @@ class AddressSpace:
             i += 1
         raise oserror(errno.EFAULT, f"address {at:#x} is not mapped")
 
-    def _wait_stable(self, addr: int, n: int):
+    def _wait_stable(
+        self, addr: int, n: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Translate the span, waiting while any of its folios is under migration."""
         m = self.host
         while True:

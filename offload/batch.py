@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .arrays import expand_ranges, folio_pages, run_boundaries
 from .constants import MAX_FOLIO_ORDER, MR_SYSCALL, PAGE_SHIFT
@@ -66,11 +67,11 @@ class FolioBatch:
 
     def __init__(
         self,
-        src_node,
-        src_pfn,
-        dst_node,
-        dst_pfn,
-        order,
+        src_node: ArrayLike,
+        src_pfn: ArrayLike,
+        dst_node: ArrayLike,
+        dst_pfn: ArrayLike,
+        order: ArrayLike,
         *,
         memory: Mapping[int, np.ndarray],
         reason: str = MR_SYSCALL,
@@ -101,7 +102,7 @@ class FolioBatch:
             f"{int(self.copied.sum())} copied, reason={self.reason!r})"
         )
 
-    def __getitem__(self, sel) -> FolioBatch:
+    def __getitem__(self, sel: slice | np.ndarray) -> FolioBatch:
         """A sub-batch (slice, boolean mask or index array) with its own markers.
 
         Its arrays are copies (``batch[:]`` is a detached copy of the whole batch), its

@@ -51,7 +51,7 @@ class _LazyGroup(click.Group):
             sys.exit(exc.exit_code)
         sys.exit(rv if isinstance(rv, int) else 0)
 
-    def get_command(self, ctx: click.Context, name: str):
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in self.commands:
             ep = self._extra().get(name)
             if ep is not None:

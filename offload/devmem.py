@@ -6,28 +6,34 @@ imported only when device frames are actually touched.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .batch import FolioBatch
 
-def on_device(frames) -> bool:
+
+def on_device(frames: Any) -> bool:
     """Whether *frames* live in GPU memory (a CuPy array)."""
     return not isinstance(frames, np.ndarray)
 
 
-def _cp():
+def _cp() -> Any:
     import cupy
 
     return cupy
 
 
-def allocate(kind: str, nr_pages: int, page_size: int):
+def allocate(kind: str, nr_pages: int, page_size: int) -> Any:
     """Zeroed frames for a node of *kind* (``dram``: numpy; ``device``: CuPy)."""
     if kind == "device":
         return _cp().zeros((nr_pages, page_size), dtype=np.uint8)
     return np.zeros((nr_pages, page_size), dtype=np.uint8)
 
 
-def gather(frames, pfns: np.ndarray) -> np.ndarray:
+def gather(frames: Any, pfns: np.ndarray) -> np.ndarray:
     """Rows *pfns* of *frames* as a new host array."""
     if not on_device(frames):
         return frames[pfns]
@@ -35,13 +41,13 @@ def gather(frames, pfns: np.ndarray) -> np.ndarray:
     return cp.asnumpy(frames[cp.asarray(pfns)])
 
 
-def gather_words(frames, pfns: np.ndarray) -> np.ndarray:
+def gather_words(frames: Any, pfns: np.ndarray) -> np.ndarray:
     """Rows *pfns* as 64-bit words (a host array), for fast comparison."""
     rows = gather(frames, pfns)
     return rows.view(np.uint64) if rows.size else rows.reshape(0, 0).view(np.uint64)
 
 
-def scatter(frames, pfns: np.ndarray, rows: np.ndarray) -> None:
+def scatter(frames: Any, pfns: np.ndarray, rows: Any) -> None:
     """Write host *rows* into rows *pfns* of *frames*."""
     if not on_device(frames):
         frames[pfns] = rows
@@ -50,7 +56,7 @@ def scatter(frames, pfns: np.ndarray, rows: np.ndarray) -> None:
     frames[cp.asarray(pfns)] = cp.asarray(rows)
 
 
-def write_partial(frames, pfn: int, off: int, buf: np.ndarray) -> None:
+def write_partial(frames: Any, pfn: int, off: int, buf: np.ndarray) -> None:
     """Write *buf* at byte *off* of page *pfn*."""
     if not on_device(frames):
         frames[pfn, off : off + buf.size] = buf
@@ -58,7 +64,7 @@ def write_partial(frames, pfn: int, off: int, buf: np.ndarray) -> None:
     frames[int(pfn), off : off + buf.size] = _cp().asarray(buf)
 
 
-def zero(frames, pages: np.ndarray) -> None:
+def zero(frames: Any, pages: np.ndarray) -> None:
     """Zero rows *pages*."""
     if not on_device(frames):
         frames[pages] = 0
@@ -67,7 +73,11 @@ def zero(frames, pages: np.ndarray) -> None:
 
 
 def copy_pages(
-    memory, src_node: np.ndarray, src_pfn: np.ndarray, dst_node: np.ndarray, dst_pfn: np.ndarray
+    memory: Mapping[int, Any],
+    src_node: np.ndarray,
+    src_pfn: np.ndarray,
+    dst_node: np.ndarray,
+    dst_pfn: np.ndarray,
 ) -> None:
     """Copy pages one for one between any frames (host or device), grouped by node pair."""
     pair = src_node.astype(np.int64) * 65536 + dst_node
@@ -109,13 +119,13 @@ def copy_host_pages(dst: np.ndarray, src: np.ndarray, dpfn: np.ndarray, spfn: np
         dst[d] = t
 
 
-def copy_folios(batch) -> None:
+def copy_folios(batch: FolioBatch) -> None:
     """Copy every folio of a ``FolioBatch`` page by page, whatever memory it is in."""
     copy_pages(batch.memory, *batch.pages())
 
 
 def copy_runs(
-    memory,
+    memory: Mapping[int, Any],
     src_node: np.ndarray,
     src_pfn: np.ndarray,
     dst_node: np.ndarray,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -81,7 +82,7 @@ def host_info() -> dict:
     return info
 
 
-def _has_dist(md, name: str) -> bool:
+def _has_dist(md: Any, name: str) -> bool:
     try:
         md.version(name)
         return True

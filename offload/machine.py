@@ -399,7 +399,7 @@ class Machine:
     def __enter__(self) -> Machine:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

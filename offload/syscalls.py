@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import itertools
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -55,7 +55,7 @@ def _check_flags(caller: Task, flags: int) -> None:
         raise oserror(errno.EPERM, "MPOL_MF_MOVE_ALL needs CAP_SYS_NICE")
 
 
-def _one(values) -> int | None:
+def _one(values: Any) -> int | None:
     """The entry of a one-entry list, tuple or integer array, when it is an integer in
     the int64 range; else None (the general path parses and judges it)."""
     if type(values) in (list, tuple):

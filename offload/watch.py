@@ -17,11 +17,17 @@ the backend's.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from . import devmem
 from .arrays import expand_ranges
 from .batch import FolioBatch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .node import Node
 
 #: In-use pages sampled per node and batch.
 SAMPLE_PAGES = 256
@@ -40,7 +46,7 @@ class WriteWatch:
         Chooses the sampled pages.
     """
 
-    def __init__(self, nodes, batch: FolioBatch, rng: np.random.Generator) -> None:
+    def __init__(self, nodes: Sequence[Node], batch: FolioBatch, rng: np.random.Generator) -> None:
         self._saved: list[tuple[int, np.ndarray, np.ndarray]] = []
         npages = batch.npages
         src_pages = expand_ranges(batch.src_pfn, npages)
@@ -66,7 +72,7 @@ class WriteWatch:
         """Pages watched."""
         return sum(p.size for _, p, _ in self._saved)
 
-    def check(self, memory) -> int:
+    def check(self, memory: Mapping[int, Any]) -> int:
         """Restore every watched page that changed; return how many did."""
         hit = 0
         for nid, pfns, rows in self._saved:

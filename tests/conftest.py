@@ -29,7 +29,17 @@ def gpu_status() -> tuple[bool, str]:
 GPU_OK, GPU_REASON = gpu_status()
 #: The GPU backends, run through the same test bodies when a GPU is usable.
 GPU_BACKENDS = ["cupy:channels=4", "cupy:channels=2,path=kernel", "cupy:channels=1,path=memcpy"]
-requires_gpu = pytest.mark.skipif(not GPU_OK, reason=f"no usable GPU: {GPU_REASON}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """One marker, ``gpu``, and it skips by itself where no GPU is usable (as CuPy's
+    tests do), with the reason."""
+    if GPU_OK:
+        return
+    skip = pytest.mark.skip(reason=f"no usable GPU: {GPU_REASON}")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
 
 
 def make_machine(backend: str = "cpu-serial", nodes: str = "16M,16M", **kw) -> Machine:
@@ -41,8 +51,7 @@ def make_machine(backend: str = "cpu-serial", nodes: str = "16M,16M", **kw) -> M
 
 
 @pytest.fixture(
-    params=CPU_BACKENDS
-    + [pytest.param(b, marks=[pytest.mark.gpu, requires_gpu]) for b in GPU_BACKENDS]
+    params=CPU_BACKENDS + [pytest.param(b, marks=pytest.mark.gpu) for b in GPU_BACKENDS]
 )
 def backend(request) -> str:
     return request.param

@@ -5,12 +5,10 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import GPU_OK, fill, pages, requires_gpu
+from conftest import GPU_OK, fill, pages
 
 from offload import PAGE_SIZE, BackendUnavailable, Machine, registry
 from offload.testing import check_migrator
-
-gpu = [pytest.mark.gpu, requires_gpu]
 
 
 def test_importing_never_imports_cupy():
@@ -41,13 +39,11 @@ def test_cupy_is_listed_with_a_reason_when_unusable():
     ],
 )
 @pytest.mark.gpu
-@requires_gpu
 def test_cupy_conformance(spec):
     check_migrator(lambda: registry.create(spec))
 
 
 @pytest.mark.gpu
-@requires_gpu
 @pytest.mark.parametrize("path", ["memcpy", "kernel"])
 @pytest.mark.parametrize("folio", [PAGE_SIZE, 16 * PAGE_SIZE, 1 << 21])
 def test_dram_to_device_and_back(path, folio):
@@ -68,7 +64,6 @@ def test_dram_to_device_and_back(path, folio):
 
 
 @pytest.mark.gpu
-@requires_gpu
 def test_device_nodes_without_offload_fall_back_to_runtime_copies():
     with Machine(nodes="dram:8M,device:8M") as m:
         p = m.spawn()
@@ -79,7 +74,6 @@ def test_device_nodes_without_offload_fall_back_to_runtime_copies():
 
 
 @pytest.mark.gpu
-@requires_gpu
 def test_first_touch_on_a_device_node():
     with Machine(nodes="dram:8M,device:8M", offload="cupy") as m:
         p = m.spawn()

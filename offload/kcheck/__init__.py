@@ -10,6 +10,7 @@ documented departure, or mismatch. ``offload kernel-check`` prints the table; th
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .catalog import NODE_MB, PRESSURE_SCENARIOS, SCENARIOS
@@ -75,7 +76,7 @@ def run_check(
     timeout: float = 600.0,
     native: str = "auto",
     accel: str = "tcg",
-    progress=None,
+    progress: Callable[[Scenario], object] | None = None,
 ) -> Report:
     """Run *scenarios* (default: all) on the model and on a real kernel; compare.
 

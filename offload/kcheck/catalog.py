@@ -7,12 +7,15 @@ kernel showed (issue 10). Nodes: 0 and 1 have memory (node 1 the smaller); 2 has
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..constants import MPOL_MF_MOVE as MOVE
 from ..constants import MPOL_MF_MOVE_ALL as MOVE_ALL
 from ..constants import MPOL_MF_STRICT as STRICT
 from .scenario import (
     UNMAPPED,
     Scenario,
+    Step,
     fill,
     fork,
     migrate,
@@ -33,11 +36,11 @@ NODE_MB = (448, 192)
 NO_PID = 99
 
 
-def _sc(name: str, source: str, *steps, shape_only: bool = False) -> Scenario:
+def _sc(name: str, source: str, *steps: Step, shape_only: bool = False) -> Scenario:
     return Scenario(name, source, tuple(steps), shape_only)
 
 
-def _filled(p: int, r: int, pages: int, seed: int, **kw) -> list:
+def _filled(p: int, r: int, pages: int, seed: int, **kw: Any) -> list[Step]:
     return [mmap(p, r, pages, **kw)] + [write(p, r, i, seed + i) for i in range(pages)]
 
 

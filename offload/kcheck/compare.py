@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from errno import EBUSY, EFAULT, ENOENT, ENOMEM
 
 from .observe import VMSTAT, Observation, errno_name
-from .scenario import Scenario
+from .scenario import Scenario, Step
 
 #: Deliberate departures: key -> the start of the README line that documents it.
 DEPARTURES = {
@@ -130,7 +130,7 @@ def compare(sc: Scenario, model: Observation, kernel: Observation) -> Verdict:
     return v
 
 
-def _move_explained(sc: Scenario, s, k: dict, m: dict, deps: set) -> bool:
+def _move_explained(sc: Scenario, s: Step, k: dict, m: dict, deps: set) -> bool:
     """Whether a move step's difference is a documented departure (and which)."""
     if (
         k["errno"] == ENOMEM

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import errno as _errno
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..constants import PAGE_SIZE
 from .scenario import UNMAPPED, UNMAPPED_ADDR, Scenario, page_hash, pattern, script_lines
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..process import Process
 
 VMSTAT = (
     "pgmigrate_success",
@@ -161,7 +164,7 @@ def _pid(procs: dict, slot: int | None) -> int:
     return procs[slot].pid if slot in procs else 999999
 
 
-def _thp_pages(p, addrs: list[int]) -> int:
+def _thp_pages(p: Process, addrs: list[int]) -> int:
     """Pages of *addrs* mapped by a PMD: in a 2 MiB folio all of which this process still
     maps (what /proc/PID/smaps calls AnonHugePages; a THP partly unmapped is mapped by
     PTEs, and counts for nothing there)."""
