@@ -217,9 +217,9 @@ class AddressSpace:
                 length, max(folio_size, FAULT_AROUND_BYTES) if shared else folio_size
             )
             obj = MemObject(m.rmap.next_id(), length >> PAGE_SHIFT, order, nid, shared)
+            obj.mapcount[:] = 1
             if populate:
                 obj.fault_in(np.arange(obj.npages), m.nodes)
-            obj.mapcount[:] = 1
             present = None
             if shared:  # populated: this process has a page table entry for every page
                 present = np.full(obj.npages, populate, dtype=bool)
@@ -462,10 +462,13 @@ class AddressSpace:
                 rel = rel[obj.pfn[ix] >= 0]
             touched = rel
             if not write:
+                # the window is aligned by virtual address (do_fault_around), and
+                # clamped to the mapping
                 win = FAULT_AROUND_BYTES >> PAGE_SHIFT
-                first = (rel[~vma.present[rel]] // win) * win  # the mapping is aligned
+                base = vma.start >> PAGE_SHIFT
+                first = ((rel[~vma.present[rel]] + base) // win) * win - base
                 around = (first[:, None] + np.arange(win)).ravel()
-                around = np.unique(around[around < vma.npages])
+                around = np.unique(around[(around >= 0) & (around < vma.npages)])
                 around = around[obj.pfn[around + vma.pgoff] >= 0]
                 touched = np.union1d(rel, around)
             new = touched[~vma.present[touched]]
@@ -595,7 +598,7 @@ class AddressSpace:
             if missing.any():
                 for v in np.unique(vi[missing]):
                     obj = self._vmas[int(v)].obj
-                    obj.fault_in(idx[missing & (vi == v)], m.nodes)
+                    obj.fault_in(idx[missing & (vi == v)], m.nodes, m.kernel.huge_zero_write_thp)
             changed = self._fault_shared(vi, idx, write=True) | self._break_cow(vi, idx)
             if missing.any() or changed:
                 _oid, nid, pfn, _ = self._ptes(vi, idx)
@@ -646,6 +649,12 @@ class AddressSpace:
             node = self.host.nodes[nid]
             mapcount += int(node.cow[pfn & ~((1 << int(node.order[pfn])) - 1)])
         return nid, pfn, mapcount
+
+    def shared_at(self, addrs: np.ndarray) -> np.ndarray:
+        """Per address: whether a shared mapping (MAP_SHARED) holds it."""
+        vi, _ = self._translate(addrs)
+        shared = np.array([v.shared for v in self._vmas] + [False], dtype=bool)
+        return shared[vi]
 
     def queue_pages(self, node: int, shared: bool) -> np.ndarray:
         """The frames of node *node* that this process maps, in address order (the

@@ -188,10 +188,11 @@ EXIT_NOT_RUN = 4
 @click.option(
     "--kernel",
     "kernel",
-    default=None,
+    multiple=True,
     metavar="IMAGE",
     type=click.Path(exists=True, dir_okay=False, readable=True),
-    help="Kernel image to boot under qemu [default: the newest /boot/vmlinuz-*].",
+    help="Kernel image to boot under qemu (repeatable: one verdict column per kernel; the "
+    "model follows each image's version) [default: the newest /boot/vmlinuz-*].",
 )
 @click.option(
     "--nodes",
@@ -231,7 +232,7 @@ EXIT_NOT_RUN = 4
 @click.option("--json", "as_json", is_flag=True, help="Print the verdicts as JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="Show every scenario, matches included.")
 def kernel_check(
-    kernel: str | None,
+    kernel: tuple[str, ...],
     nodes: int,
     timeout: float,
     native: str,
@@ -270,57 +271,110 @@ def kernel_check(
             ["scenario", "source"], [[sc.name, sc.source] for sc in chosen], right=[]
         )
         return
-    click.echo(f"kernel-check: {len(chosen)} scenarios, {nodes} NUMA nodes ...", err=True)
-    try:
-        rep = run_check(
-            chosen, kernel=kernel, nodes=nodes, timeout=timeout, native=native, accel=accel
-        )
-    except Unavailable as exc:
-        click.echo(f"kernel-check: not run: {exc}", err=True)
-        sys.exit(EXIT_NOT_RUN)
-    if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "how": rep.how,
-                    "seconds": round(rep.seconds, 1),
-                    "counts": rep.counts,
-                    "verdicts": [
-                        dict(
-                            name=v.name,
-                            source=v.source,
-                            verdict=v.verdict,
-                            departures=[dict(key=d, readme=DEPARTURES[d]) for d in v.departures],
-                            differences=v.differences,
-                        )
-                        for v in rep.verdicts
-                    ],
-                },
-                indent=1,
+    images: list[str | None] = list(kernel) if kernel else [None]
+    click.echo(
+        f"kernel-check: {len(chosen)} scenarios, {nodes} NUMA nodes, {len(images)} kernel(s) ...",
+        err=True,
+    )
+    reps = []
+    for image in images:
+        try:
+            reps.append(
+                run_check(
+                    chosen, kernel=image, nodes=nodes, timeout=timeout, native=native, accel=accel
+                )
             )
-        )
-    else:
-        from . import console
+        except Unavailable as exc:
+            click.echo(f"kernel-check: not run ({image or 'default kernel'}): {exc}", err=True)
+            sys.exit(EXIT_NOT_RUN)
 
-        click.echo(f"real kernel: {rep.how}, {rep.seconds:.0f} s")
-        rows = []
-        for v in rep.verdicts:
-            if v.verdict == "match" and not verbose:
-                continue
-            rows.append([v.verdict, v.name, v.source])
-            rows += [["", "", f'documented: README "{DEPARTURES[d]}"'] for d in v.departures]
-            rows += [["", "", d] for d in v.differences]
-        if rows:
-            console.print_table(["verdict", "scenario", "source / why"], rows, right=[])
-        c = rep.counts
-        click.echo(
-            f"{len(rep.verdicts)} scenarios: {c['match']} match, {c['departure']} "
-            f"documented departures, {c['mismatch']} mismatches, {c['error']} errors"
-        )
-        kernel_side = any(d.startswith("kernel:") for v in rep.verdicts for d in v.differences)
-        if kernel_side or rep.timed_out:
-            if rep.timed_out:
-                click.echo(f"the guest was killed after {timeout:g} s", err=True)
-            click.echo("console tail:\n" + rep.console_tail[-1500:], err=True)
-    if not rep.ok:
+    def as_dict(rep: Any) -> dict:
+        return {
+            "how": rep.how,
+            "release": rep.release,
+            "model_kernel": rep.kernel,
+            "seconds": round(rep.seconds, 1),
+            "counts": rep.counts,
+            "verdicts": [
+                dict(
+                    name=v.name,
+                    source=v.source,
+                    verdict=v.verdict,
+                    departures=[dict(key=d, readme=DEPARTURES[d]) for d in v.departures],
+                    differences=v.differences,
+                    evidence=v.evidence,
+                )
+                for v in rep.verdicts
+            ],
+        }
+
+    if as_json:
+        doc = as_dict(reps[0]) if len(reps) == 1 else {"kernels": [as_dict(r) for r in reps]}
+        click.echo(json.dumps(doc, indent=1))
+    elif len(reps) == 1:
+        _print_report(reps[0], verbose, timeout)
+    else:
+        _print_reports(reps, verbose)
+    if not all(r.ok for r in reps):
         sys.exit(1)
+
+
+def _print_report(rep: Any, verbose: bool, timeout: float) -> None:
+    """The verdict table of one kernel: what differs, and why where it is documented."""
+    from . import console
+    from .kcheck import DEPARTURES
+
+    click.echo(
+        f"real kernel: {rep.release or 'unknown release'} ({rep.how}, {rep.seconds:.0f} s); "
+        f"model follows {rep.kernel or 'its default'}"
+    )
+    rows = []
+    for v in rep.verdicts:
+        if v.verdict == "match" and not verbose:
+            continue
+        rows.append([v.verdict, v.name, v.source])
+        rows += [["", "", f'documented: README "{DEPARTURES[d]}"'] for d in v.departures]
+        if verbose:
+            rows += [["", "", f"evidence: {e}"] for e in v.evidence]
+        rows += [["", "", d] for d in v.differences]
+    if rows:
+        console.print_table(["verdict", "scenario", "source / why"], rows, right=[])
+    c = rep.counts
+    click.echo(
+        f"{len(rep.verdicts)} scenarios: {c['match']} match, {c['departure']} "
+        f"documented departures, {c['mismatch']} mismatches, {c['error']} errors"
+    )
+    kernel_side = any(d.startswith("kernel:") for v in rep.verdicts for d in v.differences)
+    if kernel_side or rep.timed_out:
+        if rep.timed_out:
+            click.echo(f"the guest was killed after {timeout:g} s", err=True)
+        click.echo("console tail:\n" + rep.console_tail[-1500:], err=True)
+
+
+def _print_reports(reps: list, verbose: bool) -> None:
+    """One verdict column per kernel; the differences of what is not a match below."""
+    from . import console
+
+    names = [r.release or f"kernel {i + 1}" for i, r in enumerate(reps)]
+    rows = []
+    notes = []
+    for i, v0 in enumerate(reps[0].verdicts):
+        cells = [r.verdicts[i] for r in reps]
+        if not verbose and all(v.verdict == "match" for v in cells):
+            continue
+        rows.append(
+            [v0.name]
+            + [v.verdict + (f" ({', '.join(v.departures)})" if v.departures else "") for v in cells]
+        )
+        for name, v in zip(names, cells):
+            notes += [f"{v0.name} on {name}: {d}" for d in v.differences]
+    console.print_table(["scenario", *names], rows, right=[])
+    for n in notes:
+        click.echo(n)
+    for name, r in zip(names, reps):
+        c = r.counts
+        click.echo(
+            f"{name} (model {r.kernel or 'default'}, {r.how}, {r.seconds:.0f} s): "
+            f"{c['match']} match, {c['departure']} documented departures, "
+            f"{c['mismatch']} mismatches, {c['error']} errors"
+        )

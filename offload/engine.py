@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import devmem
+from . import devmem, kernels
 from .arrays import folio_pages
 from .batch import FolioBatch
 from .constants import HPAGE_PMD_ORDER, NR_MAX_MIGRATE_PAGES_RETRY
@@ -33,6 +33,7 @@ from .watch import WriteWatch
 
 if TYPE_CHECKING:  # pragma: no cover
     from .guard import CallRunner, GuardedCall
+    from .kernels import Kernel
     from .migrator import Migrator
     from .node import Node
 
@@ -150,6 +151,8 @@ class MigrationEngine:
         Check every copy (see :class:`~offload.machine.Machine`).
     memory : Mapping, optional
         Node id -> frames (default: built from *nodes*).
+    kernel : Kernel, optional
+        The kernel version it follows (default: the newest supported).
     """
 
     def __init__(
@@ -166,8 +169,11 @@ class MigrationEngine:
         timeout: float,
         verify: bool = False,
         memory: Mapping[int, Any] | None = None,
+        kernel: Kernel | None = None,
     ) -> None:
         self.nodes = nodes
+        #: the kernel version whose behaviours the engine follows
+        self.kernel = kernel if kernel is not None else kernels.kernel()
         #: node id -> frames, the mapping every batch refers to (the machine's own)
         self.memory = (
             memory if memory is not None else MappingProxyType({n.id: n.frames for n in nodes})
@@ -301,6 +307,8 @@ class MigrationEngine:
     def _migrate(self, lists: MigrationLists, reason: str) -> Outcome:
         """migrate_pages(): passes over ``from`` until every folio is settled, then one
         more pass over ``split_folios``; every failed folio is put back."""
+        if self.kernel.split_partly_mapped_thp:
+            self.split_partly_mapped(lists)
         for _ in range(NR_MAX_MIGRATE_PAGES_RETRY):
             pending = lists.from_
             if pending is None or not len(pending):
@@ -577,16 +585,20 @@ class MigrationEngine:
         self.stats.verify_s += time.perf_counter() - t0
 
     # -- split ------------------------------------------------------------------------------
-    def split(self, f: Folios) -> tuple[Folios, Folios]:
-        """Split large folios (ENOMEM) into order-0 pieces that stay isolated.
+    def split(self, f: Folios, freed: list[Folios] | None = None) -> tuple[Folios, Folios]:
+        """Split large folios (ENOMEM, or partly mapped ones on kernels with switch
+        ``split_partly_mapped_thp``) into order-0 pieces that stay isolated.
 
-        A piece whose page no process maps any more (the folio was partly unmapped
-        while pinned, so it could not split then) is freed here, as the kernel frees
-        the unmapped tail of a split folio. Returns (the pieces still mapped, folios
-        that could not be split because they are pinned).
+        A piece whose page no process maps any more (the folio was partly unmapped) is
+        freed here, as the kernel frees the unmapped tail of a split folio; with switch
+        ``split_maps_zero_pages`` so is a zero-filled piece of a private mapping, whose
+        page then maps the shared zero page. *freed*, when given, gets the number of
+        pieces so freed (the kernel counts them migrated: freed under it). Returns (the
+        pieces still mapped, folios that could not be split because they are pinned).
         """
         nodes = self.nodes
         parts = []
+        zero_pages = self.kernel.split_maps_zero_pages and freed is not None
         with self.cond:
             # a pinned folio cannot split, nor (here) one shared copy-on-write
             pinned = (gather(nodes, f.src_node, f.src_pfn, "pins") > 0) | (
@@ -599,10 +611,17 @@ class MigrationEngine:
                 heads = node.split_folios(f.src_pfn[idx], k)
                 target = np.repeat(f.dst_node[idx], 1 << k)
                 live = self.rmap.mapped(node, heads)
+                if zero_pages and node.kind == "dram":
+                    live &= ~self.rmap.map_zero_page(node, heads[live], live)
                 if not live.all():
                     dead = heads[~live]
                     node.state[dead] = 0
                     node.free_folios(dead, 0)
+                    if freed is not None:
+                        z = np.zeros(dead.size, np.int8)
+                        freed.append(
+                            Folios(np.full(dead.size, s, np.int32), dead, z, target[~live])
+                        )
                     heads, target = heads[live], target[live]
                 parts.append(
                     Folios(
@@ -619,6 +638,32 @@ class MigrationEngine:
             self.vmstat.add("thp_migration_split", thps)
             self.cond.notify_all()
         return Folios.concat(parts), stuck
+
+    def split_partly_mapped(self, lists: MigrationLists) -> None:
+        """Switch ``split_partly_mapped_thp`` (6.10): a large folio of ``from`` on the
+        deferred split list is split now; its mapped pieces wait on ``split_folios``
+        for the last pass, what the split freed counts migrated (the kernel finds those
+        pieces freed under it). A folio that cannot split migrates whole."""
+        f = lists.from_
+        if f is None or not len(f) or not self.rmap.deferred:
+            return
+        big = np.flatnonzero(f.order > 1)  # nr_pages > 2, as the kernel's check
+        if big.size == 0:
+            return
+        queued = np.zeros(len(f), dtype=bool)
+        keys = self.rmap.deferred
+        queued[big] = [(int(n), int(h)) in keys for n, h in zip(f.src_node[big], f.src_pfn[big])]
+        if not queued.any():
+            return
+        freed: list[Folios] = []
+        pieces, stuck = self.split(f[queued], freed)
+        gone = Folios.concat(freed)
+        with self.cond:
+            self.vmstat.add("pgmigrate_success", len(gone))
+        # their entries read as migrated (the status of a moved folio), as the kernel's
+        lists.settle(gone, np.zeros(len(gone), dtype=np.int64))
+        lists.split_folios.append(pieces)
+        lists.from_ = Folios.concat([f[~queued], stuck])
 
 
 def verify_batch(batch: FolioBatch, chunk: int = 8192) -> np.ndarray:

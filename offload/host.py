@@ -16,6 +16,7 @@ import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import MigrationEngine
+    from .kernels import Kernel
     from .node import Node
     from .rmap import Rmap
 
@@ -38,6 +39,9 @@ class MemoryHost(Protocol):
     @property
     def rmap(self) -> Rmap: ...
 
+    @property
+    def kernel(self) -> Kernel: ...
+
 
 class TaskMM(Protocol):
     """The page-table walks the syscalls make in a task's address space."""
@@ -47,6 +51,8 @@ class TaskMM(Protocol):
     def follow_page(self, addr: int) -> tuple[int, int, int]: ...
 
     def queue_pages(self, node: int, shared: bool) -> np.ndarray: ...
+
+    def shared_at(self, addrs: np.ndarray) -> np.ndarray: ...
 
 
 class Task(Protocol):

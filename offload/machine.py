@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import kernels
 from .buddy import LAYOUTS
 from .constants import NR_MAX_BATCHED_MIGRATION, PAGE_SIZE
 from .counters import Vmstat
@@ -106,6 +107,10 @@ class Machine:
     prefault : bool
         Touch every frame of every host node now, so that the host's page faults on
         node memory happen here rather than during the first migrations into it.
+    kernel : str, optional
+        The kernel version whose behaviour the model follows where versions differ
+        (``"6.1"``, ``"6.12"``, ``"7.2"``, or a release such as ``"6.12.117"``;
+        default: the newest supported). The switches: :mod:`offload.kernels`.
     offload_timeout : float
         Seconds a call into the offload backend (or a third-party CPU path) may take.
         After it the call is abandoned: its folios are copied by the CPU to fresh
@@ -134,8 +139,11 @@ class Machine:
         layout: str = "fresh",
         seed: int = 0,
         prefault: bool = False,
+        kernel: str | None = None,
     ) -> None:
         self._closed = False
+        #: the kernel version the model follows, and its version-specific behaviours
+        self.kernel = kernels.kernel(kernel)
         if layout not in LAYOUTS:
             raise BadArgument(f"layout: expected one of {', '.join(LAYOUTS)}, got {layout!r}")
         seed = check_int(seed, "seed", minimum=0)
@@ -200,6 +208,7 @@ class Machine:
             timeout=self.offload_timeout,
             verify=self.verify,
             memory=self.memory,
+            kernel=self.kernel,
         )
         self.scheduler = self.engine.scheduler
         #: the registration of the active migrator (``register``, ``unregister``, ``stats``)

@@ -85,10 +85,13 @@ class MemObject:
         self.node[pages[mine]] = dst_node
         self.pfn[pages[mine]] = dst_head + (pfn[mine] - src_head)
 
-    def fault_in(self, idx: np.ndarray, nodes: Sequence[Node]) -> None:
+    def fault_in(self, idx: np.ndarray, nodes: Sequence[Node], huge_zero: bool = False) -> None:
         """Allocate zeroed folios for the untouched pages among *idx* (write fault).
 
-        Folio slots with no page touched get a folio of the object's order; the rest
+        A folio slot gets a folio of the object's order when no page of it was touched
+        and every page of it is still mapped (a PMD fault needs the whole aligned range
+        inside the mapping, ``thp_vma_suitable_order``); with *huge_zero* (kernels with
+        switch ``huge_zero_write_thp``) also when the huge zero page maps it. The rest
         (and slots whose large allocation failed) get order-0 pages. All or nothing:
         on failure, everything this call allocated is freed and ENOMEM raised.
         """
@@ -103,7 +106,9 @@ class MemObject:
         if k > 0:
             slots = np.unique(idx >> k)
             span = pages_of(slots << k, k).reshape(slots.size, 1 << k)
-            untouched = (self.pfn[span] == PTE_NONE).all(axis=1)
+            held = self.pfn[span]
+            untouched = (held == PTE_NONE) | ((held == PTE_ZERO) if huge_zero else False)
+            untouched = untouched.all(axis=1) & (self.mapcount[span] > 0).all(axis=1)
             big = slots[untouched] << k
             heads = node.alloc_folios(big.size, k, zero=True)
             if heads.size:

@@ -21,7 +21,7 @@ from . import devmem
 from .arrays import expand_ranges, folio_pages
 from .errors import oserror
 from .folios import Folios, gather, groups1
-from .mm import PTE_NONE, MemObject
+from .mm import PTE_NONE, PTE_ZERO, MemObject
 from .node import pages_of
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -169,6 +169,28 @@ class Rmap:
         if extras:
             self.cow[(t, nh)] = extras
         nodes[t].cow[nh] = cow
+
+    def map_zero_page(self, node: Node, heads: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Of the order-0 pieces *heads* of a split folio (positions *mask* of the whole
+        split), those that a private mapping maps and that hold only zeros now map the
+        shared zero page (the caller frees their frames). Returns, per position of the
+        whole split, whether the piece was so remapped."""
+        out = np.zeros(mask.size, dtype=bool)
+        if heads.size == 0:
+            return out
+        zero = np.flatnonzero(~node.frames[heads].any(axis=1))
+        cand = heads[zero]
+        pos = np.flatnonzero(mask)[zero]
+        for o, idx in groups1(node.obj[cand]):
+            obj = self.objects.get(o)
+            if obj is None or obj.shared:
+                continue
+            j = node.objidx[cand[idx]]
+            mine = (obj.node[j] == node.id) & (obj.pfn[j] == cand[idx])
+            obj.pfn[j[mine]] = PTE_ZERO
+            obj.node[j[mine]] = -1
+            out[pos[idx[mine]]] = True
+        return out
 
     def unqueue(self, node_id: int, heads: np.ndarray) -> None:
         """Take the folios *heads* of node *node_id* off the deferred split queue."""

@@ -100,7 +100,7 @@ def move_pages(
         return MoveResult(0, [])
     if targets is None:
         with m.lock:
-            status = _locate(target, addrs)[0]
+            status = _locate(host, target, addrs)[0]
         return MoveResult(0, status.tolist())
     # do_pages_move: walk the entries in order; a node that does not exist or has no
     # memory stops the walk (ENODEV) after the entries before it were migrated
@@ -145,7 +145,8 @@ def _move_one(
             return None
         nid, pfn, mapcount = p.mm.follow_page(addr)
         if addr < 0 or pfn < 0:
-            status = -errno.ENOENT if pfn == -1 and addr >= 0 else -errno.EFAULT
+            untouched = pfn == -1 and addr >= 0
+            status = int(_untouched(host, p, np.array([addr]))[0]) if untouched else -errno.EFAULT
         elif nid == node:
             status = nid
         elif mapcount > 1 and not move_all:
@@ -157,11 +158,25 @@ def _move_one(
     return MoveResult(int(status != node), [status])
 
 
-def _locate(p: Task, addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _untouched(host: SyscallHost, p: Task, addrs: np.ndarray) -> np.ndarray:
+    """The status of pages *addrs* with no page table entry: -ENOENT since 6.12
+    (switch ``untouched_enoent`` of :mod:`offload.kernels`); before, -EFAULT for
+    anonymous memory (follow_page's FOLL_DUMP) and -ENOENT for shared memory, whose
+    mapping has a fault handler."""
+    if host.kernel.untouched_enoent:
+        return np.full(addrs.size, -errno.ENOENT, dtype=np.int64)
+    return np.where(p.mm.shared_at(addrs), -errno.ENOENT, -errno.EFAULT).astype(np.int64)
+
+
+def _locate(
+    host: SyscallHost, p: Task, addrs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Translate *addrs*; return (status as in query mode, nid, pfn, mapcount)."""
     nid, pfn, mapcount = p.mm.follow_pages(addrs)
     status = nid.astype(np.int64)
-    status[pfn == -1] = -errno.ENOENT
+    none = pfn == -1
+    if none.any():
+        status[none] = _untouched(host, p, addrs[none])
     status[(pfn == -2) | (pfn == -3) | (addrs < 0)] = -errno.EFAULT
     return status, nid, pfn, mapcount
 
@@ -177,7 +192,7 @@ def _move_group(
     m = host
     with m.lock:
         while True:
-            status, nid, pfn, mapcount = _locate(p, addrs)
+            status, nid, pfn, mapcount = _locate(host, p, addrs)
             present = pfn >= 0
             moving = present & (nid != node)
             if not move_all:

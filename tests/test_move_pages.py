@@ -283,20 +283,31 @@ def test_results_unpack_like_tuples(machine):
     assert (name, ok, reason) == ("cpu-serial", True, "")
 
 
-def test_a_read_of_an_untouched_thp_slot_maps_the_huge_zero_page(machine):
-    """The whole 2 MiB slot queries -EFAULT, not only the page read; a write then
-    faults one 4K page (the huge zero PMD is split, as 6.1 does)."""
-    p = machine.spawn()
-    a = p.mmap(2 * THP, folio_size=THP, populate=False)
-    assert p.read(a + 7 * PAGE_SIZE, 3) == b"\0\0\0"
-    st = p.move_pages([a, a + 511 * PAGE_SIZE, a + THP], None).status
-    assert st == [-errno.EFAULT, -errno.EFAULT, -errno.ENOENT]
-    p.write(a + 3 * PAGE_SIZE, b"x")
-    assert p.move_pages([a, a + 3 * PAGE_SIZE], None).status == [-errno.EFAULT, 0]
-    r = p.move_pages([a, a + 3 * PAGE_SIZE], [1, 1])
-    assert r.status == [-errno.EFAULT, 1]
-    assert machine.vmstat["pgmigrate_success"] == 1 and machine.vmstat["thp_migration_success"] == 0
-    assert p.read(a + 3 * PAGE_SIZE, 1) == b"x"
+@pytest.mark.parametrize("kernel", ["6.1", "6.12", "7.2"])
+def test_a_read_of_an_untouched_thp_slot_maps_the_huge_zero_page(backend, layout, kernel):
+    """The whole 2 MiB slot queries -EFAULT, not only the page read. A write then faults
+    one 4K page (the huge zero PMD is split) up to 6.12, a whole THP on 7.x (switch
+    huge_zero_write_thp)."""
+    with make_machine(backend, layout=layout, seed=7, kernel=kernel) as machine:
+        p = machine.spawn()
+        a = p.mmap(2 * THP, folio_size=THP, populate=False)
+        assert p.read(a + 7 * PAGE_SIZE, 3) == b"\0\0\0"
+        st = p.move_pages([a, a + 511 * PAGE_SIZE, a + THP], None).status
+        untouched = -errno.ENOENT if machine.kernel.untouched_enoent else -errno.EFAULT
+        assert st == [-errno.EFAULT, -errno.EFAULT, untouched]
+        p.write(a + 3 * PAGE_SIZE, b"x")
+        r = p.move_pages([a, a + 3 * PAGE_SIZE], [1, 1])
+        if machine.kernel.huge_zero_write_thp:
+            assert r.status == [1, 1]
+            assert p.move_pages(pages(a, THP), None).status == [1] * 512
+            assert machine.vmstat["thp_migration_success"] == 1
+        else:
+            assert r.status == [-errno.EFAULT, 1]
+            assert machine.vmstat["pgmigrate_success"] == 1
+            assert machine.vmstat["thp_migration_success"] == 0
+        assert p.read(a + 3 * PAGE_SIZE, 1) == b"x"
+        assert p.read(a, 3) == b"\0\0\0"
+        assert machine.audit() == []
 
 
 def test_a_share_never_touched_does_not_count(machine):

@@ -32,6 +32,8 @@ class Report:
     seconds: float = 0.0
     console_tail: str = ""
     timed_out: bool = False
+    release: str | None = None  #: the real kernel's release
+    kernel: str | None = None  #: the version the model machine followed
 
     @property
     def counts(self) -> dict[str, int]:
@@ -69,6 +71,17 @@ def model_nodes(nodes: int) -> str:
     return ",".join(f"{NODE_MB[min(i, 1)]}M" for i in range(nodes))
 
 
+def model_kernel(release: str | None) -> str | None:
+    """The version the model follows for a real kernel of *release* (None: unknown, the
+    model's default). A release newer than every supported one is followed as the
+    newest; one older than the oldest cannot be modelled (the error says so)."""
+    if not release:
+        return None
+    from ..kernels import kernel
+
+    return kernel(release).version
+
+
 def run_check(
     scenarios: list[Scenario] | None = None,
     kernel: str | None = None,
@@ -99,8 +112,12 @@ def run_check(
         how=run.how, seconds=run.seconds, console_tail=run.console_tail, timed_out=run.timed_out
     )
     spec = model_nodes(nodes)
+    rep.release = run.release
+    # the model follows the kernel it is compared with: a difference that is only
+    # another version's behaviour is no departure
+    rep.kernel = model_kernel(run.release)
     for sc in chosen:
-        model = run_model(sc, nodes=spec)
+        model = run_model(sc, nodes=spec, kernel=rep.kernel)
         kern = parse_guest(sc, run.lines)
         if run.timed_out and kern.error:
             kern.error = f"the guest was killed after {timeout:g} s ({kern.error})"

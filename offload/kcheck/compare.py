@@ -8,7 +8,7 @@ line) or ``mismatch`` (a bug of the model, or of the harness).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from errno import EBUSY, EFAULT, ENOENT, ENOMEM
+from errno import EBUSY, ENOMEM
 
 from .observe import VMSTAT, Observation, errno_name
 from .scenario import Scenario, Step
@@ -19,7 +19,6 @@ DEPARTURES = {
     "unwritten_statuses": "`move_pages` walks the entries as the kernel's `do_pages_move` does",
     "one_folio_entries": "`move_pages` walks the entries as the kernel's `do_pages_move` does",
     "enomem_call": "`move_pages` walks the entries as the kernel's `do_pages_move` does",
-    "untouched_enoent": "A page never touched is `-ENOENT`",
     "migrate_counts_pages": "`migrate_pages` returns base pages not moved",
     "harness_pages": "The kernel-parity harness's own pages",
 }
@@ -34,6 +33,8 @@ class Verdict:
     verdict: str  #: "match", "departure", "mismatch" or "error"
     departures: list = field(default_factory=list)  #: keys of DEPARTURES
     differences: list = field(default_factory=list)  #: human-readable lines
+    #: per departure: "[key] what the kernel and the model gave", every field that differs
+    evidence: list = field(default_factory=list)
 
 
 def compare(sc: Scenario, model: Observation, kernel: Observation) -> Verdict:
@@ -52,17 +53,21 @@ def compare(sc: Scenario, model: Observation, kernel: Observation) -> Verdict:
         return v
     deps: set[str] = set()
     diffs: list[str] = []
+    evidence: list[str] = []
     has_migrate = any(s.op == "migrate" for s in sc.steps)
     for i, s in enumerate(sc.steps):
         k, m = kernel.steps.get(i), model.steps.get(i)
         if k == m:
             continue
+        before = set(deps)
         if (
             s.op == "move"
             and k is not None
             and m is not None
             and _move_explained(sc, s, k, m, deps)
         ):
+            keys = ",".join(sorted(deps - before)) or "shape only"
+            evidence.append(f"[{keys}] step {i} {s.op}: kernel {_fmt(k)} / model {_fmt(m)}")
             continue
         if (
             s.op == "migrate"
@@ -73,6 +78,9 @@ def compare(sc: Scenario, model: Observation, kernel: Observation) -> Verdict:
             and m["ret"] > 0
         ):
             deps.add("migrate_counts_pages")
+            evidence.append(
+                f"[migrate_counts_pages] step {i} {s.op}: kernel {_fmt(k)} / model {_fmt(m)}"
+            )
             continue
         if (
             s.op == "migrate"
@@ -85,8 +93,14 @@ def compare(sc: Scenario, model: Observation, kernel: Observation) -> Verdict:
             continue
         diffs.append(f"step {i} {s.op}: kernel {_fmt(k)} / model {_fmt(m)}")
     if kernel.vmstat != model.vmstat:
+        vm = ", ".join(
+            f"{n} kernel {a} model {b}"
+            for n, a, b in zip(VMSTAT, kernel.vmstat, model.vmstat)
+            if a != b
+        )
         if has_migrate:
             deps.add("harness_pages")  # the guest's own processes' pages move too
+            evidence.append(f"[harness_pages] vmstat: {vm}")
         elif not (sc.shape_only and _same_signs(kernel.vmstat, model.vmstat)):
             diffs.append(
                 "vmstat: "
@@ -106,11 +120,6 @@ def compare(sc: Scenario, model: Observation, kernel: Observation) -> Verdict:
                 continue
             if sc.shape_only and what == "where" and set(k[what]) == set(m[what]):
                 continue
-            if what == "where" and all(
-                a == b or (a == -EFAULT and b == -ENOENT) for a, b in zip(k[what], m[what])
-            ):
-                deps.add("untouched_enoent")
-                continue
             if what == "hash":
                 bad = [key[2] + j for j, (a, b) in enumerate(zip(k[what], m[what])) if a != b]
                 diffs.append(f"process {key[0]} region {key[1]}: bytes differ on pages {bad[:8]}")
@@ -126,6 +135,7 @@ def compare(sc: Scenario, model: Observation, kernel: Observation) -> Verdict:
                 )
     v.differences = diffs
     v.departures = sorted(deps)
+    v.evidence = evidence
     v.verdict = "mismatch" if diffs else ("departure" if deps else "match")
     return v
 
@@ -160,8 +170,6 @@ def _move_explained(sc: Scenario, s: Step, k: dict, m: dict, deps: set) -> bool:
             continue
         if a is None:  # the kernel left it unwritten after a failed group
             deps.add("unwritten_statuses")
-        elif a == -EFAULT and b == -ENOENT:  # 6.1: never touched is -EFAULT
-            deps.add("untouched_enoent")
         elif a == -EBUSY and b is not None and b >= 0:  # -EBUSY: the folio was isolated already
             deps.add("one_folio_entries")
         else:

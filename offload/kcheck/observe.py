@@ -42,12 +42,13 @@ class Observation:
     error: str = ""  #: the driver could not run the scenario (why)
 
 
-def run_model(sc: Scenario, nodes: str = "320M,320M") -> Observation:
-    """Run *sc* on a model machine (cpu-serial, the vanilla kernel's copy)."""
+def run_model(sc: Scenario, nodes: str = "320M,320M", kernel: str | None = None) -> Observation:
+    """Run *sc* on a model machine (cpu-serial, the vanilla kernel's copy) following
+    kernel version *kernel* (None: the newest the model supports)."""
     from .. import MPOL_MF_MOVE, Machine
 
     obs = Observation()
-    with Machine(nodes=nodes, cpu="cpu-serial") as m:
+    with Machine(nodes=nodes, cpu="cpu-serial", kernel=kernel) as m:
         procs: dict[str, Any] = {}
         base: dict = {}
         pins: dict = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -19,6 +20,8 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+
+from ..kernels import image_version
 
 #: where Debian and Ubuntu put their kernels
 KERNEL_GLOBS = ("/boot/vmlinuz-*", "/boot/vmlinuz")
@@ -43,6 +46,8 @@ class GuestRun:
     how: str  #: "native", "qemu-kvm" or "qemu-tcg"
     seconds: float
     timed_out: bool = False
+    #: the kernel's release (``uname -r``, or the image's header), when known
+    release: str | None = None
 
 
 def find_kernel(image: str | None = None) -> str:
@@ -251,6 +256,7 @@ def _boot(
         f"qemu-{accel}",
         time.monotonic() - t0,
         timed_out,
+        image_version(image),
     )
 
 
@@ -272,6 +278,7 @@ def run_native(script: str) -> GuestRun:
             (r.stdout + r.stderr)[-3000:],
             "native",
             time.monotonic() - t0,
+            release=platform.release(),
         )
 
 

@@ -1,0 +1,152 @@
+"""Kernel versions in the model: one switch per behaviour that changed, chosen by
+``Machine(kernel=...)``, each checked here on the versions on both sides of it; and the
+causes a second set of real-kernel scenarios found on 6.1 itself."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+from conftest import fill, pages
+
+from offload import PAGE_SIZE, BadArgument, BadArgumentType, Machine
+from offload.kernels import (
+    DEFAULT_KERNEL,
+    SUPPORTED_KERNELS,
+    SWITCHES,
+    image_version,
+    kernel,
+    parse_version,
+)
+
+THP = 2 << 20
+
+
+def used(m: Machine) -> list[int]:
+    return [n.nr_pages - n.free_pages for n in m.nodes]
+
+
+def test_versions_and_switches():
+    assert parse_version("6.12.117+deb13-amd64") == (6, 12)
+    assert DEFAULT_KERNEL == SUPPORTED_KERNELS[-1] == "7.2"
+    assert Machine(nodes="4M").kernel == kernel("7.2")
+    old, mid, new = (kernel(v) for v in SUPPORTED_KERNELS)
+    for s in SWITCHES:  # every switch is off on 6.1 and on on 7.2; its date decides 6.12
+        assert getattr(old, s.name) is False and getattr(new, s.name) is True, s.name
+        assert getattr(mid, s.name) is (s.since <= (6, 12)), s.name
+        assert s.evidence and s.what
+    assert kernel("7.9").version == "7.9" and kernel("7.9").huge_zero_write_thp
+    assert any("untouched_enoent: off" in line for line in old.describe())
+
+
+@pytest.mark.parametrize(
+    "bad, exc", [("5.4", BadArgument), ("x", BadArgument), (6.1, BadArgumentType)]
+)
+def test_a_kernel_the_model_cannot_follow_is_refused(bad, exc):
+    with pytest.raises(exc, match="kernel"):
+        Machine(nodes="4M", kernel=bad)
+
+
+def test_the_version_is_read_from_a_kernel_image(tmp_path):
+    img = bytearray(0x1000)
+    img[0x202:0x206] = b"HdrS"
+    img[0x20E:0x210] = (0x300).to_bytes(2, "little")
+    img[0x500 : 0x500 + 40] = b"6.12.117+deb13-amd64 (debian-kernel@)\0".ljust(40, b"\0")
+    (tmp_path / "vmlinuz").write_bytes(bytes(img))
+    assert image_version(tmp_path / "vmlinuz") == "6.12.117+deb13-amd64"
+    (tmp_path / "junk").write_bytes(b"not a kernel")
+    assert image_version(tmp_path / "junk") is None
+    assert image_version(tmp_path / "missing") is None
+
+
+@pytest.mark.parametrize("version", SUPPORTED_KERNELS)
+def test_never_touched_pages(version):
+    """-ENOENT from 6.12; before, -EFAULT for anonymous memory and -ENOENT for shared
+    memory (its mapping has a fault handler)."""
+    with Machine(nodes="8M,8M", kernel=version) as m:
+        p, q = m.spawn(), m.spawn()
+        a = p.mmap(2 * PAGE_SIZE, populate=False)
+        s = p.mmap(2 * PAGE_SIZE, shared=True)
+        b = p.share(s, 2 * PAGE_SIZE, into=q)
+        anon = -errno.ENOENT if m.kernel.untouched_enoent else -errno.EFAULT
+        assert p.move_pages([a, a + PAGE_SIZE], None).status == [anon, anon]
+        assert q.move_pages([b], None).status == [-errno.ENOENT]
+        assert p.move_pages([a], [1]).status == [anon]  # the one-page path agrees
+        assert q.move_pages([b, b + PAGE_SIZE], [1, 1]).status == [-errno.ENOENT] * 2
+
+
+@pytest.mark.parametrize("version", SUPPORTED_KERNELS)
+def test_a_partly_unmapped_thp_on_migration(version):
+    """Up to 6.9 it migrates whole. From 6.10 it is split (thp_migration_fail and
+    _split +1), and only its mapped pages move; from 6.12 its zero-filled pages map the
+    shared zero page instead (-EFAULT, no frame)."""
+    with Machine(nodes="8M,8M", kernel=version) as m:
+        p = m.spawn()
+        a = p.mmap(THP, folio_size=THP)
+        p.write(a + PAGE_SIZE, b"data")
+        p.write(a + 200 * PAGE_SIZE, b"more")
+        p.munmap(a + THP // 2, THP // 2)
+        r = p.move_pages([a], [1])
+        assert r.status == [1] and r.ret == 0
+        st = p.move_pages(pages(a, THP // 2), None).status
+        v = m.vmstat
+        if not m.kernel.split_partly_mapped_thp:
+            assert v["thp_migration_success"] == 1 and used(m) == [0, 512]
+            assert st == [1] * 256
+        else:
+            assert v["thp_migration_fail"] == v["thp_migration_split"] == 1
+            assert v["thp_migration_success"] == 0 and v["pgmigrate_success"] == 512
+            if m.kernel.split_maps_zero_pages:
+                assert used(m) == [0, 2]
+                want = [-errno.EFAULT] * 256
+                want[1] = want[200] = 1
+                assert st == want
+            else:
+                assert used(m) == [0, 256] and st == [1] * 256
+        assert p.read(a + PAGE_SIZE, 4) == b"data" and p.read(a + 200 * PAGE_SIZE, 4) == b"more"
+        assert p.read(a, PAGE_SIZE) == bytes(PAGE_SIZE)
+        assert m.audit() == []
+
+
+@pytest.mark.parametrize("version", SUPPORTED_KERNELS)
+def test_a_thp_range_partly_unmapped_before_its_first_touch_faults_a_small_page(version):
+    """A PMD fault needs the whole aligned 2 MiB inside the mapping: after a munmap of
+    part of the slot, a write faults one 4 KiB page, and nothing is held that no one
+    maps (it was a whole THP, 512 frames, never queued for reclaim)."""
+    with Machine(nodes="8M,8M", kernel=version) as m:
+        p = m.spawn()
+        a = p.mmap(THP, folio_size=THP, populate=False)
+        p.munmap(a + 256 * PAGE_SIZE, 256 * PAGE_SIZE)
+        p.write(a, b"x")
+        assert used(m) == [1, 0]
+        assert p.move_pages([a], [1]).status == [1]
+        assert m.vmstat["pgmigrate_success"] == 1 and m.vmstat["thp_migration_success"] == 0
+        assert p.read(a, 1) == b"x" and m.audit() == []
+
+
+def test_fault_around_is_aligned_by_virtual_address():
+    """do_fault_around maps the 64 KiB window around the fault aligned by virtual
+    address (clamped to the mapping), not by the mapping's start: after the child
+    unmaps the front of a shared region, its read maps the pages of that window only."""
+    with Machine(nodes="8M,8M") as m:
+        p = m.spawn()
+        s = p.mmap(32 * PAGE_SIZE, shared=True)
+        data = fill(p, s, 32 * PAGE_SIZE, 5)
+        c = p.fork()  # no page table entries for shared memory in the child yet
+        c.munmap(s, 3 * PAGE_SIZE)
+        assert c.read(s + 5 * PAGE_SIZE, 4) == data[5 * PAGE_SIZE : 5 * PAGE_SIZE + 4].tobytes()
+        # the child now maps pages 3..15 (the window [0, 16) clamped): those are shared
+        st = p.move_pages(pages(s, 32 * PAGE_SIZE), [1] * 32).status
+        assert st[:3] == [1, 1, 1]
+        assert st[3:16] == [-errno.EACCES] * 13
+        assert st[16:] == [1] * 16
+        assert p.read(s, 32 * PAGE_SIZE) == data.tobytes()
+        assert m.audit() == []
+
+
+def test_the_model_machine_of_kernel_check_follows_the_real_kernel():
+    from offload.kcheck import model_kernel
+
+    assert model_kernel("6.1.0-57-amd64") == "6.1"
+    assert model_kernel("7.2.13+deb14-amd64") == "7.2"
+    assert model_kernel(None) is None
