@@ -150,3 +150,26 @@ def test_the_model_machine_of_kernel_check_follows_the_real_kernel():
     assert model_kernel("6.1.0-57-amd64") == "6.1"
     assert model_kernel("7.2.13+deb14-amd64") == "7.2"
     assert model_kernel(None) is None
+
+
+def test_every_departure_carries_its_evidence_and_no_other_difference_hides():
+    """A departure names its key and shows what the kernel and the model returned; a
+    difference no documented departure explains (once: never-touched -EFAULT against
+    -ENOENT, now a version switch) is a mismatch."""
+    from offload.kcheck.compare import DEPARTURES, compare
+    from offload.kcheck.observe import Observation
+    from offload.kcheck.scenario import Scenario, mmap, move, spawn
+
+    sc = Scenario("t", "test", (spawn(0), mmap(0, 0, 2), move(0, [(0, 0), (0, 1)], [1, 1])))
+
+    def obs(ret, status):
+        return Observation(steps={2: dict(ret=ret, errno=0, status=status)}, vmstat=(0,) * 5)
+
+    v = compare(sc, obs(2, [-14, -14]), obs(0, [-14, -14]))  # model, kernel
+    assert v.verdict == "departure" and v.departures == ["ret_counts_entries"]
+    assert v.evidence and "[ret_counts_entries]" in v.evidence[0]
+    assert "kernel ret=0" in v.evidence[0] and "model ret=2" in v.evidence[0]
+    assert set(v.departures) <= set(DEPARTURES)
+    w = compare(sc, obs(2, [-2, -2]), obs(2, [-14, -14]))
+    assert w.verdict == "mismatch" and not w.departures
+    assert "untouched_enoent" not in DEPARTURES

@@ -50,6 +50,30 @@ class GuestRun:
     release: str | None = None
 
 
+def kernel_cache() -> Path:
+    """Where ``tools/fetch-kernels`` puts Debian's newer kernels (``<release>/vmlinuz``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "folio-offload" / "kernels"
+
+
+def cached_kernels() -> dict[str, str]:
+    """Series (``"6.12"``, ``"7.2"``) -> image, of the kernels in :func:`kernel_cache`
+    (the newest release of each series)."""
+    from ..kernels import parse_version
+
+    out: dict[str, tuple[str, str]] = {}
+    for img in sorted(kernel_cache().glob("*/vmlinuz")):
+        release = image_version(img) or img.parent.name
+        try:
+            major, minor = parse_version(release)
+        except ValueError:
+            continue
+        key = f"{major}.{minor}"
+        if key not in out or release > out[key][0]:
+            out[key] = (release, str(img))
+    return {k: v[1] for k, v in sorted(out.items())}
+
+
 def find_kernel(image: str | None = None) -> str:
     """The kernel image to boot (*image*, else the newest under /boot)."""
     if image:
@@ -312,7 +336,9 @@ __all__ = [
     "GuestRun",
     "Unavailable",
     "build_guest",
+    "cached_kernels",
     "find_kernel",
+    "kernel_cache",
     "make_initramfs",
     "run_in_qemu",
     "run_native",
