@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .node import Node
 
 _MMAP_BASE = 0x7F00_0000_0000
+#: page table entries per page table (x86-64): fault-around never crosses one
+PTRS_PER_PTE = 512
 #: the kernel's fault_around_bytes: a read fault on shared memory maps the pages of the
 #: aligned window around it that are already in memory (shared mappings are so aligned)
 FAULT_AROUND_BYTES = 64 << 10
@@ -462,13 +464,19 @@ class AddressSpace:
                 rel = rel[obj.pfn[ix] >= 0]
             touched = rel
             if not write:
-                # the window is aligned by virtual address (do_fault_around), and
-                # clamped to the mapping
+                # do_fault_around: the window starts at the fault's address aligned down
+                # to fault_around_bytes, or at the mapping's start if that is later, and
+                # runs for fault_around_bytes, clamped to the mapping and to the page
+                # table (a 2 MiB-aligned range)
                 win = FAULT_AROUND_BYTES >> PAGE_SHIFT
                 base = vma.start >> PAGE_SHIFT
-                first = ((rel[~vma.present[rel]] + base) // win) * win - base
+                v = rel[~vma.present[rel]] + base
+                first = np.maximum((v // win) * win, base)
+                table_end = (first // PTRS_PER_PTE + 1) * PTRS_PER_PTE
+                last = np.minimum(np.minimum(first + win, table_end), base + vma.npages)
                 around = (first[:, None] + np.arange(win)).ravel()
-                around = np.unique(around[(around >= 0) & (around < vma.npages)])
+                inside = around < np.repeat(last, win)
+                around = np.unique(around[inside]) - base
                 around = around[obj.pfn[around + vma.pgoff] >= 0]
                 touched = np.union1d(rel, around)
             new = touched[~vma.present[touched]]

@@ -240,6 +240,17 @@ def _move_group(
     at = order[np.searchsorted(pk, ek, side="right") - 1]
     rc = out.rc[at]
     status[cand] = np.where(rc == 0, node, rc)
+    if not isinstance(first, slice):
+        # as do_pages_move, a later entry into a folio an earlier one took is looked up
+        # again once that folio migrated: where the migration left no page there (a
+        # split mapped the zero page, switch split_maps_zero_pages), it reads as such
+        later = np.ones(cand.size, dtype=bool)
+        later[first] = False
+        if later.any():
+            with m.lock:
+                again = _locate(host, p, addrs[cand[later]])[0]
+            gone = again < 0
+            status[cand[later][gone]] = again[gone]
     return status
 
 
