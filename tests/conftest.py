@@ -87,3 +87,24 @@ def fill(p, addr: int, length: int, seed: int) -> np.ndarray:
 
 def pages(addr: int, length: int, step: int = PAGE_SIZE) -> list[int]:
     return list(range(addr, addr + length, step))
+
+
+def install_plugin_dist(tmp_path, monkeypatch, package: str, source: str, entry_points: str):
+    """Put a third-party distribution *package* on sys.path, found only through its
+    ``offload.backends`` entry points (*entry_points*: ``name = module:attr`` lines).
+    Returns a function that forgets its modules again."""
+    import sys
+
+    (tmp_path / package).mkdir()
+    (tmp_path / package / "__init__.py").write_text(source)
+    info = tmp_path / f"{package}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[offload.backends]\n" + entry_points)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def forget() -> None:
+        for mod in [m for m in sys.modules if m.startswith(package)]:
+            del sys.modules[mod]
+
+    return forget

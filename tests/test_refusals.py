@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
-import textwrap
 import threading
 
 import pytest
 from click.testing import CliRunner
-from conftest import fill, pages
+from conftest import fill, install_plugin_dist, pages
 
 import offload
 from offload import PAGE_SIZE, Machine, MachineClosed
@@ -78,25 +76,19 @@ LIMIT = 3
 
 @pytest.fixture
 def plugin_dist(tmp_path, monkeypatch):
-    (tmp_path / "knobplugin").mkdir()
-    (tmp_path / "knobplugin" / "__init__.py").write_text(PLUGIN)
-    info = tmp_path / "knobplugin-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: knobplugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        textwrap.dedent("""\
-        [offload.backends]
-        knob = knobplugin:Knob
-        not-a-migrator = knobplugin:NotAMigrator
-        a-constant = knobplugin:LIMIT
-        """)
+    forget = install_plugin_dist(
+        tmp_path,
+        monkeypatch,
+        "knobplugin",
+        PLUGIN,
+        "knob = knobplugin:Knob\n"
+        "not-a-migrator = knobplugin:NotAMigrator\n"
+        "a-constant = knobplugin:LIMIT\n",
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
     offload.registry.refresh()
     yield
     offload.registry.refresh()
-    for mod in [m for m in sys.modules if m.startswith("knobplugin")]:
-        del sys.modules[mod]
+    forget()
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])

@@ -1,9 +1,9 @@
 """Backend registry: specs, options, lazy entry-point discovery of a real plugin."""
 
 import sys
-import textwrap
 
 import pytest
+from conftest import install_plugin_dist
 
 from offload import PAGE_SIZE, BackendUnavailable, Machine, SpecError, UnknownBackend, registry
 from offload.registry import Registry, parse_spec
@@ -92,23 +92,17 @@ class NoHardware(Fake):
 @pytest.fixture
 def plugin_dist(tmp_path, monkeypatch):
     """A third-party distribution on sys.path, found only through its entry points."""
-    (tmp_path / "fakeplugin").mkdir()
-    (tmp_path / "fakeplugin" / "__init__.py").write_text(PLUGIN)
-    info = tmp_path / "fakeplugin-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fakeplugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        textwrap.dedent("""\
-        [offload.backends]
-        fake-dma = fakeplugin:Fake
-        no-hw = fakeplugin:NoHardware
-        broken = fakeplugin_missing.module:Thing
-        """)
+    forget = install_plugin_dist(
+        tmp_path,
+        monkeypatch,
+        "fakeplugin",
+        PLUGIN,
+        "fake-dma = fakeplugin:Fake\n"
+        "no-hw = fakeplugin:NoHardware\n"
+        "broken = fakeplugin_missing.module:Thing\n",
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
     yield
-    for mod in [m for m in sys.modules if m.startswith("fakeplugin")]:
-        del sys.modules[mod]
+    forget()
 
 
 def test_plugin_discovered_lazily_and_used(plugin_dist):

@@ -2,7 +2,7 @@
 
 Sources: the move_pages(2) and migrate_pages(2) man pages, LTP's move_pages01-12 and
 migrate_pages01-03, the kernel selftests' mm/migration.c, and the differences a real
-kernel showed (issue 10). Nodes: 0 and 1 have memory (node 1 the smaller); 2 has none.
+kernel showed (each cites the kernel function). Nodes: 0 and 1 have memory (node 1 the smaller); 2 has none.
 """
 
 from __future__ import annotations
@@ -490,7 +490,7 @@ SCENARIOS: list[Scenario] = [
     ),
     _sc(
         "query_huge_zero_page",
-        "issue 10: the huge zero page",
+        "mm/huge_memory.c do_huge_pmd_anonymous_page: the huge zero page",
         spawn(0),
         mmap(0, 0, 1024, thp=True, populate=False),
         read(0, 0, 7),
@@ -498,7 +498,7 @@ SCENARIOS: list[Scenario] = [
     ),
     _sc(
         "query_huge_zero_then_write",
-        "issue 10: write on the huge zero page",
+        "mm/huge_memory.c do_huge_zero_wp_pmd: a write on the huge zero page",
         spawn(0),
         mmap(0, 0, 512, thp=True, populate=False),
         read(0, 0, 7),
@@ -648,14 +648,14 @@ SCENARIOS: list[Scenario] = [
     ),
     _sc(
         "move_bad_node_middle",
-        "issue 10: [1, 2, 1]",
+        "mm/migrate.c do_pages_move: -ENODEV in the middle, [1, 2, 1]",
         spawn(0),
         *_filled(0, 0, 3, 33),
         move(0, _pages(0, 3), [1, 2, 1]),
     ),
     _sc(
         "move_bad_node_last",
-        "issue 10: [1, 1, 2]",
+        "mm/migrate.c do_pages_move: -ENODEV at the end, [1, 1, 2]",
         spawn(0),
         *_filled(0, 0, 3, 34),
         move(0, _pages(0, 3), [1, 1, 2]),
@@ -683,7 +683,7 @@ SCENARIOS: list[Scenario] = [
     ),
     _sc(
         "move_duplicate_two_nodes",
-        "issue 10: [A, A] to [1, 0]",
+        "mm/migrate.c do_pages_move: [A, A] to [1, 0], two groups",
         spawn(0),
         *_filled(0, 0, 1, 38),
         move(0, [(0, 0), (0, 0)], [1, 0]),
@@ -741,7 +741,7 @@ SCENARIOS: list[Scenario] = [
     ),
     _sc(
         "move_other_uid_nice_only",
-        "issue 10: CAP_SYS_NICE is not ptrace",
+        "kernel/ptrace.c ptrace_may_access: CAP_SYS_NICE is not ptrace",
         spawn(0, nice=True),
         spawn(1, uid=0),
         *_filled(1, 0, 2, 46),
@@ -874,7 +874,7 @@ SCENARIOS: list[Scenario] = [
         write(0, 0, 0, 69),
         move(0, [(0, 0), (0, 512)], [1, 1]),
     ),
-    # -- shared mappings and fork (LTP move_pages: shared pages; issue 10) ----------------------
+    # -- shared mappings and fork (LTP move_pages: shared pages; mm/rmap.c) ----------------------
     _sc(
         "shared_touched_by_both",
         "man move_pages: -EACCES",
@@ -887,7 +887,7 @@ SCENARIOS: list[Scenario] = [
     ),
     _sc(
         "shared_never_touched_by_second",
-        "issue 10: mapcount counts PTEs",
+        "mm/rmap.c: mapcount counts PTEs",
         spawn(0),
         spawn(1),
         *_filled(0, 0, 2, 71, shared=True),
@@ -923,7 +923,7 @@ SCENARIOS: list[Scenario] = [
     ),
     _sc(
         "fork_cow",
-        "issue 10: private pages after fork",
+        "mm/memory.c copy_present_pte: private pages after fork",
         spawn(0),
         *_filled(0, 0, 2, 76),
         fork(0, 1),
@@ -931,7 +931,7 @@ SCENARIOS: list[Scenario] = [
     ),
     _sc(
         "fork_cow_broken_by_write",
-        "issue 10: a write breaks the sharing",
+        "mm/memory.c wp_page_copy: a write breaks the sharing",
         spawn(0),
         *_filled(0, 0, 2, 77),
         fork(0, 1),
@@ -940,7 +940,7 @@ SCENARIOS: list[Scenario] = [
     ),
     _sc(
         "fork_child_moves",
-        "issue 10: the child's view",
+        "mm/memory.c copy_present_pte: the child's view",
         spawn(0),
         *_filled(0, 0, 2, 79),
         fork(0, 1),
@@ -996,21 +996,21 @@ SCENARIOS: list[Scenario] = [
     ),
     _sc(
         "migrate_to_memoryless_unprivileged",
-        "issue 10: EPERM",
+        "kernel_migrate_pages: EPERM",
         spawn(0),
         *_filled(0, 0, 1, 95),
         migrate(0, [0], [1, 2]),
     ),
     _sc(
         "migrate_to_memoryless_nice",
-        "issue 10: new &= nodes with memory",
+        "kernel_migrate_pages: new &= nodes with memory",
         spawn(0, nice=True),
         *_filled(0, 0, 1, 96),
         migrate(0, [0], [1, 2]),
     ),
     _sc(
         "migrate_only_memoryless_nice",
-        "issue 10: EINVAL when nothing is left",
+        "kernel_migrate_pages: EINVAL when nothing is left",
         spawn(0, nice=True),
         *_filled(0, 0, 1, 97),
         migrate(0, [0], [2]),
@@ -1032,7 +1032,7 @@ SCENARIOS: list[Scenario] = [
     ),
     _sc(
         "migrate_other_uid_nice_only",
-        "issue 10: CAP_SYS_NICE is not ptrace",
+        "kernel/ptrace.c ptrace_may_access: CAP_SYS_NICE is not ptrace",
         spawn(0, nice=True),
         spawn(1, uid=0),
         *_filled(1, 0, 1, 100),

@@ -15,10 +15,10 @@ from .scenario import Scenario, Step
 
 #: Deliberate departures: key -> the start of the README line that documents it.
 DEPARTURES = {
-    "ret_counts_entries": "`move_pages` walks the entries as the kernel's `do_pages_move` does",
-    "unwritten_statuses": "`move_pages` walks the entries as the kernel's `do_pages_move` does",
-    "one_folio_entries": "`move_pages` walks the entries as the kernel's `do_pages_move` does",
-    "enomem_call": "`move_pages` walks the entries as the kernel's `do_pages_move` does",
+    "ret_counts_entries": "`ret` counts the entries not migrated (`ret_counts_entries`)",
+    "unwritten_statuses": "A group with failures does not stop the call (`unwritten_statuses`)",
+    "one_folio_entries": "Entries into one folio move it once (`one_folio_entries`)",
+    "enomem_call": "When a group of `move_pages` entries runs out of memory on the target node",
     "migrate_counts_pages": "`migrate_pages` returns base pages not moved",
     "harness_pages": "The kernel-parity harness's own pages",
 }
