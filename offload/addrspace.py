@@ -240,7 +240,7 @@ class AddressSpace:
             raise BadArgument(f"addr: must be a multiple of {PAGE_SIZE}, got {addr}")
         length = check_int(length, "length", minimum=1, multiple=PAGE_SIZE)
         if not isinstance(into, AddressSpace) or into.host is not self.host:
-            raise BadArgumentType("into: expected a Process of the same Machine")
+            raise BadArgumentType("into: expected an address space of the same machine")
         m = self.host
         with m.lock:
             vma = self._vma_at(addr)

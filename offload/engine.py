@@ -64,7 +64,8 @@ class MigrationLists:
     from_ : Folios or None
         The folios still to try (the kernel's ``from``), held ISOLATED.
     split_folios : list of Folios
-        The pieces of large folios split on -ENOMEM, tried once more at the end.
+        The pieces of large folios split (on -ENOMEM, or partly mapped ones where the
+        kernel version splits them), tried once more at the end.
     ret_folios : list of Folios
         The folios settled so far, with their rc in ``ret_rc`` (0: migrated).
     """

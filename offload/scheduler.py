@@ -165,9 +165,8 @@ class Scheduler:
         Workers for guarded calls.
     timeout : float
         Seconds a guarded call may take before it is abandoned.
-    control : OffloadControl, optional
-        The registration of the active migrator (the engine owns it; a scheduler made
-        alone gets its own).
+    control : OffloadControl
+        The registration of the active migrator (the engine's).
     """
 
     def __init__(
@@ -177,12 +176,12 @@ class Scheduler:
         nodes: list[Node],
         runner: CallRunner,
         timeout: float,
-        control: OffloadControl | None = None,
+        control: OffloadControl,
     ) -> None:
         self.cpu = cpu
         self._cpu_counters = counters(cpu)
         #: the registration of the active migrator (the engine's, ``Machine.offload``)
-        self.control = control if control is not None else OffloadControl(report=self.report)
+        self.control = control
         self.policy = policy
         self.runner = runner
         self.timeout = timeout

@@ -69,9 +69,16 @@ def cached_kernels() -> dict[str, str]:
         except ValueError:
             continue
         key = f"{major}.{minor}"
-        if key not in out or release > out[key][0]:
+        if key not in out or _numbers(release) > _numbers(out[key][0]):
             out[key] = (release, str(img))
     return {k: v[1] for k, v in sorted(out.items())}
+
+
+def _numbers(release: str) -> list[int]:
+    """``"6.12.117+deb13"`` -> [6, 12, 117, 13]: releases ordered as versions."""
+    import re
+
+    return [int(x) for x in re.findall(r"\d+", release)]
 
 
 def find_kernel(image: str | None = None) -> str:
