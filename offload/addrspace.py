@@ -389,10 +389,11 @@ class AddressSpace:
         present = pfn >= 0
         if self.host.rmap.cow and present.any():
             # private folios shared copy-on-write after a fork
+            per_folio = self.host.kernel.shared_per_folio
             for s in np.unique(nid[present]):
                 at = present & (nid == s)
                 node = self.host.nodes[int(s)]
-                mc[at] += node.cow[node.head_of(pfn[at])]
+                mc[at] += self.host.rmap.cow_mapcount(node, pfn[at], oid[at], per_folio)
         return oid, nid, pfn, mc
 
     def _span(self, addr: int, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -500,9 +501,16 @@ class AddressSpace:
             ok = pf >= 0
             for s in np.unique(nd[ok]):
                 node = m.nodes[int(s)]
-                heads = np.unique(node.head_of(pf[ok & (nd == s)]))
+                on = ok & (nd == s)
+                pheads = node.head_of(pf[on])
+                heads = np.unique(pheads)
                 for h in heads[node.cow[heads] > 0].tolist():  # few: only after a fork
-                    m.rmap.cow_copy(m.nodes, m.memory, obj, int(s), h)
+                    if node.order[h]:
+                        m.rmap.cow_copy_pages(
+                            m.nodes, m.memory, obj, int(s), h, np.unique(ix[on][pheads == h])
+                        )
+                    else:
+                        m.rmap.cow_copy(m.nodes, m.memory, obj, int(s), h)
                     copied = True
         return copied
 
@@ -655,7 +663,11 @@ class AddressSpace:
         nid, pfn = int(obj.node[ix]), int(obj.pfn[ix])
         if pfn >= 0 and self.host.rmap.cow:
             node = self.host.nodes[nid]
-            mapcount += int(node.cow[pfn & ~((1 << int(node.order[pfn])) - 1)])
+            mapcount += int(
+                self.host.rmap.cow_mapcount(
+                    node, np.array([pfn]), np.array([obj.id]), self.host.kernel.shared_per_folio
+                )[0]
+            )
         return nid, pfn, mapcount
 
     def shared_at(self, addrs: np.ndarray) -> np.ndarray:

@@ -70,6 +70,9 @@ class Task(Protocol):
     @property
     def mm(self) -> TaskMM: ...
 
+    @property
+    def exited(self) -> bool: ...
+
     def may_ptrace(self, other: Task) -> bool: ...
 
 

@@ -58,6 +58,16 @@ SWITCHES: tuple[Switch, ...] = (
         "kernel-check: -EFAULT on 6.1.0, -ENOENT on 6.12.117 and 7.2.13",
     ),
     Switch(
+        "shared_per_folio",
+        (6, 9),
+        "move_pages and migrate_pages judge a large folio shared (-EACCES, or skipped, "
+        "without MPOL_MF_MOVE_ALL) when another process maps any page of it; before, by "
+        "the mapcount of the page named (page_mapcount)",
+        "'mm/migrate: use folio_likely_mapped_shared() in add_page_for_migration()' "
+        "(6.9), folio_maybe_mapped_shared() since 6.15; kernel-check "
+        "fork_thp_child_unmaps_half: the THP moves on 6.1.0, -EACCES on 6.12.117 and 7.2.13",
+    ),
+    Switch(
         "split_partly_mapped_thp",
         (6, 10),
         "a large folio on the deferred split list (partly unmapped) is split when a "
@@ -94,6 +104,7 @@ class Kernel:
 
     version: str
     untouched_enoent: bool
+    shared_per_folio: bool
     split_partly_mapped_thp: bool
     split_maps_zero_pages: bool
     huge_zero_write_thp: bool

@@ -37,6 +37,11 @@ class Process:
         Its mappings and everything that walks them.
     machine : TaskHost
         The machine it runs on.
+    dumpable : bool
+        ``prctl(PR_SET_DUMPABLE)``: another process of the same uid may act on a
+        non-dumpable one only with CAP_SYS_PTRACE (:meth:`set_dumpable`).
+    exited : bool
+        It called :meth:`exit` and is a zombie: its pid is still found, its memory is gone.
     """
 
     def __init__(
@@ -54,6 +59,8 @@ class Process:
         self.cap_sys_nice = cap_sys_nice
         self.cap_sys_ptrace = cap_sys_ptrace
         self.mm = mm if mm is not None else AddressSpace(machine)
+        self.dumpable = True
+        self.exited = False
 
     def __repr__(self) -> str:
         return f"Process(pid={self.pid}, uid={self.uid}, mappings={len(self.mm)})"
@@ -64,8 +71,32 @@ class Process:
         return self.uid == 0 or self.cap_sys_nice
 
     def may_ptrace(self, other: Task) -> bool:
-        """``ptrace_may_access``: the same uid, or CAP_SYS_PTRACE (uid 0 has it)."""
-        return other.uid == self.uid or self.uid == 0 or self.cap_sys_ptrace
+        """``__ptrace_may_access``: itself; else the same uid, or CAP_SYS_PTRACE (uid 0
+        has it), and a target that is dumpable (or a zombie, whose mm is gone) unless
+        the caller has CAP_SYS_PTRACE."""
+        if other is self:
+            return True
+        cap = self.uid == 0 or self.cap_sys_ptrace
+        if not (other.uid == self.uid or cap):
+            return False
+        return cap or other.exited or getattr(other, "dumpable", True)
+
+    def set_dumpable(self, dumpable: bool) -> None:
+        """``prctl(PR_SET_DUMPABLE, dumpable)``: a non-dumpable process can be acted on
+        (move_pages, migrate_pages) by another of the same uid only with CAP_SYS_PTRACE."""
+        if not isinstance(dumpable, bool):
+            raise BadArgumentType(f"dumpable: expected a bool, got {type(dumpable).__name__}")
+        self.dumpable = dumpable
+
+    def exit(self) -> None:
+        """exit(2): unmap everything and stay a zombie, as a task its parent has not
+        reaped: its pid is still found, and move_pages / migrate_pages on it fail with
+        EINVAL (``get_task_mm`` finds no mm). Calling it again does nothing."""
+        if self.exited:
+            return
+        for start, length, _shared, _fs in self.mm.mappings:
+            self.mm.munmap(start, length)
+        self.exited = True
 
     @property
     def mappings(self) -> list[tuple[int, int, bool, int]]:

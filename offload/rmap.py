@@ -94,11 +94,15 @@ class Rmap:
                 obj.node[first] = target
                 obj.pfn[first] = dpfn
         else:
-            live = obj.mapcount[first : first + k] > 0
+            # pages of a partly unmapped folio stay unmapped; pages copied on a write
+            # (a THP shared copy-on-write) map their copies
+            rng = slice(first, first + k)
+            live = (obj.mapcount[rng] > 0) & (obj.pfn[rng] - head == np.arange(k))
+            live &= obj.node[rng] == nid
             if live.all():
                 obj.node[first : first + k] = target
                 obj.pfn[first : first + k] = np.arange(dpfn, dpfn + k)
-            else:  # pages of a partly unmapped folio stay unmapped
+            else:
                 i = np.flatnonzero(live)
                 obj.node[first + i] = target
                 obj.pfn[first + i] = dpfn + i
@@ -136,6 +140,8 @@ class Rmap:
                 node = np.repeat(g.dst_node[idx], npages[idx])
                 pfn = expand_ranges(dpfn[idx], npages[idx])
             live = obj.mapcount[pages] > 0  # pages of a partly unmapped folio stay unmapped
+            if not base and self.cow:  # pages copied on a write map their copies
+                live &= obj.pfn[pages] == expand_ranges(g.src_pfn[idx], npages[idx])
             if not live.all():
                 pages, node, pfn = pages[live], node[live], pfn[live]
             obj.node[pages] = node
@@ -214,7 +220,10 @@ class Rmap:
             if obj is None:
                 continue
             pieces = node.split_folios(np.array([h]), int(node.order[h]))
-            dead = pieces[obj.mapcount[node.objidx[pieces]] <= 0]
+            idx = node.objidx[pieces]
+            # a page copied on a write maps its copy: the piece is unmapped
+            live = (obj.mapcount[idx] > 0) & (obj.pfn[idx] == pieces) & (obj.node[idx] == node.id)
+            dead = pieces[~live]
             node.free_folios(dead, 0)
             freed += int(dead.size)
         return freed
@@ -236,6 +245,67 @@ class Rmap:
             for h, f in zip(heads.tolist(), first.tolist()):  # the rmap of shared folios
                 self.cow.setdefault((int(s), h), []).append((c.id, f))
         return c
+
+    def cow_mapcount(
+        self, node: Node, pfn: np.ndarray, oid: np.ndarray, per_folio: bool
+    ) -> np.ndarray:
+        """Per frame *pfn* of *node* (mapped privately by object *oid*): the mappings other
+        processes sharing its folio copy-on-write have.
+
+        With *per_folio* (kernels with switch ``shared_per_folio``), every other process
+        sharing the folio counts, whichever pages of it it maps; else only those that map
+        this very page (``page_mapcount``): a child that unmapped, or copied on a write,
+        part of a THP shares the rest of it only.
+        """
+        heads = node.head_of(pfn)
+        cow = node.cow[heads].astype(np.int32)
+        if per_folio or not cow.any():
+            return cow
+        out = np.zeros(pfn.size, dtype=np.int32)
+        for h in np.unique(heads[cow > 0]).tolist():  # few: only folios shared since a fork
+            at = np.flatnonzero(heads == h)
+            mappers = [(int(node.obj[h]), int(node.objidx[h]))]
+            mappers += self.cow.get((node.id, h), [])
+            for o, first in mappers:
+                obj = self.objects.get(o)
+                if obj is None:
+                    continue
+                j = first + (pfn[at] - h)
+                ok = (j >= 0) & (j < obj.npages)
+                jj = np.where(ok, j, 0)
+                ok &= (obj.node[jj] == node.id) & (obj.pfn[jj] == pfn[at]) & (obj.mapcount[jj] > 0)
+                out[at] += (ok & (oid[at] != o)).astype(np.int32)
+        return out
+
+    def cow_copy_pages(
+        self,
+        nodes: Sequence[Node],
+        memory: Mapping[int, Any],
+        obj: MemObject,
+        nid: int,
+        head: int,
+        pages: np.ndarray,
+    ) -> None:
+        """A write to pages *pages* of *obj* that map a large folio shared copy-on-write:
+        as ``do_huge_pmd_wp_page`` (a shared THP is never copied whole), the writer's
+        mapping of it is split and each page written gets its own 4 KiB copy; the writer
+        keeps sharing the rest of the folio."""
+        home = nodes[obj.home]
+        new = home.alloc_folios(pages.size, 0)
+        if new.size < pages.size:
+            home.free_folios(new, 0)
+            raise oserror(errno.ENOMEM, f"node {obj.home} has no room for a copy-on-write copy")
+        devmem.copy_pages(
+            memory, np.full(pages.size, nid), obj.pfn[pages], np.full(pages.size, obj.home), new
+        )
+        obj.node[pages] = obj.home
+        obj.pfn[pages] = new
+        home.obj[new] = obj.id
+        home.objidx[new] = pages
+        first = self.cow_first(nodes, nid, head, obj.id)
+        n = 1 << int(nodes[nid].order[head])
+        if not (obj.pfn[first : first + n] - head == np.arange(n)).any():
+            self.cow_detach(nodes, nid, head, obj.id)  # it maps nothing of the folio now
 
     def cow_first(self, nodes: Sequence[Node], nid: int, head: int, oid: int) -> int:
         """The page of object *oid* where it maps the folio at (*nid*, *head*)."""
@@ -338,7 +408,7 @@ class Rmap:
         cow = node.cow[heads] > 0
         for i in np.flatnonzero(cow & (node.obj[heads] != obj.id)).tolist():
             first[i] = self.cow_first(nodes, node.id, int(heads[i]), obj.id)
-        whole = _all_unmapped(obj, first, orders)
+        whole = _all_unmapped(obj, first, orders, node.id, heads)
         for h in heads[whole & cow].tolist():
             self.cow_detach(nodes, node.id, h, obj.id)
         heads, orders, whole = heads[~cow], orders[~cow], whole[~cow]
@@ -353,13 +423,20 @@ class Rmap:
         node.free_folios(heads[whole & ~pinned], orders[whole & ~pinned])
 
 
-def _all_unmapped(obj: MemObject, first: np.ndarray, orders: np.ndarray) -> np.ndarray:
-    """Per folio (object page range), whether no page of it is mapped any more."""
+def _all_unmapped(
+    obj: MemObject, first: np.ndarray, orders: np.ndarray, nid: int, heads: np.ndarray
+) -> np.ndarray:
+    """Per folio (object page range), whether no page of *obj* maps it any more (a page
+    that was copied on a write maps its copy instead)."""
     lens = np.left_shift(1, orders)
     pages = expand_ranges(first, lens)
     if pages.size == 0:
         return np.ones(first.size, dtype=bool)
-    live = (obj.mapcount[pages] > 0).astype(np.int64)
+    live = (
+        (obj.mapcount[pages] > 0)
+        & (obj.pfn[pages] == expand_ranges(heads, lens))
+        & (obj.node[pages] == nid)
+    ).astype(np.int64)
     starts = np.concatenate(([0], np.cumsum(lens)[:-1]))
     return np.add.reduceat(live, starts) == 0
 

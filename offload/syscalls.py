@@ -27,12 +27,16 @@ class MoveResult(NamedTuple):
 _KEY_SHIFT = 40  # folio key: node << 40 | head pfn
 
 
-def _target(host: SyscallHost, caller: Task, pid: object) -> Task:
+def _target(host: SyscallHost, caller: Task, pid: object, need_mm: bool = True) -> Task:
     """The process *pid* names (0: the caller), if the caller may act on it.
 
     As the kernel: ESRCH for no such process; EPERM unless ``ptrace_may_access`` (same
-    uid, or CAP_SYS_PTRACE). CAP_SYS_NICE does not grant that.
+    uid, or CAP_SYS_PTRACE; and a dumpable target, or CAP_SYS_PTRACE). CAP_SYS_NICE does
+    not grant that. With *need_mm*, EINVAL for a zombie (``get_task_mm`` finds no mm);
+    migrate_pages checks that after its node masks (:func:`_check_mm`).
     """
+    if caller.exited:
+        raise BadArgument(f"process {caller.pid} has exited and makes no more calls")
     pid = check_int(pid, "pid", minimum=0)
     if pid == 0:
         return caller
@@ -43,9 +47,19 @@ def _target(host: SyscallHost, caller: Task, pid: object) -> Task:
         raise oserror(
             errno.EPERM,
             f"pid {pid} belongs to uid {target.uid}; uid {caller.uid} "
-            "needs CAP_SYS_PTRACE to act on it",
+            "needs CAP_SYS_PTRACE to act on it"
+            if target.uid != caller.uid
+            else f"pid {pid} is not dumpable; acting on it needs CAP_SYS_PTRACE",
         )
+    if need_mm:
+        _check_mm(target)
     return target
+
+
+def _check_mm(target: Task) -> None:
+    """EINVAL for a zombie: its mm is gone (``get_task_mm`` returns NULL)."""
+    if target.exited:
+        raise oserror(errno.EINVAL, f"pid {target.pid} has exited (a zombie has no memory)")
 
 
 def _check_flags(caller: Task, flags: int) -> None:
@@ -282,7 +296,7 @@ def migrate_pages(
     """
     old = _node_set(old_nodes, "old_nodes")
     new = _node_set(new_nodes, "new_nodes")
-    target = _target(host, caller, pid)
+    target = _target(host, caller, pid, need_mm=False)
     m = host
     memory = set(range(len(m.nodes)))
     if not set(new) <= memory and not caller.privileged:
@@ -294,6 +308,7 @@ def migrate_pages(
     asked, new = new, [n for n in new if n in memory]
     if not new:
         raise oserror(errno.EINVAL, f"new_nodes: no node with memory in {asked}")
+    _check_mm(target)
     if old == new:
         return 0
     with m.migration():

@@ -179,3 +179,96 @@ def test_every_departure_carries_its_evidence_and_no_other_difference_hides():
     w = compare(sc, obs(2, [-2, -2]), obs(2, [-14, -14]))
     assert w.verdict == "mismatch" and not w.departures
     assert "untouched_enoent" not in DEPARTURES
+
+
+@pytest.mark.parametrize("version", SUPPORTED_KERNELS)
+def test_a_thp_a_child_maps_in_part_is_shared_per_page_or_per_folio(version):
+    """Up to 6.8 the page named decides (page_mapcount): the parent moves the THP by a
+    page only it maps, and -EACCES by a page the child maps too. From 6.9 the folio
+    decides: either page is -EACCES while the child maps any of it."""
+    with Machine(nodes="8M,8M", kernel=version) as m:
+        p = m.spawn()
+        a = p.mmap(THP, folio_size=THP)
+        data = fill(p, a, THP, 1)
+        c = p.fork()
+        c.munmap(a + THP // 2, THP // 2)
+        only_parent, both = a + 300 * PAGE_SIZE, a + 10 * PAGE_SIZE
+        assert p.move_pages([both], [1]).status == [-errno.EACCES]
+        r = p.move_pages([only_parent], [1])
+        if m.kernel.shared_per_folio:
+            assert r.status == [-errno.EACCES] and used(m) == [512, 0]
+        else:
+            assert r.status == [1] and m.vmstat["thp_migration_success"] == 1
+            assert c.move_pages([both], None).status == [1]  # the child follows it
+        assert bytes(p.read(a, THP)) == data.tobytes()
+        assert bytes(c.read(a, THP // 2)) == data[: THP // 2].tobytes()
+        assert m.audit() == []
+
+
+def test_a_write_to_a_thp_shared_after_fork_copies_only_that_page():
+    """do_huge_pmd_wp_page: the writer's PMD is split and the page written gets a 4 KiB
+    copy; the rest of the THP stays shared (still -EACCES to move for the parent)."""
+    with Machine(nodes="8M,8M") as m:
+        p = m.spawn()
+        a = p.mmap(THP, folio_size=THP)
+        data = fill(p, a, THP, 2)
+        c = p.fork()
+        c.write(a + 5 * PAGE_SIZE, b"child")
+        assert used(m) == [513, 0]  # the THP and one copy, not two THPs
+        assert p.move_pages([a + 5 * PAGE_SIZE], [1]).status == [-errno.EACCES]
+        assert c.move_pages([a + 5 * PAGE_SIZE], [1]).status == [1]  # its own copy
+        assert bytes(p.read(a, THP)) == data.tobytes()
+        want = bytearray(data.tobytes())
+        want[5 * PAGE_SIZE : 5 * PAGE_SIZE + 5] = b"child"
+        assert bytes(c.read(a, THP)) == bytes(want)
+        assert m.audit() == []
+
+
+def test_a_zombie_has_no_memory_and_a_non_dumpable_task_needs_cap_sys_ptrace():
+    """find_mm_struct / kernel_migrate_pages: EINVAL for a zombie (its pid is still
+    found), after the ptrace check (EPERM from another uid) and, for migrate_pages,
+    after the node masks. __ptrace_may_access: a non-dumpable target of the same uid
+    needs CAP_SYS_PTRACE; a task may always act on itself."""
+    with Machine(nodes="8M,8M") as m:
+        p, z, other = m.spawn(), m.spawn(), m.spawn(uid=1001)
+        a = z.mmap(2 * PAGE_SIZE)
+        z.write(a, b"gone")
+        z.exit()
+        assert used(m) == [0, 0]  # its memory is freed
+        for call in (
+            lambda: p.move_pages([a], [1], pid=z.pid),
+            lambda: p.move_pages([a], None, pid=z.pid),
+            lambda: p.move_pages([], [], pid=z.pid),
+            lambda: p.migrate_pages([0], [1], pid=z.pid),
+            lambda: p.migrate_pages([0], [0], pid=z.pid),
+        ):
+            with pytest.raises(OSError) as e:
+                call()
+            assert e.value.errno == errno.EINVAL
+        with pytest.raises(OSError) as e:
+            other.move_pages([a], [1], pid=z.pid)
+        assert e.value.errno == errno.EPERM
+        with pytest.raises(OSError) as e:  # the masks come first: a node with no memory
+            p.migrate_pages([0], [2], pid=z.pid)
+        assert e.value.errno == errno.EPERM
+        with pytest.raises(BadArgument):
+            z.move_pages([a], [1])  # a zombie makes no calls
+
+        q, tracer = m.spawn(), m.spawn(cap_sys_ptrace=True)
+        b = q.mmap(PAGE_SIZE)
+        q.write(b, b"keep")
+        q.set_dumpable(False)
+        with pytest.raises(OSError) as e:
+            p.move_pages([b], [1], pid=q.pid)
+        assert e.value.errno == errno.EPERM and "dumpable" in str(e.value)
+        with pytest.raises(OSError) as e:
+            p.migrate_pages([0], [1], pid=q.pid)
+        assert e.value.errno == errno.EPERM
+        assert q.move_pages([b], None, pid=q.pid).status == [0]  # itself, by its pid
+        assert tracer.move_pages([b], [1], pid=q.pid).status == [1]
+        q.set_dumpable(True)
+        assert p.move_pages([b], [0], pid=q.pid).status == [0]
+        assert q.read(b, 4) == b"keep"
+        with pytest.raises(BadArgumentType):
+            q.set_dumpable(1)
+        assert m.audit() == []

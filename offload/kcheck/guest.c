@@ -39,6 +39,7 @@
 #define MAXP 8
 #define MAXR 16
 #define MAXPIN 64
+#define MAXNODE 8
 #define OUTSZ (1 << 20)
 #define CMDSZ (1 << 20)
 
@@ -211,6 +212,38 @@ static void do_move(char *out, char *args)
     free(pages); free(nodes); free(status);
 }
 
+/*
+ * The pages of this process that are not the scenario's (its stack, heap, data, the
+ * mailbox), per node, from /proc/self/numa_maps: migrate_pages moves them too, so the
+ * leader counts them before and after and reports how many left their node.
+ */
+static void do_harness(char *out)
+{
+    unsigned long per[MAXNODE] = {0};
+    FILE *f = fopen("/proc/self/numa_maps", "r");
+    char line[4096];
+    while (f && fgets(line, sizeof line, f)) {
+        unsigned long start = strtoul(line, NULL, 16);
+        int ours = 0;
+        for (int r = 0; r < MAXR; r++)
+            if (reg[r].addr && start >= (unsigned long)reg[r].addr &&
+                start < (unsigned long)reg[r].addr + reg[r].npages * PAGE)
+                ours = 1;
+        if (ours)
+            continue;
+        for (char *t = strtok(line, " \n"); t; t = strtok(NULL, " \n")) {
+            int node;
+            unsigned long n;
+            if (sscanf(t, "N%d=%lu", &node, &n) == 2 && node >= 0 && node < MAXNODE)
+                per[node] += n;
+        }
+    }
+    if (f)
+        fclose(f);
+    for (int i = 0; i < MAXNODE; i++)
+        outf(out, i ? ",%lu" : "h=%lu", per[i]);
+}
+
 static void do_migrate(char *out, char *args)
 {
     int pid;
@@ -329,6 +362,11 @@ static void run_cmd(int k, char *cmd, char *out)
         outf(out, "pid=%d", pid);
     } else if (!strcmp(op, "exit")) {
         outf(out, "ok");
+    } else if (!strcmp(op, "harness")) {
+        do_harness(out);
+    } else if (!strcmp(op, "dumpable")) {
+        sscanf(args, "%d", &a);
+        outf(out, prctl(PR_SET_DUMPABLE, a) ? "err=%d" : "ok", errno);
     } else {
         outf(out, "err=unknown-op");
     }
@@ -341,7 +379,10 @@ static void serve(int k)
     for (;;) {
         while (s->seq == s->done)
             usleep(20);
-        int stop = !strncmp(s->cmd, "exit", 4);
+        const char *c = s->cmd;
+        while (*c == ' ')
+            c++;
+        int stop = !strncmp(c, "exit", 4);
         run_cmd(k, s->cmd, s->out);
         __sync_synchronize();
         s->done = s->seq;
@@ -418,6 +459,17 @@ static int pidof(int t)
  */
 static char buf[CMDSZ];
 
+/* Slot K's harness pages per node (the "harness" op). */
+static void harness_pages(int k, unsigned long *per)
+{
+    const char *ans = ask(k, "harness");
+    const char *p = strstr(ans, "h=");
+    for (int i = 0; p && i < MAXNODE; i++) {
+        p += i ? 1 : 2;
+        per[i] = strtoul(p, (char **)&p, 10);
+    }
+}
+
 static const char *on(int k, const char *step)
 {
     char op[32];
@@ -440,6 +492,10 @@ static const char *on(int k, const char *step)
             if (tok[0] == 'U') {
                 sscanf(tok, "U:%d", &node);
                 d += sprintf(d, " %lu %d", 0x10000UL, node);
+            } else if (tok[0] == 'A') {
+                unsigned long raw;
+                sscanf(tok, "A:%lu:%d", &raw, &node);
+                d += sprintf(d, " %lu %d", raw, node);
             } else {
                 sscanf(tok, "%d:%lu:%d", &r, &pg, &node);
                 d += sprintf(d, " %lu %d", base[slot][r] + pg * PAGE, node);
@@ -450,10 +506,49 @@ static const char *on(int k, const char *step)
     if (!strcmp(op, "migrate")) {
         unsigned long o, nw;
         sscanf(step + used, "%d %lu %lu", &t, &o, &nw);
-        return ask(k, "migrate %d %lu %lu", pidof(t), o, nw);
+        int tt = t < 0 ? k : t; /* the slot whose harness pages may move */
+        int count = tt < MAXP && box->s[tt].alive;
+        unsigned long h0[MAXNODE] = {0}, h1[MAXNODE] = {0}, moved = 0;
+        if (count) {
+            /* once to settle: the count's own first writes (copy-on-write breaks of
+               pages shared with the leader since the fork) must not fall between */
+            harness_pages(tt, h0);
+            harness_pages(tt, h0);
+        }
+        snprintf(buf, sizeof buf, "%s", ask(k, "migrate %d %lu %lu", pidof(t), o, nw));
+        if (count && strncmp(buf, "ret=-", 5)) {
+            /* a page moved leaves one node and arrives on another: a page freed or
+               faulted in meanwhile changes one side only */
+            unsigned long gone = 0, came = 0;
+            harness_pages(tt, h1);
+            for (int i = 0; i < MAXNODE; i++) {
+                gone += h0[i] > h1[i] ? h0[i] - h1[i] : 0;
+                came += h1[i] > h0[i] ? h1[i] - h0[i] : 0;
+            }
+            moved = gone < came ? gone : came;
+            snprintf(buf + strlen(buf), 64, " harness=%lu", moved);
+        }
+        return buf;
     }
     const char *ans = ask(k, "%s", step);
     unsigned long a;
+    if (!strcmp(op, "exit")) {
+        /* the answer comes before the exit: wait until the kernel shows a zombie */
+        char path[64], st[256];
+        snprintf(path, sizeof path, "/proc/%d/stat", box->s[k].pid);
+        for (int tries = 0; tries < 20000; tries++) {
+            FILE *f = fopen(path, "r");
+            size_t m = f ? fread(st, 1, sizeof st - 1, f) : 0;
+            if (f) fclose(f);
+            st[m] = 0;
+            char *rp = strrchr(st, ')');
+            if (!f || (rp && (rp[2] == 'Z' || rp[2] == 'X')))
+                break;
+            usleep(50);
+        }
+        box->s[k].alive = 0;
+        return ans;
+    }
     if ((!strcmp(op, "mmap") || !strcmp(op, "share") || !strcmp(op, "fill")) &&
         sscanf(step + used, "%d", &r) == 1 &&
         sscanf(ans, "addr=%lu", &a) == 1)

@@ -20,7 +20,7 @@ from ..errors import BadArgument
 UNMAPPED = "unmapped"
 UNMAPPED_ADDR = 0x10000
 
-Entry = Union[tuple, str]  # noqa: UP007 - a runtime alias, evaluated on 3.10
+Entry = Union[tuple, str, int]  # noqa: UP007 - a runtime alias, evaluated on 3.10
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,17 @@ def fork(p: int, child: int) -> Step:
     return Step("fork", p, dict(child=child))
 
 
+def exit_task(p: int) -> Step:
+    """Process *p* exits; nobody reaps it, so it stays a zombie (no memory, its pid
+    found). The leader waits until the kernel shows it as one."""
+    return Step("exit", p)
+
+
+def set_dumpable(p: int, dumpable: bool) -> Step:
+    """Process *p* calls ``prctl(PR_SET_DUMPABLE, dumpable)``."""
+    return Step("dumpable", p, dict(dumpable=dumpable))
+
+
 def munmap(p: int, r: int, first: int, pages: int) -> Step:
     """Process *p* unmaps pages ``first .. first+pages-1`` of region *r*."""
     return Step("munmap", p, dict(r=r, first=first, pages=pages))
@@ -101,7 +112,8 @@ def move(
     pid: int | None = None,
 ) -> Step:
     """Process *p* calls move_pages on *entries* ((region, page) of process *pid*, or its
-    own) to *nodes* (None: a query)."""
+    own; an int is a raw address, any 64-bit value a pointer holds) to *nodes* (None: a
+    query)."""
     return Step(
         "move",
         p,
@@ -165,6 +177,9 @@ class Scenario:
                         maps[(a["child"], r)] = set(pages)
             elif s.op == "munmap":
                 maps[(s.proc, a["r"])] -= set(range(a["first"], a["first"] + a["pages"]))
+            elif s.op == "exit":
+                for key in [k for k in maps if k[0] == s.proc]:
+                    del maps[key]
         out = {}
         for key, pages in sorted(maps.items()):
             runs: list[tuple[int, int]] = []
@@ -246,15 +261,27 @@ def _step_line(sc: Scenario, s: Step) -> str:
     if s.op == "move":
         query = a["nodes"] is None
         nodes = [0] * len(a["entries"]) if query else a["nodes"]
-        toks = [
-            f"U:{n}" if e == UNMAPPED else f"{e[0]}:{e[1]}:{n}" for e, n in zip(a["entries"], nodes)
-        ]
+        toks = [_entry_token(e, n) for e, n in zip(a["entries"], nodes)]
         t = -1 if a["pid"] is None else a["pid"]
         return f"on {s.proc} move {t} {a['flags']} {int(query)} {len(toks)} " + " ".join(toks)
     if s.op == "migrate":
         t = -1 if a["pid"] is None else a["pid"]
         return f"on {s.proc} migrate {t} {_mask(a['old'])} {_mask(a['new'])}"
+    if s.op == "exit":
+        return f"on {s.proc} exit"
+    if s.op == "dumpable":
+        return f"on {s.proc} dumpable {int(a['dumpable'])}"
     raise BadArgument(f"unknown step {s.op!r}")
+
+
+def _entry_token(e: Entry, node: int) -> str:
+    """A move entry for the guest: ``U:NODE``, ``A:ADDR:NODE`` (a raw address, as the
+    64-bit pattern a pointer holds) or ``R:P:NODE``."""
+    if e == UNMAPPED:
+        return f"U:{node}"
+    if isinstance(e, int):
+        return f"A:{e & ((1 << 64) - 1)}:{node}"
+    return f"{e[0]}:{e[1]}:{node}"
 
 
 def _mask(nodes: list[int]) -> int:
@@ -268,6 +295,7 @@ __all__ = [
     "UNMAPPED",
     "Scenario",
     "Step",
+    "exit_task",
     "fill",
     "fork",
     "migrate",
@@ -278,6 +306,7 @@ __all__ = [
     "pattern",
     "pin",
     "read",
+    "set_dumpable",
     "share",
     "spawn",
     "to_script",
