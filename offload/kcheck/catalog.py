@@ -483,6 +483,28 @@ MORE_SCENARIOS: list[Scenario] = [
         read(1, 0, 0),
         move(0, _pages(0, 16), [1] * 16),
     ),
+    # -- a page mapped twice in one process (mm/rmap.c: mapcount counts PTEs) ------------
+    _sc(
+        "shared_mapped_twice_in_one_process",
+        "mm/rmap.c: a second mapping of the same shared memory in one process adds a PTE "
+        "per page it touches (fault-around included): mapcount 2",
+        spawn(0),
+        *_filled(0, 0, 4, 190, shared=True),
+        share(0, 0, 0),
+        read(0, 0, 1),
+        move(0, _pages(0, 4), [1] * 4),
+    ),
+    _sc(
+        "shared_mapped_twice_sparse",
+        "mm/rmap.c: only the pages in memory are mapped by the second mapping's fault",
+        spawn(0),
+        mmap(0, 0, 32, shared=True, populate=False),
+        write(0, 0, 2, 191),
+        write(0, 0, 20, 192),
+        share(0, 0, 0),
+        read(0, 0, 2),
+        move(0, [(0, 2), (0, 20)], [1, 1]),
+    ),
     # -- two other processes map a shared region (mm/rmap.c: mapcount counts PTEs) --------
     _sc(
         "shared_two_readers_one_touches",
