@@ -11,6 +11,10 @@ with the fewest numpy calls its layout allows:
 - otherwise (both sides scattered): one gather/scatter per pair of nodes.
 
 numpy releases the GIL in these copies, so the threads run in parallel.
+
+Where the compiled copy is available (:mod:`offload.native`) and the batch has many runs,
+each thread's share (whole runs, nearly equal pages) is instead one compiled call of
+per-run ``memcpy``, which releases the GIL: what a C loop of as many threads does.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from offload import native
 from offload.arrays import run_boundaries
 from offload.batch import FolioBatch
 from offload.devmem import copy_pages, copy_runs
@@ -65,7 +70,18 @@ class CpuBatched(Migrator):
         runs = batch.runs("both")
         npages = int(runs.npages.sum())
         shares = max(1, min(self.threads, npages // _MIN_PAGES_PER_THREAD))
-        if len(runs) * shares <= 8 * self.threads:
+        fields = (runs.src_node, runs.src_pfn, runs.dst_node, runs.dst_pfn, runs.npages)
+        rc = native.runs(batch.memory, *fields) if len(runs) >= 8 * shares else None
+        if rc is not None:
+            # many runs: whole runs dealt out in shares of nearly equal pages, each share
+            # one compiled call that releases the GIL
+            ends = np.cumsum(runs.npages)
+            cut = np.searchsorted(ends, np.linspace(0, npages, shares + 1)[1:-1])
+            edges = [0, *np.unique(cut).tolist(), len(runs)]
+            self._run(
+                [(a, b) for a, b in itertools.pairwise(edges) if b > a], lambda job: rc.run(*job)
+            )
+        elif len(runs) * shares <= 8 * self.threads:
             # few long runs: cut them into equal page ranges, no page arrays needed
             jobs = _cut_runs(runs, shares)
             self._run(jobs, lambda job: copy_runs(batch.memory, *job))

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,29 @@ void copy_pages(char *dst, const char *src, const int64_t *dp, const int64_t *sp
 {
     for (int64_t i = 0; i < n; i++)
         memcpy(dst + dp[i] * %(page)d, src + sp[i] * %(page)d, %(page)d);
+}
+/* Runs (DMA descriptors): for i < n, np[i] pages from page sp[i] of node sn[i] to page
+ * dp[i] of node dn[i] (base[]: each node's frames). With status, only runs whose status
+ * is 0 (pending) are copied, and each is set to 1 (done) right after its copy: a
+ * completion per descriptor. *stop, read before each run, ends the loop (an abort).
+ * Returns the runs copied. */
+int64_t copy_runs(char *const *base, const int64_t *sn, const int64_t *sp,
+                  const int64_t *dn, const int64_t *dp, const int64_t *np,
+                  volatile int8_t *status, const volatile int32_t *stop, int64_t n)
+{
+    int64_t done = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (stop && *stop)
+            break;
+        if (status && status[i] != 0)
+            continue;
+        memcpy(base[dn[i]] + dp[i] * %(page)d, base[sn[i]] + sp[i] * %(page)d,
+               (size_t)np[i] * %(page)d);
+        if (status)
+            status[i] = 1;
+        done++;
+    }
+    return done;
 }
 """ % {"page": PAGE_SIZE}  # noqa: UP031 - C source with braces
 
@@ -79,7 +103,10 @@ def _build() -> object:
     fn = handle.copy_pages
     fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64]
     fn.restype = None
-    return fn
+    runs = handle.copy_runs
+    runs.argtypes = [ctypes.c_void_p] * 8 + [ctypes.c_int64]
+    runs.restype = ctypes.c_int64
+    return fn, runs
 
 
 def available() -> bool:
@@ -115,8 +142,117 @@ def copy_pages(dst: np.ndarray, src: np.ndarray, dpfn: np.ndarray, spfn: np.ndar
             raise IndexError("copy_pages: a page frame number is out of range")
     if dp.size != sp.size:
         raise BadArgument("copy_pages: as many destination as source pages are needed")
-    _lib(dst.ctypes.data, src.ctypes.data, dp.ctypes.data, sp.ctypes.data, dp.size)
+    _lib[0](dst.ctypes.data, src.ctypes.data, dp.ctypes.data, sp.ctypes.data, dp.size)
     return True
 
 
-__all__ = ["SOURCE", "available", "copy_pages"]
+def _host_frames(frames: Any) -> bool:
+    return (
+        isinstance(frames, np.ndarray)
+        and frames.dtype == np.uint8
+        and frames.ndim == 2
+        and frames.shape[1] == PAGE_SIZE
+        and frames.flags.c_contiguous
+    )
+
+
+class RunCopy:
+    """Runs of pages (DMA descriptors) checked once and copied by compiled code, in one
+    call that releases the GIL (:meth:`run`), or in several over slices of them.
+
+    Build it with :func:`runs`; it holds int64 copies of the fields and the node table.
+    """
+
+    def __init__(self, base: np.ndarray, fields: tuple[np.ndarray, ...]) -> None:
+        self._base = base
+        self.src_node, self.src_pfn, self.dst_node, self.dst_pfn, self.npages = fields
+
+    def __len__(self) -> int:
+        return int(self.npages.size)
+
+    def run(
+        self,
+        lo: int = 0,
+        hi: int | None = None,
+        status: np.ndarray | None = None,
+        stop: np.ndarray | None = None,
+    ) -> int:
+        """Copy runs ``lo .. hi-1``; returns how many were copied.
+
+        *status* (int8, one per run of the slice, C-contiguous): only runs at 0 are
+        copied, each set to 1 once its copy completed. *stop* (an int32 array of one
+        element): set it non-zero from another thread to end the call after the run in
+        progress.
+        """
+        hi = len(self) if hi is None else hi
+        if hi <= lo:
+            return 0
+        if status is not None and (
+            status.dtype != np.int8 or not status.flags.c_contiguous or status.size != hi - lo
+        ):
+            raise BadArgument("RunCopy.run: status must be C-contiguous int8, one per run")
+        if stop is not None and (stop.dtype != np.int32 or stop.size != 1):
+            raise BadArgument("RunCopy.run: stop must be an int32 array of one element")
+        f = (self.src_node, self.src_pfn, self.dst_node, self.dst_pfn, self.npages)
+        ptrs = [a.ctypes.data + lo * 8 for a in f]
+        return int(
+            _lib[1](
+                self._base.ctypes.data,
+                *ptrs,
+                status.ctypes.data if status is not None else None,
+                stop.ctypes.data if stop is not None else None,
+                hi - lo,
+            )
+        )
+
+
+def runs(
+    memory: Mapping[int, Any],
+    src_node: np.ndarray,
+    src_pfn: np.ndarray,
+    dst_node: np.ndarray,
+    dst_pfn: np.ndarray,
+    npages: np.ndarray,
+) -> RunCopy | None:
+    """Check runs of pages against the frames of *memory* (node -> frames) and make them
+    ready for :class:`RunCopy`; None where the compiled copy is not available or a node's
+    frames are not host memory of the usual layout (the caller then copies otherwise).
+
+    Raises
+    ------
+    IndexError
+        A run reaches outside its node's frames (the loop has no bounds of its own).
+    """
+    if not available():
+        return None
+    fields = tuple(
+        np.ascontiguousarray(a, dtype=np.int64)
+        for a in (src_node, src_pfn, dst_node, dst_pfn, npages)
+    )
+    sn, sp, dn, dp, k = fields
+    if not (sn.size == sp.size == dn.size == dp.size == k.size):
+        raise BadArgument("runs: every field needs one value per run")
+    if k.size == 0:
+        return RunCopy(np.zeros(1, dtype=np.int64), fields)
+    ids = np.union1d(np.unique(sn), np.unique(dn))
+    if int(ids[0]) < 0:
+        raise IndexError("runs: a node id is negative")
+    base = np.zeros(int(ids[-1]) + 1, dtype=np.int64)
+    limit = np.zeros(base.size, dtype=np.int64)
+    for nid in ids.tolist():  # a few nodes
+        frames = memory.get(nid) if hasattr(memory, "get") else memory[nid]
+        if frames is None or not _host_frames(frames):
+            return None
+        base[nid] = frames.ctypes.data
+        limit[nid] = frames.shape[0]
+    if (
+        int(k.min()) < 1
+        or int(min(sp.min(), dp.min())) < 0
+        or bool(((sp + k) > limit[sn]).any())
+        or bool(((dp + k) > limit[dn]).any())
+    ):
+        raise IndexError("runs: a run reaches outside its node's frames")
+    return RunCopy(base, fields)
+
+
+__all__ = ["SOURCE", "RunCopy", "available", "copy_pages", "runs"]

@@ -135,3 +135,48 @@ def test_unregister_is_offload_off_and_close_stops_channels():
         assert mig.folios_migrated == 8
     mig.close()
     assert all(not t.is_alive() for t in mig._engine._threads)
+
+
+@pytest.mark.parametrize("native_copy", [True, False])
+def test_an_abort_stops_the_channels_between_descriptors_and_keeps_each_completion(
+    monkeypatch, native_copy
+):
+    """The thread engine's channels, compiled (one call per channel slice) or not:
+    aborted at any moment, every descriptor marked done is copied whole, every one still
+    pending is untouched, and nothing is written after abort() returns."""
+    import time
+
+    from offload import native
+    from offload.backends.dcbm.threads import ThreadEngine
+
+    if native_copy and not native.available():
+        pytest.skip("no C compiler here: the channels copy with numpy")
+    if not native_copy:
+        monkeypatch.setattr(native, "_lib", False)
+    n = 4000
+    rng = np.random.default_rng(7)
+    mem = {0: rng.integers(1, 256, (n, PAGE_SIZE), dtype=np.uint8)}
+    mem[1] = np.zeros_like(mem[0])
+    b = FolioBatch([0] * n, rng.permutation(n), [1] * n, rng.permutation(n), [0] * n, memory=mem)
+    plan = plan_batch(b, 2, coalesce=False)
+    engine = ThreadEngine()
+    engine.open(2)
+    try:
+        for delay in (0.0, 0.0005, 0.002):
+            mem[1][:] = 0
+            job = engine.submit(plan, mem, [0, 1])
+            time.sleep(delay)
+            engine.abort(job)
+            after = mem[1].copy()
+            time.sleep(0.01)
+            assert np.array_equal(mem[1], after)  # nothing written after the abort
+            done = job.status == 1
+            assert set(np.unique(job.status).tolist()) <= {0, 1}
+            d, s = plan.dst_pfn, plan.src_pfn
+            assert np.array_equal(mem[1][d[done]], mem[0][s[done]])
+            assert not mem[1][d[~done]].any()
+        job = engine.submit(plan, mem, [0, 1])
+        assert engine.wait(job, 10) and job.ok.all()
+        assert np.array_equal(mem[1][plan.dst_pfn], mem[0][plan.src_pfn])
+    finally:
+        engine.close()

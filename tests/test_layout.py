@@ -84,3 +84,33 @@ def test_the_compiled_copy_checks_its_page_numbers():
     with pytest.raises(IndexError):
         native.copy_pages(dst, src, np.array([0]), np.array([-1]))
     assert not native.copy_pages(dst[:, :100], src[:, :100], np.array([0]), np.array([0]))
+
+
+def test_the_compiled_run_copy_marks_each_descriptor_and_stops_when_asked():
+    """native.runs: runs of pages between nodes, a completion per run (only pending runs
+    are copied), an abort flag, bounds and layout checks."""
+    if not native.available():
+        pytest.skip("no C compiler here")
+    rng = np.random.default_rng(3)
+    memory = {0: rng.integers(0, 256, (64, PAGE_SIZE), dtype=np.uint8)}
+    memory[1] = np.zeros_like(memory[0])
+    sn, sp = np.array([0, 0, 0, 1]), np.array([0, 10, 20, 0])
+    dn, dp, k = np.array([1, 1, 1, 1]), np.array([30, 5, 50, 60]), np.array([4, 2, 3, 1])
+    rc = native.runs(memory, sn, sp, dn, dp, k)
+    assert rc is not None and len(rc) == 4
+    status = np.array([0, -1, 0, 0], dtype=np.int8)  # run 1 failed already: not copied
+    assert rc.run(0, 3, status[:3]) == 2
+    assert status.tolist() == [1, -1, 1, 0]
+    assert np.array_equal(memory[1][30:34], memory[0][0:4])
+    assert not memory[1][5:7].any()
+    assert np.array_equal(memory[1][50:53], memory[0][20:23])
+    stop = np.ones(1, dtype=np.int32)  # aborted: nothing more is copied
+    assert rc.run(3, 4, status[3:], stop) == 0 and status[3] == 0
+    assert rc.run(1, 2) == 1 and np.array_equal(memory[1][5:7], memory[0][10:12])
+    with pytest.raises(IndexError):
+        native.runs(memory, sn, sp, dn, np.array([30, 5, 62, 60]), k)  # 62 + 3 > 64
+    with pytest.raises(IndexError):
+        native.runs(memory, sn, sp, dn, dp, np.array([4, 0, 3, 1]))  # an empty run
+    with pytest.raises(BadArgument):
+        rc.run(0, 2, np.zeros(3, dtype=np.int8))
+    assert native.runs({0: memory[0][:, :100], 1: memory[1]}, sn, sp, dn, dp, k) is None
