@@ -12,9 +12,10 @@ with the fewest numpy calls its layout allows:
 
 numpy releases the GIL in these copies, so the threads run in parallel.
 
-Where the compiled copy is available (:mod:`offload.native`) and the batch has many runs,
-each thread's share (whole runs, nearly equal pages) is instead one compiled call of
-per-run ``memcpy``, which releases the GIL: what a C loop of as many threads does.
+Where the compiled copy is available (:mod:`offload.native`) and the batch has many
+folios, each thread's share (whole folios, nearly equal pages) is instead one compiled
+call of per-folio ``memcpy``, which releases the GIL: what a C loop of as many threads
+does.
 """
 
 from __future__ import annotations
@@ -67,21 +68,27 @@ class CpuBatched(Migrator):
         n = len(batch)
         if n == 0:
             return
-        runs = batch.runs("both")
-        npages = int(runs.npages.sum())
+        folio_pages = batch.npages
+        npages = int(folio_pages.sum())
         shares = max(1, min(self.threads, npages // _MIN_PAGES_PER_THREAD))
-        fields = (runs.src_node, runs.src_pfn, runs.dst_node, runs.dst_pfn, runs.npages)
-        rc = native.runs(batch.memory, *fields) if len(runs) >= 8 * shares else None
+        rc = None
+        if n >= 8 * shares:
+            fields = (batch.src_node, batch.src_pfn, batch.dst_node, batch.dst_pfn, folio_pages)
+            rc = native.runs(batch.memory, *fields)
         if rc is not None:
-            # many runs: whole runs dealt out in shares of nearly equal pages, each share
-            # one compiled call that releases the GIL
-            ends = np.cumsum(runs.npages)
+            # many folios: whole folios dealt out in shares of nearly equal pages, each
+            # share one compiled call that releases the GIL (a memcpy per folio, as fast
+            # as one per coalesced run: no need to coalesce first)
+            ends = np.cumsum(folio_pages)
             cut = np.searchsorted(ends, np.linspace(0, npages, shares + 1)[1:-1])
-            edges = [0, *np.unique(cut).tolist(), len(runs)]
+            edges = [0, *np.unique(cut).tolist(), n]
             self._run(
                 [(a, b) for a, b in itertools.pairwise(edges) if b > a], lambda job: rc.run(*job)
             )
-        elif len(runs) * shares <= 8 * self.threads:
+            batch.copied[:] = True
+            return
+        runs = batch.runs("both")
+        if len(runs) * shares <= 8 * self.threads:
             # few long runs: cut them into equal page ranges, no page arrays needed
             jobs = _cut_runs(runs, shares)
             self._run(jobs, lambda job: copy_runs(batch.memory, *job))

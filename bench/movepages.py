@@ -149,7 +149,7 @@ class Cell:
         self.where = 0
         self.runs = 0
         self.samples: dict[str, list[float]] = {
-            k: [] for k in ("gbps", "copy", "overhead", "first", "cpu")
+            k: [] for k in ("gbps", "copy", "overhead", "first", "cpu", "copy_cpu")
         }
 
     @property
@@ -166,6 +166,7 @@ class Cell:
         self.where = 1 - self.where
         targets = np.full(self.addrs.size, self.where, dtype=np.int64)
         before = m.stats["engine"]["copy_s"]
+        cpu_before = m.stats["engine"]["copy_cpu_s"]
         moved_before = m.vmstat["pgmigrate_success"]
         c0 = time.process_time()
         t0 = time.perf_counter()
@@ -173,6 +174,7 @@ class Cell:
         dt = time.perf_counter() - t0
         dc = time.process_time() - c0
         copy_s = m.stats["engine"]["copy_s"] - before
+        copy_cpu = m.stats["engine"]["copy_cpu_s"] - cpu_before
         if res.ret != 0 or m.vmstat["pgmigrate_success"] - moved_before != total // PAGE_SIZE:
             raise VerificationError(
                 f"{case.backend} at {case.folio_size}: {res.ret} pages not migrated"
@@ -189,6 +191,7 @@ class Cell:
             s["overhead"].append((dt - copy_s) / (total // case.folio_size) * 1e6)
             s["first"].append((m.stats["engine"]["first_remap_at"] - t0) * 1e6)
             s["cpu"].append(dc)
+            s["copy_cpu"].append(copy_cpu / copy_s if copy_s > 0 else 0.0)
 
     def finish(self) -> dict:
         """Unmap the region; return the result row (docs/bench-schema.json)."""
@@ -218,6 +221,8 @@ class Cell:
         # CPU time of the whole process (copy threads included) per GB moved, and per second
         row["cpu_s_per_gb"] = float(np.median(s["cpu"])) / (total / 1e9)
         row["cpu_utilization"] = float(np.median(s["cpu"])) / (total_ms / 1e3)
+        # CPUs busy during the copy step alone: what its threads or channels really use
+        row["copy_cpu_utilization"] = float(np.median(s["copy_cpu"]))
         row["verified"] = True
         row["engine_verify"] = case.verify
         if case.policy is not None:

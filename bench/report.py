@@ -83,7 +83,7 @@ def table(
     sizes: list[int],
     title: str,
     metric: str = "gbps",
-    lines: list[tuple[str, float]] | None = None,
+    lines: list[tuple[str, float | str]] | None = None,
     caption: str | None = None,
 ) -> RenderableType:
     """One row per backend, one column per folio size; *lines* are reference rows (a
@@ -94,9 +94,37 @@ def table(
     for b in backends:
         rows.append([b] + [cell(cells[b, s], metric) if (b, s) in cells else "-" for s in sizes])
     for label, value in lines or []:
-        rows.append([label] + [f"{value:.2f}"] * len(sizes))
+        text = value if isinstance(value, str) else f"{value:.2f}"
+        rows.append([label] + [text] * len(sizes))
     return make_table(
         ["backend"] + [format_size(s) for s in sizes], rows, title=title, caption=caption
+    )
+
+
+def limits(results: list[dict], sizes: list[int]) -> RenderableType:
+    """Each row against the hardware on as many threads as it copies with: its ratio to
+    the C page loop and to memcpy on T threads, and the CPUs its copy step kept busy."""
+    backends = list(dict.fromkeys(r["backend"] for r in results if r.get("threads")))
+    cells = {(r["backend"], r["folio_size"]): r for r in results}
+    rows: list[list[str]] = []
+    for b in backends:
+        row = [f"{b} (T={cells[next((b, s) for s in sizes if (b, s) in cells)]['threads']})"]
+        for s in sizes:
+            r = cells.get((b, s))
+            if r is None:
+                row.append("-")
+                continue
+            loop, mem = r.get("ratio_to_page_loop_t"), r.get("ratio_to_memcpy_t")
+            row.append(
+                f"{'-' if loop is None else f'{loop:.2f}'} | {'-' if mem is None else f'{mem:.2f}'}"
+                f" | {r.get('copy_cpu_utilization', 0.0):.2f}"
+            )
+        rows.append(row)
+    return make_table(
+        ["against the hardware"] + [format_size(s) for s in sizes],
+        rows,
+        caption="Per row on T threads or channels: ratio to the C page loop on T threads | "
+        "to memcpy on T threads (both in turn) | CPUs busy in its copy step.",
     )
 
 

@@ -1,10 +1,13 @@
 """Rooflines measured in the same run: one large memcpy of the same bytes, and a
-compiled loop of per-page memcpy over as many randomly scattered pages."""
+compiled loop of per-page memcpy over as many randomly scattered pages, each on one or
+several threads."""
 
 from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -62,11 +65,79 @@ def h2d_gbps(total_bytes: int, repeat: int = 3) -> list[float]:
     return out
 
 
+class _Threads:
+    """A pool kept for timed passes: starting threads is no part of a copy."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._size = 0
+
+    def ready(self, threads: int) -> None:
+        """Start (and run once) the threads a pass on *threads* threads needs."""
+        if threads > 1 and (self._pool is None or self._size < threads):
+            if self._pool is not None:
+                self._pool.shutdown()
+            self._pool, self._size = ThreadPoolExecutor(threads), threads
+            for f in [self._pool.submit(int) for _ in range(threads)]:
+                f.result()
+
+    def map(self, threads: int, fn: Callable[[int], object]) -> None:
+        """``fn(i)`` for i < *threads*, at once (i = 0 on the calling thread)."""
+        if threads == 1:
+            fn(0)
+            return
+        self.ready(threads)
+        assert self._pool is not None
+        futures = [self._pool.submit(fn, i) for i in range(1, threads)]
+        fn(0)
+        for f in futures:
+            f.result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+
+class Memcpy:
+    """One contiguous copy of *total_bytes* between two buffers, split into *threads*
+    slices copied at once (``np.copyto`` releases the GIL), kept ready so that it can be
+    timed in turn with the benchmark's rows: the ceiling of a copy on that many CPUs."""
+
+    def __init__(self, total_bytes: int) -> None:
+        self._src = np.empty(total_bytes, dtype=np.uint8)
+        self._src.fill(0x5A)
+        self._dst = np.zeros_like(self._src)
+        np.copyto(self._dst, self._src)  # fault both buffers in
+        self._threads = _Threads()
+
+    @property
+    def nbytes(self) -> int:
+        """Memory its buffers hold."""
+        return self._src.nbytes + self._dst.nbytes
+
+    def run(self, threads: int = 1) -> float:
+        """One timed pass on *threads* threads; its GB/s."""
+        n = self._src.size
+        bounds = np.linspace(0, n, threads + 1).astype(np.int64).tolist()
+
+        def part(i: int) -> None:
+            np.copyto(self._dst[bounds[i] : bounds[i + 1]], self._src[bounds[i] : bounds[i + 1]])
+
+        self._threads.ready(threads)  # threads are started outside the timed pass
+        t0 = time.perf_counter()
+        self._threads.map(threads, part)
+        return n / (time.perf_counter() - t0) / 1e9
+
+    def close(self) -> None:
+        self._threads.close()
+
+
 class PageLoop:
     """A compiled loop of per-page ``memcpy`` over *total_bytes* of pages, chosen at
-    random in one buffer and copied to random pages of another (single-threaded: what
-    scattered folios allow one CPU), kept ready so that it can be timed again and again,
-    in turn with the benchmark's rows.
+    random in one buffer and copied to random pages of another (what scattered folios
+    allow; on T threads each copies one T-th of the pages), kept ready so that it can be
+    timed again and again, in turn with the benchmark's rows.
 
     Raises
     ------
@@ -91,14 +162,30 @@ class PageLoop:
         self._dp = rng.permutation(spread * n)[:n]
         self._copy = native.copy_pages
         self._copy(self._dst, self._src, self._dp, self._sp)  # fault in, warm
+        self._threads = _Threads()
 
     @property
     def nbytes(self) -> int:
         """Memory its buffers hold."""
         return self._src.nbytes + self._dst.nbytes
 
-    def run(self) -> float:
-        """One timed pass; its GB/s."""
+    def run(self, threads: int = 1) -> float:
+        """One timed pass on *threads* threads (each a contiguous share of the pages, one
+        compiled call that releases the GIL); its GB/s."""
+        if threads == 1:
+            t0 = time.perf_counter()
+            self._copy(self._dst, self._src, self._dp, self._sp)
+            return self.total_bytes / (time.perf_counter() - t0) / 1e9
+        n = self._sp.size
+        bounds = np.linspace(0, n, threads + 1).astype(np.int64).tolist()
+        shares = [
+            (self._dp[bounds[i] : bounds[i + 1]], self._sp[bounds[i] : bounds[i + 1]])
+            for i in range(threads)
+        ]
+        self._threads.ready(threads)  # threads are started outside the timed pass
         t0 = time.perf_counter()
-        self._copy(self._dst, self._src, self._dp, self._sp)
+        self._threads.map(threads, lambda i: self._copy(self._dst, self._src, *shares[i]))
         return self.total_bytes / (time.perf_counter() - t0) / 1e9
+
+    def close(self) -> None:
+        self._threads.close()

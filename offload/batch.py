@@ -177,6 +177,11 @@ class FolioBatch:
             b = np.asarray(breaks, dtype=np.int64)
             b = b[(b > 0) & (b < n)]
             cont[b - 1] = False
+        if not cont.any():  # scattered folios: every folio is a run of its own
+            idx = np.arange(n + 1, dtype=np.int64)
+            return Runs(
+                self.src_node, self.src_pfn, self.dst_node, self.dst_pfn, npages, idx[:-1], idx[1:]
+            )
         start = run_boundaries(cont)
         stop = np.append(start[1:], n)
         csum = np.concatenate(([0], np.cumsum(npages)))

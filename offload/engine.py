@@ -102,6 +102,8 @@ class EngineStats:
 
     unmap_s: float = 0.0
     copy_s: float = 0.0
+    #: CPU time of the whole process during the copy steps (all its threads)
+    copy_cpu_s: float = 0.0
     move_s: float = 0.0
     batches: int = 0
     passes: int = 0
@@ -281,16 +283,20 @@ class MigrationEngine:
     def _counted_flush(self) -> None:
         self.stats.tlb_flushes += 1
 
-    def _counted_unmap(self, t0: float) -> float:
-        """A batch through its unmap phase, started at *t0*; returns the time now."""
+    def _counted_unmap(self, t0: float) -> tuple[float, float]:
+        """A batch through its unmap phase, started at *t0*; returns the time now and the
+        process's CPU time now (the copy step starts)."""
         t1 = time.perf_counter()
         self.stats.unmap_s += t1 - t0
         self.stats.batches += 1
-        return t1
+        return t1, time.process_time()
 
-    def _counted_copy(self, t1: float) -> float:
+    def _counted_copy(self, start: tuple[float, float]) -> float:
+        """The copy step that began at *start* (wall, CPU) ends; returns the time now."""
         t2 = time.perf_counter()
-        self.stats.copy_s += t2 - t1
+        self.stats.copy_s += t2 - start[0]
+        # every thread of the process: the copy threads, not the caller that waits
+        self.stats.copy_cpu_s += time.process_time() - start[1]
         return t2
 
     def _counted_move(self, t2: float) -> None:

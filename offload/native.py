@@ -42,8 +42,8 @@ void copy_pages(char *dst, const char *src, const int64_t *dp, const int64_t *sp
  * is 0 (pending) are copied, and each is set to 1 (done) right after its copy: a
  * completion per descriptor. *stop, read before each run, ends the loop (an abort).
  * Returns the runs copied. */
-int64_t copy_runs(char *const *base, const int64_t *sn, const int64_t *sp,
-                  const int64_t *dn, const int64_t *dp, const int64_t *np,
+int64_t copy_runs(char *const *base, const int32_t *sn, const int64_t *sp,
+                  const int32_t *dn, const int64_t *dp, const int64_t *np,
                   volatile int8_t *status, const volatile int32_t *stop, int64_t n)
 {
     int64_t done = 0;
@@ -194,7 +194,7 @@ class RunCopy:
         if stop is not None and (stop.dtype != np.int32 or stop.size != 1):
             raise BadArgument("RunCopy.run: stop must be an int32 array of one element")
         f = (self.src_node, self.src_pfn, self.dst_node, self.dst_pfn, self.npages)
-        ptrs = [a.ctypes.data + lo * 8 for a in f]
+        ptrs = [a.ctypes.data + lo * a.itemsize for a in f]
         return int(
             _lib[1](
                 self._base.ctypes.data,
@@ -225,33 +225,35 @@ def runs(
     """
     if not available():
         return None
-    fields = tuple(
-        np.ascontiguousarray(a, dtype=np.int64)
-        for a in (src_node, src_pfn, dst_node, dst_pfn, npages)
-    )
-    sn, sp, dn, dp, k = fields
+    sn, dn = (np.ascontiguousarray(a, dtype=np.int32) for a in (src_node, dst_node))
+    sp, dp, k = (np.ascontiguousarray(a, dtype=np.int64) for a in (src_pfn, dst_pfn, npages))
+    fields = (sn, sp, dn, dp, k)
     if not (sn.size == sp.size == dn.size == dp.size == k.size):
         raise BadArgument("runs: every field needs one value per run")
     if k.size == 0:
         return RunCopy(np.zeros(1, dtype=np.int64), fields)
-    ids = np.union1d(np.unique(sn), np.unique(dn))
-    if int(ids[0]) < 0:
+    ends = ((int(sn.min()), int(sn.max())), (int(dn.min()), int(dn.max())))
+    if min(ends[0][0], ends[1][0]) < 0:
         raise IndexError("runs: a node id is negative")
-    base = np.zeros(int(ids[-1]) + 1, dtype=np.int64)
+    ids = {x for pair in ends for x in pair}
+    for nodes, (lo, hi) in zip((sn, dn), ends):
+        if hi - lo > 1:  # several nodes: which ones (usually one or two)
+            ids |= set(np.flatnonzero(np.bincount(nodes)).tolist())
+    base = np.zeros(max(ids) + 1, dtype=np.int64)
     limit = np.zeros(base.size, dtype=np.int64)
-    for nid in ids.tolist():  # a few nodes
+    for nid in sorted(ids):  # a few nodes
         frames = memory.get(nid) if hasattr(memory, "get") else memory[nid]
         if frames is None or not _host_frames(frames):
             return None
         base[nid] = frames.ctypes.data
         limit[nid] = frames.shape[0]
-    if (
-        int(k.min()) < 1
-        or int(min(sp.min(), dp.min())) < 0
-        or bool(((sp + k) > limit[sn]).any())
-        or bool(((dp + k) > limit[dn]).any())
-    ):
-        raise IndexError("runs: a run reaches outside its node's frames")
+    if int(k.min()) < 1:
+        raise IndexError("runs: an empty run")
+    for nodes, pfn, (lo, hi) in ((sn, sp, ends[0]), (dn, dp, ends[1])):
+        last = pfn + k
+        inside = int(last.max()) <= limit[lo] if lo == hi else bool((last <= limit[nodes]).all())
+        if int(pfn.min()) < 0 or not inside:
+            raise IndexError("runs: a run reaches outside its node's frames")
     return RunCopy(base, fields)
 
 

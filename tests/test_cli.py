@@ -78,11 +78,28 @@ def test_bench_json_follows_the_schema(run):
         assert x["total_bytes"] == 4 << 20 and x["folios"] == (4 << 20) // x["folio_size"]
         assert 0 < x["copy_fraction"] <= 1 and x["overhead_us_per_folio"] > 0
     assert rows[0]["ratio_to_serial"] == pytest.approx(1.0)
+    # each row against the hardware on its own thread count, timed in turn
+    refs = doc["references"]
+    cpus = doc["machine"]["cpus"]
+    assert refs["method"] == "in turn" and refs["bytes"] == 4 << 20
+    kinds = ["memcpy"] + (["page_loop"] if native.available() else [])
+    for x in rows:
+        t = 1 if x["backend"] == "cpu-serial" else min(2, cpus)
+        assert x["threads"] == t and 0 <= x["copy_cpu_utilization"] <= cpus + 0.5
+        for kind in kinds:
+            ref = refs[kind][str(t)]
+            assert len(ref["runs"]) == 4  # one pass per timed round
+            assert ref["measured_gbps"] == pytest.approx(float(np.median(ref["runs"])))
+            assert x[f"ratio_to_{kind}_t"] == pytest.approx(x["gbps_median"] / ref["gbps"])
+    for kind in kinds:  # never below the figure on fewer threads
+        figures = [refs[kind][k]["gbps"] for k in sorted(refs[kind], key=int)]
+        assert figures == sorted(figures)
+    assert doc["roofline_mt_gbps"] >= doc["roofline_gbps"]
 
 
 def test_bench_table_and_csv(run):
     r = run("bench", "--backends", "cpu-serial", "--sizes", "4K", "--total", "1M", "--repeat", "1")
-    assert r.exit_code == 0 and "memcpy roofline" in r.output and "cpu-serial" in r.output
+    assert r.exit_code == 0 and "memcpy roofline" in r.output and "C page loop" in r.output and "cpu-serial" in r.output
     r = run(
         "bench",
         "--backends",

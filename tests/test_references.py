@@ -1,0 +1,91 @@
+"""The hardware references of the bench: which thread count judges a row, the rule that
+a reference on more threads is never reported below one on fewer, the cache note."""
+
+from __future__ import annotations
+
+import pytest
+
+from offload.bench import references as refs
+from offload.bench.movepages import Case
+
+
+@pytest.mark.parametrize(
+    "spec, cpus, want",
+    [
+        ("cpu-serial", 8, 1),
+        ("cpu-batched", 8, 8),
+        ("cpu-batched:threads=2", 8, 2),
+        ("cpu-batched:threads=16", 4, 4),
+        ("dma-threads", 8, 1),
+        ("dma-threads:channels=4", 8, 4),
+        ("dma-threads:channels=4", 2, 2),
+        ("cupy:channels=4", 8, None),
+        ("some-plugin", 8, None),
+    ],
+)
+def test_a_row_is_judged_on_as_many_threads_as_its_copy_uses(spec, cpus, want):
+    assert refs.row_threads(Case(spec, 4096, 1 << 20), cpus) == want
+
+
+def test_a_split_policy_row_uses_every_cpu():
+    case = Case(
+        "adaptive", 4096, 1 << 20, cpu="cpu-batched", offload="dma-threads", policy="adaptive"
+    )
+    assert refs.row_threads(case, 6) == 6
+
+
+def _fake(in_turn: dict, hot: dict, total: int = 1 << 30) -> refs.References:
+    r = refs.References.__new__(refs.References)
+    r.bytes, r.threads, r.method = total, sorted({t for _, t in in_turn}), "in turn"
+    r._refs = {"memcpy": None, "page_loop": None}
+    r.in_turn, r.hot = in_turn, hot
+    return r
+
+
+def test_an_inverted_reference_reports_the_larger_and_warns(monkeypatch):
+    monkeypatch.setattr(refs, "llc_bytes", lambda: 32 << 20)
+    r = _fake(
+        {
+            ("memcpy", 1): [10.0, 12.0, 11.0],
+            ("memcpy", 2): [9.0, 9.5, 8.0],
+            ("page_loop", 1): [5.0],
+            ("page_loop", 2): [9.0],
+        },
+        {("memcpy", 1): [13.0], ("memcpy", 2): [14.0], ("page_loop", 1): [6.0]},
+    )
+    s = r.summary(1 << 30)
+    assert s["memcpy"]["1"]["gbps"] == 11.0 and s["memcpy"]["2"]["measured_gbps"] == 9.0
+    assert s["memcpy"]["2"]["gbps"] == 11.0  # the larger, never below 1 thread
+    assert s["page_loop"]["2"]["gbps"] == 9.0 and s["page_loop"]["2"]["hot_gbps"] is None
+    assert s["memcpy"]["2"]["hot_gbps"] == 14.0
+    assert len(s["warnings"]) == 1 and "memcpy on 2 threads" in s["warnings"][0]
+    assert s["cache_resident"] is False and s["llc_bytes"] == 32 << 20
+    results = [
+        {"backend": "cpu-serial", "folio_size": 4096, "gbps_median": 5.5},
+        {"backend": "cpu-batched:threads=2", "folio_size": 4096, "gbps_median": 9.9},
+        {"backend": "cupy", "folio_size": 4096, "gbps_median": 30.0},
+    ]
+    cases = [Case(x["backend"], 4096, 1 << 30) for x in results]
+    refs.add_limits(results, cases, s, 2)
+    assert results[0]["threads"] == 1 and results[0]["ratio_to_memcpy_t"] == pytest.approx(0.5)
+    assert results[1]["ratio_to_page_loop_t"] == pytest.approx(1.1)
+    assert results[1]["ratio_to_memcpy_t"] == pytest.approx(0.9)
+    assert results[2]["threads"] is None and results[2]["ratio_to_memcpy_t"] is None
+    lines = dict(refs.lines(s))
+    assert (
+        lines["memcpy, 2 threads"] == "11.00 / 14.00"
+        and lines["C page loop, 1 thread"] == "5.00 / 6.00"
+    )
+
+
+def test_a_total_that_fits_the_last_level_cache_is_said(monkeypatch):
+    monkeypatch.setattr(refs, "llc_bytes", lambda: 64 << 20)
+    r = _fake({("memcpy", 1): [20.0]}, {}, total=16 << 20)
+    s = r.summary(16 << 20)
+    assert s["cache_resident"] is True
+    assert any("fits in the last-level cache" in w for w in s["warnings"])
+
+
+def test_the_last_level_cache_is_read_from_sysfs():
+    llc = refs.llc_bytes()
+    assert llc is None or llc >= 1 << 10
