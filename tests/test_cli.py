@@ -99,7 +99,12 @@ def test_bench_json_follows_the_schema(run):
 
 def test_bench_table_and_csv(run):
     r = run("bench", "--backends", "cpu-serial", "--sizes", "4K", "--total", "1M", "--repeat", "1")
-    assert r.exit_code == 0 and "memcpy roofline" in r.output and "C page loop" in r.output and "cpu-serial" in r.output
+    assert (
+        r.exit_code == 0
+        and "memcpy roofline" in r.output
+        and "C page loop" in r.output
+        and "cpu-serial" in r.output
+    )
     r = run(
         "bench",
         "--backends",
