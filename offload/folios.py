@@ -86,6 +86,14 @@ def groups(
         yield int(k // 64), int(k % 64), base[sel]
 
 
+def _one_node(nid: np.ndarray) -> int | None:
+    """The node every entry of *nid* names, or None (none, or several)."""
+    if nid.size == 0:
+        return None
+    first = int(nid[0])
+    return first if nid.size == 1 or (nid == first).all() else None
+
+
 def gather(nodes: Sequence[Node], nid: np.ndarray, pfn: np.ndarray, attr: str) -> np.ndarray:
     """``nodes[nid[i]].<attr>[pfn[i]]`` for every i."""
     if nid.size <= 1:
@@ -110,9 +118,10 @@ def update(
     op: str = "set",
 ) -> None:
     """Set, OR or AND ``nodes[nid[i]].<attr>[pfn[i]]`` with *value*."""
-    for s, idx in groups1(nid):
+    one = _one_node(nid)
+    for s, idx in groups1(nid) if one is None else ((one, None),):
         arr = getattr(nodes[s], attr)
-        p = pfn[idx]
+        p = pfn if idx is None else pfn[idx]  # one node: no index arrays to build
         if op == "set":
             arr[p] = value
         elif op == "or":
@@ -137,6 +146,9 @@ def free_folios(
 
 def heads_of(nodes: Sequence[Node], nid: np.ndarray, pfn: np.ndarray) -> np.ndarray:
     """The head frame of the folio holding each frame (nid, pfn)."""
+    one = _one_node(nid)
+    if one is not None:
+        return nodes[one].head_of(pfn)
     heads = np.empty_like(pfn)
     for s, idx in groups1(nid):
         heads[idx] = nodes[s].head_of(pfn[idx])

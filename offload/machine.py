@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import kernels
+from . import hostmem, kernels
 from .buddy import LAYOUTS
 from .constants import NR_MAX_BATCHED_MIGRATION, PAGE_SIZE
 from .counters import Vmstat
@@ -142,6 +142,7 @@ class Machine:
         kernel: str | None = None,
     ) -> None:
         self._closed = False
+        hostmem.keep_temporaries()  # the batched path's temporaries are not refaulted
         #: the kernel version the model follows, and its version-specific behaviours
         self.kernel = kernels.kernel(kernel)
         if layout not in LAYOUTS:

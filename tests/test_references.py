@@ -89,3 +89,50 @@ def test_a_total_that_fits_the_last_level_cache_is_said(monkeypatch):
 def test_the_last_level_cache_is_read_from_sysfs():
     llc = refs.llc_bytes()
     assert llc is None or llc >= 1 << 10
+
+
+def test_the_overhead_suite_times_the_engine_with_the_copy_step_removed():
+    """offload bench overhead: both paths, every phase, the schema."""
+    import json
+
+    import jsonschema
+    from click.testing import CliRunner
+
+    from offload.cli import main
+
+    r = CliRunner().invoke(
+        main, ["bench", "overhead", "--sizes", "4K,64K", "--total", "1M", "--repeat", "2", "--json"]
+    )
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    with open("docs/bench-schema.json") as f:
+        jsonschema.validate(doc, json.load(f))
+    rows = doc["results"]
+    assert [(x["path"], x["folio_size"]) for x in rows] == [
+        ("cpu path", 4096),
+        ("offload path", 4096),
+        ("cpu path", 65536),
+        ("offload path", 65536),
+    ]
+    for x in rows:
+        parts = sum(
+            x[k] for k in ("unmap_us_per_folio", "handoff_us_per_folio", "move_us_per_folio")
+        )
+        assert x["us_per_folio"] > 0 and parts <= x["us_per_folio"] * 1.5
+        assert len(x["runs_s"]) == 2 and x["folios"] == (1 << 20) // x["folio_size"]
+
+
+def test_malloc_is_tuned_once_and_can_be_left_alone(monkeypatch):
+    """hostmem: glibc's thresholds are raised (the batched path's temporaries are kept
+    in the heap); FOLIO_OFFLOAD_MALLOC=0 leaves malloc alone."""
+    import platform
+
+    from offload import hostmem
+
+    monkeypatch.setattr(hostmem, "_done", None)
+    monkeypatch.setenv("FOLIO_OFFLOAD_MALLOC", "0")
+    assert hostmem.keep_temporaries() is False
+    monkeypatch.setattr(hostmem, "_done", None)
+    monkeypatch.delenv("FOLIO_OFFLOAD_MALLOC")
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert hostmem.keep_temporaries() is glibc
