@@ -64,5 +64,8 @@ def plan_batch(batch: FolioBatch, channels: int, coalesce: bool = True) -> Plan:
             start,
             start + 1,
         )
-    channel = np.searchsorted(bounds, runs.start, side="right") - 1
+    if len(runs) == n:  # a descriptor per folio: channel c holds its slice, in order
+        channel = np.repeat(np.arange(bounds.size - 1, dtype=np.int64), np.diff(bounds))
+    else:
+        channel = np.searchsorted(bounds, runs.start, side="right") - 1
     return Plan(**vars(runs), channel=channel, channels=bounds.size - 1)
