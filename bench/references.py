@@ -80,9 +80,14 @@ class References:
 
         self.bytes = min(total, REFERENCE_BYTES)
         self.threads = sorted(set(threads) | {1})
-        self._refs: dict[str, Any] = {"memcpy": Memcpy(self.bytes)}
+        self._refs: dict[str, Any] = {}
         if native.available():
-            self._refs["page_loop"] = PageLoop(self.bytes)
+            loop = PageLoop(self.bytes)
+            self._refs["page_loop"] = loop
+            # the memcpy copies between the loop's buffers: the memory is held once
+            self._refs["memcpy"] = Memcpy(self.bytes, loop.buffers)
+        else:
+            self._refs["memcpy"] = Memcpy(self.bytes)
         self.in_turn: dict[tuple[str, int], list[float]] = {}
         self.hot: dict[tuple[str, int], list[float]] = {}
         self.method = "back to back"

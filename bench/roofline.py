@@ -104,17 +104,28 @@ class Memcpy:
     slices copied at once (``np.copyto`` releases the GIL), kept ready so that it can be
     timed in turn with the benchmark's rows: the ceiling of a copy on that many CPUs."""
 
-    def __init__(self, total_bytes: int) -> None:
-        self._src = np.empty(total_bytes, dtype=np.uint8)
-        self._src.fill(0x5A)
-        self._dst = np.zeros_like(self._src)
+    def __init__(
+        self, total_bytes: int, buffers: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> None:
+        """*buffers*: two arrays of at least *total_bytes* to copy between (another
+        reference's, so that the memory is held once); else its own."""
+        if buffers is not None:
+            src, dst = (b.reshape(-1)[:total_bytes] for b in buffers)
+            if src.size < total_bytes or dst.size < total_bytes:
+                raise ValueError("Memcpy: the buffers are smaller than total_bytes")
+            self._src, self._dst, self._own = src, dst, False
+        else:
+            self._src = np.empty(total_bytes, dtype=np.uint8)
+            self._src.fill(0x5A)
+            self._dst = np.zeros_like(self._src)
+            self._own = True
         np.copyto(self._dst, self._src)  # fault both buffers in
         self._threads = _Threads()
 
     @property
     def nbytes(self) -> int:
-        """Memory its buffers hold."""
-        return self._src.nbytes + self._dst.nbytes
+        """Memory its own buffers hold (0 when it borrows another reference's)."""
+        return self._src.nbytes + self._dst.nbytes if self._own else 0
 
     def run(self, threads: int = 1) -> float:
         """One timed pass on *threads* threads; its GB/s."""
@@ -168,6 +179,11 @@ class PageLoop:
     def nbytes(self) -> int:
         """Memory its buffers hold."""
         return self._src.nbytes + self._dst.nbytes
+
+    @property
+    def buffers(self) -> tuple[np.ndarray, np.ndarray]:
+        """Its source and destination buffers (a :class:`Memcpy` may borrow them)."""
+        return self._src, self._dst
 
     def run(self, threads: int = 1) -> float:
         """One timed pass on *threads* threads (each a contiguous share of the pages, one
