@@ -33,6 +33,7 @@ PACKAGES = ("offload", "backends", "bench")
 PUBLIC = {
     "offload",
     "offload.constants",
+    "offload.costmodel",
     "offload.counters",
     "offload.errors",
     "offload.console",
