@@ -225,6 +225,9 @@ class Cell:
         row["copy_cpu_utilization"] = float(np.median(s["copy_cpu"]))
         row["verified"] = True
         row["engine_verify"] = case.verify
+        # an emulated engine's speed is its model's, not this machine's: said in every row
+        mig = self.m.offload.active
+        row["emulated"] = mig is not None and bool(getattr(type(mig), "emulated", False))
         if case.policy is not None:
             rep = self.m.offload.stats
             row["cpu"], row["offload"] = case.cpu, case.offload

@@ -35,6 +35,7 @@ def plot_table(doc: dict, sizes: list[int], path: str, title: str) -> None:
     fig, (ax, ax2) = plt.subplots(
         2, 1, figsize=(7.2, 6.4), sharex=True, gridspec_kw={"height_ratios": [3, 2]}
     )
+    emulated = {r["backend"] for r in results if r.get("emulated")}
     handles = []
     for i, b in enumerate(backends):
         med, lo, hi = [], [], []
@@ -54,6 +55,7 @@ def plot_table(doc: dict, sizes: list[int], path: str, title: str) -> None:
             error_kw={"elinewidth": 0.7},
             color=colour[b],
             label=b,
+            hatch="//" if b in emulated else None,  # emulated: a model's speed, not measured
         )
         handles.append(h)
     xmax = len(sizes) - 0.5
@@ -100,7 +102,7 @@ def plot_table(doc: dict, sizes: list[int], path: str, title: str) -> None:
         a.set_axisbelow(True)
     fig.legend(
         handles=handles,
-        labels=backends,
+        labels=[f"{b} (emulated)" if b in emulated else b for b in backends],
         loc="lower center",
         ncol=min(4, len(backends)),
         frameon=False,

@@ -60,6 +60,8 @@ def read_rows(source: str, calibration: bool) -> list[dict]:
             raw = list(csv.DictReader(f))
     except OSError as exc:
         raise click.BadParameter(f"{source!r}: {exc.strerror or exc}") from None
+    except (ValueError, csv.Error) as exc:  # a NUL in the name, bytes that are not text
+        raise click.BadParameter(f"{source!r}: not a readable CSV file ({exc})") from None
     out = []
     for i, r in enumerate(raw, start=2):
         try:

@@ -90,9 +90,11 @@ def table(
     label and one GB/s figure for every column: the rooflines)."""
     backends = list(dict.fromkeys(r["backend"] for r in results))
     cells = {(r["backend"], r["folio_size"]): r for r in results}
+    emulated = {r["backend"] for r in results if r.get("emulated")}
     rows: list[list[str]] = []
     for b in backends:
-        rows.append([b] + [cell(cells[b, s], metric) if (b, s) in cells else "-" for s in sizes])
+        label = f"{b} (emulated)" if b in emulated else b
+        rows.append([label] + [cell(cells[b, s], metric) if (b, s) in cells else "-" for s in sizes])
     for label, value in lines or []:
         text = value if isinstance(value, str) else f"{value:.2f}"
         rows.append([label] + [text] * len(sizes))

@@ -15,6 +15,7 @@ CPU_BACKENDS = [
     "dma-threads",
     "dma-threads:channels=4",
     "dma-threads:channels=16,coalesce=false",
+    "emu:channels=4,gbps=50,setup_us=5,per_folio_us=0.1",
 ]
 
 

@@ -71,6 +71,7 @@ class _ThreadJob(Job):
         self.cancelled = threading.Event()
         self.stop = np.zeros(1, dtype=np.int32)  # the compiled copy's abort flag
         self.runs: native.RunCopy | None = None
+        self.issued_at = time.perf_counter()
 
 
 class ThreadEngine(DmaEngine):
