@@ -94,7 +94,9 @@ def table(
     rows: list[list[str]] = []
     for b in backends:
         label = f"{b} (emulated)" if b in emulated else b
-        rows.append([label] + [cell(cells[b, s], metric) if (b, s) in cells else "-" for s in sizes])
+        rows.append(
+            [label] + [cell(cells[b, s], metric) if (b, s) in cells else "-" for s in sizes]
+        )
     for label, value in lines or []:
         text = value if isinstance(value, str) else f"{value:.2f}"
         rows.append([label] + [text] * len(sizes))

@@ -63,9 +63,7 @@ class EmuEngine(ThreadEngine):
             _copy(plan, idx, memory)
             copied[:] = 1
         nbytes = int(plan.npages[idx].sum()) * PAGE_SIZE
-        due = job.issued_at + self.model.seconds(
-            idx.size, nbytes, plan.channels
-        )
+        due = job.issued_at + self.model.seconds(idx.size, nbytes, plan.channels)
         # a descriptor completes at the model's time: an abort before it leaves it pending
         if job.cancelled.wait(max(0.0, due - time.perf_counter())):
             return
