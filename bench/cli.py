@@ -766,8 +766,8 @@ def cpu_cmd(
             report.table(
                 rows,
                 size_list,
-                f"CPU seconds per GB moved (CPU utilisation during the move), move_pages of "
-                f"{total}, batch {bp} pages",
+                f"CPU seconds per GB moved, of the whole call and of its copy step (CPU "
+                f"utilisation during the move), move_pages of {total}, batch {bp} pages",
                 metric="cpu",
                 caption=f"medians of {repeat} runs",
             )

@@ -149,7 +149,7 @@ class Cell:
         self.where = 0
         self.runs = 0
         self.samples: dict[str, list[float]] = {
-            k: [] for k in ("gbps", "copy", "overhead", "first", "cpu", "copy_cpu")
+            k: [] for k in ("gbps", "copy", "overhead", "first", "cpu", "copy_cpu", "copy_cpu_s")
         }
 
     @property
@@ -192,6 +192,7 @@ class Cell:
             s["first"].append((m.stats["engine"]["first_remap_at"] - t0) * 1e6)
             s["cpu"].append(dc)
             s["copy_cpu"].append(copy_cpu / copy_s if copy_s > 0 else 0.0)
+            s["copy_cpu_s"].append(copy_cpu)
 
     def finish(self) -> dict:
         """Unmap the region; return the result row (docs/bench-schema.json)."""
@@ -223,6 +224,9 @@ class Cell:
         row["cpu_utilization"] = float(np.median(s["cpu"])) / (total_ms / 1e3)
         # CPUs busy during the copy step alone: what its threads or channels really use
         row["copy_cpu_utilization"] = float(np.median(s["copy_cpu"]))
+        # CPU seconds per GB of the copy step alone: what an engine that copies without
+        # the CPU would save (the whole call's is cpu_s_per_gb)
+        row["copy_cpu_s_per_gb"] = float(np.median(s["copy_cpu_s"])) / (total / 1e9)
         row["verified"] = True
         row["engine_verify"] = case.verify
         # an emulated engine's speed is its model's, not this machine's: said in every row

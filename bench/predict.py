@@ -80,12 +80,44 @@ def read_rows(source: str, calibration: bool) -> list[dict]:
     return out
 
 
+def host_rows(total: int, sizes: list[int], repeat: int) -> list[dict]:
+    """Calibration rows measured here: ``cpu-serial`` (the baseline), and ``cpu-batched``
+    and ``dma-threads`` at width 1 and at every usable CPU (at least 2), by ``offload
+    bench``'s cells (aged memory, verified, the rows taking turns)."""
+    from offload.backends.cpu_batched import usable_cpus
+
+    from . import movepages
+    from .cli import run_with_progress
+
+    wide = max(2, usable_cpus())
+    specs = {
+        ("cpu-serial", 1): "cpu-serial",
+        ("cpu-batched", 1): "cpu-batched:threads=1",
+        ("cpu-batched", wide): f"cpu-batched:threads={wide}",
+        ("dma-threads", 1): "dma-threads:channels=1",
+        ("dma-threads", wide): f"dma-threads:channels={wide}",
+    }
+    cases = [
+        movepages.Case(spec, size, total, repeat, 1) for spec in specs.values() for size in sizes
+    ]
+    results, interrupted = run_with_progress(cases, movepages.pattern(total, 0))
+    if interrupted:
+        raise KeyboardInterrupt
+    by_spec = {(r["backend"], r["folio_size"]): r["gbps_median"] for r in results}
+    return [
+        {"engine": e, "width": w, "folio_bytes": size, "gbps_mean": by_spec[spec, size]}
+        for (e, w), spec in specs.items()
+        for size in sizes
+    ]
+
+
 class Model:
     """The fitted model: per engine and folio size a :class:`WidthCost`, and the
     baseline's seconds per GB per size."""
 
     def __init__(self, rows: Iterable[dict]) -> None:
         self.baseline: dict[int, float] = {}
+        self.baseline_name = BASELINES[0]
         by: dict[tuple[str, int], dict[int, list[float]]] = {}
         self.calibrated: set[tuple[str, int, int]] = set()
         for r in rows:
@@ -93,6 +125,7 @@ class Model:
             self.calibrated.add((e, w, s))
             if e in BASELINES:
                 self.baseline[s] = 1.0 / g
+                self.baseline_name = e
             else:
                 by.setdefault((e, s), {}).setdefault(w, []).append(1.0 / g)
         self.costs: dict[tuple[str, int], WidthCost] = {}
@@ -151,7 +184,7 @@ class Model:
 def predictions(model: Model, widths: list[int], sizes: list[int]) -> list[dict]:
     """Every (engine, width, size) the model can predict, the baseline first."""
     out = []
-    for engine in [BASELINES[0] if model.baseline else None, *model.engines]:
+    for engine in [model.baseline_name if model.baseline else None, *model.engines]:
         if engine is None:
             continue
         for w in [1] if engine in BASELINES else widths:
@@ -231,8 +264,21 @@ def _table(preds: list[dict], sizes: list[int], key: str, fmt: str, title: str, 
     default="published",
     show_default=True,
     help="Rows to fit the model on: a CSV (engine,width,folio_bytes,gbps_mean) of which "
-    "every row is used, or 'published' (the series' RFC V3 table, cut to the baseline "
-    "and widths 1 and 16 before the fit sees it).",
+    "every row is used, 'published' (the series' RFC V3 table, cut to the baseline "
+    "and widths 1 and 16 before the fit sees it), or 'host' (measured here: cpu-serial, "
+    "and cpu-batched and dma-threads at 1 and at every CPU).",
+)
+@click.option(
+    "--sizes",
+    default="4K,64K,2M",
+    show_default=True,
+    help="Folio sizes to measure with --calibrate host.",
+)
+@click.option(
+    "--total",
+    default="64M",
+    show_default=True,
+    help="Bytes each measurement moves, with --calibrate host.",
 )
 @click.option(
     "--widths",
@@ -248,7 +294,9 @@ def _table(preds: list[dict], sizes: list[int], key: str, fmt: str, title: str, 
     "cell that was not in the calibration.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the prediction as JSON.")
-def predict(source: str, widths: str, score_source: str | None, as_json: bool) -> None:
+def predict(
+    source: str, sizes: str, total: str, widths: str, score_source: str | None, as_json: bool
+) -> None:
     """Predict the move_pages table (GB/s by folio size x engine x width), and its CPU
     seconds per GB, from a cost model fitted on a few rows.
 
@@ -268,11 +316,18 @@ def predict(source: str, widths: str, score_source: str | None, as_json: bool) -
         ) from None
     if not ws or ws[0] < 1 or ws[-1] > 1024:
         raise click.BadParameter(f"{widths!r}: widths from 1 to 1024", param_hint="--widths")
-    model = Model(read_rows(source, calibration=True))
+    if source == "host":
+        from .cli import _total, parse_sizes
+
+        size_list = parse_sizes(sizes)
+        cal_rows = host_rows(_total(total, size_list), size_list, 3)
+    else:
+        cal_rows = read_rows(source, calibration=True)
+    model = Model(cal_rows)
     if not model.costs and not model.baseline:
         raise click.UsageError(f"{source}: nothing to fit (no baseline, no engine with two widths)")
-    sizes = model.sizes
-    preds = predictions(model, ws, sizes)
+    columns = model.sizes
+    preds = predictions(model, ws, columns)
     doc: dict = {
         "schema": SCHEMA,
         "calibration": {"source": source, "rows": len(model.calibrated), **model.describe()},
@@ -287,12 +342,12 @@ def predict(source: str, widths: str, score_source: str | None, as_json: bool) -
 
     out = stdout()
     cal = f"fitted on {len(model.calibrated)} rows of {source}; * a calibration row"
-    out.print(_table(preds, sizes, "gbps", ".2f", "move_pages GB/s, predicted", cal))
+    out.print(_table(preds, columns, "gbps", ".2f", "move_pages GB/s, predicted", cal))
     out.print()
     out.print(
         _table(
             preds,
-            sizes,
+            columns,
             "cpu_s_per_gb",
             ".3f",
             "CPU seconds per GB moved, predicted",

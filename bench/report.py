@@ -67,7 +67,11 @@ def add_ratios(
 def cell(r: dict, metric: str = "gbps") -> str:
     """One cell of the table: ``median ±MAD xratio`` (``~`` when noisy)."""
     if metric == "cpu":
-        return f"{r['cpu_s_per_gb']:.3f} s/GB ({100 * r['cpu_utilization']:.0f}%)"
+        copy = r.get("copy_cpu_s_per_gb")
+        text = f"{r['cpu_s_per_gb']:.3f} s/GB"
+        if copy is not None:
+            text += f", copy {copy:.3f}"
+        return text + f" ({100 * r['cpu_utilization']:.0f}%)"
     text = f"{r['gbps_median']:.2f} ±{r.get('gbps_mad', 0.0):.2f}"
     if r.get("ratio_to_serial") is not None and r["backend"] != "cpu-serial":
         text += f" x{r['ratio_to_serial']:.2f}"

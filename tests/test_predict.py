@@ -123,3 +123,28 @@ def test_the_table_prints_with_calibration_marks():
     r = CliRunner().invoke(main, ["predict", "--widths", "1,8"])
     assert r.exit_code == 0, r.output
     assert "dcbm x8" in r.output and "*" in r.output and "CPU seconds per GB" in r.output
+
+
+def test_a_host_calibration_measures_here_and_predicts_wider():
+    r = CliRunner().invoke(
+        main,
+        [
+            "predict",
+            "--calibrate",
+            "host",
+            "--sizes",
+            "4K",
+            "--total",
+            "1M",
+            "--widths",
+            "1,2,8",
+            "--json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    preds = {(p["engine"], p["width"]): p for p in doc["predictions"]}
+    assert preds["cpu-serial", 1]["calibrated"]
+    for engine in ("cpu-batched", "dma-threads"):
+        assert preds[engine, 1]["calibrated"] and preds[engine, 2]["calibrated"]
+        assert not preds[engine, 8]["calibrated"] and preds[engine, 8]["gbps"] > 0
