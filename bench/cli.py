@@ -384,9 +384,22 @@ def _run(
 
         plot_table(doc, size_list, path, title)
 
+    strays = {r["backend"]: r["stray_writes"] for r in results if r.get("stray_writes")}
+    wrong = sum(r.get("wrong_copies", 0) for r in results)
+    if wrong:
+        notes.append(
+            f"verify: {wrong} wrong copies caught and redone by the CPU (column 'wrong copies')"
+        )
     emit(out, Result(doc, render, notes, plot))
     if interrupted:
         raise KeyboardInterrupt
+    if strays:
+        from .movepages import VerificationError
+
+        raise VerificationError(
+            "a backend wrote outside its batch (caught by --verify and undone): "
+            + ", ".join(f"{b}: {n} pages" for b, n in strays.items())
+        )
 
 
 @click.group("bench", invoke_without_command=True)

@@ -148,6 +148,8 @@ class Cell:
         self.addrs = np.arange(self.addr, self.addr + case.total, case.folio_size, dtype=np.int64)
         self.where = 0
         self.runs = 0
+        self.stray_writes = 0
+        self.wrong_copies = 0
         self.samples: dict[str, list[float]] = {
             k: [] for k in ("gbps", "copy", "overhead", "first", "cpu", "copy_cpu", "copy_cpu_s")
         }
@@ -165,16 +167,22 @@ class Cell:
             self.where = 0
         self.where = 1 - self.where
         targets = np.full(self.addrs.size, self.where, dtype=np.int64)
-        before = m.stats["engine"]["copy_s"]
-        cpu_before = m.stats["engine"]["copy_cpu_s"]
+        eng = m.stats["engine"]
+        before = eng["copy_s"]
+        cpu_before = eng["copy_cpu_s"]
+        caught_before = (eng["stray_writes"], eng["verify_failures"])
         moved_before = m.vmstat["pgmigrate_success"]
         c0 = time.process_time()
         t0 = time.perf_counter()
         res = p.move_pages(self.addrs, targets)
         dt = time.perf_counter() - t0
         dc = time.process_time() - c0
-        copy_s = m.stats["engine"]["copy_s"] - before
-        copy_cpu = m.stats["engine"]["copy_cpu_s"] - cpu_before
+        eng = m.stats["engine"]
+        copy_s = eng["copy_s"] - before
+        copy_cpu = eng["copy_cpu_s"] - cpu_before
+        # what verify mode caught and repaired in this run (warm-up runs included)
+        self.stray_writes += eng["stray_writes"] - caught_before[0]
+        self.wrong_copies += eng["verify_failures"] - caught_before[1]
         if res.ret != 0 or m.vmstat["pgmigrate_success"] - moved_before != total // PAGE_SIZE:
             raise VerificationError(
                 f"{case.backend} at {case.folio_size}: {res.ret} pages not migrated"
@@ -229,6 +237,9 @@ class Cell:
         row["copy_cpu_s_per_gb"] = float(np.median(s["copy_cpu_s"])) / (total / 1e9)
         row["verified"] = True
         row["engine_verify"] = case.verify
+        if case.verify:  # what the engine's checks caught (and repaired) in this cell
+            row["stray_writes"] = self.stray_writes
+            row["wrong_copies"] = self.wrong_copies
         # an emulated engine's speed is its model's, not this machine's: said in every row
         mig = self.m.offload.active
         row["emulated"] = mig is not None and bool(getattr(type(mig), "emulated", False))

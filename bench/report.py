@@ -137,7 +137,9 @@ def limits(results: list[dict], sizes: list[int]) -> RenderableType:
 
 
 def details(results: list[dict]) -> RenderableType:
-    """Runs, copy fraction and engine overhead per folio, one row per result."""
+    """Runs, copy fraction and engine overhead per folio, one row per result; with
+    ``--verify``, what the engine's checks caught: stray writes and wrong copies."""
+    checked = any("stray_writes" in r for r in results)
     rows = [
         [
             r["backend"],
@@ -148,12 +150,12 @@ def details(results: list[dict]) -> RenderableType:
             f"{r['overhead_us_per_folio']:.3f}",
             "yes" if r["verified"] else "NO",
         ]
+        + ([str(r.get("stray_writes", "-")), str(r.get("wrong_copies", "-"))] if checked else [])
         for r in results
     ]
-    return make_table(
-        ["backend", "folio", "runs", "IQR GB/s", "copy fraction", "overhead us/folio", "verified"],
-        rows,
-    )
+    head = ["backend", "folio", "runs", "IQR GB/s", "copy fraction", "overhead us/folio"]
+    head += ["verified"] + (["stray writes", "wrong copies"] if checked else [])
+    return make_table(head, rows)
 
 
 def to_json(doc: dict) -> str:

@@ -86,3 +86,69 @@ def test_verify_batch_scattered_folios():
     assert not verify_batch(b).any()
     mem[1][dst[[3, 77]], 100] += 1
     assert np.flatnonzero(verify_batch(b)).tolist() == [3, 77]
+
+
+STRAY_PLUGIN = '''
+import numpy as np
+from offload import Migrator
+
+
+class StrayDma(Migrator):
+    """Copies every folio right, then scribbles on the source of the first one."""
+
+    name = "stray-dma"
+
+    def offload_copy(self, batch):
+        for i in range(len(batch)):
+            src = batch.memory[int(batch.src_node[i])]
+            dst = batch.memory[int(batch.dst_node[i])]
+            s, d, n = int(batch.src_pfn[i]), int(batch.dst_pfn[i]), 1 << int(batch.order[i])
+            dst[d : d + n] = src[s : s + n]
+        batch.memory[int(batch.src_node[0])][int(batch.src_pfn[0]), 0] ^= 0xFF
+        batch.copied[:] = True
+'''
+
+
+def test_bench_verify_reports_stray_writes_per_row_and_exits_3(tmp_path, monkeypatch):
+    """offload bench --verify with a backend that writes outside its batch: the engine
+    undoes each stray write, every row still verifies, the row says how many pages were
+    caught, and the command exits 3 after printing what it measured."""
+    import json
+
+    from click.testing import CliRunner
+    from conftest import install_plugin_dist
+
+    import offload
+    from offload.cli import main
+
+    forget = install_plugin_dist(
+        tmp_path, monkeypatch, "strayplugin", STRAY_PLUGIN, "stray-dma = strayplugin:StrayDma\n"
+    )
+    offload.registry.refresh()
+    try:
+        args = [
+            "bench",
+            "--backends",
+            "cpu-serial;stray-dma",
+            "--sizes",
+            "4K,64K",
+            "--total",
+            "1M",
+            "--repeat",
+            "1",
+            "--warmup",
+            "0",
+            "--verify",
+        ]
+        r = CliRunner().invoke(main, [*args, "--json"])
+        assert r.exit_code == 3, r.output
+        rows = {(x["backend"], x["folio_size"]): x for x in json.loads(r.stdout)["results"]}
+        assert all(x["verified"] for x in rows.values())
+        assert rows["stray-dma", 4096]["stray_writes"] >= 1
+        assert rows["cpu-serial", 4096]["stray_writes"] == 0
+        assert "wrote outside its batch" in r.stderr and "stray-dma" in r.stderr
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 3 and "stray writes" in r.stdout
+    finally:
+        offload.registry.refresh()
+        forget()
