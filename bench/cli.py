@@ -184,10 +184,11 @@ def run_weight(case) -> float:
 
 
 def run_with_progress(
-    cases, data, interleave: bool = True, on_round=None
+    cases, data, interleave: bool = True, on_round=None, on_rows=None
 ) -> tuple[list[dict], bool]:
     """Run the cells with progress on stderr (one unit per run, warm-up included);
-    ``on_round`` as :func:`movepages.run_cases` takes it.
+    ``on_round`` as :func:`movepages.run_cases` takes it; ``on_rows(rows)`` follows each
+    finished cell with every row finished so far (the ``-o`` file is written so).
 
     Returns (the rows of the finished cells, whether Ctrl-C stopped the run early).
     """
@@ -207,6 +208,8 @@ def run_with_progress(
 
         def on_done(c, row) -> None:
             finished[order[id(c)]] = row
+            if on_rows is not None:
+                on_rows([finished[i] for i in sorted(finished)])
             bar.done(
                 f"{c.backend} {format_size(c.folio_size)}: {row['gbps_median']:.2f} GB/s "
                 f"(median of {row.get('runs', c.repeat)} runs, MAD {row.get('gbps_mad', 0):.2f})"
@@ -286,7 +289,12 @@ def _run(
 
     if not interleave:
         refs.release()  # one machine at a time needs the room their buffers hold
-    results, interrupted = run_with_progress(cases, data, interleave, on_round)
+    from .output import partial_writer
+
+    head = report.document(host, roof, [], **extra)
+    results, interrupted = run_with_progress(
+        cases, data, interleave, on_round, on_rows=partial_writer(out, head)
+    )
     refs.release()
     summary = refs.summary(total_b)
     extra["references"] = summary

@@ -88,6 +88,31 @@ def noisy_warning(results: list[dict]) -> str | None:
     )
 
 
+def write_file(path: str, doc: dict) -> None:
+    """Write *doc* (or its results, for a ``.csv`` path) to *path* at once: into a file
+    beside it, then renamed over it, so that a reader or a kill never sees half a file."""
+    kind = OUTPUT_KINDS[os.path.splitext(path)[1].lower()]
+    text = report.to_json(doc) + "\n" if kind == "json" else report.to_csv(doc.get("results", []))
+    tmp = f"{path}.partial"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def partial_writer(out: Outputs, head: dict) -> Callable[[list[dict]], None] | None:
+    """With ``-o``, a function that writes the cells finished so far (a document of
+    *head* and those results, marked ``"partial"``) each time one finishes, so that an
+    interrupted or killed run keeps every finished cell; None without ``-o``."""
+    if out.output is None:
+        return None
+    path = out.output
+
+    def write(rows: list[dict]) -> None:
+        write_file(path, {**head, "results": rows, "partial": f"{len(rows)} cells so far"})
+
+    return write
+
+
 def emit(out: Outputs, res: Result) -> None:
     """Write the results: the ``-o`` file, then stdout, then notes, then the plot.
 
@@ -99,8 +124,7 @@ def emit(out: Outputs, res: Result) -> None:
         res.doc.setdefault("warnings", []).append(warning)
     if out.output is not None:
         kind = OUTPUT_KINDS[os.path.splitext(out.output)[1].lower()]
-        with open(out.output, "w") as f:
-            f.write(report.to_json(res.doc) + "\n" if kind == "json" else report.to_csv(results))
+        write_file(out.output, res.doc)
         click.echo(f"{kind.upper()} written to {out.output}", err=True)
     if out.as_json:
         click.echo(report.to_json(res.doc))

@@ -257,7 +257,14 @@ def kernel_check(
     import json
     import sys
 
-    from .kcheck import DEPARTURES, PRESSURE_SCENARIOS, SCENARIOS, Unavailable, run_check
+    from .kcheck import (
+        DEPARTURES,
+        PRESSURE_SCENARIOS,
+        SCENARIOS,
+        GuestFailed,
+        Unavailable,
+        run_check,
+    )
 
     by_name = {sc.name: sc for sc in SCENARIOS + PRESSURE_SCENARIOS}
     unknown = [n for n in only if n not in by_name]
@@ -287,6 +294,9 @@ def kernel_check(
         except Unavailable as exc:
             click.echo(f"kernel-check: not run ({image or 'default kernel'}): {exc}", err=True)
             sys.exit(EXIT_NOT_RUN)
+        except GuestFailed as exc:
+            click.echo(f"Error: kernel-check: {exc}", err=True)
+            sys.exit(1)
 
     def as_dict(rep: Any) -> dict:
         return {

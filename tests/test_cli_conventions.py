@@ -304,3 +304,32 @@ def test_one_machine_at_a_time_means_one_machine_alive(monkeypatch):
     rows = movepages.run_cases(cases, movepages.pattern(total, 0), interleave=False)
     assert [r["backend"] for r in rows] == ["cpu-serial", "cpu-batched", "dma-threads"]
     assert len(made) == 3 and all(w() is None for w in made)
+
+
+def test_the_output_file_keeps_every_finished_cell_while_the_run_goes_on(tmp_path, monkeypatch):
+    """-o is rewritten as each cell finishes: a run killed after its first cell leaves a
+    valid document with that cell (marked partial); the finished run's has no mark."""
+    from offload.bench import movepages
+
+    path = tmp_path / "run.json"
+    real = movepages.Cell.finish
+    calls = []
+
+    def finish(self):
+        calls.append(1)
+        if len(calls) == 2:  # a kill after the first cell: nothing else runs
+            raise RuntimeError("killed")
+        return real(self)
+
+    monkeypatch.setattr(movepages.Cell, "finish", finish)
+    r = invoke("bench", "--backends", "cpu-serial", *SMALL, "-o", str(path))
+    assert r.exit_code != 0
+    doc = json.loads(path.read_text())
+    assert len(doc["results"]) == 1 and doc["partial"] == "1 cells so far"
+    assert doc["results"][0]["folio_size"] == 4096 and doc["results"][0]["verified"]
+    monkeypatch.setattr(movepages.Cell, "finish", real)
+    r = invoke("bench", "--backends", "cpu-serial", *SMALL, "-o", str(path))
+    assert r.exit_code == 0, r.output
+    doc = json.loads(path.read_text())
+    assert len(doc["results"]) == 2 and "partial" not in doc
+    assert not (tmp_path / "run.json.partial").exists()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from .catalog import NODE_MB, PRESSURE_SCENARIOS, SCENARIOS
 from .compare import DEPARTURES, Verdict, compare
 from .observe import Observation, parse_guest, run_model
-from .realkernel import INSTALL_HINT, GuestRun, Unavailable, run_real
+from .realkernel import INSTALL_HINT, GuestFailed, GuestRun, Unavailable, run_real
 from .scenario import Scenario, to_script
 
 #: the node the catalog uses for "no memory" (the first node id past the last one)
@@ -97,6 +97,8 @@ def run_check(
     ------
     Unavailable
         When no real kernel can be reached here (the message says what to install).
+    GuestFailed
+        When the guest never started its scenarios (qemu failed, the kernel did not boot).
     """
     chosen = [bind_nodes(sc, nodes) for sc in (scenarios or SCENARIOS)]
     run: GuestRun = run_real(
@@ -132,6 +134,7 @@ __all__ = [
     "INSTALL_HINT",
     "PRESSURE_SCENARIOS",
     "SCENARIOS",
+    "GuestFailed",
     "Observation",
     "Report",
     "Scenario",

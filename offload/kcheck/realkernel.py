@@ -37,6 +37,11 @@ class Unavailable(RuntimeError):
     """The real kernel cannot be reached here; the message says what is missing."""
 
 
+class GuestFailed(RuntimeError):
+    """The guest never started its scenarios (qemu refused to run, the kernel did not
+    boot): one error for the whole run, with the end of what qemu printed."""
+
+
 @dataclass
 class GuestRun:
     """What the kernel printed: the KC lines, the console tail, how it ended."""
@@ -207,7 +212,12 @@ def run_in_qemu(
                 return run
             last = run
         assert last is not None
-        return last
+        tail = "\n".join(last.console_tail.strip().splitlines()[-8:]) or "(nothing)"
+        why = f"killed after {last.seconds:.0f} s" if last.timed_out else "it exited"
+        raise GuestFailed(
+            f"qemu ({', '.join(tries)}) never started the scenarios with {image} ({why}); "
+            f"the end of its output:\n{tail}"
+        )
 
 
 def _boot(
@@ -267,18 +277,21 @@ def _boot(
     # early) is killed at once; one that started gets the whole timeout
     boot_limit = min(timeout, boot_timeout)
     timed_out = False
-    while not started.wait(0.1) and proc.poll() is None:
-        if time.monotonic() - t0 > boot_limit:
-            timed_out = True
-            break
-    if not timed_out:
-        try:
-            proc.wait(max(0.0, timeout - (time.monotonic() - t0)))
-        except subprocess.TimeoutExpired:
-            timed_out = True
-    if timed_out:
-        proc.kill()
-    proc.wait()
+    try:
+        while not started.wait(0.1) and proc.poll() is None:
+            if time.monotonic() - t0 > boot_limit:
+                timed_out = True
+                break
+        if not timed_out:
+            try:
+                proc.wait(max(0.0, timeout - (time.monotonic() - t0)))
+            except subprocess.TimeoutExpired:
+                timed_out = True
+    finally:
+        # timed out, or interrupted (Ctrl-C): qemu must not outlive the check
+        if timed_out or proc.poll() is None:
+            proc.kill()
+        proc.wait()
     reader.join(5)
     text = b"".join(chunks).decode(errors="replace").replace("\r", "")
     return GuestRun(
@@ -340,6 +353,7 @@ def run_real(
 
 __all__ = [
     "INSTALL_HINT",
+    "GuestFailed",
     "GuestRun",
     "Unavailable",
     "build_guest",
