@@ -333,3 +333,50 @@ def test_the_output_file_keeps_every_finished_cell_while_the_run_goes_on(tmp_pat
     doc = json.loads(path.read_text())
     assert len(doc["results"]) == 2 and "partial" not in doc
     assert not (tmp_path / "run.json.partial").exists()
+
+
+def _noisy(rng, mean: float, n: int = 5, sd: float = 0.04) -> list[float]:
+    return [float(x) for x in mean * (1 + sd * rng.standard_normal(n))]
+
+
+def test_compare_of_the_same_code_finds_nothing_and_a_20_percent_slowdown_is_caught(tmp_path):
+    """Two documents whose runs come from the same distributions: no cell, no ratio is
+    significant at the false discovery rate (4 cells x 2 metrics tested). Then B's
+    cpu-batched rows 20% slower: caught in GB/s and in the ratio to cpu-serial, and
+    --fail-slower turns it into exit 1 past the threshold only."""
+    import numpy as np
+
+    rng = np.random.default_rng(11)
+    cells = [(b, s) for b in ("cpu-serial", "cpu-batched") for s in (4096, 65536)]
+    means = {c: 4.0 + i for i, c in enumerate(cells)}
+    a = _doc({c: _noisy(rng, means[c]) for c in cells})
+    b = _doc({c: _noisy(rng, means[c]) for c in cells})
+    pa, pb = tmp_path / "a.json", tmp_path / "b.json"
+    pa.write_text(json.dumps(a))
+    pb.write_text(json.dumps(b))
+    r = invoke("bench", "compare", str(pa), str(pb), "--json", "--fail-slower", "5")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert all(
+        m["verdict"] == "not significant" for c in doc["cells"] for m in c["metrics"].values()
+    )
+    assert {len(c["metrics"]) for c in doc["cells"]} >= {2}  # GB/s and the ratio to serial
+    slow = {
+        c: [x * 0.8 for x in _noisy(rng, means[c])]
+        if c[0] == "cpu-batched"
+        else _noisy(rng, means[c])
+        for c in cells
+    }
+    pb.write_text(json.dumps(_doc(slow)))
+    r = invoke("bench", "compare", str(pa), str(pb), "--json", "--fail-slower", "10")
+    assert r.exit_code == 1
+    doc = json.loads(r.stdout)
+    got = {(c["backend"], c["folio_size"]): c for c in doc["cells"]}
+    for s in (4096, 65536):
+        assert got["cpu-batched", s]["verdict"] == "slower"
+        assert got["cpu-batched", s]["metrics"]["ratio_to_serial"]["verdict"] == "slower"
+        assert got["cpu-serial", s]["verdict"] == "not significant"
+    assert len(doc["slowdowns"]) >= 2 and "slower" in r.stderr
+    r = invoke("bench", "compare", str(pa), str(pb), "--fail-slower", "30")
+    assert r.exit_code == 0  # 20% is within a 30% gate
+    assert "Benjamini-Hochberg" in r.stdout
