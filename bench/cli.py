@@ -390,7 +390,7 @@ def _run(
     def plot(path: str) -> None:
         from .plot import plot_table
 
-        plot_table(doc, size_list, path, title)
+        plot_table(doc, size_list, path, title, published=reference)
 
     strays = {r["backend"]: r["stray_writes"] for r in results if r.get("stray_writes")}
     wrong = sum(r.get("wrong_copies", 0) for r in results)
@@ -443,8 +443,15 @@ def _run(
     "plot",
     type=str,
     default=None,
-    help="Also draw the table to this PNG (grouped bars and speedup lines; needs "
-    "the 'plot' extra).",
+    help="Also draw the table to this figure (.png, .pdf or .svg; no suffix: .png): bars "
+    "per backend with the references, and the speedup over cpu-serial; needs the 'plot' "
+    "extra. An existing file is kept unless --force.",
+)
+@click.option("--force", is_flag=True, help="Let --plot overwrite an existing file.")
+@click.option(
+    "--published",
+    is_flag=True,
+    help="Also show the series' published kernel table (and its rows in the --plot figure).",
 )
 def bench(
     ctx: click.Context,
@@ -461,6 +468,8 @@ def bench(
     to: str,
     verify: bool,
     plot: str | None,
+    force: bool,
+    published: bool,
 ) -> None:
     """Benchmark migration: GB/s of move_pages by backend and folio size.
 
@@ -479,7 +488,7 @@ def bench(
         return
     from . import movepages
 
-    out = Outputs(as_json, as_csv, output, plot)
+    out = Outputs(as_json, as_csv, output, plot, force)
     out.check()
     specs = split_backends(backends or default_backends())
     _validate_specs(specs)
@@ -529,7 +538,7 @@ def bench(
         f"move_pages of {total} between two nodes, {layout} memory, batch {bp} pages"
         + (", verify=True" if verify else ""),
         to,
-        reference=True,
+        reference=published,
     )
 
 

@@ -18,6 +18,8 @@ from . import report
 
 #: Suffixes ``-o`` understands.
 OUTPUT_KINDS = {".json": "json", ".csv": "csv"}
+#: Figure formats ``--plot`` writes (a name without one gets ``.png``).
+PLOT_KINDS = (".png", ".pdf", ".svg")
 
 
 @dataclass
@@ -28,6 +30,7 @@ class Outputs:
     as_csv: bool = False
     output: str | None = None
     plot: str | None = None
+    force: bool = False  #: overwrite an existing --plot file
 
     def check(self) -> None:
         """Refuse bad output options before any work (click usage errors, exit 2)."""
@@ -44,6 +47,17 @@ class Outputs:
                 )
         if self.plot is not None:
             _check_path(self.plot, "--plot")
+            ext = os.path.splitext(self.plot)[1].lower()
+            if not ext:  # the file written is the file named, and said
+                self.plot += ".png"
+            elif ext not in PLOT_KINDS:
+                raise click.BadParameter(
+                    f"{self.plot!r}: a figure is {', '.join(PLOT_KINDS)}", param_hint="--plot"
+                )
+            if os.path.exists(self.plot) and not self.force:
+                raise click.BadParameter(
+                    f"{self.plot!r} exists; add --force to overwrite it", param_hint="--plot"
+                )
             try:
                 import matplotlib  # noqa: F401
             except ImportError:

@@ -1,8 +1,10 @@
-"""``--plot``: a figure for a paper. GB/s by folio size per backend (bars with the
-interquartile range of the runs, the rooflines as labelled lines), and the speedup over
-cpu-serial (points with the range over runs, the cpu-serial baseline at 1x). Folio
-sizes are categories, not a continuous axis; one legend under both panels; the machine,
-date and tool version in a caption; colour-blind-safe colours (Okabe-Ito)."""
+"""``--plot``: a figure for a paper. GB/s by folio size per backend (bars: the median
+and its MAD over the runs, the spread the table shows), the references as labelled lines
+(the C page loop and memcpy on each thread count, timed in turn with the rows), the
+series' published rows with ``--published`` (hollow markers), and the speedup over
+cpu-serial (points: median and MAD of the run-by-run ratios). Folio sizes are categories,
+not a continuous axis; one legend under both panels; the machine, date and tool version
+in a caption; colour-blind-safe colours (Okabe-Ito); emulated rows hatched."""
 
 from __future__ import annotations
 
@@ -12,8 +14,19 @@ BASELINE = "cpu-serial"
 BASELINE_COLOUR = "#7F7F7F"
 
 
-def plot_table(doc: dict, sizes: list[int], path: str, title: str) -> None:
-    """Draw the results of the JSON document *doc* and save a PNG at *path*."""
+def _median_mad(values) -> tuple[float, float]:
+    import numpy as np
+
+    v = np.asarray(values, dtype=float)
+    m = float(np.median(v))
+    return m, float(np.median(np.abs(v - m)))
+
+
+def plot_table(
+    doc: dict, sizes: list[int], path: str, title: str, published: bool = False
+) -> None:
+    """Draw the results of the JSON document *doc* and save the figure at *path* (its
+    format from the suffix)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -37,20 +50,18 @@ def plot_table(doc: dict, sizes: list[int], path: str, title: str) -> None:
     )
     emulated = {r["backend"] for r in results if r.get("emulated")}
     handles = []
+    legend_labels_extra: list[str] = []
     for i, b in enumerate(backends):
-        med, lo, hi = [], [], []
+        med, spread = [], []
         for s in sizes:
-            runs = np.asarray(cell[b, s]["gbps"] if (b, s) in cell else [np.nan])
-            m = float(np.median(runs))
-            q1, q3 = np.percentile(runs, [25, 75])
+            m, d = _median_mad(cell[b, s]["gbps"] if (b, s) in cell else [np.nan])
             med.append(m)
-            lo.append(m - q1)
-            hi.append(q3 - m)
+            spread.append(d)
         h = ax.bar(
             x - 0.4 + width * (i + 0.5),
             med,
             width * 0.92,
-            yerr=[lo, hi],
+            yerr=spread,
             capsize=1.5,
             error_kw={"elinewidth": 0.7},
             color=colour[b],
@@ -59,16 +70,46 @@ def plot_table(doc: dict, sizes: list[int], path: str, title: str) -> None:
         )
         handles.append(h)
     xmax = len(sizes) - 0.5
-    lines = [("memcpy, 1 thread", doc.get("roofline_gbps"), "--")]
-    if doc.get("roofline_mt_gbps"):
-        lines.append(
-            (f"memcpy, {doc.get('roofline_mt_threads')} threads", doc["roofline_mt_gbps"], ":")
-        )
-    for label, value, style in lines:
+    refs = doc.get("references") or {}
+    lines = []
+    styles = {"memcpy": ("--", ":"), "page_loop": ("-.", (0, (1, 3)))}
+    names = {"memcpy": "memcpy", "page_loop": "C page loop"}
+    for kind in ("memcpy", "page_loop"):
+        for k, (t, ref) in enumerate(sorted(refs.get(kind, {}).items(), key=lambda x: int(x[0]))):
+            lines.append(
+                (f"{names[kind]}, {t} thr", ref["gbps"], styles[kind][min(k, 1)])
+            )
+    if not lines:  # a document without per-thread references: the rooflines it has
+        lines = [("memcpy, 1 thread", doc.get("roofline_gbps"), "--")]
+        if doc.get("roofline_mt_gbps"):
+            lines.append(
+                (f"memcpy, {doc.get('roofline_mt_threads')} threads", doc["roofline_mt_gbps"], ":")
+            )
+    placed: list[float] = []
+    top = max([v for _, v, _ in lines if v] + [0.0])
+    for label, value, style in sorted(lines, key=lambda x: x[1] or 0):
         if value:
-            ax.axhline(value, color="k", linestyle=style, linewidth=0.8)
-            ax.text(xmax, value, f" {label}", va="center", ha="left", fontsize=7)
-    ax.set_ylabel("GB/s (median, IQR of runs)")
+            ax.axhline(value, color="k", linestyle=style, linewidth=0.7)
+            # labels of references close together are nudged apart, never on each other
+            y = max([value] + [p + 0.045 * top for p in placed if abs(p - value) < 0.045 * top])
+            placed.append(y)
+            ax.text(xmax, y, f" {label}", va="center", ha="left", fontsize=6.5)
+    pub = (doc.get("reference") or {}).get("gbps", {}) if published else {}
+    for k, (label, vals) in enumerate(pub.items()):
+        xs = [j for j, s in enumerate(sizes) if str(s) in vals]
+        h = ax.scatter(
+            [x - 0.4 + 0.8 * (k + 0.5) / max(1, len(pub)) for x in xs],
+            [vals[str(sizes[j])] for j in xs],
+            marker="D",
+            s=14,
+            facecolors="none",
+            edgecolors=COLOURS[(k + 3) % len(COLOURS)],
+            linewidths=0.9,
+            zorder=3,
+        )
+        handles.append(h)
+        legend_labels_extra.append(f"published: {label}")
+    ax.set_ylabel("GB/s (median ± MAD of runs)")
     ax.set_xlim(-0.5, xmax)
     ax.set_title(title, fontsize=9, loc="left")
     # speedup over cpu-serial: points with the range over runs, no lines between sizes
@@ -81,19 +122,21 @@ def plot_table(doc: dict, sizes: list[int], path: str, title: str) -> None:
             base = cell.get((BASELINE, s))
             if (b, s) not in cell or base is None:
                 continue
-            ratios = np.asarray(cell[b, s]["gbps"]) / base["gbps_median"]
-            m = float(np.median(ratios))
+            ra, rb = np.asarray(cell[b, s]["gbps"]), np.asarray(base["gbps"])
+            # run by run where the rows took turns (same rounds), else over the median
+            ratios = ra / rb if ra.size == rb.size else ra / base["gbps_median"]
+            m, d = _median_mad(ratios)
             ax2.errorbar(
                 j - 0.4 + width * (i + 0.5),
                 m,
-                yerr=[[m - ratios.min()], [ratios.max() - m]],
+                yerr=d,
                 fmt="o",
                 markersize=3.5,
                 capsize=1.5,
                 elinewidth=0.7,
                 color=colour[b],
             )
-    ax2.set_ylabel(f"speedup over {BASELINE}\n(median, range of runs)")
+    ax2.set_ylabel(f"speedup over {BASELINE}\n(median ± MAD of runs)")
     ax2.set_ylim(bottom=0)
     ax2.set_xticks(x, [format_size(s) for s in sizes])
     ax2.set_xlabel("folio size")
@@ -102,9 +145,10 @@ def plot_table(doc: dict, sizes: list[int], path: str, title: str) -> None:
         a.set_axisbelow(True)
     fig.legend(
         handles=handles,
-        labels=[f"{b} (emulated)" if b in emulated else b for b in backends],
+        labels=[f"{b} (emulated)" if b in emulated else b for b in backends]
+        + legend_labels_extra,
         loc="lower center",
-        ncol=min(4, len(backends)),
+        ncol=min(4, len(backends) + len(legend_labels_extra)),
         frameon=False,
         fontsize=7,
         bbox_to_anchor=(0.5, 0.045),
@@ -121,7 +165,7 @@ def plot_table(doc: dict, sizes: list[int], path: str, title: str) -> None:
         fontsize=6,
         color="#444444",
     )
-    rows_legend = (len(backends) + 3) // 4
-    fig.tight_layout(rect=(0, 0.06 + 0.03 * rows_legend, 0.88, 1))
+    rows_legend = (len(backends) + len(legend_labels_extra) + 3) // 4
+    fig.tight_layout(rect=(0, 0.06 + 0.03 * rows_legend, 0.86, 1))
     fig.savefig(path, dpi=200)
     plt.close(fig)

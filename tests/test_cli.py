@@ -174,10 +174,13 @@ def test_bench_table_with_adaptive_and_published_rows(run):
         "1",
         "--warmup",
         "0",
+        "--published",
     )
     assert r.exit_code == 0, r.output
     assert "adaptive" in r.output and "published (kernel)" in r.output
     assert "27.16" in r.output and "RFC v4" in r.output
+    r = run("bench", "--backends", "cpu-serial", "--sizes", "4K", "--total", "1M", "--repeat", "1")
+    assert r.exit_code == 0 and "published (kernel)" not in r.output  # only when asked
 
 
 def test_split_suite_rows_name_the_policies(run):

@@ -380,3 +380,34 @@ def test_compare_of_the_same_code_finds_nothing_and_a_20_percent_slowdown_is_cau
     r = invoke("bench", "compare", str(pa), str(pb), "--fail-slower", "30")
     assert r.exit_code == 0  # 20% is within a 30% gate
     assert "Benjamini-Hochberg" in r.stdout
+
+
+def test_the_figure_is_written_where_said_and_never_over_a_file_without_force(tmp_path):
+    pytest.importorskip("matplotlib")
+    base = [
+        "bench",
+        "--backends",
+        "cpu-serial;emu:channels=2,gbps=20",
+        "--sizes",
+        "4K",
+        "--total",
+        "1M",
+        "--repeat",
+        "2",
+        "--warmup",
+        "0",
+        "--published",
+    ]
+    r = invoke(*base, "--plot", str(tmp_path / "figure"))
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "figure.png").stat().st_size > 10_000
+    assert f"plot written to {tmp_path / 'figure.png'}" in r.stderr
+    r = invoke(*base, "--plot", str(tmp_path / "figure.png"))
+    assert r.exit_code == 2 and "--force" in r.output  # refused before any work
+    before = (tmp_path / "figure.png").stat().st_mtime_ns
+    r = invoke(*base, "--plot", str(tmp_path / "figure.png"), "--force")
+    assert r.exit_code == 0 and (tmp_path / "figure.png").stat().st_mtime_ns >= before
+    r = invoke(*base, "--plot", str(tmp_path / "figure.pdf"))
+    assert r.exit_code == 0 and (tmp_path / "figure.pdf").read_bytes()[:4] == b"%PDF"
+    r = invoke(*base, "--plot", str(tmp_path / "figure.gif"))
+    assert r.exit_code == 2 and ".png" in r.output
