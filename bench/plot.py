@@ -22,9 +22,7 @@ def _median_mad(values) -> tuple[float, float]:
     return m, float(np.median(np.abs(v - m)))
 
 
-def plot_table(
-    doc: dict, sizes: list[int], path: str, title: str, published: bool = False
-) -> None:
+def plot_table(doc: dict, sizes: list[int], path: str, title: str, published: bool = False) -> None:
     """Draw the results of the JSON document *doc* and save the figure at *path* (its
     format from the suffix)."""
     import matplotlib
@@ -76,9 +74,7 @@ def plot_table(
     names = {"memcpy": "memcpy", "page_loop": "C page loop"}
     for kind in ("memcpy", "page_loop"):
         for k, (t, ref) in enumerate(sorted(refs.get(kind, {}).items(), key=lambda x: int(x[0]))):
-            lines.append(
-                (f"{names[kind]}, {t} thr", ref["gbps"], styles[kind][min(k, 1)])
-            )
+            lines.append((f"{names[kind]}, {t} thr", ref["gbps"], styles[kind][min(k, 1)]))
     if not lines:  # a document without per-thread references: the rooflines it has
         lines = [("memcpy, 1 thread", doc.get("roofline_gbps"), "--")]
         if doc.get("roofline_mt_gbps"):
@@ -145,8 +141,7 @@ def plot_table(
         a.set_axisbelow(True)
     fig.legend(
         handles=handles,
-        labels=[f"{b} (emulated)" if b in emulated else b for b in backends]
-        + legend_labels_extra,
+        labels=[f"{b} (emulated)" if b in emulated else b for b in backends] + legend_labels_extra,
         loc="lower center",
         ncol=min(4, len(backends) + len(legend_labels_extra)),
         frameon=False,
