@@ -93,8 +93,18 @@ def _validate_specs(specs: list[str]) -> None:
             )
 
 
-def _size_options(f):
-    """The options every suite shares."""
+#: The split suite cuts smaller batches, so that the adaptive policy gets several per run.
+SPLIT_BATCH_PAGES = 8192
+
+
+def _size_options(f=None, *, batch_default: int | None = None):
+    """The options every suite shares; *batch_default*: the suite's own batch limit when
+    it is not the bench's (its help says the default that runs)."""
+    if f is None:
+        return lambda g: _size_options(g, batch_default=batch_default)
+    from .movepages import DEFAULT_BATCH_PAGES
+
+    batch = batch_default or DEFAULT_BATCH_PAGES
     opts = [
         click.option(
             "--sizes",
@@ -110,10 +120,11 @@ def _size_options(f):
         ),
         click.option(
             "--repeat",
-            default=3,
+            default=5,
             show_default=True,
             type=click.IntRange(1, 1000),
-            help="Timed runs per cell (after the warm-up).",
+            help="Timed runs per cell (after the warm-up); at least 5 give a median with a "
+            "confidence interval worth the name.",
         ),
         click.option(
             "--warmup",
@@ -126,7 +137,7 @@ def _size_options(f):
             "--batch-pages",
             default=None,
             type=click.IntRange(1, 1 << 24),
-            help="NR_MAX_BATCHED_MIGRATION in base pages [default: 65536; the kernel's is 512].",
+            help=f"NR_MAX_BATCHED_MIGRATION in base pages [default: {batch}; the kernel's is 512].",
         ),
         click.option(
             "--layout",
@@ -367,7 +378,8 @@ def _run(
                 title,
                 lines=lines,
                 caption=f"GB/s, median ±MAD of {repeat} runs; xN: ratio to cpu-serial; ~: robust "
-                "spread > 10%. Rooflines: one contiguous copy of the same bytes (1 thread; "
+                "spread > 10%; !: a run more than 3 robust SDs off the median (kept). "
+                "Rooflines: one contiguous copy of the same bytes (1 thread; "
                 f"{threads} threads, the ceiling of multi-threaded rows){loop_note}.",
             )
         ]
@@ -573,7 +585,7 @@ SPLIT_POLICIES = (
     show_default=True,
     help="Scheduler policies to compare, comma-separated.",
 )
-@_size_options
+@_size_options(batch_default=SPLIT_BATCH_PAGES)
 def split_cmd(
     cpu: str,
     offload: str,
@@ -638,10 +650,6 @@ def split_cmd(
         f"split: CPU path {cpu} + offload {offload}, move_pages of {total}, {layout} memory, "
         f"batch {bp} pages",
     )
-
-
-#: The split suite cuts smaller batches, so that the adaptive policy gets several per run.
-SPLIT_BATCH_PAGES = 8192
 
 
 LATENCY_BATCHES = "1,4,16,64,256,512,1024,4096"

@@ -79,6 +79,8 @@ def cell(r: dict, metric: str = "gbps") -> str:
         text += f" cpu{r['cpu_fraction']:.2f}"
     if r.get("noisy"):
         text += "~"
+    if r.get("gbps_outliers"):
+        text += "!"
     return text
 
 
@@ -136,6 +138,13 @@ def limits(results: list[dict], sizes: list[int]) -> RenderableType:
     )
 
 
+def _ci(r: dict) -> str:
+    """The confidence interval of a row's median: ``low-high (level%)``."""
+    if "gbps_ci_low" not in r:
+        return "-"
+    return f"{r['gbps_ci_low']:.2f}-{r['gbps_ci_high']:.2f} ({100 * r['gbps_ci_level']:.0f}%)"
+
+
 def details(results: list[dict]) -> RenderableType:
     """Runs, copy fraction and engine overhead per folio, one row per result; with
     ``--verify``, what the engine's checks caught: stray writes and wrong copies."""
@@ -145,7 +154,7 @@ def details(results: list[dict]) -> RenderableType:
             r["backend"],
             format_size(r["folio_size"]),
             str(r.get("runs", len(r.get("gbps", [])))),
-            f"{r.get('gbps_iqr', 0.0):.2f}",
+            _ci(r),
             f"{r['copy_fraction']:.2f}",
             f"{r['overhead_us_per_folio']:.3f}",
             "yes" if r["verified"] else "NO",
@@ -153,7 +162,7 @@ def details(results: list[dict]) -> RenderableType:
         + ([str(r.get("stray_writes", "-")), str(r.get("wrong_copies", "-"))] if checked else [])
         for r in results
     ]
-    head = ["backend", "folio", "runs", "IQR GB/s", "copy fraction", "overhead us/folio"]
+    head = ["backend", "folio", "runs", "median CI GB/s", "copy fraction", "overhead us/folio"]
     head += ["verified"] + (["stray writes", "wrong copies"] if checked else [])
     return make_table(head, rows)
 

@@ -411,3 +411,27 @@ def test_the_figure_is_written_where_said_and_never_over_a_file_without_force(tm
     assert r.exit_code == 0 and (tmp_path / "figure.pdf").read_bytes()[:4] == b"%PDF"
     r = invoke(*base, "--plot", str(tmp_path / "figure.gif"))
     assert r.exit_code == 2 and ".png" in r.output
+
+
+@pytest.mark.parametrize(
+    "suite",
+    [[], ["split", "--policies", "cpu-only"], ["cpu", "--backends", "cpu-serial"], ["overhead"]],
+)
+def test_every_help_default_is_the_one_that_runs(suite):
+    """The --batch-pages, --repeat and --warmup defaults a suite's --help states are the
+    ones its run uses (split said 65536 and cut 8192-page batches)."""
+    import re
+
+    r = invoke("bench", *suite[:1], "--help")
+    text = " ".join(r.stdout.split())
+    batch = int(re.search(r"--batch-pages .*?\[default: (\d+);", text).group(1))
+    repeat = int(re.search(r"--repeat .*?\[default: (\d+);", text).group(1))
+    warmup = int(re.search(r"--warmup .*?\[default: (\d+);", text).group(1))
+    args = [*suite, "--sizes", "4K", "--total", "1M", "--json"]
+    if not suite:
+        args += ["--backends", "cpu-serial"]
+    r = invoke("bench", *args)
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["batch_pages"] == batch and doc["repeat"] == repeat == 5
+    assert doc["warmup"] == warmup
