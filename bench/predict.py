@@ -87,7 +87,7 @@ def host_rows(total: int, sizes: list[int], repeat: int) -> list[dict]:
     from offload.backends.cpu_batched import usable_cpus
 
     from . import movepages
-    from .cli import run_with_progress
+    from .common import run_with_progress
 
     wide = max(2, usable_cpus())
     specs = {
@@ -317,10 +317,10 @@ def predict(
     if not ws or ws[0] < 1 or ws[-1] > 1024:
         raise click.BadParameter(f"{widths!r}: widths from 1 to 1024", param_hint="--widths")
     if source == "host":
-        from .cli import _total, parse_sizes
+        from .common import parse_sizes, parse_total
 
         size_list = parse_sizes(sizes)
-        cal_rows = host_rows(_total(total, size_list), size_list, 3)
+        cal_rows = host_rows(parse_total(total, size_list), size_list, 3)
     else:
         cal_rows = read_rows(source, calibration=True)
     model = Model(cal_rows)
