@@ -61,7 +61,14 @@ class _LazyGroup(click.Group):
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="folio-offload")
-def main() -> None:
+@click.option(
+    "--width",
+    type=click.IntRange(40, 1000),
+    default=None,
+    help="Columns to draw tables in (cells wrap to fit, nothing is cut) [default: COLUMNS, "
+    "else the terminal's, else 100].",
+)
+def main(width: int | None) -> None:
     """folio-offload: Linux page migration with batched, offloaded folio copy.
 
     A user-space model of the kernel series "Accelerate page migration with batch
@@ -73,6 +80,9 @@ def main() -> None:
     failed; 130 interrupted (what was finished is printed first); kernel-check adds 4
     (no real kernel reachable here).
     """
+    from . import console
+
+    console.WIDTH = width
 
 
 @main.command()

@@ -8,6 +8,7 @@ stderr; when stderr is not a terminal, one plain line per finished item replaces
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -26,19 +27,32 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-#: Width of plain-text output (not a terminal): wide enough that no table wraps.
-PLAIN_WIDTH = 240
+#: Width of plain-text output (not a terminal) when COLUMNS does not say.
+PLAIN_WIDTH = 100
+#: A width set by ``offload --width N`` (None: COLUMNS, else the terminal's, else
+#: :data:`PLAIN_WIDTH`).
+WIDTH: int | None = None
+
+
+def width(file: IO[str] | None = None) -> int | None:
+    """The width output is drawn to: ``--width``, else COLUMNS, else the terminal's
+    (None: rich asks it), else :data:`PLAIN_WIDTH`. Tables wrap their cells to fit it,
+    never cut them."""
+    if WIDTH is not None:
+        return WIDTH
+    env = os.environ.get("COLUMNS", "")
+    if env.isdigit() and int(env) >= 20:
+        return int(env)
+    f = file if file is not None else sys.stdout
+    try:
+        tty = f.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    return None if tty else PLAIN_WIDTH
 
 
 def _console(file: IO[str]) -> Console:
-    tty = file.isatty()
-    return Console(
-        file=file,
-        width=None if tty else PLAIN_WIDTH,
-        highlight=False,
-        soft_wrap=not tty,
-        emoji=False,
-    )
+    return Console(file=file, width=width(file), highlight=False, emoji=False)
 
 
 def stdout() -> Console:
@@ -63,7 +77,8 @@ def table(
     t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     align = set(range(1, len(columns))) if right is None else set(right)
     for i, c in enumerate(columns):
-        t.add_column(Text(c), justify="right" if i in align else "left", no_wrap=True)
+        # too wide for the output: cells wrap (at spaces, else anywhere), nothing is cut
+        t.add_column(Text(c), justify="right" if i in align else "left", overflow="fold")
     for r in rows:  # Text: a '[cuda12x]' in a cell is text, not rich markup
         t.add_row(*(Text("" if v is None else str(v)) for v in r))
     # title and notes as lines of their own, not rich's title and caption: a long line
@@ -174,4 +189,14 @@ def progress(
         yield p
 
 
-__all__ = ["PLAIN_WIDTH", "gib", "print_table", "progress", "stderr", "stdout", "table"]
+__all__ = [
+    "PLAIN_WIDTH",
+    "WIDTH",
+    "gib",
+    "print_table",
+    "progress",
+    "stderr",
+    "stdout",
+    "table",
+    "width",
+]
