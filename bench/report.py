@@ -156,13 +156,15 @@ def details(results: list[dict]) -> RenderableType:
             str(r.get("runs", len(r.get("gbps", [])))),
             _ci(r),
             f"{r['copy_fraction']:.2f}",
-            f"{r['overhead_us_per_folio']:.3f}",
+            f"{r.get('noncopy_us_per_folio', r['overhead_us_per_folio']):.3f}",
+            f"{r.get('noncopy_us_per_page', r['overhead_us_per_folio']):.3f}",
             "yes" if r["verified"] else "NO",
         ]
         + ([str(r.get("stray_writes", "-")), str(r.get("wrong_copies", "-"))] if checked else [])
         for r in results
     ]
-    head = ["backend", "folio", "runs", "median CI GB/s", "copy fraction", "overhead us/folio"]
+    head = ["backend", "folio", "runs", "median CI GB/s", "copy fraction"]
+    head += ["non-copy us/folio", "non-copy us/4K page"]
     head += ["verified"] + (["stray writes", "wrong copies"] if checked else [])
     return make_table(head, rows)
 

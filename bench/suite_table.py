@@ -31,8 +31,11 @@ def run_table(
     title: str,
     to: str = "dram",
     reference: bool = False,
+    details: bool = False,
 ) -> None:
-    """Measure the rooflines, run the cells with progress, then write the results.
+    """Measure the rooflines, run the cells with progress, then write the results: one
+    table and a short caption; with *details* each row against the hardware and the
+    per-cell details too; with *reference* the series' published table.
 
     Ctrl-C writes the cells finished so far, then the command exits 130.
     """
@@ -138,16 +141,7 @@ def run_table(
     ]
     lines += refs_mod.lines(summary)
     in_turn = summary["method"] == "in turn"
-    loop_note = (
-        f"; the references (memcpy, and a C page loop over as many scattered 4 KiB pages, "
-        f"{format_size(refs.bytes)}) on each row's thread count: "
-        + (
-            "timed in turn with the rows (their memory idle meanwhile, as the rows' is) "
-            "/ back to back"
-            if in_turn
-            else "back to back, as each row runs its cells"
-        )
-    )
+    how = "in turn / back to back" if in_turn else "back to back"
     if "roofline_h2d_gbps" in extra:
         lines.append(("cudaMemcpy H2D", extra["roofline_h2d_gbps"]))
 
@@ -160,17 +154,17 @@ def run_table(
                 size_list,
                 title,
                 lines=lines,
-                caption=f"GB/s, median ±MAD of {repeat} runs; xN: ratio to cpu-serial; ~: robust "
-                "spread > 10%; !: a run more than 3 robust SDs off the median (kept). "
-                "Rooflines: one contiguous copy of the same bytes (1 thread; "
-                f"{threads} threads, the ceiling of multi-threaded rows){loop_note}.",
+                caption=f"GB/s, median ±MAD of {repeat} runs; xN: to cpu-serial; ~ noisy, "
+                f"! an outlying run. References on 1..T threads ({format_size(refs.bytes)}): "
+                f"{how}. --details: each row against them, CIs, non-copy time.",
             )
         ]
-        if any(r.get("threads") for r in results):
+        if details and any(r.get("threads") for r in results):
             items += ["", report.limits(results, size_list)]
         if reference:
             items += ["", ref.table(size_list)]
-        items += ["", report.details(results)]
+        if details:
+            items += ["", report.details(results)]
         return items
 
     notes = list(summary["warnings"])
@@ -244,6 +238,12 @@ def run_table(
 )
 @click.option("--force", is_flag=True, help="Let --plot overwrite an existing file.")
 @click.option(
+    "--details",
+    is_flag=True,
+    help="Also show each row against the hardware (page loop and memcpy on its threads, "
+    "CPUs busy) and the per-cell details (CI of the median, copy share, non-copy time).",
+)
+@click.option(
     "--published",
     is_flag=True,
     help="Also show the series' published kernel table (and its rows in the --plot figure).",
@@ -264,6 +264,7 @@ def bench(
     verify: bool,
     plot: str | None,
     force: bool,
+    details: bool,
     published: bool,
 ) -> None:
     """Benchmark migration: GB/s of move_pages by backend and folio size.
@@ -334,4 +335,5 @@ def bench(
         + (", verify=True" if verify else ""),
         to,
         reference=published,
+        details=details,
     )

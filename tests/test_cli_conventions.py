@@ -435,3 +435,14 @@ def test_every_help_default_is_the_one_that_runs(suite):
     doc = json.loads(r.stdout)
     assert doc["batch_pages"] == batch and doc["repeat"] == repeat == 5
     assert doc["warmup"] == warmup
+
+
+def test_the_default_output_is_one_table_and_details_come_on_request():
+    base = ["bench", "--backends", "cpu-serial;cpu-batched", *SMALL]
+    r = CliRunner().invoke(main, ["--width", "200", *base])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.count("move_pages of 1M") == 1 and "--details" in r.stdout
+    for extra in ("against the hardware", "non-copy us/folio", "published (kernel)"):
+        assert extra not in r.stdout
+    r = CliRunner().invoke(main, ["--width", "200", *base, "--details"])
+    assert "against the hardware" in r.stdout and "non-copy us/4K page" in r.stdout

@@ -147,7 +147,7 @@ def test_bench_verify_reports_stray_writes_per_row_and_exits_3(tmp_path, monkeyp
         assert rows["stray-dma", 4096]["stray_writes"] >= 1
         assert rows["cpu-serial", 4096]["stray_writes"] == 0
         assert "wrote outside its batch" in r.stderr and "stray-dma" in r.stderr
-        r = CliRunner().invoke(main, ["--width", "200", *args])
+        r = CliRunner().invoke(main, ["--width", "200", *args, "--details"])
         assert r.exit_code == 3 and "stray writes" in r.stdout
     finally:
         offload.registry.refresh()
