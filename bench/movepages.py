@@ -227,8 +227,9 @@ class Cell:
         row["overhead_us_per_folio"] = float(np.median(s["overhead"]))
         # the same measure, named for what it is: the time outside the copy step, per
         # folio and per 4 KiB page (per folio it grows with the folio's pages)
-        row["noncopy_us_per_folio"] = row["overhead_us_per_folio"]
-        row["noncopy_us_per_page"] = row["overhead_us_per_folio"] / (case.folio_size // PAGE_SIZE)
+        noncopy = float(np.median(s["overhead"]))
+        row["noncopy_us_per_folio"] = noncopy
+        row["noncopy_us_per_page"] = noncopy / (case.folio_size // PAGE_SIZE)
         row["first_folio_us"] = float(np.median(s["first"]))
         row["total_ms"] = total_ms
         # CPU time of the whole process (copy threads included) per GB moved, and per second
