@@ -71,7 +71,8 @@ def cell(r: dict, metric: str = "gbps") -> str:
         text = f"{r['cpu_s_per_gb']:.3f} s/GB"
         if copy is not None:
             text += f", copy {copy:.3f}"
-        return text + f" ({100 * r['cpu_utilization']:.0f}%)"
+        text += f" ({100 * r['cpu_utilization']:.0f}%)"
+        return text + ("~" if r.get("noisy") else "")
     text = f"{r['gbps_median']:.2f} ±{r.get('gbps_mad', 0.0):.2f}"
     if r.get("ratio_to_serial") is not None and r["backend"] != "cpu-serial":
         text += f" x{r['ratio_to_serial']:.2f}"

@@ -71,7 +71,7 @@ def cpu_cmd(
                 f"CPU seconds per GB moved, of the whole call and of its copy step (CPU "
                 f"utilisation during the move), move_pages of {total}, batch {bp} pages",
                 metric="cpu",
-                caption=f"medians of {repeat} runs",
+                caption=f"medians of {repeat} runs; ~: the runs' GB/s vary by more than 10%",
             )
         ]
 

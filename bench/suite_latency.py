@@ -96,6 +96,7 @@ def latency_cmd(
             [b]
             + [
                 f"{cells[b, bp]['first_folio_us'] / 1e3:.2f} / {cells[b, bp]['total_ms']:.1f}"
+                + ("~" if cells[b, bp].get("noisy") else "")
                 if (b, bp) in cells
                 else "-"
                 for bp in blist
@@ -110,7 +111,7 @@ def latency_cmd(
                 table,
                 title=f"first-folio latency / total time (ms) of move_pages({total} of {size} "
                 "folios), by NR_MAX_BATCHED_MIGRATION (pages)",
-                caption=f"medians of {repeat} runs",
+                caption=f"medians of {repeat} runs; ~: the runs' GB/s vary by more than 10%",
             ),
         ]
 

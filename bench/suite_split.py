@@ -112,4 +112,5 @@ def split_cmd(
         out,
         f"split: CPU path {cpu} + offload {offload}, move_pages of {total}, {layout} memory, "
         f"batch {bp} pages",
+        details=None,
     )

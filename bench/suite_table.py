@@ -31,13 +31,14 @@ def run_table(
     title: str,
     to: str = "dram",
     reference: bool = False,
-    details: bool = False,
+    details: bool | None = False,
 ) -> None:
     """Measure the rooflines, run the cells with progress, then write the results: one
-    table and a short caption; with *details* each row against the hardware and the
-    per-cell details too; with *reference* the series' published table.
+        table and a short caption; with *details* each row against the hardware and the
+        per-cell details too (None: the command has no such option, and the caption does not
+    offer it); with *reference* the series' published table.
 
-    Ctrl-C writes the cells finished so far, then the command exits 130.
+        Ctrl-C writes the cells finished so far, then the command exits 130.
     """
     check_memory(cases, total_b)
     from offload.console import stderr
@@ -145,6 +146,12 @@ def run_table(
     if "roofline_h2d_gbps" in extra:
         lines.append(("cudaMemcpy H2D", extra["roofline_h2d_gbps"]))
 
+    # the caption explains only what the table shows
+    has_ratio = any(
+        r.get("ratio_to_serial") is not None and r["backend"] != "cpu-serial" for r in results
+    )
+    has_split = any("cpu_fraction" in r for r in results)
+
     def render() -> list:
         from . import reference as ref
 
@@ -154,9 +161,16 @@ def run_table(
                 size_list,
                 title,
                 lines=lines,
-                caption=f"GB/s, median ±MAD of {repeat} runs; xN: to cpu-serial; ~ noisy, "
-                f"! an outlying run. References on 1..T threads ({format_size(refs.bytes)}): "
-                f"{how}. --details: each row against them, CIs, non-copy time.",
+                caption=f"GB/s, median ±MAD of {repeat} runs; "
+                + ("xN: to cpu-serial; " if has_ratio else "")
+                + ("cpuF: the CPU's share of the bytes; " if has_split else "")
+                + f"~ noisy, ! an outlying run. References on 1..T threads "
+                f"({format_size(refs.bytes)}): {how}."
+                + (
+                    " --details: each row against them, CIs, non-copy time."
+                    if details is False
+                    else ""
+                ),
             )
         ]
         if details and any(r.get("threads") for r in results):

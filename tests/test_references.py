@@ -136,3 +136,27 @@ def test_malloc_is_tuned_once_and_can_be_left_alone(monkeypatch):
     monkeypatch.delenv("FOLIO_OFFLOAD_MALLOC")
     glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert hostmem.keep_temporaries() is glibc
+
+
+def test_every_field_of_the_bench_schema_is_described():
+    """A reader of the JSON finds what every field means (conditions of the per-suite
+    branches aside)."""
+    import json
+
+    with open("docs/bench-schema.json") as f:
+        schema = json.load(f)
+    missing = []
+
+    def walk(node, path, in_if=False):
+        if isinstance(node, dict):
+            props = node.get("properties")
+            if isinstance(props, dict) and not in_if:
+                missing.extend(f"{path}/{k}" for k, v in props.items() if "description" not in v)
+            for k, v in node.items():
+                walk(v, f"{path}/{k}", in_if or k == "if")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{path}[{i}]", in_if)
+
+    walk(schema, "")
+    assert missing == []
