@@ -22,9 +22,21 @@ def _median_mad(values) -> tuple[float, float]:
     return m, float(np.median(np.abs(v - m)))
 
 
-def plot_table(doc: dict, sizes: list[int], path: str, title: str, published: bool = False) -> None:
+#: Figure sizes (inches) and base font sizes: a page-wide figure, or one column of a
+#: two-column paper (3.4 in), whose text stays legible printed at that size
+SIZES_IN = {"page": ((7.2, 6.4), 9.0), "column": ((3.4, 4.6), 7.0)}
+
+
+def plot_table(
+    doc: dict,
+    sizes: list[int],
+    path: str,
+    title: str,
+    published: bool = False,
+    size: str = "page",
+) -> None:
     """Draw the results of the JSON document *doc* and save the figure at *path* (its
-    format from the suffix)."""
+    format from the suffix), *size* ``page`` or ``column`` wide."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -42,9 +54,11 @@ def plot_table(doc: dict, sizes: list[int], path: str, title: str, published: bo
         colour[b] = BASELINE_COLOUR if b == BASELINE else next(others)
     x = np.arange(len(sizes))
     width = 0.8 / max(1, len(backends))
-    plt.rcParams.update({"font.size": 9, "axes.spines.top": False, "axes.spines.right": False})
+    (fig_w, fig_h), font = SIZES_IN[size]
+    small = font * 0.75  # labels of lines, legend
+    plt.rcParams.update({"font.size": font, "axes.spines.top": False, "axes.spines.right": False})
     fig, (ax, ax2) = plt.subplots(
-        2, 1, figsize=(7.2, 6.4), sharex=True, gridspec_kw={"height_ratios": [3, 2]}
+        2, 1, figsize=(fig_w, fig_h), sharex=True, gridspec_kw={"height_ratios": [3, 2]}
     )
     emulated = {r["backend"] for r in results if r.get("emulated")}
     handles = []
@@ -89,7 +103,7 @@ def plot_table(doc: dict, sizes: list[int], path: str, title: str, published: bo
             # labels of references close together are nudged apart, never on each other
             y = max([value] + [p + 0.045 * top for p in placed if abs(p - value) < 0.045 * top])
             placed.append(y)
-            ax.text(xmax, y, f" {label}", va="center", ha="left", fontsize=6.5)
+            ax.text(xmax, y, f" {label}", va="center", ha="left", fontsize=small)
     pub = (doc.get("reference") or {}).get("gbps", {}) if published else {}
     for k, (label, vals) in enumerate(pub.items()):
         xs = [j for j, s in enumerate(sizes) if str(s) in vals]
@@ -107,10 +121,10 @@ def plot_table(doc: dict, sizes: list[int], path: str, title: str, published: bo
         legend_labels_extra.append(f"published: {label}")
     ax.set_ylabel("GB/s (median ± MAD of runs)")
     ax.set_xlim(-0.5, xmax)
-    ax.set_title(title, fontsize=9, loc="left")
+    ax.set_title(title, fontsize=font if size == "page" else small, loc="left", wrap=True)
     # speedup over cpu-serial: points with the range over runs, no lines between sizes
     ax2.axhline(1.0, color=BASELINE_COLOUR, linewidth=1.2)
-    ax2.text(xmax, 1.0, f" {BASELINE} (1x)", va="center", ha="left", fontsize=7)
+    ax2.text(xmax, 1.0, f" {BASELINE} (1x)", va="center", ha="left", fontsize=small)
     for i, b in enumerate(backends):  # each point above its bar
         if b == BASELINE:
             continue
@@ -143,9 +157,9 @@ def plot_table(doc: dict, sizes: list[int], path: str, title: str, published: bo
         handles=handles,
         labels=[f"{b} (emulated)" if b in emulated else b for b in backends] + legend_labels_extra,
         loc="lower center",
-        ncol=min(4, len(backends) + len(legend_labels_extra)),
+        ncol=min(4 if size == "page" else 2, len(backends) + len(legend_labels_extra)),
         frameon=False,
-        fontsize=7,
+        fontsize=small,
         bbox_to_anchor=(0.5, 0.045),
     )
     m = doc.get("machine", {})
@@ -157,10 +171,12 @@ def plot_table(doc: dict, sizes: list[int], path: str, title: str, published: bo
         f"{m.get('cpu_model', '?')}, {m.get('cpus', '?')} CPUs; {doc.get('layout', '?')} memory; "
         f"{n_runs} runs per cell; {tool.get('name', 'folio-offload')} {tool.get('version', '')}, "
         f"{doc.get('date', '')}",
-        fontsize=6,
+        fontsize=small * 0.85,
         color="#444444",
     )
-    rows_legend = (len(backends) + len(legend_labels_extra) + 3) // 4
-    fig.tight_layout(rect=(0, 0.06 + 0.03 * rows_legend, 0.86, 1))
+    per_row = 4 if size == "page" else 2
+    rows_legend = (len(backends) + len(legend_labels_extra) + per_row - 1) // per_row
+    legend_h = (0.03 if size == "page" else 0.035) * rows_legend
+    fig.tight_layout(rect=(0, 0.06 + legend_h, 0.86 if size == "page" else 0.78, 1))
     fig.savefig(path, dpi=200)
     plt.close(fig)

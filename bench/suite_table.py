@@ -32,6 +32,7 @@ def run_table(
     to: str = "dram",
     reference: bool = False,
     details: bool | None = False,
+    plot_size: str = "page",
 ) -> None:
     """Measure the rooflines, run the cells with progress, then write the results: one
         table and a short caption; with *details* each row against the hardware and the
@@ -193,7 +194,7 @@ def run_table(
     def plot(path: str) -> None:
         from .plot import plot_table
 
-        plot_table(doc, size_list, path, title, published=reference)
+        plot_table(doc, size_list, path, title, published=reference, size=plot_size)
 
     strays = {r["backend"]: r["stray_writes"] for r in results if r.get("stray_writes")}
     wrong = sum(r.get("wrong_copies", 0) for r in results)
@@ -252,6 +253,15 @@ def run_table(
 )
 @click.option("--force", is_flag=True, help="Let --plot overwrite an existing file.")
 @click.option(
+    "--plot-size",
+    "plot_size",
+    type=click.Choice(["page", "column"]),
+    default="page",
+    show_default=True,
+    help="The --plot figure's width: a page (7.2 in) or one column of a two-column paper "
+    "(3.4 in, fonts sized to be read there).",
+)
+@click.option(
     "--details",
     is_flag=True,
     help="Also show each row against the hardware (page loop and memcpy on its threads, "
@@ -278,6 +288,7 @@ def bench(
     verify: bool,
     plot: str | None,
     force: bool,
+    plot_size: str,
     details: bool,
     published: bool,
 ) -> None:
@@ -350,4 +361,5 @@ def bench(
         to,
         reference=published,
         details=details,
+        plot_size=plot_size,
     )

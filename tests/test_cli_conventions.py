@@ -411,6 +411,10 @@ def test_the_figure_is_written_where_said_and_never_over_a_file_without_force(tm
     assert r.exit_code == 0 and (tmp_path / "figure.pdf").read_bytes()[:4] == b"%PDF"
     r = invoke(*base, "--plot", str(tmp_path / "figure.gif"))
     assert r.exit_code == 2 and ".png" in r.output
+    r = invoke(*base, "--plot", str(tmp_path / "column.png"), "--plot-size", "column")
+    head = (tmp_path / "column.png").read_bytes()[:24]
+    w, h = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    assert r.exit_code == 0 and (w, h) == (680, 920)  # 3.4 x 4.6 in at 200 dpi
 
 
 @pytest.mark.parametrize(
