@@ -103,12 +103,17 @@ class References:
             for t in self.threads:
                 self.hot[kind, t] = [ref.run(t) for _ in range(passes)]
 
-    def turn(self) -> None:
-        """One pass of each reference, as one round of the rows taking turns."""
-        self.method = "in turn"
+    def turn(self, record: bool = True) -> None:
+        """One pass of each reference, as one round of the rows taking turns; kept when
+        *record* (a timed round), else only run, so that every round, warm-up ones too,
+        gives the rows the same pause between their runs."""
+        if record:
+            self.method = "in turn"
         for t in self.threads:
             for kind, ref in self._refs.items():
-                self.in_turn.setdefault((kind, t), []).append(ref.run(t))
+                gbps = ref.run(t)
+                if record:
+                    self.in_turn.setdefault((kind, t), []).append(gbps)
 
     def release(self) -> None:
         """Free the buffers (the figures stay)."""
