@@ -41,8 +41,10 @@ def iqr(values: list[float]) -> float:
     return q[2] - q[0]
 
 
-#: Runs further than this many robust standard deviations from the median are outliers
-OUTLIER_SDS = 3.0
+#: Runs further than this many robust standard deviations from the median (Iglewicz and
+#: Hoaglin's modified z-score of 3.5), and further than :data:`SPREAD_LIMIT` of it, are
+#: outliers: a run a few percent off a very tight cell is no news
+OUTLIER_SDS = 3.5
 
 
 def median_ci(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
@@ -70,12 +72,11 @@ def median_ci(values: list[float], level: float = 0.95) -> tuple[float, float, f
 
 def outliers(values: list[float]) -> list[int]:
     """Indices of the runs further than :data:`OUTLIER_SDS` robust standard deviations
-    (1.4826 x MAD) from the median: flagged, never dropped."""
+    (1.4826 x MAD) and than :data:`SPREAD_LIMIT` of the median from the median: flagged,
+    never dropped."""
     med = statistics.median(values)
-    sd = MAD_TO_STDEV * mad(values)
-    if sd == 0:
-        return []
-    return [i for i, v in enumerate(values) if abs(v - med) > OUTLIER_SDS * sd]
+    limit = max(OUTLIER_SDS * MAD_TO_STDEV * mad(values), SPREAD_LIMIT * abs(med))
+    return [i for i, v in enumerate(values) if abs(v - med) > limit]
 
 
 def summarize(values: list[float], prefix: str = "gbps") -> dict:
