@@ -132,7 +132,16 @@ def copy_runs(
     dst_pfn: np.ndarray,
     npages: np.ndarray,
 ) -> None:
-    """Copy contiguous runs of host pages, one memcpy each (numpy releases the GIL)."""
+    """Copy contiguous runs of host pages, one memcpy each: in one compiled call where
+    :mod:`offload.native` is available (it releases the GIL), else one ``np.copyto`` a
+    run (numpy releases it too)."""
+    from . import native
+
+    if len(npages) > 1 and int(np.min(npages)) > 0:  # one run is one memcpy either way
+        rc = native.runs(memory, src_node, src_pfn, dst_node, dst_pfn, npages)
+        if rc is not None:
+            rc.run()
+            return
     for sn, sp, dn, dp, k in zip(
         src_node.tolist(), src_pfn.tolist(), dst_node.tolist(), dst_pfn.tolist(), npages.tolist()
     ):
