@@ -256,6 +256,9 @@ class Cell:
                 if case.policy == "adaptive"
                 else rep["bytes_cpu"] / max(1, rep["bytes_cpu"] + rep["bytes_offload"])
             )
+            if case.policy == "model":  # each side's fitted cost; each batch predicted
+                models = rep.get("model_by_folio_size", {})
+                row["cost_model"] = models.get(case.folio_size) or next(iter(models.values()), None)
             row["cpu_gbps_measured"] = rep["cpu_gbps"]
             row["offload_gbps_measured"] = rep["offload_gbps"]
             row["offload_failures"] = rep["offload_failures"]

@@ -24,6 +24,7 @@ SPLIT_POLICIES = (
     "static:0.5",
     "static:0.75",
     "adaptive",
+    "model",
 )
 
 

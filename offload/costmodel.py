@@ -99,10 +99,14 @@ def fit_calls(
     if not np.isfinite(t).all() or (t <= 0).any():
         raise BadArgument("fit_calls: every time must be positive and finite")
     x = np.column_stack([np.ones_like(f), f, b])
-    # the columns the calls can tell apart: the fixed cost, then bytes, then folios (one
-    # folio size throughout makes folios and bytes one column: the bytes keep it)
-    active = [0]
-    for j in (2, 1):
+    # the columns the calls can tell apart: the bytes, then the fixed cost, then folios
+    # (calls of one size cannot tell a fixed cost from a per-byte one: the time is put
+    # on the bytes, so that a share of the size is predicted in proportion; one folio
+    # size throughout makes folios and bytes one column: the bytes keep it)
+    active = [2] if np.ptp(b) > 0 or b[0] > 0 else [0]
+    for j in (0, 1):
+        if j in active:
+            continue
         if np.linalg.matrix_rank(x[:, [*active, j]] / np.abs(x[:, [*active, j]]).max(0)) > len(
             active
         ):

@@ -19,12 +19,13 @@ from .counters import counters
 from .errors import SpecError
 from .guard import CallRunner, GuardedCall
 from .migrator import Migrator, safe_spec, shipped_as
+from .modelsplit import ModelSplit
 from .sizes import parse_size
 
 if TYPE_CHECKING:  # pragma: no cover
     from .node import Node
 
-POLICIES = ("cpu-only", "offload-only", "static:F", "threshold:SIZE", "adaptive")
+POLICIES = ("cpu-only", "offload-only", "static:F", "threshold:SIZE", "adaptive", "model")
 
 
 @dataclass
@@ -34,7 +35,8 @@ class Policy:
     Attributes
     ----------
     kind : str
-        ``cpu-only``, ``offload-only``, ``static``, ``threshold`` or ``adaptive``.
+        ``cpu-only``, ``offload-only``, ``static``, ``threshold``, ``adaptive`` or
+        ``model`` (a cost model of each side, fitted online: :mod:`offload.modelsplit`).
     cpu_fraction : float
         CPU share of the bytes (static; the current estimate for adaptive).
     threshold : int
@@ -66,7 +68,7 @@ def parse_policy(text: str) -> Policy:
     if not isinstance(text, str):
         raise SpecError(f"policy: expected a string, got {type(text).__name__}")
     name, _, arg = text.strip().partition(":")
-    if name in ("cpu-only", "offload-only", "adaptive") and not arg:
+    if name in ("cpu-only", "offload-only", "adaptive", "model") and not arg:
         return Policy(name, cpu_fraction={"cpu-only": 1.0, "offload-only": 0.0}.get(name, 0.5))
     if name == "static" and arg:
         try:
@@ -190,6 +192,8 @@ class Scheduler:
         #: best split for 4K folios is not the best for 2M ones
         self.adaptive_by_size: dict[int, Adaptive] = {}
         self.adaptive = Adaptive()
+        #: the ``model`` policy's state per batch shape, as the adaptive one's
+        self.model_by_size: dict[int, ModelSplit] = {}
         self._nodes = nodes
         self._lock = threading.Lock()
         self._carry = 0.0  #: pages the CPU is owed (static split), carried between batches
@@ -210,6 +214,10 @@ class Scheduler:
         d["migrators"] = {"cpu": {"spec": safe_spec(self.cpu), **counters(self.cpu).as_dict()}}
         if active is not None:
             d["migrators"]["offload"] = {"spec": safe_spec(active), **counters(active).as_dict()}
+        if self.policy.kind == "model":
+            d["model_by_folio_size"] = {
+                1 << k: v.report() for k, v in sorted(self.model_by_size.items())
+            }
         if self.policy.kind == "adaptive":
             a = self.adaptive
             d["adaptive"] = {"mode": a.mode, "split": a.split, "gbps": dict(a.gbps)}
@@ -388,8 +396,8 @@ class Scheduler:
             return False
         return True
 
-    def _choose(self, batch: FolioBatch) -> tuple[np.ndarray, Adaptive | None]:
-        """Which folios the offload gets, and the adaptive state that chose (if any)."""
+    def _choose(self, batch: FolioBatch) -> tuple[np.ndarray, Adaptive | ModelChoice | None]:
+        """Which folios the offload gets, and the learning state that chose (if any)."""
         p = self.policy
         n = len(batch)
         if p.kind == "offload-only":
@@ -399,8 +407,14 @@ class Scheduler:
         if p.kind == "threshold":
             return (batch.npages << PAGE_SHIFT) >= p.threshold, None
         f = p.cpu_fraction
-        ada = None
-        if p.kind == "adaptive":
+        ada: Adaptive | ModelChoice | None = None
+        if p.kind == "model":
+            shape = int(np.log2(max(1, batch.nbytes // max(1, n))))
+            state = self.model_by_size.setdefault(shape, ModelSplit())
+            f, predicted, probe = state.choose(n, batch.nbytes)
+            p.cpu_fraction = f
+            ada = ModelChoice(state, f, predicted, probe)
+        elif p.kind == "adaptive":
             shape = int(np.log2(max(1, batch.nbytes // max(1, n))))
             ada = self.adaptive = self.adaptive_by_size.setdefault(shape, Adaptive())
             f = p.cpu_fraction = ada.fraction()
@@ -428,7 +442,7 @@ class Scheduler:
         mig: Migrator,
         batch: FolioBatch,
         to_off: np.ndarray,
-        ada: Adaptive | None,
+        ada: Adaptive | ModelChoice | None,
         res: CopyResult,
     ) -> None:
         st = self.stats
@@ -485,7 +499,9 @@ class Scheduler:
             st.splits.append(b_cpu / max(1, b_off + b_cpu))
             if len(st.splits) > 4096:
                 del st.splits[:2048]
-            self._learn(b_cpu, t_cpu, b_off, t_off, time.perf_counter() - t0, ok, ada)
+            self._learn(
+                b_cpu, t_cpu, b_off, t_off, time.perf_counter() - t0, ok, ada, len(cpu), n_off
+            )
 
     def _learn(
         self,
@@ -495,7 +511,9 @@ class Scheduler:
         t_off: float,
         wall: float,
         ok: bool,
-        ada: Adaptive | None,
+        ada: Adaptive | ModelChoice | None,
+        n_cpu: int = 0,
+        n_off: int = 0,
     ) -> None:
         st = self.stats
         cpu_rate = b_cpu / t_cpu / 1e9 if b_cpu and t_cpu > 0 else 0.0
@@ -505,8 +523,27 @@ class Scheduler:
             st.cpu_gbps = _ewma(st.cpu_gbps, cpu_rate)
         if off_rate:
             st.offload_gbps = _ewma(st.offload_gbps, off_rate)
-        if ada is not None:
+        if isinstance(ada, ModelChoice):
+            ada.state.learn(
+                ada.f,
+                ada.predicted,
+                (n_cpu, b_cpu, t_cpu),
+                (n_off, b_off, t_off) if ok or not n_off else None,
+                wall,
+                ada.probe,
+            )
+        elif ada is not None:
             ada.learn(b_cpu + b_off, wall, cpu_rate, off_rate, ok)
+
+
+@dataclass
+class ModelChoice:
+    """What the ``model`` policy chose for one batch, to learn from once it is copied."""
+
+    state: ModelSplit
+    f: float
+    predicted: float
+    probe: bool
 
 
 class Adaptive:
