@@ -2,11 +2,13 @@
 
 Each side (the CPU path, the offload engine) keeps the calls it completed, in a window
 (folios, bytes, seconds), and a :class:`~offload.costmodel.CallCost` fitted to them
-robustly (``fixed + per_folio * folios + bytes / bandwidth``). A batch goes where the
-predicted finish time is least: all on the CPU, all offloaded, or split so that both
-sides are predicted to finish together, whichever the models say is fastest; a side
-whose fixed cost is not worth it is left idle (so a small batch is not offloaded at
-all). While a side's model is missing or uncertain, batches probe it: the first three
+robustly (``fixed + per_folio * folios + bytes / bandwidth``), from the calls it made
+alone where there are any. Running both at once can cost more than either model says
+(on a machine where the offload engine is CPU threads, they share the CPUs): the
+measured over predicted time of split batches, its median, scales the prediction of a
+split. A batch goes where the predicted finish time is least: all on the CPU, all
+offloaded, or split so that both sides are predicted to finish together; a side whose
+fixed cost is not worth it is left idle (so a small batch is not offloaded at all). While a side's model is missing or uncertain, batches probe it: the first three
 batches take the three ways in turn (every side measured at two shares), and later a
 side left idle, or whose prediction error is large, is probed once every
 ``REPROBE`` batches. Every batch's predicted and measured time is kept.
@@ -27,24 +29,40 @@ WINDOW = 48
 REPROBE = 64
 #: a fitted side whose relative standard error at the batch is above this is probed
 UNCERTAIN = 0.25
+#: a side is refitted after each of its first 4 calls, then every REFIT calls
+REFIT = 16
 
 
 class SideModel:
-    """One side's completed calls, and their fitted cost."""
+    """One side's completed calls, and their fitted cost: from the calls it made alone
+    where there are any (the other side idle), else from those it made beside it."""
 
     def __init__(self) -> None:
-        self.calls: deque[tuple[int, int, float]] = deque(maxlen=WINDOW)
+        self.alone: deque[tuple[int, int, float]] = deque(maxlen=WINDOW)
+        self.beside: deque[tuple[int, int, float]] = deque(maxlen=WINDOW)
         self.cost: CallCost | None = None
         self.idle = 0  #: batches since this side last copied
+        self._new = 0  #: calls added since the last fit
 
-    def add(self, folios: int, nbytes: int, seconds: float) -> None:
+    @property
+    def calls(self) -> int:
+        return len(self.alone) + len(self.beside)
+
+    def add(self, folios: int, nbytes: int, seconds: float, alone: bool) -> None:
         if folios > 0 and nbytes > 0 and seconds > 0:
-            self.calls.append((folios, nbytes, seconds))
-            f, b, t = (np.array(x, dtype=float) for x in zip(*self.calls))
-            # fewer than 3 distinct calls cannot tell fixed from per-byte costs apart
-            if len({(int(x), int(y)) for x, y in zip(f, b)}) >= 2:
-                self.cost = fit_calls(f, b, t)
+            (self.alone if alone else self.beside).append((folios, nbytes, seconds))
+            self._new += 1
         self.idle = 0
+
+    def refresh(self) -> None:
+        """Refit where new calls came: after each of the first 4 calls, then once every
+        REFIT (a fit costs a few hundred microseconds; a batch of 4 KiB folios, two)."""
+        if not self._new or (self.cost is not None and self.calls > 4 and self._new < REFIT):
+            return
+        calls = self.alone or self.beside
+        f, b, t = (np.array(x, dtype=float) for x in zip(*calls))
+        self.cost = fit_calls(f, b, t)
+        self._new = 0
 
     def predict(self, folios: float, nbytes: float) -> float:
         """Seconds for a share, 0 for none; inf where no model is fitted yet."""
@@ -67,13 +85,25 @@ class ModelSplit:
         self.batches = 0
         self.probes = 0
         self.log: deque[dict] = deque(maxlen=256)
+        #: measured over predicted time of split batches: what running both sides at
+        #: once costs beyond their own models (they share CPUs, memory bandwidth)
+        self.interference: deque[float] = deque(maxlen=WINDOW)
         self._lock = threading.Lock()
+
+    @property
+    def k(self) -> float:
+        """The split batches' slowdown over their prediction (1 before any was seen)."""
+        if not self.interference:
+            return 1.0
+        return float(min(4.0, max(0.5, np.median(self.interference))))
 
     def choose(self, folios: int, nbytes: int) -> tuple[float, float, bool]:
         """This batch's CPU share of the bytes, its predicted seconds, and whether it is a
         probe."""
         with self._lock:
             self.batches += 1
+            self.cpu.refresh()
+            self.off.refresh()
             first = (1.0, 0.0, 0.5)  # all CPU, all offloaded, half each: both sides, two shares
             if self.batches <= len(first):
                 self.probes += 1
@@ -106,12 +136,14 @@ class ModelSplit:
                 return probe, self._predict(probe, folios, nbytes), True
             return best_f, best_t, False
 
-    def _predict(self, f: float, folios: int, nbytes: int) -> float:
-        """Predicted finish of a batch with CPU share *f*: the later side."""
-        return max(
+    def _predict(self, f: float, folios: int, nbytes: int, shared: bool = True) -> float:
+        """Predicted finish of a batch with CPU share *f*: the later side, times the
+        interference seen when both sides run (with *shared*)."""
+        t = max(
             self.cpu.predict(folios * f, nbytes * f),
             self.off.predict(folios * (1 - f), nbytes * (1 - f)),
         )
+        return t * self.k if shared and 0.0 < f < 1.0 else t
 
     def _balance(self, folios: int, nbytes: int) -> float | None:
         """The CPU share at which both sides are predicted to finish together, or None."""
@@ -138,12 +170,17 @@ class ModelSplit:
         """Record a copied batch: each side's (folios, bytes, seconds) (*off* None when
         the offload failed: it says nothing of its speed) and the whole batch's wall time."""
         with self._lock:
+            split = 0.0 < f < 1.0
+            if split and off is not None:
+                independent = self._predict(f, cpu[0] + off[0], cpu[1] + off[1], shared=False)
+                if np.isfinite(independent) and independent > 0 and wall > 0:
+                    self.interference.append(wall / independent)
             if cpu[0]:
-                self.cpu.add(*cpu)
+                self.cpu.add(*cpu, alone=not split)
             else:
                 self.cpu.idle += 1
             if off is not None and off[0]:
-                self.off.add(*off)
+                self.off.add(*off, alone=not split)
             else:
                 self.off.idle += 1
             self.log.append(
@@ -166,6 +203,7 @@ class ModelSplit:
         return {
             "batches": self.batches,
             "probes": self.probes,
+            "interference": self.k,
             "cpu": self.cpu.as_dict(),
             "offload": self.off.as_dict(),
             "median_abs_error_after_8": float(np.median(errs)) if errs else None,
