@@ -103,7 +103,7 @@ def fit_calls(
     # (calls of one size cannot tell a fixed cost from a per-byte one: the time is put
     # on the bytes, so that a share of the size is predicted in proportion; one folio
     # size throughout makes folios and bytes one column: the bytes keep it)
-    active = [2] if np.ptp(b) > 0 or b[0] > 0 else [0]
+    active = [2] if b.any() else [0]
     for j in (0, 1):
         if j in active:
             continue

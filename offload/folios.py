@@ -96,13 +96,11 @@ def _one_node(nid: np.ndarray) -> int | None:
 
 def gather(nodes: Sequence[Node], nid: np.ndarray, pfn: np.ndarray, attr: str) -> np.ndarray:
     """``nodes[nid[i]].<attr>[pfn[i]]`` for every i."""
-    if nid.size <= 1:
-        if nid.size:
-            return getattr(nodes[int(nid[0])], attr)[pfn]
+    if nid.size == 0:
         return np.empty(0, dtype=getattr(nodes[0], attr).dtype)
-    first = int(nid[0])
-    if (nid == first).all():
-        return getattr(nodes[first], attr)[pfn]
+    one = _one_node(nid)
+    if one is not None:
+        return getattr(nodes[one], attr)[pfn]
     out = np.empty(nid.size, dtype=getattr(nodes[0], attr).dtype)
     for s, idx in groups1(nid):
         out[idx] = getattr(nodes[s], attr)[pfn[idx]]

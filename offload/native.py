@@ -119,6 +119,17 @@ def available() -> bool:
     return _lib is not False
 
 
+def _host_frames(frames: Any) -> bool:
+    """Host frames of the usual layout: C-contiguous ``(nr_pages, PAGE_SIZE)`` uint8."""
+    return (
+        isinstance(frames, np.ndarray)
+        and frames.dtype == np.uint8
+        and frames.ndim == 2
+        and frames.shape[1] == PAGE_SIZE
+        and frames.flags.c_contiguous
+    )
+
+
 def copy_pages(dst: np.ndarray, src: np.ndarray, dpfn: np.ndarray, spfn: np.ndarray) -> bool:
     """``dst[dpfn] = src[spfn]`` for host frames, in one compiled pass.
 
@@ -131,12 +142,7 @@ def copy_pages(dst: np.ndarray, src: np.ndarray, dpfn: np.ndarray, spfn: np.ndar
     dp = np.ascontiguousarray(dpfn, dtype=np.int64)
     sp = np.ascontiguousarray(spfn, dtype=np.int64)
     for frames, pf in ((dst, dp), (src, sp)):
-        if (
-            frames.dtype != np.uint8
-            or frames.ndim != 2
-            or frames.shape[1] != PAGE_SIZE
-            or not frames.flags.c_contiguous
-        ):
+        if not _host_frames(frames):
             return False
         if pf.size and (int(pf.min()) < 0 or int(pf.max()) >= frames.shape[0]):
             raise IndexError("copy_pages: a page frame number is out of range")
@@ -144,16 +150,6 @@ def copy_pages(dst: np.ndarray, src: np.ndarray, dpfn: np.ndarray, spfn: np.ndar
         raise BadArgument("copy_pages: as many destination as source pages are needed")
     _lib[0](dst.ctypes.data, src.ctypes.data, dp.ctypes.data, sp.ctypes.data, dp.size)
     return True
-
-
-def _host_frames(frames: Any) -> bool:
-    return (
-        isinstance(frames, np.ndarray)
-        and frames.dtype == np.uint8
-        and frames.ndim == 2
-        and frames.shape[1] == PAGE_SIZE
-        and frames.flags.c_contiguous
-    )
 
 
 class RunCopy:

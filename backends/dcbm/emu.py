@@ -27,7 +27,7 @@ from offload.migrator import Option, shipped
 
 from .driver import Dcbm
 from .engine import DONE
-from .threads import ThreadEngine, _copy, _ThreadJob
+from .threads import ThreadEngine, _copy, _span, _ThreadJob
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,9 @@ class EmuEngine(ThreadEngine):
     def _run(self, job: _ThreadJob, idx: np.ndarray, memory) -> None:
         plan = job.plan
         copied = np.zeros(idx.size, dtype=np.int8)
-        if job.runs is not None and int(idx[-1]) - int(idx[0]) + 1 == idx.size:
-            job.runs.run(int(idx[0]), int(idx[-1]) + 1, copied, job.stop)
+        span = _span(idx) if job.runs is not None else None
+        if job.runs is not None and span is not None:
+            job.runs.run(*span, copied, job.stop)
         elif not job.cancelled.is_set():
             _copy(plan, idx, memory)
             copied[:] = 1

@@ -151,10 +151,11 @@ class ThreadEngine(DmaEngine):
                     job.cond.notify_all()
 
     def _run(self, job: _ThreadJob, idx: np.ndarray, memory) -> None:
-        if job.runs is not None and int(idx[-1]) - int(idx[0]) + 1 == idx.size:
+        span = _span(idx) if job.runs is not None else None
+        if job.runs is not None and span is not None:
             # a channel's slice is contiguous: one compiled call copies it, marking each
             # descriptor done as its copy completes (an abort stops it between two)
-            lo, hi = int(idx[0]), int(idx[-1]) + 1
+            lo, hi = span
             self.faults.issued += idx.size
             done = job.runs.run(lo, hi, job.status[lo:hi], job.stop)
             with job.cond:
@@ -195,6 +196,12 @@ class ThreadEngine(DmaEngine):
             if hang.any():
                 job.cancelled.wait()  # never completes; only an abort ends it
                 return
+
+
+def _span(idx: np.ndarray) -> tuple[int, int] | None:
+    """``(lo, hi)`` when descriptor indices *idx* are ``lo .. hi-1`` in order, else None."""
+    lo, hi = int(idx[0]), int(idx[-1]) + 1
+    return (lo, hi) if hi - lo == idx.size else None
 
 
 def _copy(plan: Plan, d: np.ndarray, memory) -> None:
