@@ -63,3 +63,32 @@ def test_an_interrupt_kills_qemu_at_once(tmp_path, monkeypatch):
     pid = int(pidfile.read_text())
     with pytest.raises(ProcessLookupError):  # gone: killed and reaped
         os.kill(pid, 0)
+
+
+@needs_cc
+def test_an_interrupt_while_qemu_starts_still_kills_it(tmp_path, monkeypatch):
+    """Ctrl-C that lands inside Popen (before the runner holds qemu) is held, not lost."""
+    pidfile = tmp_path / "pid"
+    qemu, image = _fake_qemu(tmp_path, f"echo $$ > {pidfile}\nexec sleep 60\n")
+    monkeypatch.setattr(realkernel, "QEMU", qemu)
+    real_popen = realkernel.subprocess.Popen
+
+    def popen_then_interrupt(*args, **kwargs):
+        proc = real_popen(*args, **kwargs)
+        if args[0][0] != qemu:  # the guest program's compiler
+            return proc
+        for _ in range(200):
+            if pidfile.exists() and pidfile.read_text().strip():
+                break
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler runs here, before Popen's caller has the process
+        return proc
+
+    monkeypatch.setattr(realkernel.subprocess, "Popen", popen_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        realkernel.run_in_qemu("scenario x\nend\n", kernel=image, accel="tcg", timeout=60)
+    monkeypatch.undo()
+    pid = int(pidfile.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

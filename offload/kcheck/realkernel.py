@@ -13,10 +13,13 @@ import glob
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -220,6 +223,34 @@ def run_in_qemu(
         )
 
 
+def _pump(proc: subprocess.Popen[bytes], chunks: list[bytes], started: threading.Event) -> None:
+    assert proc.stdout is not None
+    for raw in iter(proc.stdout.readline, b""):
+        chunks.append(raw)
+        if b"KC - - start" in raw:
+            started.set()
+
+
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C while qemu is being started, and deliver it once it has a handle.
+
+    A KeyboardInterrupt inside ``subprocess.Popen`` (it waits for the child's exec)
+    would leave a running qemu that nobody holds and so nobody kills.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held:
+            signal.raise_signal(signal.SIGINT)
+
+
 def _boot(
     image: str,
     initrd: str,
@@ -258,26 +289,21 @@ def _boot(
             f"node,nodeid={n},memdev=m{n},cpus={n}",
         ]
     t0 = time.monotonic()
-    proc = subprocess.Popen(
-        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
     chunks: list[bytes] = []
     started = threading.Event()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for raw in iter(proc.stdout.readline, b""):
-            chunks.append(raw)
-            if b"KC - - start" in raw:
-                started.set()
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
+    proc: subprocess.Popen[bytes] | None = None
+    reader: threading.Thread | None = None
     # a guest that does not reach /init in time (a KVM that hangs, a kernel that panics
     # early) is killed at once; one that started gets the whole timeout
     boot_limit = min(timeout, boot_timeout)
     timed_out = False
     try:
+        with _interrupts_held():
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
+        reader = threading.Thread(target=_pump, args=(proc, chunks, started), daemon=True)
+        reader.start()
         while not started.wait(0.1) and proc.poll() is None:
             if time.monotonic() - t0 > boot_limit:
                 timed_out = True
@@ -289,9 +315,11 @@ def _boot(
                 timed_out = True
     finally:
         # timed out, or interrupted (Ctrl-C): qemu must not outlive the check
-        if timed_out or proc.poll() is None:
-            proc.kill()
-        proc.wait()
+        if proc is not None:
+            if timed_out or proc.poll() is None:
+                proc.kill()
+            proc.wait()
+    assert reader is not None
     reader.join(5)
     text = b"".join(chunks).decode(errors="replace").replace("\r", "")
     return GuestRun(
