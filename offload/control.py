@@ -1,4 +1,4 @@
-"""``Machine.offload``: registration of the one active migrator, as the kernel does it."""
+"""``Machine.offload``: registration of the offload migrators (the kernel's one, and more)."""
 
 from __future__ import annotations
 
@@ -11,24 +11,27 @@ from contextlib import contextmanager
 
 from .errors import MachineClosed, oserror
 from .migrator import Migrator, safe_name
-from .reasons import format_reasons, parse_reasons, reason_bit
+from .providers import Registration, registration
+from .reasons import format_reasons
 
 log = logging.getLogger("offload")
 
 
 class OffloadControl:
-    """One active migrator at a time, with a reason mask.
+    """The registered offload providers, each with a reason mask and a folio-size range.
 
-    ``register`` of a second migrator raises ``OSError(EBUSY)``; ``unregister`` of one
-    that is not active raises ``OSError(EINVAL)``. Unregister first stops new batches
-    from reaching the migrator, then waits for the copies in flight (the kernel's SRCU).
+    :meth:`register` is the kernel's ``migrate_offload_register``: one migrator, and a
+    second raises ``OSError(EBUSY)``. :meth:`add` registers a further provider beside
+    it (what ``Machine(offload=[...])`` does), limited to some reasons and folio sizes.
+    ``unregister`` of one that is not registered raises ``OSError(EINVAL)``; it first
+    stops new batches from reaching the migrator, then waits for the copies in flight
+    (the kernel's SRCU).
     """
 
     def __init__(self, report: Callable[[], dict] | None = None) -> None:
         """*report*: what :attr:`stats` returns (the scheduler's record)."""
         self._lock = threading.Condition()
-        self._active: Migrator | None = None
-        self._mask = 0
+        self._regs: tuple[Registration, ...] = ()
         self._inflight = 0
         self._last_warn = 0.0
         self._report = report
@@ -42,18 +45,26 @@ class OffloadControl:
 
     @property
     def active(self) -> Migrator | None:
-        """The active migrator, or None."""
-        return self._active
+        """The first registered migrator (the one of :meth:`register`), or None."""
+        regs = self._regs
+        return regs[0].migrator if regs else None
+
+    @property
+    def providers(self) -> tuple[Registration, ...]:
+        """Every registered provider, in registration order (a snapshot)."""
+        return self._regs
 
     @property
     def reasons(self) -> str:
-        """The active reason mask, formatted (``"all"``, ``"none"`` or names)."""
-        return format_reasons(self._mask)
+        """The reason mask of the first provider, formatted (``"all"``, ``"none"`` or
+        names)."""
+        return format_reasons(self.reason_mask)
 
     @property
     def reason_mask(self) -> int:
-        """The active reason mask as a number."""
-        return self._mask
+        """The reason mask of the first provider as a number."""
+        regs = self._regs
+        return regs[0].mask if regs else 0
 
     def register(self, migrator: Migrator, reasons: str | int = "all") -> None:
         """Make *migrator* the active one for the migrate reasons in *reasons*.
@@ -66,23 +77,44 @@ class OffloadControl:
         MachineClosed
             After the machine's ``close()``.
         """
-        # the class is asked, never the instance (its look-ups are plugin code)
-        if not isinstance(migrator, Migrator) or not callable(
-            getattr(type(migrator), "offload_copy", None)
-        ):
-            raise oserror(
-                errno.EINVAL, f"migrator: expected a Migrator, got {type(migrator).__name__}"
-            )
-        mask = parse_reasons(reasons)
+        reg = registration(migrator, reasons, None)
         with self._lock:
-            if self._closed:
-                raise MachineClosed("the machine is closed: no migrator can be registered")
-            if self._active is not None:
+            self._check_open()
+            if self._regs:
                 raise oserror(
-                    errno.EBUSY, f"migrator {safe_name(self._active)!r} is already active"
+                    errno.EBUSY, f"migrator {safe_name(self._regs[0].migrator)!r} is already active"
                 )
-            self._active = migrator
-            self._mask = mask
+            self._regs = (reg,)
+
+    def add(
+        self,
+        migrator: Migrator,
+        reasons: str | int | tuple[str, ...] = "all",
+        sizes: tuple[int | str | None, int | str | None] | str | None = None,
+    ) -> None:
+        """Register *migrator* as one more provider, for *reasons* and folio *sizes*
+        (``(min, max)`` in bytes, either end None for no limit).
+
+        Raises
+        ------
+        OSError
+            EINVAL for a bad migrator, mask or range; EBUSY if *migrator* is already
+            registered.
+        MachineClosed
+            After the machine's ``close()``.
+        """
+        reg = registration(migrator, reasons, sizes)
+        with self._lock:
+            self._check_open()
+            if any(r.migrator is migrator for r in self._regs):
+                raise oserror(
+                    errno.EBUSY, f"migrator {safe_name(migrator)!r} is already registered"
+                )
+            self._regs = self._regs + (reg,)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise MachineClosed("the machine is closed: no migrator can be registered")
 
     def close(self) -> None:
         """Refuse every later :meth:`register` (the machine is closing)."""
@@ -95,31 +127,31 @@ class OffloadControl:
         Raises
         ------
         OSError
-            EINVAL if *migrator* is not the active one.
+            EINVAL if *migrator* is not registered.
         """
         with self._lock:
-            if migrator is None or self._active is not migrator:
+            left = tuple(r for r in self._regs if r.migrator is not migrator)
+            if migrator is None or len(left) == len(self._regs):
                 raise oserror(errno.EINVAL, "migrator: not the active migrator")
-            self._active = None
-            self._mask = 0
+            self._regs = left
             while self._inflight:
                 self._lock.wait()
 
     def idle(self, reason: str) -> bool:
-        """Whether a batch for *reason* would find no active migrator (a snapshot)."""
-        return self._active is None or not self._mask & reason_bit(reason)
+        """Whether a batch for *reason* would find no provider (a snapshot)."""
+        return not any(r.allows(reason) for r in self._regs)
 
     @contextmanager
-    def use(self, reason: str) -> Iterator[Migrator | None]:
-        """The active migrator for *reason* (or None), held against unregister."""
+    def use(self, reason: str) -> Iterator[list[Registration]]:
+        """The providers for *reason* (maybe none), held against unregister."""
         with self._lock:
-            mig = self._active if self._mask & reason_bit(reason) else None
-            if mig is not None:
+            regs = [r for r in self._regs if r.allows(reason)]
+            if regs:
                 self._inflight += 1
         try:
-            yield mig
+            yield regs
         finally:
-            if mig is not None:
+            if regs:
                 with self._lock:
                     self._inflight -= 1
                     if not self._inflight:

@@ -543,10 +543,12 @@ class MigrationEngine:
             by_cpu = batch.copied & ~by_off if by_off is not None else batch.copied.copy()
             strays = watch.check(self.memory)
             if strays:
-                blamed = res.migrator if res.migrator is not None else self.scheduler.cpu
-                counters(blamed).add(stray_writes=strays)
+                # the watch cannot tell whose write it was: each provider that took part
+                # in the batch is charged (the CPU path where none did)
+                for blamed in res.providers or [self.scheduler.cpu]:
+                    counters(blamed).add(stray_writes=strays)
                 self.stats.stray_writes += strays
-            self._verify(batch, res.migrator, by_off, by_cpu)
+            self._verify(batch, res, by_cpu)
         return keep
 
     def _copy_step(self, batch: FolioBatch, res: CopyResult) -> np.ndarray | None:
@@ -573,20 +575,16 @@ class MigrationEngine:
         batch.copied[idx] = False
         return keep
 
-    def _verify(
-        self,
-        batch: FolioBatch,
-        mig: Migrator | None,
-        by_off: np.ndarray | None,
-        by_cpu: np.ndarray,
-    ) -> None:
-        """Compare every destination with its source; copy again what a backend got wrong."""
+    def _verify(self, batch: FolioBatch, res: CopyResult, by_cpu: np.ndarray) -> None:
+        """Compare every destination with its source; copy again what a backend got wrong,
+        and count it against the provider (or the CPU path) that marked it copied."""
         t0 = time.perf_counter()
         bad = verify_batch(batch)
         if bad.any():
             devmem.copy_folios(batch[bad])
-            if mig is not None and by_off is not None:
-                counters(mig).add(verify_failures=int((bad & by_off).sum()))
+            if res.by_provider is not None:
+                for i, mig in enumerate(res.providers):
+                    counters(mig).add(verify_failures=int((bad & (res.by_provider == i)).sum()))
             counters(self.scheduler.cpu).add(verify_failures=int((bad & by_cpu).sum()))
             self.stats.verify_failures += int(bad.sum())
         self.stats.verify_s += time.perf_counter() - t0

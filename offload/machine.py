@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -30,6 +30,7 @@ from .guard import CallRunner
 from .migrator import Migrator, safe_spec
 from .node import NODE_KINDS, Node
 from .process import Process
+from .providers import SEPARATOR, Provider, parse_providers
 from .rmap import Rmap
 from .scheduler import parse_policy
 from .sizes import parse_size
@@ -87,8 +88,13 @@ class Machine:
         ``"SIZE[,SIZE...]"``, each optionally ``"KIND:SIZE"`` (``dram``, ``device``).
     cpu : str or Migrator
         The CPU copy path (a backend spec such as ``"cpu-serial"``, or a Migrator).
-    offload : str or Migrator, optional
-        A backend registered as the active migrator at start, for every reason.
+    offload : str, Migrator, Provider or list of them, optional
+        The offload providers registered at start. One backend spec or migrator is the
+        active migrator for every reason; a list (or specs joined by ``+``) registers
+        several, each a spec, a migrator or a :class:`~offload.providers.Provider`
+        (limited to some migrate reasons and folio sizes; in a spec,
+        ``SPEC@reasons=NAMES@sizes=MIN-MAX``). Each batch is split only over the
+        providers allowed for it (:mod:`offload.multisplit`).
     policy : str
         Scheduler policy: ``cpu-only``, ``offload-only``, ``static:F``,
         ``threshold:SIZE`` or ``adaptive``.
@@ -131,7 +137,7 @@ class Machine:
         self,
         nodes: str = "256M,256M",
         cpu: str | Migrator = "cpu-serial",
-        offload: str | Migrator | None = None,
+        offload: str | Migrator | Provider | Sequence[str | Migrator | Provider] | None = None,
         policy: str = "adaptive",
         batch_pages: int = NR_MAX_BATCHED_MIGRATION,
         verify: bool = False,
@@ -166,7 +172,11 @@ class Machine:
         self._policy = parse_policy(policy)
         self._owned: list[Migrator] = []
         self.cpu = self._backend(cpu, "cpu")
-        offload_backend = None if offload is None else self._backend(offload, "offload")
+        try:
+            providers = self._providers(offload)
+        except BaseException:
+            self.close()
+            raise
         if any(kind == "device" for kind, _ in spec):
             from . import registry
 
@@ -214,8 +224,13 @@ class Machine:
         self.scheduler = self.engine.scheduler
         #: the registration of the active migrator (``register``, ``unregister``, ``stats``)
         self.offload = self.engine.offload
-        if offload_backend is not None:
-            self.offload.register(offload_backend, "all")
+        for i, (backend, prov) in enumerate(providers):
+            if i == 0 and prov is None:
+                self.offload.register(backend, "all")
+            elif prov is None:
+                self.offload.add(backend)
+            else:
+                self.offload.add(backend, prov.mask, prov.sizes)
 
     # -- construction helpers --------------------------------------------------------------
     def _backend(self, value: str | Migrator, what: str) -> Migrator:
@@ -230,6 +245,37 @@ class Machine:
         backend = registry.create(value)
         self._owned.append(backend)
         return backend
+
+    def _providers(self, value: object) -> list[tuple[Migrator, Provider | None]]:
+        """The offload providers of *value* (see the class), their backends built."""
+        if value is None:
+            return []
+        if isinstance(value, str):
+            items: list[object] = (
+                list(parse_providers(value)) if "@" in value or SEPARATOR in value else [value]
+            )
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+            if not items:
+                raise BadArgument("offload: an empty list (give None for no offload)")
+        else:
+            items = [value]
+        out: list[tuple[Migrator, Provider | None]] = []
+        for item in items:
+            if isinstance(item, str) and ("@" in item or SEPARATOR in item):
+                parsed = parse_providers(item)
+                if len(parsed) != 1:
+                    raise SpecError(f"offload: {item!r} is several providers in one list item")
+                item = parsed[0]
+            prov = item if isinstance(item, Provider) else None
+            backend = prov.backend if prov is not None else item
+            if not isinstance(backend, (str, Migrator)):
+                raise BadArgumentType(
+                    "offload: expected a backend spec, a Migrator or a Provider, got "
+                    f"{type(backend).__name__}"
+                )
+            out.append((self._backend(backend, "offload"), prov))
+        return out
 
     def _reclaim(self, node: Node) -> bool:
         """Memory is short on *node*: split the folios queued for deferred split there
@@ -399,9 +445,8 @@ class Machine:
                 self.cond.wait()
         control = self.offload
         control.close()
-        active = control.active
-        if active is not None:
-            control.unregister(active)
+        for reg in control.providers:
+            control.unregister(reg.migrator)
         for b in self._owned:
             b.close()
         self._runner.close()

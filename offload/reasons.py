@@ -10,8 +10,14 @@ from .errors import oserror
 ALL_REASONS: int = (1 << len(MIGRATE_REASONS)) - 1
 
 
-def parse_reasons(value: str | int) -> int:
-    """Parse a reason mask: a number, ``"all"``, ``"none"`` or comma-separated names.
+#: Names that are not the kernel's but say the same: NUMA balancing promotes a folio
+#: from a slow tier with ``migrate_misplaced_folio``, whose reason is MR_NUMA_MISPLACED.
+ALIASES = {"promotion": "numa_misplaced"}
+
+
+def parse_reasons(value: str | int | tuple[str, ...] | list[str]) -> int:
+    """Parse a reason mask: a number, ``"all"``, ``"none"``, comma-separated names, or
+    a tuple or list of names (``promotion`` is ``numa_misplaced``).
 
     Raises
     ------
@@ -26,6 +32,10 @@ def parse_reasons(value: str | int) -> int:
                 errno.EINVAL, f"reasons: mask {value:#x} has unknown bits (valid: {ALL_REASONS:#x})"
             )
         return value
+    if isinstance(value, (tuple, list)):
+        if not value or not all(isinstance(v, str) for v in value):
+            raise oserror(errno.EINVAL, f"reasons: expected names, got {value!r}")
+        value = ",".join(value)
     if not isinstance(value, str):
         raise oserror(errno.EINVAL, f"reasons: expected str or int, got {type(value).__name__}")
     text = value.strip().lower()
@@ -39,11 +49,12 @@ def parse_reasons(value: str | int) -> int:
         pass
     mask = 0
     for name in text.split(","):
-        name = name.strip()
+        name = ALIASES.get(name.strip(), name.strip())
         if name not in MIGRATE_REASONS:
             raise oserror(
                 errno.EINVAL,
-                f"reasons: unknown migrate reason {name!r} (known: {', '.join(MIGRATE_REASONS)})",
+                f"reasons: unknown migrate reason {name!r} (known: {', '.join(MIGRATE_REASONS)}; "
+                "promotion = numa_misplaced)",
             )
         mask |= 1 << MIGRATE_REASONS.index(name)
     return mask

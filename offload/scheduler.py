@@ -20,6 +20,8 @@ from .errors import SpecError
 from .guard import CallRunner, GuardedCall
 from .migrator import Migrator, safe_spec, shipped_as
 from .modelsplit import ModelSplit
+from .multisplit import MultiSplit
+from .providers import Registration
 from .sizes import parse_size
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -124,11 +126,19 @@ class CopyResult:
         goes on (None: every folio goes on).
     fallback : int
         Folios the fallback copied (unmarked after the batch copy).
+    providers : list of Migrator
+        Every offload migrator that was given part of the batch (several with
+        ``Machine(offload=[...])``).
+    by_provider : numpy.ndarray or None
+        Per folio: the index into *providers* of the one whose trusted mark copied it,
+        -1 for none.
     """
 
     n: int = 0
     migrator: Migrator | None = None
     by_offload: np.ndarray | None = None
+    providers: list = field(default_factory=list)
+    by_provider: np.ndarray | None = None
     calls: list = field(default_factory=list)
     abandoned: np.ndarray | None = None
     keep: np.ndarray | None = None
@@ -194,6 +204,9 @@ class Scheduler:
         self.adaptive = Adaptive()
         #: the ``model`` policy's state per batch shape, as the adaptive one's
         self.model_by_size: dict[int, ModelSplit] = {}
+        #: with several providers: the split over them per batch shape
+        self.multi_by_size: dict[int, MultiSplit] = {}
+        self._names: dict[object, str] = {"cpu": "cpu"}
         self._nodes = nodes
         self._lock = threading.Lock()
         self._carry = 0.0  #: pages the CPU is owed (static split), carried between batches
@@ -214,6 +227,14 @@ class Scheduler:
         d["migrators"] = {"cpu": {"spec": safe_spec(self.cpu), **counters(self.cpu).as_dict()}}
         if active is not None:
             d["migrators"]["offload"] = {"spec": safe_spec(active), **counters(active).as_dict()}
+        d["providers"] = [
+            {"spec": safe_spec(r.migrator), **r.describe(), **counters(r.migrator).as_dict()}
+            for r in self.control.providers
+        ]
+        if self.multi_by_size:
+            d["split_by_folio_size"] = {
+                1 << k: v.report(self._names) for k, v in sorted(self.multi_by_size.items())
+            }
         if self.policy.kind == "model":
             d["model_by_folio_size"] = {
                 1 << k: v.report() for k, v in sorted(self.model_by_size.items())
@@ -303,23 +324,41 @@ class Scheduler:
             batch.copied[left] = True
 
     def _split_copy(self, batch: FolioBatch, res: CopyResult) -> None:
-        """The batch copy proper: the offload engine and the CPU path, as the policy
+        """The batch copy proper: the offload providers and the CPU path, as the policy
         splits the batch; failures stay unmarked."""
-        with self.control.use(batch.reason) as mig:
-            if mig is not None and self.stuck(mig):
-                counters(mig).add(batches_skipped=1)
-                mig = None
-            if mig is None:
+        with self.control.use(batch.reason) as regs:
+            live = []
+            for r in regs:
+                if self.stuck(r.migrator):
+                    counters(r.migrator).add(batches_skipped=1)
+                else:
+                    live.append(r)
+            if not live:
                 self.cpu_copy(batch, res)
                 return
-            reach = self.reach(mig)
+            if len(live) > 1:
+                self._run_many(batch, live, res)
+                return
+            mig = live[0].migrator
             to_off, ada = self._choose(batch)
             if not self._cpu_reach.all():
                 to_off |= ~(self._cpu_reach[batch.src_node] & self._cpu_reach[batch.dst_node])
-            if not reach.all():
-                to_off &= reach[batch.src_node] & reach[batch.dst_node]
+            to_off &= self._allowed(live[0], batch)
             res.migrator = mig
+            res.providers = [mig]
             self._run(mig, batch, to_off, ada, res)
+            assert res.by_offload is not None
+            res.by_provider = np.where(res.by_offload, 0, -1).astype(np.int8)
+
+    def _allowed(self, reg: Registration, batch: FolioBatch) -> np.ndarray | bool:
+        """Per folio: whether provider *reg* may take it (its folio sizes, its reach)."""
+        ok: np.ndarray | bool = True
+        if reg.limited:
+            ok = reg.fits(batch.npages.astype(np.int64) << PAGE_SHIFT)
+        reach = self.reach(reg.migrator)
+        if not reach.all():
+            ok = ok & reach[batch.src_node] & reach[batch.dst_node]
+        return ok
 
     def cpu_copy(self, batch: FolioBatch, res: CopyResult, where: np.ndarray | None = None) -> None:
         """The CPU path copies what it can reach; the engine copies the rest later.
@@ -436,6 +475,89 @@ class Scheduler:
             got = total - float(npg[to_off].sum())
             self._carry = min(total, max(-total, want - got))
         return to_off, ada
+
+    def _run_many(self, batch: FolioBatch, regs: list[Registration], res: CopyResult) -> None:
+        """Several providers: the policy gives the CPU its part (with ``model``, the CPU
+        is one more side of the cost model), the cost models split the rest over the
+        providers allowed for each folio (:mod:`offload.multisplit`); every provider's
+        call runs on a worker, the CPU's part on this thread, and each call is collected
+        at its own deadline."""
+        n = len(batch)
+        migs = [r.migrator for r in regs]
+        res.providers = migs
+        allowed = np.zeros((len(regs) + 1, n), dtype=bool)
+        for i, r in enumerate(regs):  # over the providers, not the folios
+            allowed[i + 1] = self._allowed(r, batch)
+        cpu_ok = self.cpu_reaches(batch)
+        ada: Adaptive | None = None
+        if self.policy.kind == "model":
+            allowed[0] = cpu_ok
+        else:
+            to_off, choice = self._choose(batch)
+            ada = choice if isinstance(choice, Adaptive) else None
+            to_off = (to_off | ~cpu_ok) & allowed[1:].any(axis=0)
+            allowed[0] = ~to_off
+            allowed[1:] &= to_off
+        shape = int(np.log2(max(1, batch.nbytes // max(1, n))))
+        keys: list[object] = ["cpu", *(id(m) for m in migs)]
+        with self._lock:
+            state = self.multi_by_size.setdefault(shape, MultiSplit())
+            self._names.update({id(m): f"{i + 1}:{safe_spec(m)}" for i, m in enumerate(migs)})
+        who, predicted, probe = state.choose(keys, allowed, batch.npages, batch.nbytes)
+        with self._lock:
+            self.stats.batches += 1
+        t0 = time.perf_counter()
+        calls = []
+        for i, mig in enumerate(migs):
+            sel = who == i + 1
+            if sel.any():
+                sub = batch[sel]
+                # a plugin may rebind anything on its object: what is read back is taken now
+                held, index, nn, nb = sub.copied, sub.index, len(sub), sub.nbytes
+                assert index is not None  # a sub-batch knows its place in the batch
+                calls.append((i, mig, self._start(mig, sub, res), held, index, nn, nb))
+        t_cpu, b_cpu, n_cpu = 0.0, 0, 0
+        sel = who == 0
+        if sel.any():
+            cpu = batch[sel]
+            n_cpu, b_cpu = len(cpu), cpu.nbytes
+            self.cpu_copy(cpu, res, where=cpu.index)
+            t_cpu = time.perf_counter() - t0
+            batch.absorb(cpu)
+        by = np.full(n, -1, dtype=np.int8)
+        sides: list[tuple[int, int, float] | None] = [(n_cpu, b_cpu, t_cpu)] + [None] * len(migs)
+        b_off = failed_all = 0
+        t_off = 0.0
+        ok_all = True
+        for i, mig, call, held, index, nn, nb in calls:
+            trusted = self._collect(mig, call, t0, res, index)
+            declined = trusted and call.value is False
+            marks = handed_marks(held, nn) if trusted and not declined else np.zeros(nn, bool)
+            marked = int(marks.sum())
+            batch.copied[index] |= marks
+            by[index[marks]] = i
+            failed = 0 if declined else nn - marked
+            counters(mig).add(folios_migrated=marked, folios_failures=failed)
+            failed_all += failed
+            b_off += nb
+            if trusted and not declined and marked == nn:
+                sides[i + 1] = (nn, nb, call.finished_at - t0)
+                t_off = max(t_off, call.finished_at - t0)
+            else:
+                ok_all = False
+        res.by_provider = by
+        res.by_offload = by >= 0
+        wall = time.perf_counter() - t0
+        state.learn(keys, sides, predicted, wall, probe)
+        with self._lock:
+            st = self.stats
+            st.offload_failures += failed_all
+            st.bytes_offload += b_off
+            st.bytes_cpu += b_cpu
+            st.splits.append(b_cpu / max(1, b_off + b_cpu))
+            if len(st.splits) > 4096:
+                del st.splits[:2048]
+            self._learn(b_cpu, t_cpu, b_off, t_off, wall, ok_all, ada, n_cpu, 0)
 
     def _run(
         self,

@@ -133,5 +133,11 @@ class Emu(Dcbm):
         self.model = EngineModel(float(gbps), float(setup_us), float(per_folio_us), max_gbps)
         super().__init__(channels, timeout, coalesce, engine=EmuEngine(self.model))
 
+    # the model's parameters, under the names of the options (``spec`` recreates it)
+    gbps = property(lambda self: self.model.gbps)
+    setup_us = property(lambda self: self.model.setup_us)
+    per_folio_us = property(lambda self: self.model.per_folio_us)
+    max_gbps = property(lambda self: self.model.max_gbps)
+
 
 __all__ = ["Emu", "EmuEngine", "EngineModel"]
