@@ -70,22 +70,30 @@ def parse_sizes(text: str) -> list[int]:
     return out
 
 
-def validate_specs(specs: list[str]) -> None:
+def validate_specs(specs: list[str], hint: str = "--backends") -> None:
+    """Check backend specs (several providers joined by ``+`` each) before any run."""
     from offload import registry
+    from offload.providers import SEPARATOR, parse_providers
 
     for spec in specs:
         if spec == ADAPTIVE:
             continue
         try:
-            name, raw = registry.parse_spec(spec)
-            registry.validate_options(name, raw, registry.options(name))
-            info = registry.info(name)
-        except (OffloadError, KeyError) as exc:
-            raise click.BadParameter(str(exc), param_hint="--backends") from None
-        if not info.available:
-            raise click.BadParameter(
-                f"{name} is unavailable here: {info.reason}", param_hint="--backends"
+            parts = (
+                [str(p.backend) for p in parse_providers(spec)]
+                if SEPARATOR in spec or "@" in spec
+                else [spec]
             )
+            for part in parts:
+                name, raw = registry.parse_spec(part)
+                registry.validate_options(name, raw, registry.options(name))
+                info = registry.info(name)
+                if not info.available:
+                    raise click.BadParameter(
+                        f"{name} is unavailable here: {info.reason}", param_hint=hint
+                    )
+        except (OffloadError, KeyError) as exc:
+            raise click.BadParameter(str(exc), param_hint=hint) from None
 
 
 #: The split suite cuts smaller batches, so that the adaptive policy gets several per run.

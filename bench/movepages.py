@@ -246,8 +246,9 @@ class Cell:
             row["stray_writes"] = self.stray_writes
             row["wrong_copies"] = self.wrong_copies
         # an emulated engine's speed is its model's, not this machine's: said in every row
-        mig = self.m.offload.active
-        row["emulated"] = mig is not None and bool(getattr(type(mig), "emulated", False))
+        row["emulated"] = any(
+            bool(getattr(type(r.migrator), "emulated", False)) for r in self.m.offload.providers
+        )
         if case.policy is not None:
             rep = self.m.offload.stats
             row["cpu"], row["offload"] = case.cpu, case.offload
@@ -259,6 +260,10 @@ class Cell:
             if case.policy == "model":  # each side's fitted cost; each batch predicted
                 models = rep.get("model_by_folio_size", {})
                 row["cost_model"] = models.get(case.folio_size) or next(iter(models.values()), None)
+            if len(rep["providers"]) > 1:  # several engines: each one's share and fitted cost
+                row["providers"] = rep["providers"]
+                splits = rep.get("split_by_folio_size", {})
+                row["cost_model"] = splits.get(case.folio_size) or next(iter(splits.values()), None)
             row["cpu_gbps_measured"] = rep["cpu_gbps"]
             row["offload_gbps_measured"] = rep["offload_gbps"]
             row["offload_failures"] = rep["offload_failures"]

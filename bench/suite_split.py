@@ -17,6 +17,13 @@ from .common import (
 from .output import Outputs
 from .suite_table import run_table
 
+#: The second engine of the two-engine rows: an emulated DMA engine of 2 channels at
+#: 2 GB/s each, with a setup and a per-descriptor cost (a what-if: its rows are marked
+#: emulated).
+SECOND_DEFAULT = "emu:channels=2,gbps=2,setup_us=20,per_folio_us=0.5"
+#: The policies that also run with two engines.
+TWO_ENGINE_POLICIES = ("offload-only", "model")
+
 SPLIT_POLICIES = (
     "cpu-only",
     "offload-only",
@@ -44,6 +51,14 @@ SPLIT_POLICIES = (
     help="Backend spec of the offload engine.",
 )
 @click.option(
+    "--second",
+    "second",
+    default=SECOND_DEFAULT,
+    show_default=True,
+    help="A second offload engine: the policies offload-only and model also run with "
+    "both engines (rows 'POLICY x2'; several engines joined by '+'). '' for none.",
+)
+@click.option(
     "--policies",
     default=",".join(SPLIT_POLICIES),
     show_default=True,
@@ -53,6 +68,7 @@ SPLIT_POLICIES = (
 def split_cmd(
     cpu: str,
     offload: str,
+    second: str,
     policies: str,
     sizes: str,
     total: str,
@@ -67,8 +83,11 @@ def split_cmd(
     """Compare scheduler policies: how each splits every batch between CPU and offload.
 
     One row per policy (its name in the backend field): cpu-only, offload-only, fixed
-    CPU fractions and adaptive, so the adaptive split can be compared with the best
-    fixed one. Rows also give the CPU share of the bytes and each side's measured GB/s.
+    CPU fractions, adaptive and model, so that the learnt splits can be compared with
+    the best fixed one. Rows also give the CPU share of the bytes and each side's
+    measured GB/s. With --second, offload-only and model run again with a second
+    offload engine beside the first (rows 'offload-only x2', 'model x2'): the batch is
+    then split over the CPU and both engines by their fitted costs.
     """
     from offload.scheduler import parse_policy
 
@@ -76,7 +95,10 @@ def split_cmd(
 
     out = Outputs(as_json, as_csv, output)
     out.check()
-    validate_specs([cpu, offload])
+    validate_specs([cpu], "--cpu")
+    validate_specs([offload], "--offload")
+    if second.strip():
+        validate_specs([second], "--second")
     pols = [p.strip() for p in policies.split(",") if p.strip()]
     if not pols:
         raise click.BadParameter("no policy given", param_hint="--policies")
@@ -106,12 +128,33 @@ def split_cmd(
         for p in pols
         for s in size_list
     ]
+    if second.strip():
+        both = f"{offload}+{second.strip()}"
+        cases += [
+            movepages.Case(
+                f"{p} x2",
+                s,
+                total_b,
+                repeat,
+                warmup,
+                bp,
+                cpu=cpu,
+                offload=both,
+                policy=p,
+                suite="split",
+                layout=layout,
+            )
+            for p in pols
+            if p in TWO_ENGINE_POLICIES
+            for s in size_list
+        ]
     run_table(
         cases,
         total_b,
         size_list,
         out,
-        f"split: CPU path {cpu} + offload {offload}, move_pages of {total}, {layout} memory, "
-        f"batch {bp} pages",
+        f"split: CPU path {cpu} + offload {offload}"
+        + (f" (x2: + {second.strip()}, emulated)" if second.strip() else "")
+        + f", move_pages of {total}, {layout} memory, batch {bp} pages",
         details=None,
     )

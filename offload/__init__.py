@@ -2,7 +2,7 @@
 
 The public API (docs/api.md)::
 
-    from offload import Machine, Migrator, FolioBatch, OffloadError
+    from offload import Machine, Migrator, Provider, FolioBatch, OffloadError
     from offload import PAGE_SIZE, MPOL_MF_STRICT, MPOL_MF_MOVE, MPOL_MF_MOVE_ALL
 """
 
@@ -31,6 +31,7 @@ from .errors import (
 from .machine import Machine
 from .migrator import Migrator, Option
 from .process import MoveResult, Process
+from .providers import Provider
 
 __version__ = "0.1.0"
 
@@ -53,6 +54,7 @@ __all__ = [
     "Option",
     "Pin",
     "Process",
+    "Provider",
     "SpecError",
     "UnknownBackend",
     "registry",

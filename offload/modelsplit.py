@@ -37,9 +37,7 @@ class SideModel:
     """One side's completed calls, and their fitted cost: from the calls it made alone
     where there are any (the other side idle), else from those it made beside it."""
 
-    def __init__(self, pooled: bool = False) -> None:
-        #: fit from every call (alone or beside others), not from the lone ones first
-        self.pooled = pooled
+    def __init__(self) -> None:
         self.alone: deque[tuple[int, int, float]] = deque(maxlen=WINDOW)
         self.beside: deque[tuple[int, int, float]] = deque(maxlen=WINDOW)
         self.cost: CallCost | None = None
@@ -61,7 +59,7 @@ class SideModel:
         REFIT (a fit costs a few hundred microseconds; a batch of 4 KiB folios, two)."""
         if not self._new or (self.cost is not None and self.calls > 4 and self._new < REFIT):
             return
-        calls = [*self.alone, *self.beside] if self.pooled else (self.alone or self.beside)
+        calls = self.alone or self.beside
         f, b, t = (np.array(x, dtype=float) for x in zip(*calls))
         self.cost = fit_calls(f, b, t)
         self._new = 0

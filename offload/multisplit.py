@@ -1,7 +1,7 @@
 """A batch split over several providers by their cost models (``Machine(offload=[...])``).
 
 Every side (the CPU path, each offload provider) keeps the calls it completed and a
-:class:`~offload.costmodel.CallCost` fitted to all of them, alone or beside others
+:class:`~offload.costmodel.CallCost` fitted to the calls it made alone
 (:class:`~offload.modelsplit.SideModel`).
 A batch goes to the sides so that the predicted finish time, the latest side's, is
 least: with side ``i`` costing ``fixed_i + var_i * s_i`` for a share ``s_i`` of the
@@ -12,35 +12,48 @@ bytes, the best shares over a set of sides finish together at
 (water filling), and the set is the prefix of the sides by fixed cost that gives the
 least ``T``: a side whose fixed cost is not worth it stays idle, so a small batch is not
 offloaded at all. Running several sides at once can cost more than their models say
-(CPU threads that play a DMA engine share the CPUs): the median measured over predicted
-time of batches that used several sides scales such predictions.
+(CPU threads that play a DMA engine share the CPUs, and all share the memory bus): the
+median measured over predicted time of batches that used as many sides scales such
+predictions, so that one fast side alone can win over a split. (A fit over calls made beside others would fold that slowdown into each
+side, and on two shared cores finds calls whose time does not grow with their bytes.)
 
 Folios that only some sides may take (a provider limited to some folio sizes, a node
 it cannot reach) are split group by group, each group of folios with the same allowed
 sides in turn, a side's earlier share counting as its fixed cost in the next group.
 
-Probes: a side never measured copies one batch alone (everything it may take); once
-every side is measured, one batch is split evenly over all of them, so that each side
-is seen at two shares. Later, a side idle for ``REPROBE`` batches, or one whose
-prediction is uncertain, gets an even share in one batch out of eight.
+Probes: each side copies alone, once all it may take of a batch and once half of it
+(what a probe leaves is the CPU fallback's, after it), so that its fixed cost and its
+bandwidth are told apart: two probe batches per side, once. Later, a side idle for
+``REPROBE`` batches copies one batch alone (at most one batch in eight): its speed, or
+the others', may have changed.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 
 from .constants import PAGE_SIZE
-from .modelsplit import REPROBE, UNCERTAIN, WINDOW, SideModel
+from .modelsplit import REPROBE, WINDOW, SideModel
+
+#: Up to this many sides every set of them is tried (2**n - 1 sets).
+EXACT_SIDES = 6
 
 
-def water_fill(fixed: np.ndarray, var: np.ndarray, k: float = 1.0) -> tuple[np.ndarray, float]:
+def water_fill(
+    fixed: np.ndarray, var: np.ndarray, k: Callable[[int], float] | float = 1.0
+) -> tuple[np.ndarray, float]:
     """The shares (summing to 1) that minimise ``max(fixed_i + var_i * s_i)`` over the
-    sides given a share, and that time; *k* scales the time of a split over several
-    sides (their interference).
+    sides given a share, and that time.
+
+    *k* scales the time of a split over ``m > 1`` sides (their interference): a number,
+    or a function of ``m``. Every set of sides is tried where there are at most
+    ``EXACT_SIDES`` (with interference, one fast side alone can beat any split), else
+    each side alone and the prefixes of the sides by fixed cost (the best sets when
+    nothing interferes).
 
     Examples
     --------
@@ -48,22 +61,30 @@ def water_fill(fixed: np.ndarray, var: np.ndarray, k: float = 1.0) -> tuple[np.n
     >>> [round(x, 3) for x in s], round(t, 3)
     ([0.75, 0.25], 0.75)
     """
-    fixed = np.asarray(fixed, dtype=float)
-    var = np.maximum(np.asarray(var, dtype=float), 1e-15)
-    order = np.argsort(fixed, kind="stable")
-    best_t, best = float("inf"), np.zeros(fixed.size)
-    for m in range(1, fixed.size + 1):  # over the sides (a handful), never the folios
-        used = order[:m]
-        t = (1.0 + float((fixed[used] / var[used]).sum())) / float((1.0 / var[used]).sum())
-        share = (t - fixed[used]) / var[used]
-        if (share < 0).any():
+    fixed_l = [float(x) for x in np.asarray(fixed, dtype=float)]
+    var_l = [max(float(x), 1e-15) for x in np.asarray(var, dtype=float)]
+    n = len(fixed_l)
+    factor = k if callable(k) else (lambda m, c=float(k): c)
+    if n <= EXACT_SIDES:
+        sets = [[i for i in range(n) if mask >> i & 1] for mask in range(1, 1 << n)]
+    else:
+        order = sorted(range(n), key=lambda i: fixed_l[i])
+        sets = [[i] for i in range(n)] + [order[:m] for m in range(2, n + 1)]
+    best_t, best_set, best_share = float("inf"), [0], [1.0]
+    for used in sets:  # over sets of sides (a handful), never the folios
+        inv = sum(1.0 / var_l[i] for i in used)
+        t = (1.0 + sum(fixed_l[i] / var_l[i] for i in used)) / inv
+        share = [(t - fixed_l[i]) / var_l[i] for i in used]
+        if min(share) < 0:
             continue
-        scaled = t * (k if m > 1 else 1.0)
+        scaled = t * (factor(len(used)) if len(used) > 1 else 1.0)
         if scaled < best_t:
-            best_t = scaled
-            best = np.zeros(fixed.size)
-            best[used] = share / share.sum()
-    return best, best_t
+            best_t, best_set, best_share = scaled, used, share
+    out = np.zeros(n)
+    total = sum(best_share)
+    for i, sh in zip(best_set, best_share):
+        out[i] = sh / total
+    return out, best_t
 
 
 def cut(npages: np.ndarray, shares: np.ndarray) -> np.ndarray:
@@ -86,17 +107,21 @@ class MultiSplit:
         self.sides: dict[Hashable, SideModel] = {}
         self.batches = 0
         self.probes = 0
-        self.spread = False  #: whether the even split over every measured side was run
+        #: per side: 0 never probed, 1 probed on the whole batch, 2 on half of it too
+        self.stage: dict[Hashable, int] = {}
         self.log: deque[dict] = deque(maxlen=256)
-        self.interference: deque[float] = deque(maxlen=WINDOW)
+        #: per number of sides of a split: measured over predicted times
+        self.interference: dict[int, deque[float]] = {}
+        self._k: dict[int, float] = {}  #: their medians, bounded to [0.5, 4]
         self._lock = threading.Lock()
 
-    @property
-    def k(self) -> float:
-        """Batches over several sides: median measured over predicted time (1 before any)."""
-        if not self.interference:
-            return 1.0
-        return float(min(4.0, max(0.5, np.median(self.interference))))
+    def k(self, sides: int) -> float:
+        """Batches over *sides* sides: the median measured over predicted time (that of
+        the nearest fewer sides seen, or 1, before any)."""
+        for m in range(sides, 1, -1):
+            if m in self._k:
+                return self._k[m]
+        return 1.0
 
     def choose(
         self, keys: Sequence[Hashable], allowed: np.ndarray, npages: np.ndarray, nbytes: int
@@ -117,7 +142,8 @@ class MultiSplit:
         Returns
         -------
         who : numpy.ndarray
-            Per folio, the index into *keys* of its side, -1 where no side may take it.
+            Per folio, the index into *keys* of its side; -1 where no side may take it
+            or a probe leaves it (the CPU fallback copies it after the batch copy).
         predicted : float
             Predicted seconds of the batch (inf while a side taking part is unmeasured).
         probe : bool
@@ -125,78 +151,59 @@ class MultiSplit:
         """
         with self._lock:
             self.batches += 1
-            models = [self.sides.setdefault(key, SideModel(pooled=True)) for key in keys]
+            models = [self.sides.setdefault(key, SideModel()) for key in keys]
             for m in models:
                 m.refresh()
             present: np.ndarray = np.asarray(allowed.any(axis=1))
-            new = [i for i, m in enumerate(models) if present[i] and m.cost is None]
-            probe = False
-            if new:
-                # one side never measured copies alone what it may take
-                lone = np.zeros_like(allowed)
-                lone[new[0]] = allowed[new[0]]
-                rest = ~allowed[new[0]]
-                who, predicted = self._fill(models, allowed & rest, npages, lone)
-                probe = True
-            elif not self.spread or self._reprobe(models, present, npages, nbytes):
-                self.spread = True
-                who = self._even(allowed, npages)
-                predicted = self._predict(models, who, npages, nbytes)
-                probe = True
-            else:
-                who, predicted = self._fill(models, allowed, npages, None)
-            if probe:
-                self.probes += 1
-            return who, predicted, probe
+            side = self._probe_side(keys, models, present, npages, nbytes)
+            if side is None:
+                who, predicted = self._fill(models, allowed, npages)
+                return who, predicted, False
+            # a probe: one side alone, on all it may take or (its second) on half of that
+            i, frac = side
+            at = np.flatnonzero(allowed[i])
+            if frac < 1.0:
+                at = at[cut(npages[at], np.array([frac, 1.0 - frac])) == 0]
+            who = np.full(npages.size, -1, dtype=np.int64)
+            who[at] = i
+            self.probes += 1
+            return who, models[i].predict(at.size, float(npages[at].sum()) * PAGE_SIZE), True
 
-    def _reprobe(
-        self, models: list[SideModel], present: np.ndarray, npages: np.ndarray, nbytes: int
-    ) -> bool:
+    def _probe_side(
+        self,
+        keys: Sequence[Hashable],
+        models: list[SideModel],
+        present: np.ndarray,
+        npages: np.ndarray,
+        nbytes: int,
+    ) -> tuple[int, float] | None:
+        """The side this batch probes and its share, or None (no probe)."""
+        stage = [self.stage.get(k, 0) for k in keys]
+        first = [i for i in range(len(keys)) if present[i] and stage[i] < 2]
+        if first:  # every side all alone first, then every side on half
+            i = min(first, key=lambda j: stage[j])
+            self.stage[keys[i]] = stage[i] + 1
+            return i, 1.0 if stage[i] == 0 else 0.5
         if self.batches % 8:
-            return False
-        n = float(npages.size) / max(1, int(present.sum()))
-        b = float(nbytes) / max(1, int(present.sum()))
-        return any(
-            present[i]
-            and (
-                m.idle >= REPROBE
-                or (m.cost is not None and m.cost.relative_error(n, b) > UNCERTAIN)
-            )
-            for i, m in enumerate(models)
-        )
-
-    def _even(self, allowed: np.ndarray, npages: np.ndarray) -> np.ndarray:
-        """Each group of folios split evenly over the sides that may take it."""
-        who = np.full(npages.size, -1, dtype=np.int64)
-        for sides, at in _groups(allowed):
-            if sides.size:
-                shares = np.full(sides.size, 1.0 / sides.size)
-                who[at] = sides[cut(npages[at], shares)]
-        return who
+            return None
+        # a side left idle for long may have got faster (or the others slower)
+        for i, m in enumerate(models):
+            if present[i] and m.idle >= REPROBE:
+                return i, 1.0
+        return None
 
     def _fill(
-        self,
-        models: list[SideModel],
-        allowed: np.ndarray,
-        npages: np.ndarray,
-        fixed_who: np.ndarray | None,
+        self, models: list[SideModel], allowed: np.ndarray, npages: np.ndarray
     ) -> tuple[np.ndarray, float]:
-        """Water-fill each group over its measured sides; *fixed_who* (a probe's lone
-        side) is given first and counts as that side's load."""
+        """Water-fill each group of folios over its measured sides."""
         who = np.full(npages.size, -1, dtype=np.int64)
         load = np.zeros(len(models))
-        nb = npages.astype(np.float64) * PAGE_SIZE
-        if fixed_who is not None:
-            for i in np.flatnonzero(fixed_who.any(axis=1)):
-                at = np.flatnonzero(fixed_who[i])
-                who[at] = i
-                load[i] = models[i].predict(at.size, nb[at].sum())
-        k = self.k
-        for sides, at in _groups(allowed & (who < 0)):
+        for sides, at in _groups(allowed):
             sides = np.array([s for s in sides if models[s].cost is not None], dtype=np.int64)
             if not sides.size:
                 continue
-            f_g, b_g = float(at.size), float(nb[at].sum())
+            pages = npages if at.size == npages.size else npages[at]
+            f_g, b_g = float(at.size), float(pages.sum()) * PAGE_SIZE
             fixed = np.empty(sides.size)
             var = np.empty(sides.size)
             for j, s in enumerate(sides):
@@ -205,27 +212,15 @@ class MultiSplit:
                 whole = float(cost.time(f_g, b_g))
                 fixed[j] = load[s] if load[s] > 0 else cost.fixed_s
                 var[j] = whole - cost.fixed_s
-            shares, _ = water_fill(fixed, var, k)
-            who[at] = sides[cut(npages[at], shares)]
+            shares, _ = water_fill(fixed, var, self.k)
+            lone = np.flatnonzero(shares == 1.0)
+            who[at] = sides[lone[0]] if lone.size else sides[cut(pages, shares)]
             for j, s in enumerate(sides):
                 if shares[j] > 0:
                     load[s] = fixed[j] + var[j] * shares[j]
         used = int((load > 0).sum())
         t = float(load.max()) if load.size else 0.0
-        return who, t * (k if used > 1 else 1.0)
-
-    def _predict(
-        self, models: list[SideModel], who: np.ndarray, npages: np.ndarray, nbytes: int
-    ) -> float:
-        nb = npages.astype(np.float64) * PAGE_SIZE
-        times = [
-            m.predict(int((who == i).sum()), float(nb[who == i].sum()))
-            for i, m in enumerate(models)
-            if (who == i).any()
-        ]
-        if not times:
-            return 0.0
-        return max(times) * (self.k if len(times) > 1 else 1.0)
+        return who, t * (self.k(used) if used > 1 else 1.0)
 
     def learn(
         self,
@@ -244,7 +239,9 @@ class MultiSplit:
             if len(used) > 1:
                 independent = max(self.sides[k].predict(c[0], c[1]) for k, c in used)
                 if np.isfinite(independent) and independent > 0 and wall > 0:
-                    self.interference.append(wall / independent)
+                    seen = self.interference.setdefault(len(used), deque(maxlen=WINDOW))
+                    seen.append(wall / independent)
+                    self._k[len(used)] = float(min(4.0, max(0.5, np.median(seen))))
             took = {k for k, _ in used}
             for key in keys:
                 if key not in took:
@@ -274,7 +271,7 @@ class MultiSplit:
         return {
             "batches": self.batches,
             "probes": self.probes,
-            "interference": self.k,
+            "interference": {m: self.k(m) for m in sorted(self.interference)},
             "sides": sides,
             "median_abs_error_after_8": float(np.median(errs)) if errs else None,
             "log": log[-64:],
@@ -285,6 +282,9 @@ def _groups(allowed: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """The folios grouped by which sides may take them: (those sides, the folios)."""
     if allowed.shape[1] == 0:
         return []
+    rows = allowed.all(axis=1)
+    if not (allowed[~rows].any()):  # the usual batch: each side takes all or nothing
+        return [(np.flatnonzero(rows), np.arange(allowed.shape[1]))] if rows.any() else []
     weights = (1 << np.arange(allowed.shape[0], dtype=np.int64))[:, None]
     sig = (allowed.astype(np.int64) * weights).sum(axis=0)
     out = []

@@ -518,7 +518,11 @@ class Scheduler:
                 calls.append((i, mig, self._start(mig, sub, res), held, index, nn, nb))
         t_cpu, b_cpu, n_cpu = 0.0, 0, 0
         sel = who == 0
-        if sel.any():
+        if not calls and sel.all():  # the CPU alone: on the batch itself
+            n_cpu, b_cpu = n, batch.nbytes
+            self.cpu_copy(batch, res)
+            t_cpu = time.perf_counter() - t0
+        elif sel.any():
             cpu = batch[sel]
             n_cpu, b_cpu = len(cpu), cpu.nbytes
             self.cpu_copy(cpu, res, where=cpu.index)

@@ -209,8 +209,17 @@ def test_split_suite_rows_name_the_policies(run):
         "static:0.75",
         "adaptive",
         "model",
+        "offload-only x2",
+        "model x2",
     ]
     by = {x["backend"]: x for x in rows}
+    # the two-engine rows: marked emulated (their second engine is), each engine listed
+    two = by["model x2"]
+    assert two["emulated"] and not by["model"]["emulated"]
+    assert [p["spec"].split(":")[0] for p in two["providers"]] == ["dma-threads", "emu"]
+    assert two["offload"].startswith("dma-threads+emu:")
+    sides = two["cost_model"]["sides"]
+    assert set(sides) >= {"cpu"} and len(sides) == 3
     cm = by["model"]["cost_model"]
     assert cm["batches"] >= 3 and cm["probes"] >= 3 and cm["cpu"]["calls"] >= 1
     assert all("predicted_s" in b and b["measured_s"] > 0 for b in cm["log"])

@@ -38,6 +38,7 @@ PUBLIC = {
     "offload.errors",
     "offload.console",
     "offload.params",
+    "offload.providers",
     "offload.hostinfo",
     "offload.native",
     "offload.registry",
