@@ -21,9 +21,11 @@ Folios that only some sides may take (a provider limited to some folio sizes, a 
 it cannot reach) are split group by group, each group of folios with the same allowed
 sides in turn, a side's earlier share counting as its fixed cost in the next group.
 
-Probes: each side copies alone, once all it may take of a batch and once half of it
-(what a probe leaves is the CPU fallback's, after it), so that its fixed cost and its
-bandwidth are told apart: two probe batches per side, once. Later, a side idle for
+Probes: each side copies alone, first half of what it may take of a batch as a warm-up
+(a first call pays for threads, pools and caches that start cold: it is not recorded),
+then all of it, then half of it again (what a probe leaves is the CPU fallback's, after
+it), so that its fixed cost and its bandwidth are told apart: three probe batches per
+side, once. Later, a side idle for
 ``REPROBE`` batches copies one batch alone (at most one batch in eight): its speed, or
 the others', may have changed.
 """
@@ -107,8 +109,9 @@ class MultiSplit:
         self.sides: dict[Hashable, SideModel] = {}
         self.batches = 0
         self.probes = 0
-        #: per side: 0 never probed, 1 probed on the whole batch, 2 on half of it too
+        #: per side: 0 never probed, 1 warmed up, 2 probed on the whole batch, 3 on half
         self.stage: dict[Hashable, int] = {}
+        self._warming: set[Hashable] = set()  #: sides whose next call is not recorded
         self.log: deque[dict] = deque(maxlen=256)
         #: per number of sides of a split: measured over predicted times
         self.interference: dict[int, deque[float]] = {}
@@ -179,11 +182,13 @@ class MultiSplit:
     ) -> tuple[int, float] | None:
         """The side this batch probes and its share, or None (no probe)."""
         stage = [self.stage.get(k, 0) for k in keys]
-        first = [i for i in range(len(keys)) if present[i] and stage[i] < 2]
-        if first:  # every side all alone first, then every side on half
+        first = [i for i in range(len(keys)) if present[i] and stage[i] < 3]
+        if first:  # every side warmed up, then all alone, then on half
             i = min(first, key=lambda j: stage[j])
             self.stage[keys[i]] = stage[i] + 1
-            return i, 1.0 if stage[i] == 0 else 0.5
+            if stage[i] == 0:
+                self._warming.add(keys[i])
+            return i, 1.0 if stage[i] == 1 else 0.5
         if self.batches % 8:
             return None
         # a side left idle for long may have got faster (or the others slower)
@@ -247,6 +252,10 @@ class MultiSplit:
                 if key not in took:
                     self.sides[key].idle += 1
             for key, c in used:
+                if key in self._warming:  # a first call pays for what starts cold
+                    self._warming.discard(key)
+                    self.sides[key].idle = 0
+                    continue
                 self.sides[key].add(*c, alone=alone)
             self.log.append(
                 {

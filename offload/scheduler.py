@@ -504,6 +504,18 @@ class Scheduler:
             state = self.multi_by_size.setdefault(shape, MultiSplit())
             self._names.update({id(m): f"{i + 1}:{safe_spec(m)}" for i, m in enumerate(migs)})
         who, predicted, probe = state.choose(keys, allowed, batch.npages, batch.nbytes)
+        lone = int(who[0]) if n and (who == who[0]).all() else -1
+        if lone > 0:  # one provider takes the whole batch: as with one provider
+            t0 = time.perf_counter()
+            self._run(migs[lone - 1], batch, np.ones(n, dtype=bool), None, res)
+            assert res.by_offload is not None
+            ok = bool(res.by_offload.all())
+            sides: list[tuple[int, int, float] | None] = [None] * (len(migs) + 1)
+            wall = time.perf_counter() - t0
+            sides[lone] = (n, batch.nbytes, wall) if ok else None
+            state.learn(keys, sides, predicted, wall, probe)
+            res.by_provider = np.where(res.by_offload, lone - 1, -1).astype(np.int8)
+            return
         with self._lock:
             self.stats.batches += 1
         t0 = time.perf_counter()
@@ -529,7 +541,7 @@ class Scheduler:
             t_cpu = time.perf_counter() - t0
             batch.absorb(cpu)
         by = np.full(n, -1, dtype=np.int8)
-        sides: list[tuple[int, int, float] | None] = [(n_cpu, b_cpu, t_cpu)] + [None] * len(migs)
+        sides = [(n_cpu, b_cpu, t_cpu)] + [None] * len(migs)
         b_off = failed_all = 0
         t_off = 0.0
         ok_all = True

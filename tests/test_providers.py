@@ -177,7 +177,7 @@ def test_the_split_of_two_emulated_engines_reaches_the_closed_form_optimum():
         prefault=True,
     ) as m:
         p = m.spawn()
-        n = 64 << 20
+        n = 96 << 20
         addr = p.mmap(n, node=0, folio_size=64 << 10)
         data = fill(p, addr, n, 5)
         r = p.move_pages(pages(addr, n, 64 << 10), [1] * (n >> 16))
@@ -189,13 +189,14 @@ def test_the_split_of_two_emulated_engines_reaches_the_closed_form_optimum():
         np.array([nb / (a["gbps"] * 1e9), nb / (b["gbps"] * 1e9)]),
     )
     measured = [x["measured_s"] for x in rep["log"]]
-    assert len(measured) == 8
-    # each engine alone on the whole batch and on half of it, then the split
-    assert [x["probe"] for x in rep["log"]] == [True] * 4 + [False] * 4
-    # the batches after the probes: at least 95% of the optimum's throughput
-    assert best / float(np.median(measured[4:])) >= 0.95, (best, measured)
+    assert len(measured) == 12
+    # each engine alone: a warm-up, the whole batch, half of it; then the split
+    assert [x["probe"] for x in rep["log"]] == [True] * 6 + [False] * 6
+    # from the 7th batch on: at least 95% of the optimum's throughput
+    assert best / float(np.median(measured[6:])) >= 0.95, (best, measured)
+    assert best / max(measured[6:8]) >= 0.93, (best, measured)
     # and the model predicted them
-    errs = [abs(x["predicted_s"] - x["measured_s"]) / x["measured_s"] for x in rep["log"][4:]]
+    errs = [abs(x["predicted_s"] - x["measured_s"]) / x["measured_s"] for x in rep["log"][6:]]
     assert float(np.median(errs)) <= 0.15
     assert all(s is not None for s in rep["sides"].values() if s is not rep["sides"].get("cpu"))
 
