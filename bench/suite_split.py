@@ -110,40 +110,32 @@ def split_cmd(
     size_list = parse_sizes(sizes)
     total_b = parse_total(total, size_list)
     bp = batch_pages or SPLIT_BATCH_PAGES
-    # the adaptive policy learns: it measures each of its 3 ways twice before settling
-    cases = [
-        movepages.Case(
-            p,
-            s,
+
+    def case(label: str, policy: str, size: int, engines: str, warm: int) -> movepages.Case:
+        return movepages.Case(
+            label,
+            size,
             total_b,
             repeat,
-            max(warmup, 6) if p == "adaptive" else warmup,
+            warm,
             bp,
             cpu=cpu,
-            offload=offload,
-            policy=p,
+            offload=engines,
+            policy=policy,
             suite="split",
             layout=layout,
         )
+
+    # the adaptive policy learns: it measures each of its 3 ways twice before settling
+    cases = [
+        case(p, p, s, offload, max(warmup, 6) if p == "adaptive" else warmup)
         for p in pols
         for s in size_list
     ]
     if second.strip():
         both = f"{offload}+{second.strip()}"
         cases += [
-            movepages.Case(
-                f"{p} x2",
-                s,
-                total_b,
-                repeat,
-                warmup,
-                bp,
-                cpu=cpu,
-                offload=both,
-                policy=p,
-                suite="split",
-                layout=layout,
-            )
+            case(f"{p} x2", p, s, both, warmup)
             for p in pols
             if p in TWO_ENGINE_POLICIES
             for s in size_list

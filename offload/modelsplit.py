@@ -76,6 +76,17 @@ class SideModel:
         return None if self.cost is None else self.cost.as_dict()
 
 
+def median_error(log: list[dict]) -> float | None:
+    """The median |predicted - measured| / measured over the batches of *log* that were
+    predicted (None when none was)."""
+    errs = [
+        abs(x["predicted_s"] - x["measured_s"]) / x["measured_s"]
+        for x in log
+        if x["predicted_s"] is not None and x["measured_s"] > 0
+    ]
+    return float(np.median(errs)) if errs else None
+
+
 class ModelSplit:
     """The ``model`` policy's state for one batch shape (see the module)."""
 
@@ -195,20 +206,15 @@ class ModelSplit:
     def report(self) -> dict:
         with self._lock:
             log = list(self.log)
-        errs = [
-            abs(x["predicted_s"] - x["measured_s"]) / x["measured_s"]
-            for x in log[8:]
-            if x["predicted_s"] is not None and x["measured_s"] > 0
-        ]
         return {
             "batches": self.batches,
             "probes": self.probes,
             "interference": self.k,
             "cpu": self.cpu.as_dict(),
             "offload": self.off.as_dict(),
-            "median_abs_error_after_8": float(np.median(errs)) if errs else None,
+            "median_abs_error_after_8": median_error(log[8:]),
             "log": log[-64:],
         }
 
 
-__all__ = ["ModelSplit", "SideModel"]
+__all__ = ["ModelSplit", "SideModel", "median_error"]

@@ -39,7 +39,7 @@ from collections.abc import Callable, Hashable, Sequence
 import numpy as np
 
 from .constants import PAGE_SIZE
-from .modelsplit import REPROBE, WINDOW, SideModel
+from .modelsplit import REPROBE, WINDOW, SideModel, median_error
 
 #: Up to this many sides every set of them is tried (2**n - 1 sets).
 EXACT_SIDES = 6
@@ -272,17 +272,12 @@ class MultiSplit:
         with self._lock:
             log = list(self.log)
             sides = {names.get(k, str(k)): m.as_dict() for k, m in self.sides.items()}
-        errs = [
-            abs(x["predicted_s"] - x["measured_s"]) / x["measured_s"]
-            for x in log[8:]
-            if x["predicted_s"] is not None and x["measured_s"] > 0
-        ]
         return {
             "batches": self.batches,
             "probes": self.probes,
             "interference": {m: self.k(m) for m in sorted(self.interference)},
             "sides": sides,
-            "median_abs_error_after_8": float(np.median(errs)) if errs else None,
+            "median_abs_error_after_8": median_error(log[8:]),
             "log": log[-64:],
         }
 

@@ -97,6 +97,15 @@ class SchedulerStats:
     offload_gbps: float = 0.0
     splits: list = field(default_factory=list)  #: CPU byte fraction chosen per batch
 
+    def record(self, failed: int, b_off: int, b_cpu: int) -> None:
+        """Count a copied batch (the caller holds the scheduler's lock)."""
+        self.offload_failures += failed
+        self.bytes_offload += b_off
+        self.bytes_cpu += b_cpu
+        self.splits.append(b_cpu / max(1, b_off + b_cpu))
+        if len(self.splits) > 4096:
+            del self.splits[:2048]
+
     def as_dict(self) -> dict:
         d = dict(self.__dict__)
         d["splits"] = list(self.splits[-64:])
@@ -566,13 +575,7 @@ class Scheduler:
         wall = time.perf_counter() - t0
         state.learn(keys, sides, predicted, wall, probe)
         with self._lock:
-            st = self.stats
-            st.offload_failures += failed_all
-            st.bytes_offload += b_off
-            st.bytes_cpu += b_cpu
-            st.splits.append(b_cpu / max(1, b_off + b_cpu))
-            if len(st.splits) > 4096:
-                del st.splits[:2048]
+            self.stats.record(failed_all, b_off, b_cpu)
             self._learn(b_cpu, t_cpu, b_off, t_off, wall, ok_all, ada, n_cpu, 0)
 
     def _run(
@@ -631,12 +634,7 @@ class Scheduler:
         failed = 0 if declined else n_off - marked
         counters(mig).add(folios_migrated=marked, folios_failures=failed)
         with self._lock:  # migrations from several threads share these counters
-            st.offload_failures += failed
-            st.bytes_offload += b_off
-            st.bytes_cpu += b_cpu
-            st.splits.append(b_cpu / max(1, b_off + b_cpu))
-            if len(st.splits) > 4096:
-                del st.splits[:2048]
+            st.record(failed, b_off, b_cpu)
             self._learn(
                 b_cpu, t_cpu, b_off, t_off, time.perf_counter() - t0, ok, ada, len(cpu), n_off
             )
