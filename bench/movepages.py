@@ -257,13 +257,11 @@ class Cell:
                 if case.policy == "adaptive"
                 else rep["bytes_cpu"] / max(1, rep["bytes_cpu"] + rep["bytes_offload"])
             )
-            if case.policy == "model":  # each side's fitted cost; each batch predicted
-                models = rep.get("model_by_folio_size", {})
-                row["cost_model"] = models.get(case.folio_size) or next(iter(models.values()), None)
-            if len(rep["providers"]) > 1:  # several engines: each one's share and fitted cost
+            if len(rep["providers"]) > 1:  # several engines: what each one did
                 row["providers"] = rep["providers"]
-                splits = rep.get("split_by_folio_size", {})
-                row["cost_model"] = splits.get(case.folio_size) or next(iter(splits.values()), None)
+            splits = rep.get("split_by_folio_size", {})
+            if splits:  # policy model or several engines: each side's cost, each batch's
+                row["cost_model"] = splits.get(case.folio_size) or next(iter(splits.values()))
             row["cpu_gbps_measured"] = rep["cpu_gbps"]
             row["offload_gbps_measured"] = rep["offload_gbps"]
             row["offload_failures"] = rep["offload_failures"]

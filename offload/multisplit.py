@@ -1,33 +1,35 @@
-"""A batch split over several providers by their cost models (``Machine(offload=[...])``).
+"""Each batch split over the CPU path and the offload providers by their cost models:
+policy ``model``, and several providers (``Machine(offload=[...])``).
 
 Every side (the CPU path, each offload provider) keeps the calls it completed and a
-:class:`~offload.costmodel.CallCost` fitted to the calls it made alone
-(:class:`~offload.modelsplit.SideModel`).
-A batch goes to the sides so that the predicted finish time, the latest side's, is
-least: with side ``i`` costing ``fixed_i + var_i * s_i`` for a share ``s_i`` of the
-bytes, the best shares over a set of sides finish together at
+:class:`~offload.costmodel.CallCost` (``fixed + per_folio * folios + bytes /
+bandwidth``) fitted robustly to the calls it made alone (:class:`SideModel`). A batch
+goes to the sides so that the predicted finish time, the latest side's, is least: with
+side ``i`` costing ``fixed_i + var_i * s_i`` for a share ``s_i`` of the bytes, the best
+shares over a set of sides finish together at
 
     T = (1 + sum(fixed_i / var_i)) / sum(1 / var_i)
 
-(water filling), and the set is the prefix of the sides by fixed cost that gives the
-least ``T``: a side whose fixed cost is not worth it stays idle, so a small batch is not
-offloaded at all. Running several sides at once can cost more than their models say
-(CPU threads that play a DMA engine share the CPUs, and all share the memory bus): the
-median measured over predicted time of batches that used as many sides scales such
-predictions, so that one fast side alone can win over a split. (A fit over calls made beside others would fold that slowdown into each
-side, and on two shared cores finds calls whose time does not grow with their bytes.)
+(water filling), over the set of sides that gives the least ``T``: a side whose fixed
+cost is not worth it stays idle, so a small batch is not offloaded at all. Running
+several sides at once can cost more than their models say (CPU threads that play a DMA
+engine share the CPUs, and all share the memory bus): the median measured over
+predicted time of earlier batches over as many sides scales such predictions, so that
+one fast side alone can win over a split. (A fit over the calls made beside others
+would fold that slowdown into each side; on two shared cores it finds calls whose time
+does not grow with their bytes.)
 
-Folios that only some sides may take (a provider limited to some folio sizes, a node
-it cannot reach) are split group by group, each group of folios with the same allowed
+Folios that only some sides may take (a provider limited to some folio sizes, a node it
+cannot reach) are split group by group, each group of folios with the same allowed
 sides in turn, a side's earlier share counting as its fixed cost in the next group.
 
 Probes: each side copies alone, first half of what it may take of a batch as a warm-up
 (a first call pays for threads, pools and caches that start cold: it is not recorded),
 then all of it, then half of it again (what a probe leaves is the CPU fallback's, after
 it), so that its fixed cost and its bandwidth are told apart: three probe batches per
-side, once. Later, a side idle for
-``REPROBE`` batches copies one batch alone (at most one batch in eight): its speed, or
-the others', may have changed.
+side, once. Later, a side idle for ``REPROBE`` batches copies one batch alone (at most
+one batch in eight): its speed, or the others', may have changed. Every batch's
+predicted and measured time is kept.
 """
 
 from __future__ import annotations
@@ -39,7 +41,69 @@ from collections.abc import Callable, Hashable, Sequence
 import numpy as np
 
 from .constants import PAGE_SIZE
-from .modelsplit import REPROBE, WINDOW, SideModel, median_error
+from .costmodel import CallCost, fit_calls
+
+#: calls kept per side
+WINDOW = 48
+#: a side idle this many batches is probed again (its speed may have changed)
+REPROBE = 64
+#: a side is refitted after each of its first 4 calls, then every REFIT calls
+REFIT = 16
+
+
+class SideModel:
+    """One side's completed calls, and their fitted cost: from the calls it made alone
+    where there are any (the other sides idle), else from those it made beside them."""
+
+    def __init__(self) -> None:
+        self.alone: deque[tuple[int, int, float]] = deque(maxlen=WINDOW)
+        self.beside: deque[tuple[int, int, float]] = deque(maxlen=WINDOW)
+        self.cost: CallCost | None = None
+        self.idle = 0  #: batches since this side last copied
+        self._new = 0  #: calls added since the last fit
+
+    @property
+    def calls(self) -> int:
+        return len(self.alone) + len(self.beside)
+
+    def add(self, folios: int, nbytes: int, seconds: float, alone: bool) -> None:
+        if folios > 0 and nbytes > 0 and seconds > 0:
+            (self.alone if alone else self.beside).append((folios, nbytes, seconds))
+            self._new += 1
+        self.idle = 0
+
+    def refresh(self) -> None:
+        """Refit where new calls came: after each of the first 4 calls, then once every
+        REFIT (a fit costs a few hundred microseconds; a batch of 4 KiB folios, two)."""
+        if not self._new or (self.cost is not None and self.calls > 4 and self._new < REFIT):
+            return
+        calls = self.alone or self.beside
+        f, b, t = (np.array(x, dtype=float) for x in zip(*calls))
+        self.cost = fit_calls(f, b, t)
+        self._new = 0
+
+    def predict(self, folios: float, nbytes: float) -> float:
+        """Seconds for a share, 0 for none; inf where no model is fitted yet."""
+        if folios <= 0:
+            return 0.0
+        if self.cost is None:
+            return float("inf")
+        return float(self.cost.time(folios, nbytes))
+
+    def as_dict(self) -> dict | None:
+        return None if self.cost is None else self.cost.as_dict()
+
+
+def median_error(log: list[dict]) -> float | None:
+    """The median |predicted - measured| / measured over the batches of *log* that were
+    predicted (None when none was)."""
+    errs = [
+        abs(x["predicted_s"] - x["measured_s"]) / x["measured_s"]
+        for x in log
+        if x["predicted_s"] is not None and x["measured_s"] > 0
+    ]
+    return float(np.median(errs)) if errs else None
+
 
 #: Up to this many sides every set of them is tried (2**n - 1 sets).
 EXACT_SIDES = 6
@@ -298,4 +362,4 @@ def _groups(allowed: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-__all__ = ["MultiSplit", "cut", "water_fill"]
+__all__ = ["MultiSplit", "SideModel", "cut", "median_error", "water_fill"]

@@ -19,7 +19,6 @@ from .counters import counters
 from .errors import SpecError
 from .guard import CallRunner, GuardedCall
 from .migrator import Migrator, safe_spec, shipped_as
-from .modelsplit import ModelSplit
 from .multisplit import MultiSplit
 from .providers import Registration
 from .sizes import parse_size
@@ -38,7 +37,7 @@ class Policy:
     ----------
     kind : str
         ``cpu-only``, ``offload-only``, ``static``, ``threshold``, ``adaptive`` or
-        ``model`` (a cost model of each side, fitted online: :mod:`offload.modelsplit`).
+        ``model`` (a cost model of each side, fitted online: :mod:`offload.multisplit`).
     cpu_fraction : float
         CPU share of the bytes (static; the current estimate for adaptive).
     threshold : int
@@ -211,9 +210,7 @@ class Scheduler:
         #: best split for 4K folios is not the best for 2M ones
         self.adaptive_by_size: dict[int, Adaptive] = {}
         self.adaptive = Adaptive()
-        #: the ``model`` policy's state per batch shape, as the adaptive one's
-        self.model_by_size: dict[int, ModelSplit] = {}
-        #: with several providers: the split over them per batch shape
+        #: the ``model`` policy's, or several providers', split per batch shape
         self.multi_by_size: dict[int, MultiSplit] = {}
         self._names: dict[object, str] = {"cpu": "cpu"}
         self._nodes = nodes
@@ -243,10 +240,6 @@ class Scheduler:
         if self.multi_by_size:
             d["split_by_folio_size"] = {
                 1 << k: v.report(self._names) for k, v in sorted(self.multi_by_size.items())
-            }
-        if self.policy.kind == "model":
-            d["model_by_folio_size"] = {
-                1 << k: v.report() for k, v in sorted(self.model_by_size.items())
             }
         if self.policy.kind == "adaptive":
             a = self.adaptive
@@ -345,7 +338,7 @@ class Scheduler:
             if not live:
                 self.cpu_copy(batch, res)
                 return
-            if len(live) > 1:
+            if len(live) > 1 or self.policy.kind == "model":
                 self._run_many(batch, live, res)
                 return
             mig = live[0].migrator
@@ -444,7 +437,7 @@ class Scheduler:
             return False
         return True
 
-    def _choose(self, batch: FolioBatch) -> tuple[np.ndarray, Adaptive | ModelChoice | None]:
+    def _choose(self, batch: FolioBatch) -> tuple[np.ndarray, Adaptive | None]:
         """Which folios the offload gets, and the learning state that chose (if any)."""
         p = self.policy
         n = len(batch)
@@ -455,14 +448,8 @@ class Scheduler:
         if p.kind == "threshold":
             return (batch.npages << PAGE_SHIFT) >= p.threshold, None
         f = p.cpu_fraction
-        ada: Adaptive | ModelChoice | None = None
-        if p.kind == "model":
-            shape = int(np.log2(max(1, batch.nbytes // max(1, n))))
-            state = self.model_by_size.setdefault(shape, ModelSplit())
-            f, predicted, probe = state.choose(n, batch.nbytes)
-            p.cpu_fraction = f
-            ada = ModelChoice(state, f, predicted, probe)
-        elif p.kind == "adaptive":
+        ada: Adaptive | None = None
+        if p.kind == "adaptive":
             shape = int(np.log2(max(1, batch.nbytes // max(1, n))))
             ada = self.adaptive = self.adaptive_by_size.setdefault(shape, Adaptive())
             f = p.cpu_fraction = ada.fraction()
@@ -486,9 +473,10 @@ class Scheduler:
         return to_off, ada
 
     def _run_many(self, batch: FolioBatch, regs: list[Registration], res: CopyResult) -> None:
-        """Several providers: the policy gives the CPU its part (with ``model``, the CPU
-        is one more side of the cost model), the cost models split the rest over the
-        providers allowed for each folio (:mod:`offload.multisplit`); every provider's
+        """Several providers, or policy ``model``: the policy gives the CPU its part
+        (with ``model``, the CPU is one more side of the cost model), the cost models
+        split the rest over the providers allowed for each folio
+        (:mod:`offload.multisplit`); every provider's
         call runs on a worker, the CPU's part on this thread, and each call is collected
         at its own deadline."""
         n = len(batch)
@@ -502,8 +490,7 @@ class Scheduler:
         if self.policy.kind == "model":
             allowed[0] = cpu_ok
         else:
-            to_off, choice = self._choose(batch)
-            ada = choice if isinstance(choice, Adaptive) else None
+            to_off, ada = self._choose(batch)
             to_off = (to_off | ~cpu_ok) & allowed[1:].any(axis=0)
             allowed[0] = ~to_off
             allowed[1:] &= to_off
@@ -583,7 +570,7 @@ class Scheduler:
         mig: Migrator,
         batch: FolioBatch,
         to_off: np.ndarray,
-        ada: Adaptive | ModelChoice | None,
+        ada: Adaptive | None,
         res: CopyResult,
     ) -> None:
         st = self.stats
@@ -647,7 +634,7 @@ class Scheduler:
         t_off: float,
         wall: float,
         ok: bool,
-        ada: Adaptive | ModelChoice | None,
+        ada: Adaptive | None,
         n_cpu: int = 0,
         n_off: int = 0,
     ) -> None:
@@ -659,27 +646,8 @@ class Scheduler:
             st.cpu_gbps = _ewma(st.cpu_gbps, cpu_rate)
         if off_rate:
             st.offload_gbps = _ewma(st.offload_gbps, off_rate)
-        if isinstance(ada, ModelChoice):
-            ada.state.learn(
-                ada.f,
-                ada.predicted,
-                (n_cpu, b_cpu, t_cpu),
-                (n_off, b_off, t_off) if ok or not n_off else None,
-                wall,
-                ada.probe,
-            )
-        elif ada is not None:
+        if ada is not None:
             ada.learn(b_cpu + b_off, wall, cpu_rate, off_rate, ok)
-
-
-@dataclass
-class ModelChoice:
-    """What the ``model`` policy chose for one batch, to learn from once it is copied."""
-
-    state: ModelSplit
-    f: float
-    predicted: float
-    probe: bool
 
 
 class Adaptive:
