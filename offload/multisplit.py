@@ -47,8 +47,10 @@ from .costmodel import CallCost, fit_calls
 WINDOW = 48
 #: a side idle this many batches is probed again (its speed may have changed)
 REPROBE = 64
-#: a side is refitted after each of its first 4 calls, then every REFIT calls
+#: a side is refitted after each of its first 4 calls, then every REFIT calls, and at
+#: once after a call alone that took SURPRISE (relative) more or less than predicted
 REFIT = 16
+SURPRISE = 0.2
 
 
 class SideModel:
@@ -70,11 +72,16 @@ class SideModel:
         if folios > 0 and nbytes > 0 and seconds > 0:
             (self.alone if alone else self.beside).append((folios, nbytes, seconds))
             self._new += 1
+            if alone and self.cost is not None:
+                predicted = float(self.cost.time(folios, nbytes))
+                if abs(seconds - predicted) > SURPRISE * predicted:
+                    self._new = max(self._new, REFIT)
         self.idle = 0
 
     def refresh(self) -> None:
         """Refit where new calls came: after each of the first 4 calls, then once every
-        REFIT (a fit costs a few hundred microseconds; a batch of 4 KiB folios, two)."""
+        REFIT, or after a surprise (a fit costs a few hundred microseconds; a batch of
+        4 KiB folios, two)."""
         if not self._new or (self.cost is not None and self.calls > 4 and self._new < REFIT):
             return
         calls = self.alone or self.beside
