@@ -14,6 +14,7 @@ that runs its copy part in parallel follows Amdahl's law over the width
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,7 +47,10 @@ class CallCost:
 
     def time(self, folios: float | np.ndarray, nbytes: float | np.ndarray) -> np.ndarray:
         """Predicted seconds of a call (arrays broadcast)."""
-        per_byte = 0.0 if not np.isfinite(self.gbps) else 1.0 / (self.gbps * 1e9)
+        per_byte = 0.0 if not math.isfinite(self.gbps) else 1.0 / (self.gbps * 1e9)
+        if isinstance(folios, (int, float)) and isinstance(nbytes, (int, float)):
+            # a scheduler asks this for every batch: plain floats, no arrays
+            return self.fixed_s + self.per_folio_s * folios + per_byte * nbytes  # type: ignore[return-value]
         return (
             self.fixed_s
             + self.per_folio_s * np.asarray(folios, dtype=float)

@@ -48,7 +48,8 @@ WINDOW = 48
 #: a side idle this many batches is probed again (its speed may have changed)
 REPROBE = 64
 #: a side is refitted after each of its first 4 calls, then every REFIT calls, and at
-#: once after a call alone that took SURPRISE (relative) more or less than predicted
+#: once after two calls alone in a row that took SURPRISE (relative) more or less than
+#: predicted
 REFIT = 16
 SURPRISE = 0.2
 
@@ -63,6 +64,8 @@ class SideModel:
         self.cost: CallCost | None = None
         self.idle = 0  #: batches since this side last copied
         self._new = 0  #: calls added since the last fit
+        self._missed = 0  #: calls alone in a row that missed their prediction
+        self.version = 0  #: fits made (a split chosen from older ones is stale)
 
     @property
     def calls(self) -> int:
@@ -74,8 +77,10 @@ class SideModel:
             self._new += 1
             if alone and self.cost is not None:
                 predicted = float(self.cost.time(folios, nbytes))
-                if abs(seconds - predicted) > SURPRISE * predicted:
-                    self._new = max(self._new, REFIT)
+                missed = abs(seconds - predicted) > SURPRISE * predicted
+                self._missed = self._missed + 1 if missed else 0
+                if self._missed >= 2:  # twice in a row: not one noisy call
+                    self._new, self._missed = max(self._new, REFIT), 0
         self.idle = 0
 
     def refresh(self) -> None:
@@ -88,6 +93,7 @@ class SideModel:
         f, b, t = (np.array(x, dtype=float) for x in zip(*calls))
         self.cost = fit_calls(f, b, t)
         self._new = 0
+        self.version += 1
 
     def predict(self, folios: float, nbytes: float) -> float:
         """Seconds for a share, 0 for none; inf where no model is fitted yet."""
@@ -183,6 +189,7 @@ class MultiSplit:
         #: per side: 0 never probed, 1 warmed up, 2 probed on the whole batch, 3 on half
         self.stage: dict[Hashable, int] = {}
         self._warming: set[Hashable] = set()  #: sides whose next call is not recorded
+        self._last: tuple | None = None  #: the last split chosen, and what it was for
         self.log: deque[dict] = deque(maxlen=256)
         #: per number of sides of a split: measured over predicted times
         self.interference: dict[int, deque[float]] = {}
@@ -231,7 +238,25 @@ class MultiSplit:
             present: np.ndarray = np.asarray(allowed.any(axis=1))
             side = self._probe_side(keys, models, present, npages, nbytes)
             if side is None:
+                # batches of one shape come in runs: the split is chosen again only when
+                # a fit, an interference factor, the batch or what its sides take changed
+                key = (
+                    tuple(keys),
+                    tuple(m.version for m in models),
+                    tuple(self._k.items()),
+                    npages.size,
+                    nbytes,
+                )
+                hit = self._last
+                if (
+                    hit is not None
+                    and hit[0] == key
+                    and np.array_equal(hit[1], allowed)
+                    and np.array_equal(hit[2], npages)
+                ):
+                    return hit[3].copy(), hit[4], False
                 who, predicted = self._fill(models, allowed, npages)
+                self._last = (key, allowed.copy(), npages.copy(), who.copy(), predicted)
                 return who, predicted, False
             # a probe: one side alone, on all it may take or (its second) on half of that
             i, frac = side

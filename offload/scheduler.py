@@ -498,7 +498,9 @@ class Scheduler:
         keys: list[object] = ["cpu", *(id(m) for m in migs)]
         with self._lock:
             state = self.multi_by_size.setdefault(shape, MultiSplit())
-            self._names.update({id(m): f"{i + 1}:{safe_spec(m)}" for i, m in enumerate(migs)})
+            for i, m in enumerate(migs):
+                if id(m) not in self._names:
+                    self._names[id(m)] = f"{i + 1}:{safe_spec(m)}"
         who, predicted, probe = state.choose(keys, allowed, batch.npages, batch.nbytes)
         lone = int(who[0]) if n and (who == who[0]).all() else -1
         if lone > 0:  # one provider takes the whole batch: as with one provider
