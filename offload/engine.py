@@ -543,9 +543,9 @@ class MigrationEngine:
             by_cpu = batch.copied & ~by_off if by_off is not None else batch.copied.copy()
             strays = watch.check(self.memory)
             if strays:
-                # the watch cannot tell whose write it was: each provider that took part
-                # in the batch is charged (the CPU path where none did)
-                for blamed in res.providers or [self.scheduler.cpu]:
+                # the watch cannot tell whose write it was: each provider that was given
+                # folios of the batch is charged (the CPU path where none was)
+                for blamed in res.given or [self.scheduler.cpu]:
                     counters(blamed).add(stray_writes=strays)
                 self.stats.stray_writes += strays
             self._verify(batch, res, by_cpu)

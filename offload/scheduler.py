@@ -140,6 +140,8 @@ class CopyResult:
     by_provider : numpy.ndarray or None
         Per folio: the index into *providers* of the one whose trusted mark copied it,
         -1 for none.
+    given : list of Migrator
+        The offload migrators that were given folios of the batch.
     """
 
     n: int = 0
@@ -147,6 +149,7 @@ class CopyResult:
     by_offload: np.ndarray | None = None
     providers: list = field(default_factory=list)
     by_provider: np.ndarray | None = None
+    given: list = field(default_factory=list)
     calls: list = field(default_factory=list)
     abandoned: np.ndarray | None = None
     keep: np.ndarray | None = None
@@ -348,6 +351,8 @@ class Scheduler:
             to_off &= self._allowed(live[0], batch)
             res.migrator = mig
             res.providers = [mig]
+            if to_off.any():
+                res.given = [mig]
             self._run(mig, batch, to_off, ada, res)
             assert res.by_offload is not None
             res.by_provider = np.where(res.by_offload, 0, -1).astype(np.int8)
@@ -504,6 +509,7 @@ class Scheduler:
         who, predicted, probe = state.choose(keys, allowed, batch.npages, batch.nbytes)
         lone = int(who[0]) if n and (who == who[0]).all() else -1
         if lone > 0:  # one provider takes the whole batch: as with one provider
+            res.given = [migs[lone - 1]]
             t0 = time.perf_counter()
             self._run(migs[lone - 1], batch, np.ones(n, dtype=bool), None, res)
             assert res.by_offload is not None
@@ -525,6 +531,7 @@ class Scheduler:
                 # a plugin may rebind anything on its object: what is read back is taken now
                 held, index, nn, nb = sub.copied, sub.index, len(sub), sub.nbytes
                 assert index is not None  # a sub-batch knows its place in the batch
+                res.given.append(mig)
                 calls.append((i, mig, self._start(mig, sub, res), held, index, nn, nb))
         t_cpu, b_cpu, n_cpu = 0.0, 0, 0
         sel = who == 0

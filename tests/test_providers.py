@@ -268,3 +268,116 @@ def test_add_and_unregister_one_of_several():
         assert p.move_pages(pages(x, 8 * PAGE_SIZE), [1] * 8).ret == 0
         assert p.read(x, data.size) == data.tobytes()
         assert a.orders == [] and len(b.orders) == 8
+
+
+class BadReach(Recorder):
+    """Its can_access raises: it reaches nothing, and is given nothing."""
+
+    name = "bad-reach"
+
+    def can_access(self, node) -> bool:
+        raise RuntimeError("no idea")
+
+
+class Stray(Recorder):
+    """Copies, then zeroes the sources it was given (a write outside its destinations)."""
+
+    name = "stray"
+
+    def offload_copy(self, batch: FolioBatch) -> None:
+        super().offload_copy(batch)
+        for i in range(len(batch)):
+            s, n = int(batch.src_pfn[i]), 1 << int(batch.order[i])
+            batch.memory[int(batch.src_node[i])][s : s + n] = 0
+
+
+def test_a_provider_that_reaches_nothing_is_given_nothing():
+    bad, good = BadReach(), Recorder()
+    with Machine(nodes="16M,16M", offload=[bad, good], policy="offload-only") as m:
+        p = m.spawn()
+        a = p.mmap(16 * PAGE_SIZE)
+        data = fill(p, a, 16 * PAGE_SIZE, 11)
+        for target in (1, 0, 1):
+            assert p.move_pages(pages(a, 16 * PAGE_SIZE), [target] * 16).ret == 0
+            assert p.read(a, data.size) == data.tobytes()
+        assert bad.orders == [] and good.orders
+
+
+def test_a_stray_write_among_several_providers_is_caught_and_charged():
+    stray, good = Stray(), Recorder()
+    with Machine(
+        nodes="16M,16M",
+        offload=[Provider(stray, sizes=("2M", None)), good],
+        policy="offload-only",
+        verify=True,
+    ) as m:
+        p = m.spawn()
+        (a, b), (da, db), addrs = _mixed(p)
+        for target in (1, 0, 1):
+            assert p.move_pages(addrs, [target] * len(addrs)).ret == 0
+            assert p.read(a, da.size) == da.tobytes() and p.read(b, db.size) == db.tobytes()
+        assert stray.orders and set(stray.orders) == {9}
+        c = counters(stray)
+        assert c.stray_writes > 0
+        # batches the stray one had no part in charge nothing to it; the good one is
+        # charged only for batches the two shared
+        assert counters(good).stray_writes <= c.stray_writes
+        assert not m.audit()
+
+
+def test_several_threads_migrating_over_several_providers():
+    with Machine(
+        nodes="32M,32M",
+        cpu="cpu-batched",
+        offload=["dma-threads:channels=2", "emu:gbps=20,channels=2"],
+        policy="model",
+        batch_pages=64,
+    ) as m:
+        procs = []
+        for seed in range(3):
+            p = m.spawn()
+            a = p.mmap(96 * PAGE_SIZE)
+            procs.append((p, a, fill(p, a, 96 * PAGE_SIZE, 20 + seed)))
+        errors: list[BaseException] = []
+
+        def worker(p, a) -> None:
+            try:
+                for target in (1, 0, 1, 0, 1):
+                    r = p.move_pages(pages(a, 96 * PAGE_SIZE), [target] * 96)
+                    assert r.ret == 0 and r.status == [target] * 96
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(p, a)) for p, a, _ in procs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors
+        for p, a, data in procs:
+            assert p.read(a, data.size) == data.tobytes()
+        assert not m.audit()
+
+
+def test_unregistering_one_provider_while_others_migrate():
+    a_, b_ = Recorder(), Recorder()
+    with Machine(nodes="32M,32M", offload=[a_, b_], policy="offload-only", batch_pages=16) as m:
+        p = m.spawn()
+        x = p.mmap(128 * PAGE_SIZE)
+        data = fill(p, x, 128 * PAGE_SIZE, 30)
+        done = threading.Event()
+
+        def migrate() -> None:
+            for target in (1, 0, 1, 0, 1, 0):
+                assert p.move_pages(pages(x, 128 * PAGE_SIZE), [target] * 128).ret == 0
+            done.set()
+
+        t = threading.Thread(target=migrate)
+        t.start()
+        m.offload.unregister(a_)
+        t.join(60)
+        assert done.is_set() and p.read(x, data.size) == data.tobytes()
+        seen = len(a_.orders)
+        assert p.move_pages(pages(x, 128 * PAGE_SIZE), [1] * 128).ret == 0
+        assert len(a_.orders) == seen  # nothing more once unregistered
+        assert [r.migrator for r in m.offload.providers] == [b_]
