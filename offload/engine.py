@@ -186,7 +186,9 @@ class MigrationEngine:
         #: mm/migrate.c too); its ``stats`` are the scheduler's report
         self.offload = OffloadControl(report=lambda: self.scheduler.report())
         #: the batch-copy step: every copy of a batch is its decision
-        self.scheduler = Scheduler(cpu, policy, list(nodes), runner, timeout, self.offload)
+        self.scheduler = Scheduler(
+            cpu, policy, list(nodes), runner, timeout, self.offload, batch_pages=batch_pages
+        )
         self.vmstat = vmstat
         self.cond = cond
         self.batch_pages = batch_pages

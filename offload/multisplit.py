@@ -23,7 +23,11 @@ Folios that only some sides may take (a provider limited to some folio sizes, a 
 cannot reach) are split group by group, each group of folios with the same allowed
 sides in turn, a side's earlier share counting as its fixed cost in the next group.
 
-Probes: each side copies alone, first half of what it may take of a batch as a warm-up
+Seeds: a side calibrated when it was first used (:mod:`offload.calibrate`) starts from
+that cost and is not probed; the seed stands until the side has copied alone.
+
+Probes (a side with no seed): each side copies alone, first half of what it may take of
+a batch as a warm-up
 (a first call pays for threads, pools and caches that start cold: it is not recorded),
 then all of it, then half of it again (what a probe leaves is the CPU fallback's, after
 it), so that its fixed cost and its bandwidth are told apart: three probe batches per
@@ -66,6 +70,7 @@ class SideModel:
         self._new = 0  #: calls added since the last fit
         self._missed = 0  #: calls alone in a row that missed their prediction
         self.version = 0  #: fits made (a split chosen from older ones is stale)
+        self.seed: CallCost | None = None  #: the calibration's cost, until calls alone
 
     @property
     def calls(self) -> int:
@@ -89,7 +94,10 @@ class SideModel:
         4 KiB folios, two)."""
         if not self._new or (self.cost is not None and self.calls > 4 and self._new < REFIT):
             return
-        calls = self.alone or self.beside
+        # a seed from the calibration stands until the side has copied alone
+        calls = self.alone or (self.beside if self.seed is None else None)
+        if not calls:
+            return
         f, b, t = (np.array(x, dtype=float) for x in zip(*calls))
         self.cost = fit_calls(f, b, t)
         self._new = 0
@@ -205,7 +213,12 @@ class MultiSplit:
         return 1.0
 
     def choose(
-        self, keys: Sequence[Hashable], allowed: np.ndarray, npages: np.ndarray, nbytes: int
+        self,
+        keys: Sequence[Hashable],
+        allowed: np.ndarray,
+        npages: np.ndarray,
+        nbytes: int,
+        seeds: Sequence[CallCost | None] | None = None,
     ) -> tuple[np.ndarray, float, bool]:
         """Give each folio to a side.
 
@@ -219,6 +232,9 @@ class MultiSplit:
             Base pages of each folio.
         nbytes : int
             Bytes of the batch.
+        seeds : sequence, optional
+            Per side, the cost a calibration measured (None: none): a side with one is
+            not probed; its seed stands until it has copied alone.
 
         Returns
         -------
@@ -233,7 +249,12 @@ class MultiSplit:
         with self._lock:
             self.batches += 1
             models = [self.sides.setdefault(key, SideModel()) for key in keys]
-            for m in models:
+            for i, m in enumerate(models):
+                seed = seeds[i] if seeds is not None else None
+                if seed is not None and m.cost is None and not self.stage.get(keys[i]):
+                    m.seed = m.cost = seed
+                    m.version += 1
+                    self.stage[keys[i]] = 3  # calibrated: no probe
                 m.refresh()
             present: np.ndarray = np.asarray(allowed.any(axis=1))
             side = self._probe_side(keys, models, present, npages, nbytes)

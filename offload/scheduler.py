@@ -13,8 +13,10 @@ import numpy as np
 
 from . import devmem
 from .batch import FolioBatch
+from .calibrate import Scratch, calibrate, scratch_pages, timed
 from .constants import PAGE_SHIFT
 from .control import OffloadControl
+from .costmodel import CallCost
 from .counters import counters
 from .errors import SpecError
 from .guard import CallRunner, GuardedCall
@@ -190,6 +192,8 @@ class Scheduler:
         Seconds a guarded call may take before it is abandoned.
     control : OffloadControl
         The registration of the active migrator (the engine's).
+    batch_pages : int
+        The batch limit (the calibration's scratch is as large, within bounds).
     """
 
     def __init__(
@@ -200,8 +204,13 @@ class Scheduler:
         runner: CallRunner,
         timeout: float,
         control: OffloadControl,
+        batch_pages: int = 512,
     ) -> None:
         self.cpu = cpu
+        self.batch_pages = batch_pages
+        #: per side (``"cpu"``, or a provider's id): the calibration's cost, or None
+        #: where it could not be calibrated
+        self._seeds: dict[object, CallCost | None] = {}
         self._cpu_counters = counters(cpu)
         #: the registration of the active migrator (the engine's, ``Machine.offload``)
         self.control = control
@@ -477,6 +486,57 @@ class Scheduler:
             self._carry = min(total, max(-total, want - got))
         return to_off, ada
 
+    def _calibrate(
+        self,
+        keys: list[object],
+        sides: list[Migrator],
+        used: np.ndarray,
+        regs: list[Registration],
+    ) -> list[CallCost | None]:
+        """The seeds of *sides* (keyed by *keys*); a side that may take part in this batch
+        (*used*) and was never calibrated is, now, on scratch buffers of its own
+        (:mod:`offload.calibrate`). Only where every node is host memory."""
+        todo = [(k, mig) for k, mig, u in zip(keys, sides, used) if u and k not in self._seeds]
+        if todo:
+            host = all(n.kind == "dram" for n in self._nodes)
+            scratch = Scratch(scratch_pages(self.batch_pages)) if host else None
+            ranges = {id(r.migrator): r for r in regs}
+            for k, mig in todo:
+                cost = None
+                reg = ranges.get(id(mig))
+                fits = _any_size if reg is None else functools.partial(_in_range, reg)
+                if scratch is not None and not self.stuck(mig):
+                    run = timed(functools.partial(self._scratch_copy, mig))
+                    cost = calibrate(run, scratch, fits)
+                with self._lock:
+                    self._seeds[k] = cost
+        return [self._seeds.get(k) for k in keys]
+
+    def _scratch_copy(self, mig: Migrator, batch: FolioBatch) -> bool:
+        """*mig* copies a scratch batch: on this thread where it is ours, else on a
+        worker with the deadline (a late call is abandoned as any other). True where it
+        returned in time and did not decline."""
+        batch.copied[:] = False
+        if mig is self.cpu and self._cpu_shipped:
+            self.cpu.offload_copy(batch)
+            return True
+        if shipped_as(mig) is not None:
+            done = _inline(mig, batch)
+            return done.error is None and done.value is True
+        call = self.runner.start(
+            functools.partial(_copy_call, mig, batch, type(mig).submit is not Migrator.submit)
+        )
+        if not call.wait(self.timeout):
+            counters(mig).add(timeouts=1)
+            with self._lock:
+                self._stuck.setdefault(id(mig), []).append(call)
+            self.control.warn(mig, TimeoutError(f"no answer in {self.timeout:g} s"))
+            return False
+        if call.error is not None:
+            self.control.warn(mig, call.error)
+            return False
+        return call.value is True
+
     def _run_many(self, batch: FolioBatch, regs: list[Registration], res: CopyResult) -> None:
         """Several providers, or policy ``model``: the policy gives the CPU its part
         (with ``model``, the CPU is one more side of the cost model), the cost models
@@ -506,7 +566,11 @@ class Scheduler:
             for i, m in enumerate(migs):
                 if id(m) not in self._names:
                     self._names[id(m)] = f"{i + 1}:{safe_spec(m)}"
-        who, predicted, probe = state.choose(keys, allowed, batch.npages, batch.nbytes)
+        seeds = self._calibrate(keys, [self.cpu, *migs], np.asarray(allowed.any(axis=1)), regs)
+        for i, mig in enumerate(migs):  # its calibration may have found it hung
+            if self.stuck(mig):
+                allowed[i + 1] = False
+        who, predicted, probe = state.choose(keys, allowed, batch.npages, batch.nbytes, seeds)
         lone = int(who[0]) if n and (who == who[0]).all() else -1
         if lone > 0:  # one provider takes the whole batch: as with one provider
             res.given = [migs[lone - 1]]
@@ -786,6 +850,15 @@ def _copy_call(mig: Migrator, sub: FolioBatch, native: bool = False) -> bool:
     else:
         mig.offload_copy(sub)
     return True
+
+
+def _any_size(nbytes: int) -> bool:
+    return True
+
+
+def _in_range(reg: Registration, nbytes: int) -> bool:
+    """Whether *reg* takes folios of *nbytes* bytes."""
+    return bool(reg.fits(np.array([nbytes]))[0])
 
 
 def _inline(mig: Migrator, sub: FolioBatch) -> _Finished:

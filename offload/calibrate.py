@@ -1,0 +1,114 @@
+"""A short calibration of a copy provider, to seed its cost model before real batches.
+
+The provider copies scratch batches alone, on buffers of its own (never the machine's
+memory): a warm-up (a first call pays for threads and pools that start cold), then
+4 KiB folios at two counts and 2 MiB folios, so that a fixed cost per call, a cost per
+folio and a bandwidth can be told apart (:func:`~offload.costmodel.fit_calls`). The
+scratch is as large as a batch (up to 32 MiB a side), so that the bytes come from
+memory rather than from a cache as far as the batch size allows; only the folio sizes
+the provider takes are used. Its batches say so (:func:`is_scratch`). A provider that fails,
+declines, leaves a folio unmarked or runs past the deadline gives no seed: the
+scheduler then probes it on real batches.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from .batch import FolioBatch
+from .constants import HPAGE_PMD_ORDER, PAGE_SIZE
+from .costmodel import CallCost, fit_calls
+
+#: Scratch pages per side: the batch size, within these bounds.
+MIN_PAGES = 1024
+MAX_PAGES = 8192
+
+
+class ScratchMemory(dict):
+    """The ``memory`` of a calibration batch: buffers of its own, not a machine's."""
+
+
+def is_scratch(batch: FolioBatch) -> bool:
+    """Whether *batch* is a calibration batch (a backend that counts what it copies, or
+    a test that records it, may leave those out)."""
+    return isinstance(batch.memory, ScratchMemory)
+
+
+class Scratch:
+    """Two scratch nodes (0: sources, filled; 1: destinations) of *pages* base pages."""
+
+    def __init__(self, pages: int) -> None:
+        self.pages = pages
+        rng = np.random.default_rng(7)
+        self.memory = ScratchMemory(
+            {
+                0: rng.integers(1, 256, (pages, PAGE_SIZE), dtype=np.uint8),
+                1: np.zeros((pages, PAGE_SIZE), dtype=np.uint8),
+            }
+        )
+
+    def batch(self, folios: int, order: int) -> FolioBatch:
+        """*folios* folios of *order*, node 0 to node 1, each at the same offset."""
+        pfn = np.arange(folios, dtype=np.int64) << order
+        return FolioBatch(
+            np.zeros(folios, np.int32),
+            pfn,
+            np.ones(folios, np.int32),
+            pfn,
+            np.full(folios, order, np.int8),
+            memory=self.memory,
+        )
+
+
+def scratch_pages(batch_pages: int) -> int:
+    """Scratch pages for a machine whose batches hold *batch_pages* pages."""
+    return int(min(MAX_PAGES, max(MIN_PAGES, batch_pages)))
+
+
+def calibrate(
+    run: Callable[[FolioBatch], float | None],
+    scratch: Scratch,
+    fits: Callable[[int], bool] = lambda nbytes: True,
+) -> CallCost | None:
+    """Seed a cost model: *run* copies a scratch batch alone and returns its seconds
+    (None where it failed, declined, left a folio unmarked or ran late). Only folio
+    sizes the provider takes (*fits*) are used: 4 KiB ones at two counts and 2 MiB ones;
+    None where it takes neither."""
+    n = scratch.pages
+    small, huge = fits(PAGE_SIZE), fits(PAGE_SIZE << HPAGE_PMD_ORDER)
+    shapes = [(n // 2, 0), (n, 0)] if small else []
+    if huge:
+        shapes += [(n >> HPAGE_PMD_ORDER, HPAGE_PMD_ORDER)]
+        if not small:
+            shapes.insert(0, (n >> (HPAGE_PMD_ORDER + 1), HPAGE_PMD_ORDER))
+    if not shapes:
+        return None
+    warm, order = (64, 0) if small else (1, HPAGE_PMD_ORDER)
+    if run(scratch.batch(warm, order)) is None:  # the warm-up
+        return None
+    calls = []
+    for folios, order in shapes:
+        seconds = run(scratch.batch(folios, order))
+        if seconds is None:
+            return None
+        calls.append((folios, folios * PAGE_SIZE << order, seconds))
+    f, b, t = (np.array(x, dtype=float) for x in zip(*calls))
+    return fit_calls(f, b, t)
+
+
+def timed(copy: Callable[[FolioBatch], bool]) -> Callable[[FolioBatch], float | None]:
+    """*copy* (True where the call returned in time with every folio marked), timed."""
+
+    def run(batch: FolioBatch) -> float | None:
+        t0 = time.perf_counter()
+        ok = copy(batch)
+        seconds = time.perf_counter() - t0
+        return seconds if ok and bool(batch.copied.all()) and seconds > 0 else None
+
+    return run
+
+
+__all__ = ["Scratch", "ScratchMemory", "calibrate", "is_scratch", "scratch_pages", "timed"]
