@@ -43,21 +43,24 @@ class Scratch:
     def __init__(self, pages: int) -> None:
         self.pages = pages
         rng = np.random.default_rng(7)
+        dst = np.empty((pages, PAGE_SIZE), dtype=np.uint8)
+        dst.fill(0)  # touched now: the calibration must not time the host's page faults
         self.memory = ScratchMemory(
-            {
-                0: rng.integers(1, 256, (pages, PAGE_SIZE), dtype=np.uint8),
-                1: np.zeros((pages, PAGE_SIZE), dtype=np.uint8),
-            }
+            {0: rng.integers(1, 256, (pages, PAGE_SIZE), dtype=np.uint8), 1: dst}
         )
+        self._rng = rng
 
     def batch(self, folios: int, order: int) -> FolioBatch:
-        """*folios* folios of *order*, node 0 to node 1, each at the same offset."""
-        pfn = np.arange(folios, dtype=np.int64) << order
+        """*folios* folios of *order*, node 0 to node 1, scattered over the scratch as
+        the frames of a machine that has run a while are (no run to coalesce)."""
+        slots = self.pages >> order
+        src = self._rng.permutation(slots)[:folios].astype(np.int64) << order
+        dst = self._rng.permutation(slots)[:folios].astype(np.int64) << order
         return FolioBatch(
             np.zeros(folios, np.int32),
-            pfn,
+            src,
             np.ones(folios, np.int32),
-            pfn,
+            dst,
             np.full(folios, order, np.int8),
             memory=self.memory,
         )
