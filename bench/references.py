@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from offload.providers import SEPARATOR, parse_providers
 from offload.sizes import format_size
 
 from .movepages import Case
@@ -39,21 +40,30 @@ def _option(spec: str, key: str) -> int | None:
 def row_threads(case: Case, cpus: int) -> int | None:
     """CPUs the copy of *case*'s row can use: 1 for ``cpu-serial``, ``threads`` (default:
     every CPU) for ``cpu-batched``, ``channels`` (default 1) for ``dma-threads``, every
-    CPU for a split policy; at most *cpus*. None where CPUs are not what copies (a GPU
-    engine, a plugin): such a row has no CPU reference."""
-    spec = case.backend if case.policy is None else ""
-    name = spec.split(":", 1)[0]
+    CPU for a split policy, the sum of its engines' for several joined by ``+``; at
+    most *cpus*. None where CPUs are not what copies (a GPU engine, a plugin): such a
+    row has no CPU reference."""
     if case.policy is not None:
-        want: int | None = cpus
-    elif name == "cpu-serial":
-        want = 1
-    elif name == "cpu-batched":
-        want = _option(spec, "threads") or cpus
-    elif name == "dma-threads":
-        want = _option(spec, "channels") or 1
-    else:
-        return None
-    return max(1, min(want or 1, cpus))
+        return max(1, cpus)
+    spec = case.backend
+    if SEPARATOR in spec or "@" in spec:  # several engines: the threads of all of them
+        parts = [str(p.backend) for p in parse_providers(spec)]
+        each = [_spec_threads(p, cpus) for p in parts]
+        return None if None in each else max(1, min(sum(each), cpus))  # type: ignore[arg-type]
+    want = _spec_threads(spec, cpus)
+    return None if want is None else max(1, min(want, cpus))
+
+
+def _spec_threads(spec: str, cpus: int) -> int | None:
+    """CPU threads one backend spec copies with (None: not CPUs)."""
+    name = spec.split(":", 1)[0]
+    if name == "cpu-serial":
+        return 1
+    if name == "cpu-batched":
+        return _option(spec, "threads") or cpus
+    if name in ("dma-threads", "emu"):  # channels played by CPU threads
+        return _option(spec, "channels") or 1
+    return None
 
 
 def llc_bytes() -> int | None:

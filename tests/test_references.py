@@ -21,6 +21,10 @@ from offload.bench.movepages import Case
         ("dma-threads:channels=4", 2, 2),
         ("cupy:channels=4", 8, None),
         ("some-plugin", 8, None),
+        ("emu:channels=3", 8, 3),
+        ("dma-threads:channels=2+emu:channels=3", 8, 5),  # several engines: all their threads
+        ("dma-threads:channels=2+emu:channels=3@sizes=64K-", 4, 4),
+        ("dma-threads+cupy", 8, None),
     ],
 )
 def test_a_row_is_judged_on_as_many_threads_as_its_copy_uses(spec, cpus, want):
