@@ -40,6 +40,11 @@ class Provider:
         ``(min, max)`` folio sizes it copies, bytes or strings such as ``"64K"``; either
         end may be None (no limit).
 
+    Raises
+    ------
+    SpecError
+        For an unknown reason, a malformed range or a backend of another type.
+
     Examples
     --------
     >>> Provider("emu:gbps=4", reasons=("demotion", "promotion"), sizes=("64K", None)).sizes
@@ -55,7 +60,10 @@ class Provider:
             raise SpecError(
                 f"offload: expected a backend spec or a Migrator, got {type(self.backend).__name__}"
             )
-        mask = parse_reasons(self.reasons)
+        try:
+            mask = parse_reasons(self.reasons)
+        except OSError as exc:  # the kernel's register says EINVAL; a spec, SpecError
+            raise SpecError(exc.strerror or str(exc)) from None
         object.__setattr__(self, "reasons", mask)
         object.__setattr__(self, "sizes", parse_sizes_range(self.sizes))
 
@@ -124,8 +132,8 @@ def parse_provider(text: str) -> Provider:
         kwargs[key] = value.strip()
     try:
         return Provider(spec.strip(), **kwargs)  # type: ignore[arg-type]
-    except OSError as exc:  # a bad reason name
-        raise SpecError(f"offload {text!r}: {exc.strerror or exc}") from None
+    except SpecError as exc:
+        raise SpecError(f"offload {text!r}: {exc}") from None
 
 
 def parse_providers(text: str) -> list[Provider]:

@@ -244,6 +244,14 @@ def test_provider_specs_on_the_command_line():
             parse_providers(bad)
 
 
+def test_a_provider_with_a_bad_reason_or_range_is_a_spec_error():
+    for kw in ({"reasons": "bogus"}, {"reasons": ()}, {"sizes": ("2M", "4K")}, {"sizes": (1,)}):
+        with pytest.raises(SpecError):
+            Provider("emu", **kw)
+    with pytest.raises(SpecError):
+        Provider(3)  # type: ignore[arg-type]
+
+
 def test_a_machine_takes_the_joined_spec_and_a_list_and_rejects_bad_ones():
     with Machine(nodes="8M,8M", offload="cpu-batched+dma-threads@sizes=64K-") as m:
         regs = m.offload.providers
