@@ -1,0 +1,58 @@
+"""``offload gpu-check``: the one prepared device check. Without a GPU it says so and
+exits 4 at once; with --fake the whole sequence runs against the CuPy stand-in."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from click.testing import CliRunner
+from conftest import GPU_OK
+
+from offload.backends.dcbm.cupy_engine import load_costs
+from offload.cli import main
+
+
+@pytest.mark.skipif(GPU_OK, reason="a GPU is usable here: the check would run for real")
+def test_without_a_gpu_it_says_why_and_exits_4_at_once(tmp_path):
+    t0 = time.monotonic()
+    r = CliRunner().invoke(main, ["gpu-check", str(tmp_path / "out")])
+    assert r.exit_code == 4
+    assert "no usable GPU" in r.output and time.monotonic() - t0 < 10
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_the_fake_run_goes_through_the_whole_sequence(tmp_path):
+    out = tmp_path / "out"
+    r = CliRunner().invoke(
+        main,
+        ["gpu-check", "--fake", "--total", "4M", "--sizes", "4K,2M", "--channels", "1,2", str(out)],
+    )
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["schema"] == "offload-gpu-check/1" and report["fake"] is True
+    assert report["tests"]["ran"] and report["tests"]["exit"] == 0
+    assert 0 < report["descriptor_us_per_folio"] < 1
+    rows = report["rows"]
+    names = {r["backend"] for r in rows}
+    assert {"cpu-serial", "cpu-batched"} <= names
+    for path in ("memcpy", "kernel", "batch", "auto"):
+        assert {f"cupy:channels=1,path={path}", f"cupy:channels=2,path={path}"} <= names
+    assert all(r.get("verified") for r in rows) and not any("error" in r for r in rows)
+    assert all(r["ratio_to_cpu_serial"] > 0 for r in rows)
+    assert report["ceilings_gbps"]["dram"] > 0
+    # the per-path costs it measured are what cupy:costs= reads
+    assert set(load_costs(str(out / "cupy-costs.json"))) == {"memcpy", "kernel", "batch"}
+    log = (out / "log.txt").read_text()
+    assert "descriptor building" in log and "cpu-serial" in log
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--paths", "warp"], ["--channels", "0"], ["--total", "3K"], ["--sizes", "huge"]],
+)
+def test_bad_arguments_are_refused_before_anything_runs(tmp_path, args):
+    r = CliRunner().invoke(main, ["gpu-check", "--fake", *args, str(tmp_path / "out")])
+    assert r.exit_code == 2, r.output
+    assert not (tmp_path / "out").exists()
