@@ -78,11 +78,12 @@ def main(width: int | None) -> None:
     \b
     Exit status: 0 done; 1 an error; 2 bad usage; 3 a benchmark's verification
     failed; 130 interrupted (what was finished is printed first); kernel-check adds 4
-    (no real kernel reachable here).
+    (no real kernel reachable here), gpu-check 4 (no usable GPU).
     """
-    from . import console
+    if width is not None:  # rich only where a table is drawn (gpu-check runs without it)
+        from . import console
 
-    console.WIDTH = width
+        console.WIDTH = width
 
 
 @main.command()

@@ -56,3 +56,22 @@ def test_bad_arguments_are_refused_before_anything_runs(tmp_path, args):
     r = CliRunner().invoke(main, ["gpu-check", "--fake", *args, str(tmp_path / "out")])
     assert r.exit_code == 2, r.output
     assert not (tmp_path / "out").exists()
+
+
+def test_it_runs_where_only_numpy_click_pytest_and_cupy_are(tmp_path):
+    """The GPU machine has numpy, click, pytest and CuPy, maybe nothing else."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "for m in ('rich', 'jsonschema', 'hypothesis', 'matplotlib'): sys.modules[m] = None\n"
+        "from offload.cli import main\n"
+        "main(['gpu-check', '--fake', '--total', '2M', '--sizes', '4K', '--channels', '1',"
+        " '--paths', 'memcpy', '--no-tests', sys.argv[1]])\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "out")], capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "out" / "report.json").exists()
