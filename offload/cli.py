@@ -363,7 +363,8 @@ def _print_report(rep: Any, verbose: bool, timeout: float) -> None:
     c = rep.counts
     click.echo(
         f"{len(rep.verdicts)} scenarios: {c['match']} match, {c['departure']} "
-        f"documented departures, {c['mismatch']} mismatches, {c['error']} errors"
+        f"documented departures, {c['flaky']} flaky, {c['mismatch']} mismatches, "
+        f"{c['error']} errors"
     )
     kernel_side = any(d.startswith("kernel:") for v in rep.verdicts for d in v.differences)
     if kernel_side or rep.timed_out:
@@ -396,6 +397,6 @@ def _print_reports(reps: list, verbose: bool) -> None:
         c = r.counts
         click.echo(
             f"{name} (model {r.kernel or 'default'}, {r.how}, {r.seconds:.0f} s): "
-            f"{c['match']} match, {c['departure']} documented departures, "
+            f"{c['match']} match, {c['departure']} documented departures, {c['flaky']} flaky, "
             f"{c['mismatch']} mismatches, {c['error']} errors"
         )

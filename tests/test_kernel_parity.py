@@ -189,3 +189,42 @@ def test_a_hung_guest_is_killed_and_its_console_shown():
     with pytest.raises(rk.GuestFailed, match="killed after"):
         rk.run_in_qemu(to_script(SCENARIOS[:1]), timeout=2)
     assert time.monotonic() - t0 < 30
+
+
+def test_a_difference_that_does_not_repeat_in_a_fresh_guest_is_flaky(monkeypatch):
+    """The real kernel may answer twice differently (a race of its own): a scenario that
+    differs is run once more in a fresh guest; agreeing then, it is ``flaky``, shown
+    with both answers, and does not fail the check. Differing again, it stays a mismatch."""
+    import dataclasses
+
+    import offload.kcheck as kc
+    from offload.kcheck.realkernel import GuestRun
+
+    chosen = [s for s in SCENARIOS if s.name in ("move_basic", "move_unmapped_entry")]
+    models = {sc.name: run_model(sc) for sc in chosen}
+    runs: list[str] = []
+
+    def fake_run_real(script, **kw):
+        runs.append(script)
+        return GuestRun([f"run{len(runs)}"], "", "qemu-tcg", 1.0, release="7.2.13")
+
+    def fake_parse(sc, lines):
+        obs = dataclasses.replace(models[sc.name])
+        # the first run: both differ; the second: move_basic agrees, the other does not
+        if lines == ["run1"] or sc.name == "move_unmapped_entry":
+            obs = dataclasses.replace(obs, vmstat=(99, 99, 99, 99, 99))
+        return obs
+
+    monkeypatch.setattr(kc, "run_real", fake_run_real)
+    monkeypatch.setattr(kc, "parse_guest", fake_parse)
+    monkeypatch.setattr(kc, "run_model", lambda sc, **kw: models[sc.name])
+    rep = run_check(chosen)
+    by = {v.name: v for v in rep.verdicts}
+    assert len(runs) == 2 and "move_basic" in runs[1] and "move_unmapped_entry" in runs[1]
+    assert by["move_basic"].verdict == "flaky"
+    assert any(d.startswith("first run:") for d in by["move_basic"].differences)
+    assert by["move_unmapped_entry"].verdict == "mismatch"
+    assert "second run" in by["move_unmapped_entry"].differences[-1]
+    assert rep.counts["flaky"] == 1 and not rep.ok  # one real mismatch is left
+    rep = run_check(chosen, rerun=False)  # one run only (run3: move_basic agrees)
+    assert len(runs) == 3 and rep.counts["mismatch"] == 1 and rep.counts["flaky"] == 0

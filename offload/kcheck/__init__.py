@@ -38,7 +38,7 @@ class Report:
     @property
     def counts(self) -> dict[str, int]:
         """Scenarios per verdict."""
-        out = {"match": 0, "departure": 0, "mismatch": 0, "error": 0}
+        out = {"match": 0, "departure": 0, "flaky": 0, "mismatch": 0, "error": 0}
         for v in self.verdicts:
             out[v.verdict] += 1
         return out
@@ -90,8 +90,14 @@ def run_check(
     native: str = "auto",
     accel: str = "tcg",
     progress: Callable[[Scenario], object] | None = None,
+    rerun: bool = True,
 ) -> Report:
     """Run *scenarios* (default: all) on the model and on a real kernel; compare.
+
+    With *rerun*, the scenarios that differ (or fail to run) are run once more on the
+    real kernel, in a fresh guest: one that then agrees with the model is ``flaky``
+    (the kernel itself gave two answers; both are in its differences), one that differs
+    again keeps its verdict.
 
     Raises
     ------
@@ -118,14 +124,38 @@ def run_check(
     # the model follows the kernel it is compared with: a difference that is only
     # another version's behaviour is no departure
     rep.kernel = model_kernel(run.release)
+    models = []
     for sc in chosen:
         model = run_model(sc, nodes=spec, kernel=rep.kernel)
+        models.append(model)
         kern = parse_guest(sc, run.lines)
         if run.timed_out and kern.error:
             kern.error = f"the guest was killed after {timeout:g} s ({kern.error})"
         rep.verdicts.append(compare(sc, model, kern))
         if progress:
             progress(sc)
+    again = [i for i, v in enumerate(rep.verdicts) if v.verdict in ("mismatch", "error")]
+    if rerun and again and not run.timed_out:
+        second = run_real(
+            to_script([chosen[i] for i in again]),
+            kernel=kernel,
+            nodes=nodes,
+            timeout=timeout,
+            native=native,
+            node_mb=[NODE_MB[min(i, 1)] for i in range(nodes)],
+            accel=accel,
+        )
+        rep.seconds += second.seconds
+        for i in again:
+            v = rep.verdicts[i]
+            v2 = compare(chosen[i], models[i], parse_guest(chosen[i], second.lines))
+            if v2.verdict in ("match", "departure"):
+                v.verdict = "flaky"
+                v.differences = [f"first run: {d}" for d in v.differences] + [
+                    "a second run, in a fresh guest, agreed with the model"
+                ]
+            else:
+                v.differences.append("the same on a second run, in a fresh guest")
     return rep
 
 

@@ -29,7 +29,9 @@ class Verdict:
 
     name: str
     source: str
-    verdict: str  #: "match", "departure", "mismatch" or "error"
+    #: "match", "departure", "mismatch", "error", or "flaky" (it differed once, and a
+    #: second run of the real kernel agreed with the model)
+    verdict: str
     departures: list = field(default_factory=list)  #: keys of DEPARTURES
     differences: list = field(default_factory=list)  #: human-readable lines
     #: per departure: "[key] what the kernel and the model gave", every field that differs
