@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -395,3 +396,81 @@ def test_unregistering_one_provider_while_others_migrate():
         assert p.move_pages(pages(x, 128 * PAGE_SIZE), [1] * 128).ret == 0
         assert len(a_.orders) == seen  # nothing more once unregistered
         assert [r.migrator for r in m.offload.providers] == [b_]
+
+
+class MarkHalfThenRaise(Migrator):
+    name = "mark-half-then-raise"
+
+    def offload_copy(self, batch: FolioBatch) -> None:
+        from offload import devmem
+
+        devmem.copy_folios(batch[: len(batch) // 2])
+        batch.copied[:] = True
+        raise RuntimeError("descriptor ring overflow")
+
+
+class Decliner(Recorder):
+    name = "decliner"
+
+    def should_batch(self, batch: FolioBatch) -> bool:
+        return False
+
+
+class Exits(Recorder):
+    name = "exits"
+
+    def offload_copy(self, batch: FolioBatch) -> None:
+        batch.copied[:] = True
+        raise SystemExit(3)
+
+
+class LateWriter(Migrator):
+    """Hangs until released, then scribbles over every destination it was given."""
+
+    name = "late-writer"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def offload_copy(self, batch: FolioBatch) -> None:
+        self.release.wait(30)
+        for i in range(len(batch)):
+            n = 1 << int(batch.order[i])
+            d = int(batch.dst_pfn[i])
+            batch.memory[int(batch.dst_node[i])][d : d + n] = 0xEE
+        batch.copied[:] = True
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [MarkThenRaise, MarkHalfThenRaise, Liar, Stray, Decliner, Exits, LateWriter, BadReach],
+    ids=lambda c: c.name,
+)
+def test_a_hostile_provider_beside_others_under_the_model_loses_no_byte(hostile):
+    """Calibrated, probed and split over like any other, a hostile provider beside a good
+    one (policy ``model``, verify on) never costs a byte or a frame."""
+    bad = hostile()
+    try:
+        with Machine(
+            nodes="32M,32M",
+            cpu="cpu-batched",
+            offload=[bad, "dma-threads:channels=2"],
+            policy="model",
+            verify=True,
+            offload_timeout=0.3,
+            batch_pages=64,
+        ) as m:
+            p = m.spawn()
+            (a, b), (da, db), addrs = _mixed(p)
+            for target in (1, 0, 1, 0, 1):
+                r = p.move_pages(addrs, [target] * len(addrs))
+                assert r.ret == 0 and r.status == [target] * len(addrs)
+                assert p.read(a, da.size) == da.tobytes() and p.read(b, db.size) == db.tobytes()
+            assert not m.audit()
+            if hasattr(bad, "release"):
+                bad.release.set()  # its late writes land on quarantined frames only
+                time.sleep(0.2)
+                assert p.read(a, da.size) == da.tobytes() and p.read(b, db.size) == db.tobytes()
+    finally:
+        if hasattr(bad, "release"):
+            bad.release.set()
