@@ -334,7 +334,13 @@ def judge(rows: list[dict], descriptor_us: float) -> dict:
 @click.option("--channels", default="1,4,16", show_default=True, help="Channel counts.")
 @click.option("--paths", default="memcpy,kernel,batch,auto", show_default=True, help="Issue paths.")
 @click.option("--total", default=None, help="Bytes moved per row (default: 256M; 16M with --fake).")
-@click.option("--repeat", default=3, show_default=True, type=click.IntRange(1, 50))
+@click.option(
+    "--repeat",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 50),
+    help="Timed moves each way per row, after one warm-up (the median is reported).",
+)
 @click.option("--no-tests", is_flag=True, help="Skip the test run.")
 def gpu_check(
     outdir: Path,
