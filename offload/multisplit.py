@@ -74,9 +74,11 @@ class SideModel:
 
     @property
     def calls(self) -> int:
+        """Calls kept, alone and beside others."""
         return len(self.alone) + len(self.beside)
 
     def add(self, folios: int, nbytes: int, seconds: float, alone: bool) -> None:
+        """Keep a completed call (*alone*: no other side copied in its batch)."""
         if folios > 0 and nbytes > 0 and seconds > 0:
             (self.alone if alone else self.beside).append((folios, nbytes, seconds))
             self._new += 1
@@ -112,6 +114,7 @@ class SideModel:
         return float(self.cost.time(folios, nbytes))
 
     def as_dict(self) -> dict | None:
+        """The fitted cost for JSON (None before any fit)."""
         return None if self.cost is None else self.cost.as_dict()
 
 
