@@ -230,7 +230,8 @@ class MultiSplit:
         keys : sequence
             The sides that may take part (their identity across batches).
         allowed : numpy.ndarray
-            ``(len(keys), folios)`` bool: which side may take which folio.
+            ``(len(keys), folios)`` bool: which side may take which folio; or
+            ``(len(keys),)``: which sides take every folio (the others none).
         npages : numpy.ndarray
             Base pages of each folio.
         nbytes : int
@@ -251,7 +252,8 @@ class MultiSplit:
         """
         with self._lock:
             self.batches += 1
-            models = [self.sides.setdefault(key, SideModel()) for key in keys]
+            sides = self.sides
+            models = [sides[k] if k in sides else sides.setdefault(k, SideModel()) for k in keys]
             for i, m in enumerate(models):
                 seed = seeds[i] if seeds is not None else None
                 if seed is not None and m.cost is None and not self.stage.get(keys[i]):
@@ -259,7 +261,7 @@ class MultiSplit:
                     m.version += 1
                     self.stage[keys[i]] = 3  # calibrated: no probe
                 m.refresh()
-            present: np.ndarray = np.asarray(allowed.any(axis=1))
+            present: np.ndarray = allowed if allowed.ndim == 1 else np.asarray(allowed.any(axis=1))
             side = self._probe_side(keys, models, present, npages, nbytes)
             if side is None:
                 # batches of one shape come in runs: the split is chosen again only when
@@ -276,15 +278,18 @@ class MultiSplit:
                     hit is not None
                     and hit[0] == key
                     and np.array_equal(hit[1], allowed)
-                    and np.array_equal(hit[2], npages)
+                    and (hit[2] is None or np.array_equal(hit[2], npages))
                 ):
                     return hit[3].copy(), hit[4], False
                 who, predicted = self._fill(models, allowed, npages)
-                self._last = (key, allowed.copy(), npages.copy(), who.copy(), predicted)
+                # one side for every folio: the folios' sizes do not change that choice
+                lone = who.size > 0 and who[0] == who[-1] and bool((who == who[0]).all())
+                pages = None if lone else npages.copy()
+                self._last = (key, allowed.copy(), pages, who.copy(), predicted)
                 return who, predicted, False
             # a probe: one side alone, on all it may take or (its second) on half of that
             i, frac = side
-            at = np.flatnonzero(allowed[i])
+            at = np.arange(npages.size) if allowed.ndim == 1 else np.flatnonzero(allowed[i])
             if frac < 1.0:
                 at = at[cut(npages[at], np.array([frac, 1.0 - frac])) == 0]
             who = np.full(npages.size, -1, dtype=np.int64)
@@ -323,7 +328,7 @@ class MultiSplit:
         """Water-fill each group of folios over its measured sides."""
         who = np.full(npages.size, -1, dtype=np.int64)
         load = np.zeros(len(models))
-        for sides, at in _groups(allowed):
+        for sides, at in _groups(allowed, npages.size):
             sides = np.array([s for s in sides if models[s].cost is not None], dtype=np.int64)
             if not sides.size:
                 continue
@@ -402,8 +407,11 @@ class MultiSplit:
         }
 
 
-def _groups(allowed: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The folios grouped by which sides may take them: (those sides, the folios)."""
+def _groups(allowed: np.ndarray, n: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The folios grouped by which sides may take them: (those sides, the folios); *n*,
+    the folios, where *allowed* is one flag a side."""
+    if allowed.ndim == 1:  # one flag a side: every folio goes to the sides flagged
+        return [(np.flatnonzero(allowed), np.arange(n))] if allowed.any() and n else []
     if allowed.shape[1] == 0:
         return []
     rows = allowed.all(axis=1)

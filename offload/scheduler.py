@@ -547,30 +547,44 @@ class Scheduler:
         n = len(batch)
         migs = [r.migrator for r in regs]
         res.providers = migs
-        allowed = np.zeros((len(regs) + 1, n), dtype=bool)
-        for i, r in enumerate(regs):  # over the providers, not the folios
-            allowed[i + 1] = self._allowed(r, batch)
-        cpu_ok = self.cpu_reaches(batch)
+        per = [self._allowed(r, batch) for r in regs]  # over the providers, not the folios
+        kind = self.policy.kind
         ada: Adaptive | None = None
-        if self.policy.kind == "model":
-            allowed[0] = cpu_ok
+        allowed: np.ndarray
+        if (
+            all(x is True for x in per)
+            and kind in ("model", "offload-only")
+            and (kind == "offload-only" or self._cpu_reach.all())
+        ):
+            # the usual batch: every side takes every folio or none (one flag a side)
+            allowed = np.array([kind == "model"] + [True] * len(regs))
         else:
-            to_off, ada = self._choose(batch)
-            to_off = (to_off | ~cpu_ok) & allowed[1:].any(axis=0)
-            allowed[0] = ~to_off
-            allowed[1:] &= to_off
-        shape = int(np.log2(max(1, batch.nbytes // max(1, n))))
+            allowed = np.zeros((len(regs) + 1, n), dtype=bool)
+            for i, x in enumerate(per):
+                allowed[i + 1] = x
+            cpu_ok = self.cpu_reaches(batch)
+            if kind == "model":
+                allowed[0] = cpu_ok
+            else:
+                to_off, ada = self._choose(batch)
+                to_off = (to_off | ~cpu_ok) & allowed[1:].any(axis=0)
+                allowed[0] = ~to_off
+                allowed[1:] &= to_off
+        npages = batch.npages
+        nbytes = int(npages.sum()) << PAGE_SHIFT
+        shape = (max(1, nbytes // max(1, n))).bit_length() - 1  # log2 of the mean folio
         keys: list[object] = ["cpu", *(id(m) for m in migs)]
         with self._lock:
             state = self.multi_by_size.setdefault(shape, MultiSplit())
             for i, m in enumerate(migs):
                 if id(m) not in self._names:
                     self._names[id(m)] = f"{i + 1}:{safe_spec(m)}"
-        seeds = self._calibrate(keys, [self.cpu, *migs], np.asarray(allowed.any(axis=1)), regs)
+        used = allowed if allowed.ndim == 1 else np.asarray(allowed.any(axis=1))
+        seeds = self._calibrate(keys, [self.cpu, *migs], used, regs)
         for i, mig in enumerate(migs):  # its calibration may have found it hung
             if self.stuck(mig):
                 allowed[i + 1] = False
-        who, predicted, probe = state.choose(keys, allowed, batch.npages, batch.nbytes, seeds)
+        who, predicted, probe = state.choose(keys, allowed, npages, nbytes, seeds)
         lone = int(who[0]) if n and (who == who[0]).all() else -1
         if lone > 0:  # one provider takes the whole batch: as with one provider
             res.given = [migs[lone - 1]]
@@ -580,7 +594,7 @@ class Scheduler:
             ok = bool(res.by_offload.all())
             sides: list[tuple[int, int, float] | None] = [None] * (len(migs) + 1)
             wall = time.perf_counter() - t0
-            sides[lone] = (n, batch.nbytes, wall) if ok else None
+            sides[lone] = (n, nbytes, wall) if ok else None
             state.learn(keys, sides, predicted, wall, probe)
             res.by_provider = np.where(res.by_offload, lone - 1, -1).astype(np.int8)
             return
