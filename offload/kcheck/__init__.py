@@ -107,15 +107,19 @@ def run_check(
         When the guest never started its scenarios (qemu failed, the kernel did not boot).
     """
     chosen = [bind_nodes(sc, nodes) for sc in (scenarios or SCENARIOS)]
-    run: GuestRun = run_real(
-        to_script(chosen),
-        kernel=kernel,
-        nodes=nodes,
-        timeout=timeout,
-        native=native,
-        node_mb=[NODE_MB[min(i, 1)] for i in range(nodes)],
-        accel=accel,
-    )
+
+    def guest(scs: list[Scenario]) -> GuestRun:
+        return run_real(
+            to_script(scs),
+            kernel=kernel,
+            nodes=nodes,
+            timeout=timeout,
+            native=native,
+            node_mb=[NODE_MB[min(i, 1)] for i in range(nodes)],
+            accel=accel,
+        )
+
+    run = guest(chosen)
     rep = Report(
         how=run.how, seconds=run.seconds, console_tail=run.console_tail, timed_out=run.timed_out
     )
@@ -136,15 +140,7 @@ def run_check(
             progress(sc)
     again = [i for i, v in enumerate(rep.verdicts) if v.verdict in ("mismatch", "error")]
     if rerun and again and not run.timed_out:
-        second = run_real(
-            to_script([chosen[i] for i in again]),
-            kernel=kernel,
-            nodes=nodes,
-            timeout=timeout,
-            native=native,
-            node_mb=[NODE_MB[min(i, 1)] for i in range(nodes)],
-            accel=accel,
-        )
+        second = guest([chosen[i] for i in again])
         rep.seconds += second.seconds
         for i in again:
             v = rep.verdicts[i]
