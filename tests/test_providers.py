@@ -425,16 +425,13 @@ class Exits(Recorder):
         raise SystemExit(3)
 
 
-class LateWriter(Migrator):
+class LateWriter(Hang):
     """Hangs until released, then scribbles over every destination it was given."""
 
     name = "late-writer"
 
-    def __init__(self) -> None:
-        self.release = threading.Event()
-
     def offload_copy(self, batch: FolioBatch) -> None:
-        self.release.wait(30)
+        super().offload_copy(batch)
         for i in range(len(batch)):
             n = 1 << int(batch.order[i])
             d = int(batch.dst_pfn[i])
