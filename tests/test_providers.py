@@ -201,9 +201,10 @@ def test_the_split_of_two_emulated_engines_reaches_the_closed_form_optimum():
         assert fitted["gbps"] == pytest.approx(d["gbps"], rel=0.1)
         # the engine's setup, plus what its driver costs a call (issue, completion)
         assert fitted["fixed_us"] <= d["setup_us"] + 1500
-    # from the first batch on: at least 95% of the optimum's throughput
+    # within the first 8 batches, and over all: at least 95% of the optimum's throughput
+    # (medians: one batch the host descheduled says nothing of the split)
+    assert best / float(np.median(measured[:8])) >= 0.95, (best, measured)
     assert best / float(np.median(measured)) >= 0.95, (best, measured)
-    assert best / max(measured[:8]) >= 0.93, (best, measured)
     # and the model predicted them
     errs = [abs(x["predicted_s"] - x["measured_s"]) / x["measured_s"] for x in rep["log"]]
     assert float(np.median(errs)) <= 0.15
@@ -323,7 +324,7 @@ def test_a_stray_write_among_several_providers_is_caught_and_charged():
     stray, good = Stray(), Recorder()
     with Machine(
         nodes="16M,16M",
-        offload=[Provider(stray, sizes=("2M", None)), good],
+        offload=[Provider(stray, sizes=("2M", None)), Provider(good, sizes=(None, "64K"))],
         policy="offload-only",
         verify=True,
     ) as m:
