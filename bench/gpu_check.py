@@ -148,13 +148,25 @@ def time_moves(make: Callable[[], Any], to: str, size: int, total: int, repeat: 
     from offload import Machine
 
     node = ((total + (8 << 20)) >> 21) << 21
-    with Machine(
+    sides = make()
+    mig = sides.get("offload")
+    try:
+        return _time_moves(Machine, node, to, size, total, repeat, sides)
+    finally:
+        if mig is not None and not isinstance(mig, str):
+            mig.close()  # ours to close: its streams, and the host memory it pinned
+
+
+def _time_moves(
+    machine: Callable[..., Any], node: int, to: str, size: int, total: int, repeat: int, sides: dict
+) -> dict:
+    with machine(
         nodes=f"dram:{node},{to}:{node}",
         policy="offload-only",
         prefault=True,
         layout="aged",
         batch_pages=65536,
-        **make(),
+        **sides,
     ) as m:
         p = m.spawn()
         a = p.mmap(total, node=0, folio_size=size)
