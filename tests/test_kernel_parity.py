@@ -228,3 +228,38 @@ def test_a_difference_that_does_not_repeat_in_a_fresh_guest_is_flaky(monkeypatch
     assert rep.counts["flaky"] == 1 and not rep.ok  # one real mismatch is left
     rep = run_check(chosen, rerun=False)  # one run only (run3: move_basic agrees)
     assert len(runs) == 3 and rep.counts["mismatch"] == 1 and rep.counts["flaky"] == 0
+
+
+def test_a_guest_that_never_started_is_booted_once_more(monkeypatch):
+    import offload.kcheck as kc
+    from offload.kcheck.realkernel import GuestFailed, GuestRun
+
+    sc = next(s for s in SCENARIOS if s.name == "move_basic")
+    model = run_model(sc)
+    boots: list[int] = []
+
+    def flaky_boot(script, **kw):
+        boots.append(1)
+        if len(boots) == 1:
+            raise GuestFailed("qemu (tcg) never started the scenarios")
+        return GuestRun(["ok"], "", "qemu-tcg", 1.0, release="7.2.13")
+
+    monkeypatch.setattr(kc, "run_real", flaky_boot)
+    monkeypatch.setattr(kc, "parse_guest", lambda s, lines: model)
+    monkeypatch.setattr(kc, "run_model", lambda s, **kw: model)
+    rep = run_check([sc])
+    assert len(boots) == 2 and rep.ok
+
+    def never(script, **kw):
+        boots.append(1)
+        raise GuestFailed("qemu (tcg) never started the scenarios")
+
+    monkeypatch.setattr(kc, "run_real", never)
+    boots.clear()
+    with pytest.raises(GuestFailed):
+        run_check([sc])
+    assert len(boots) == 2  # once more, then the error
+    boots.clear()
+    with pytest.raises(GuestFailed):
+        run_check([sc], rerun=False)
+    assert len(boots) == 1

@@ -94,8 +94,8 @@ def run_check(
 ) -> Report:
     """Run *scenarios* (default: all) on the model and on a real kernel; compare.
 
-    With *rerun*, the scenarios that differ (or fail to run) are run once more on the
-    real kernel, in a fresh guest: one that then agrees with the model is ``flaky``
+    With *rerun*, a guest that never starts is booted once more, and the scenarios that
+    differ (or fail to run) are run once more on the real kernel, in a fresh guest: one that then agrees with the model is ``flaky``
     (the kernel itself gave two answers; both are in its differences), one that differs
     again keeps its verdict.
 
@@ -119,7 +119,12 @@ def run_check(
             accel=accel,
         )
 
-    run = guest(chosen)
+    try:
+        run = guest(chosen)
+    except GuestFailed:
+        if not rerun:
+            raise
+        run = guest(chosen)  # a guest that never started is booted once more, then errs
     rep = Report(
         how=run.how, seconds=run.seconds, console_tail=run.console_tail, timed_out=run.timed_out
     )
