@@ -151,7 +151,16 @@ def time_moves(make: Callable[[], Any], to: str, size: int, total: int, repeat: 
     sides = make()
     mig = sides.get("offload")
     try:
-        return _time_moves(Machine, node, to, size, total, repeat, sides)
+        out = _time_moves(Machine, node, to, size, total, repeat, sides)
+        if mig is not None and not isinstance(mig, str):
+            # a row whose folios the engine did not copy is the CPU's speed, not the GPU's
+            from offload.counters import counters
+
+            c = counters(mig)
+            given = c.folios_migrated + c.folios_failures
+            out["offloaded_fraction"] = c.folios_migrated / given if given else 0.0
+            out["engine_error"] = getattr(getattr(mig, "engine", None), "last_error", None)
+        return out
     finally:
         if mig is not None and not isinstance(mig, str):
             mig.close()  # ours to close: its streams, and the host memory it pinned
@@ -285,6 +294,11 @@ def run_rows(
                         f"{spec:28} {format_size(size):>5} {to}: {r['there_gbps']:7.2f} GB/s"
                         f"{back}, {r['cpu_s_per_gb']:.3f} CPU s/GB"
                     )
+                    if r["offloaded_fraction"] < 1.0 or r["engine_error"]:
+                        log(
+                            f"  only {r['offloaded_fraction']:.0%} copied by the engine (the "
+                            f"CPU copied the rest): {r['engine_error'] or 'no error recorded'}"
+                        )
     serial = {r["folio_size"]: r["there_gbps"] for r in rows if r["backend"] == "cpu-serial"}
     for r in rows:
         if "there_gbps" in r:
@@ -317,7 +331,14 @@ def path_costs(rows: list[dict], to: str) -> dict[str, dict]:
 
 def judge(rows: list[dict], descriptor_us: float) -> dict:
     """The issue's targets against the best GPU row of each case (None: not measured)."""
-    gpu = [r for r in rows if r["backend"].startswith("cupy") and "there_gbps" in r]
+    # a row the CPU copied in part says nothing of the GPU
+    gpu = [
+        r
+        for r in rows
+        if r["backend"].startswith("cupy")
+        and "there_gbps" in r
+        and r.get("offloaded_fraction", 1.0) >= 1.0
+    ]
 
     def best(to: str, size: int, key: str = "there_gbps") -> float | None:
         xs = [r[key] for r in gpu if r["to"] == to and r["folio_size"] == size]

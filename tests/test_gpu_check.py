@@ -43,6 +43,8 @@ def test_the_fake_run_goes_through_the_whole_sequence(tmp_path):
     for path in ("memcpy", "kernel", "batch", "auto"):
         assert {f"cupy:channels=1,path={path}", f"cupy:channels=2,path={path}"} <= names
     assert all(r.get("verified") for r in rows) and not any("error" in r for r in rows)
+    gpu = [r for r in rows if r["backend"].startswith("cupy")]
+    assert all(r["offloaded_fraction"] == 1.0 and r["engine_error"] is None for r in gpu)
     assert all(r["ratio_to_cpu_serial"] > 0 for r in rows)
     assert report["ceilings_gbps"]["dram"] > 0
     # the per-path costs it measured are what cupy:costs= reads
@@ -79,3 +81,39 @@ def test_it_runs_where_only_numpy_click_pytest_and_cupy_are(tmp_path):
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "out" / "report.json").exists()
+
+
+def test_a_row_the_engine_did_not_copy_is_said_so(tmp_path, monkeypatch):
+    """A path that fails to issue falls back to the CPU: the row says so, with the error,
+    and is not judged as the GPU's."""
+    from offload.backends.dcbm import cupy_engine
+
+    def broken(self, *a, **kw):
+        raise RuntimeError("cuMemcpyBatchAsync: CUDA_ERROR_INVALID_VALUE")
+
+    monkeypatch.setattr(cupy_engine.CupyEngine, "_issue_batch", broken)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(
+        main,
+        [
+            "gpu-check",
+            "--fake",
+            "--no-tests",
+            "--total",
+            "2M",
+            "--sizes",
+            "4K",
+            "--channels",
+            "1",
+            "--paths",
+            "batch,memcpy",
+            str(out),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    rows = {x["backend"]: x for x in json.loads((out / "report.json").read_text())["rows"]}
+    bad = rows["cupy:channels=1,path=batch"]
+    assert bad["offloaded_fraction"] == 0.0 and "INVALID_VALUE" in bad["engine_error"]
+    assert bad["verified"]  # the CPU still moved every byte
+    assert rows["cupy:channels=1,path=memcpy"]["offloaded_fraction"] == 1.0
+    assert "only 0% copied by the engine" in r.output

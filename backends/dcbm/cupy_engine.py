@@ -126,6 +126,8 @@ class CupyEngine(DmaEngine):
         #: per path, the cost ``auto`` predicts a channel to take
         self.costs = dict(DEFAULT_COSTS if costs is None else costs)
         self.last_paths: dict[str, int] = {}
+        #: the last failure to issue (its descriptors went to the CPU), for reports
+        self.last_error: str | None = None
         self.cp: Any = None
         self.streams: list = []
         self._registered: dict[int, int] = {}
@@ -218,8 +220,9 @@ class CupyEngine(DmaEngine):
                     else:
                         self._issue_memcpy(plan, d, src, dst, stream, job)
                     issued[d] = True
-        except Exception:
+        except Exception as exc:
             job.status[~issued] = FAILED  # what was not issued falls back to the CPU
+            self.last_error = f"{type(exc).__name__}: {exc}"
         self.last_paths = job.paths
         return job
 
