@@ -252,11 +252,23 @@ def run_rows(
     total: int,
     repeat: int,
     log: Log,
+    deadline: float = float("inf"),
+    save: Callable[[list[dict]], None] = lambda rows: None,
 ) -> tuple[list[dict], dict]:
-    """The GPU rows and their references; (rows, ceilings)."""
+    """The GPU rows and their references; (rows, ceilings). No row starts after
+    *deadline* (``time.monotonic()``); *save* gets the rows after each one."""
     from offload.backends.dcbm.cupy_engine import CupyDcbm, batch_status
 
     rows: list[dict] = []
+    skipped = 0
+
+    def spent() -> bool:
+        nonlocal skipped
+        if time.monotonic() < deadline:
+            return False
+        skipped += 1
+        return True
+
     kinds = ["dram"] if fake else ["dram", "device"]
     ceilings = {to: ceiling(total, to, fake) for to in kinds}
     for to, gbps in ceilings.items():
@@ -264,8 +276,11 @@ def run_rows(
     refs = {"cpu-serial": lambda: {}, "cpu-batched": lambda: {"offload": "cpu-batched"}}
     for size in sizes:
         for name, make in refs.items():
+            if spent():
+                continue
             r = time_moves(make, "dram", size, total, repeat)
             rows.append({"backend": name, "to": "dram", "folio_size": size, **r})
+            save(rows)
             log(f"{name:28} {format_size(size):>5} dram:   {r['there_gbps']:7.2f} GB/s")
         for path in paths:
             if path == "batch" and not batch_status()[0]:
@@ -278,6 +293,8 @@ def run_rows(
                     def make(ch: int = ch, path: str = path) -> dict:
                         return {"offload": CupyDcbm(channels=ch, path=path)}
 
+                    if spent():
+                        continue
                     try:
                         r = time_moves(make, to, size, total, repeat)
                     except Exception as exc:  # shown, and the check goes on
@@ -289,6 +306,7 @@ def run_rows(
                     rows.append(
                         {"backend": spec, "to": to, "folio_size": size, "total_bytes": total, **r}
                     )
+                    save(rows)
                     back = f", back {r['back_gbps']:.2f}" if to == "device" else ""
                     log(
                         f"{spec:28} {format_size(size):>5} {to}: {r['there_gbps']:7.2f} GB/s"
@@ -299,10 +317,13 @@ def run_rows(
                             f"  only {r['offloaded_fraction']:.0%} copied by the engine (the "
                             f"CPU copied the rest): {r['engine_error'] or 'no error recorded'}"
                         )
+    if skipped:
+        log(f"the time budget was spent: {skipped} rows not run (--budget)")
     serial = {r["folio_size"]: r["there_gbps"] for r in rows if r["backend"] == "cpu-serial"}
     for r in rows:
         if "there_gbps" in r:
-            r["ratio_to_cpu_serial"] = r["there_gbps"] / serial[r["folio_size"]]
+            if r["folio_size"] in serial:
+                r["ratio_to_cpu_serial"] = r["there_gbps"] / serial[r["folio_size"]]
             r["ratio_to_ceiling"] = r["there_gbps"] / ceilings[r["to"]]
     return rows, ceilings
 
@@ -341,7 +362,7 @@ def judge(rows: list[dict], descriptor_us: float) -> dict:
     ]
 
     def best(to: str, size: int, key: str = "there_gbps") -> float | None:
-        xs = [r[key] for r in gpu if r["to"] == to and r["folio_size"] == size]
+        xs = [r[key] for r in gpu if r["to"] == to and r["folio_size"] == size and key in r]
         return max(xs) if xs else None
 
     found = {
@@ -360,6 +381,14 @@ def judge(rows: list[dict], descriptor_us: float) -> dict:
     return out
 
 
+def _write(outdir: Path, report: dict, log: Log) -> None:
+    """report.json (through a rename: never half written) and log.txt."""
+    tmp = outdir / "report.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    tmp.replace(outdir / "report.json")
+    (outdir / "log.txt").write_text("\n".join(log.lines) + "\n")
+
+
 @click.command("gpu-check")
 @click.argument("outdir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--fake", is_flag=True, help="Run against the CuPy stand-in (no GPU needed).")
@@ -375,6 +404,15 @@ def judge(rows: list[dict], descriptor_us: float) -> dict:
     help="Timed moves each way per row, after one warm-up (the median is reported).",
 )
 @click.option("--no-tests", is_flag=True, help="Skip the test run.")
+@click.option(
+    "--budget",
+    default=420.0,
+    show_default=True,
+    type=click.FloatRange(1, 3600),
+    help="Seconds the whole check may take: no row starts after it (the report says how "
+    "many were not run). report.json is rewritten after every row, so a check cut off "
+    "still leaves what it measured.",
+)
 def gpu_check(
     outdir: Path,
     fake: bool,
@@ -384,6 +422,7 @@ def gpu_check(
     total: str | None,
     repeat: int,
     no_tests: bool,
+    budget: float,
 ) -> None:
     """Everything a GPU session must run, in one call: environment, GPU tests, GPU rows
     (host to host through the GPU, host to device and back) beside cpu-serial,
@@ -407,6 +446,7 @@ def gpu_check(
     if any(total_b % s for s in size_list):
         raise click.BadParameter("--total must be a multiple of every folio size")
     t0 = time.perf_counter()
+    deadline = time.monotonic() + budget
     log = Log()
     ok, why, env = environment(fake)
     log(f"gpu-check{' (--fake: the CuPy stand-in)' if fake else ''}")
@@ -421,8 +461,14 @@ def gpu_check(
     failed = report["tests"].get("exit", 0) != 0
     descriptor_us = descriptor_cost()
     log(f"descriptor building on the CPU: {descriptor_us:.4f} us per 4 KiB folio")
+
+    def save(rows: list[dict]) -> None:
+        _write(outdir, {**report, "rows": rows, "partial": True}, log)
+
     with _backend_world(fake):
-        rows, ceilings = run_rows(fake, size_list, chans, path_list, total_b, repeat, log)
+        rows, ceilings = run_rows(
+            fake, size_list, chans, path_list, total_b, repeat, log, deadline, save
+        )
     failed |= any("error" in r for r in rows)
     costs = {to: path_costs(rows, to) for to in ("dram", "device")}
     if costs["dram"]:
@@ -434,6 +480,7 @@ def gpu_check(
                 f"a descriptor + bytes at {gbps} GB/s (cupy:costs={outdir / 'cupy-costs.json'})"
             )
     report.update(
+        partial=False,
         path_costs=costs,
         total_bytes=total_b,
         repeat=repeat,
@@ -447,7 +494,6 @@ def gpu_check(
         for key, t in report["targets"].items():
             log(f"target {key}: {t['measured']} (want {t['target']}): {t['met']}")
     log(f"done in {report['seconds']:.0f} s; report: {outdir / 'report.json'}")
-    (outdir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    (outdir / "log.txt").write_text("\n".join(log.lines) + "\n")
+    _write(outdir, report, log)
     if failed:
         sys.exit(1)

@@ -117,3 +117,15 @@ def test_a_row_the_engine_did_not_copy_is_said_so(tmp_path, monkeypatch):
     assert bad["verified"]  # the CPU still moved every byte
     assert rows["cupy:channels=1,path=memcpy"]["offloaded_fraction"] == 1.0
     assert "only 0% copied by the engine" in r.output
+
+
+def test_no_row_starts_after_the_budget_and_the_report_is_written_as_it_goes(tmp_path):
+    out = tmp_path / "out"
+    args = ["gpu-check", "--fake", "--no-tests", "--total", "8M", "--sizes", "4K,64K,2M"]
+    r = CliRunner().invoke(main, [*args, "--budget", "1", str(out)])
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["partial"] is False
+    full = 3 * (2 + 4 * 3)  # sizes x (the references + paths x channels)
+    assert len(report["rows"]) < full
+    assert "rows not run (--budget)" in r.output
