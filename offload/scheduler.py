@@ -523,17 +523,9 @@ class Scheduler:
         if shipped_as(mig) is not None:
             done = _inline(mig, batch)
             return done.error is None and done.value is True
-        call = self.runner.start(
-            functools.partial(_copy_call, mig, batch, type(mig).submit is not Migrator.submit)
-        )
-        if not call.wait(self.timeout):
-            counters(mig).add(timeouts=1)
-            with self._lock:
-                self._stuck.setdefault(id(mig), []).append(call)
-            self.control.warn(mig, TimeoutError(f"no answer in {self.timeout:g} s"))
-            return False
-        if call.error is not None:
-            self.control.warn(mig, call.error)
+        res = CopyResult(n=len(batch))  # the scratch's own: nothing of a real batch
+        call = self._start(mig, batch, res)
+        if not self._collect(mig, call, time.perf_counter(), res, np.arange(len(batch))):
             return False
         return call.value is True
 
@@ -629,17 +621,12 @@ class Scheduler:
         t_off = 0.0
         ok_all = True
         for i, mig, call, held, index, nn, nb in calls:
-            trusted = self._collect(mig, call, t0, res, index)
-            declined = trusted and call.value is False
-            marks = handed_marks(held, nn) if trusted and not declined else np.zeros(nn, bool)
-            marked = int(marks.sum())
+            marks, ok, failed = self._settle(mig, call, t0, res, index, held, nn)
             batch.copied[index] |= marks
             by[index[marks]] = i
-            failed = 0 if declined else nn - marked
-            counters(mig).add(folios_migrated=marked, folios_failures=failed)
             failed_all += failed
             b_off += nb
-            if trusted and not declined and marked == nn:
+            if ok:
                 sides[i + 1] = (nn, nb, call.finished_at - t0)
                 t_off = max(t_off, call.finished_at - t0)
             else:
@@ -683,16 +670,9 @@ class Scheduler:
         if len(cpu):
             self.cpu_copy(cpu, res, where=cpu.index)
             t_cpu = time.perf_counter() - t0
-        trusted = call is None or self._collect(mig, call, t0, res, off_index)
-        declined = call is not None and trusted and call.value is False
-        # marks of a call that failed, was declined or is still running count for nothing
-        if not trusted or declined:
-            marks = np.zeros(n_off, dtype=bool)
-        else:
-            marks = held.copy() if off is batch else handed_marks(held, n_off)
+        marks, ok, failed = self._settle(mig, call, t0, res, off_index, held, n_off, off is batch)
         marked = int(marks.sum())
-        ok = trusted and not declined and marked == n_off
-        t_off = (call.finished_at - t0) if call is not None and trusted else 0.0
+        t_off = (call.finished_at - t0) if call is not None and ok else 0.0
         by_off = np.zeros(n, dtype=bool)
         if off is batch:
             batch.copied[:] = marks
@@ -704,14 +684,40 @@ class Scheduler:
             batch.absorb(cpu)
         res.by_offload = by_off
         b_cpu = cpu.nbytes
-        declined = call is not None and call.done() and call.value is False
-        failed = 0 if declined else n_off - marked
-        counters(mig).add(folios_migrated=marked, folios_failures=failed)
         with self._lock:  # migrations from several threads share these counters
             st.record(failed, b_off, b_cpu)
             self._learn(
                 b_cpu, t_cpu, b_off, t_off, time.perf_counter() - t0, ok, ada, len(cpu), n_off
             )
+
+    def _settle(
+        self,
+        mig: Migrator,
+        call: GuardedCall | _Finished | None,
+        t0: float,
+        res: CopyResult,
+        at: np.ndarray | None,
+        held: np.ndarray,
+        n: int,
+        own: bool = False,
+    ) -> tuple[np.ndarray, bool, int]:
+        """Wait for *call* until its deadline and count its marks for *mig*: those of
+        the array it was handed (*held*; *own*: the batch's own, where a driver we ship
+        ran on the batch itself), or none where the call failed, declined or is still
+        running. Returns (the marks, whether every folio was copied by a trusted call,
+        the folios it failed)."""
+        trusted = call is None or self._collect(mig, call, t0, res, at)
+        declined = call is not None and trusted and call.value is False
+        if not trusted or declined:
+            marks = np.zeros(n, dtype=bool)
+        else:
+            marks = held.copy() if own else handed_marks(held, n)
+        marked = int(marks.sum())
+        # a call abandoned at its deadline that declines when it returns failed nothing
+        declined = call is not None and call.done() and call.value is False
+        failed = 0 if declined else n - marked
+        counters(mig).add(folios_migrated=marked, folios_failures=failed)
+        return marks, trusted and not declined and marked == n, failed
 
     def _learn(
         self,
