@@ -145,13 +145,10 @@ def _pattern(nbytes: int) -> np.ndarray:
 def time_moves(make: Callable[[], Any], to: str, size: int, total: int, repeat: int) -> dict:
     """Move *total* bytes of *size* folios node 0 -> 1 and back, *repeat* times after a
     warm-up, on a machine *make* builds; GB/s each way and CPU seconds per GB."""
-    from offload import Machine
-
-    node = ((total + (8 << 20)) >> 21) << 21
     sides = make()
     mig = sides.get("offload")
     try:
-        out = _time_moves(Machine, node, to, size, total, repeat, sides)
+        out = _time_moves(to, size, total, repeat, sides)
         if mig is not None and not isinstance(mig, str):
             # a row whose folios the engine did not copy is the CPU's speed, not the GPU's
             from offload.counters import counters
@@ -166,10 +163,11 @@ def time_moves(make: Callable[[], Any], to: str, size: int, total: int, repeat: 
             mig.close()  # ours to close: its streams, and the host memory it pinned
 
 
-def _time_moves(
-    machine: Callable[..., Any], node: int, to: str, size: int, total: int, repeat: int, sides: dict
-) -> dict:
-    with machine(
+def _time_moves(to: str, size: int, total: int, repeat: int, sides: dict) -> dict:
+    from offload import Machine
+
+    node = ((total + (8 << 20)) >> 21) << 21
+    with Machine(
         nodes=f"dram:{node},{to}:{node}",
         policy="offload-only",
         prefault=True,

@@ -139,9 +139,7 @@ class CupyEngine(DmaEngine):
 
         self.cp = cupy
         if self.path == "batch":
-            from cuda.bindings import driver
-
-            self._driver = driver
+            self._batch_ok()  # cuda.bindings now, not at the first batch
         with cupy.cuda.Device(self.device):
             self.streams = [cupy.cuda.Stream(non_blocking=True) for _ in range(channels)]
             self._kernel = cupy.RawKernel(_KERNEL, "copy_pages")
