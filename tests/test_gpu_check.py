@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import types
 
 import pytest
 from click.testing import CliRunner
@@ -119,7 +120,17 @@ def test_a_row_the_engine_did_not_copy_is_said_so(tmp_path, monkeypatch):
     assert "only 0% copied by the engine" in r.output
 
 
-def test_no_row_starts_after_the_budget_and_the_report_is_written_as_it_goes(tmp_path):
+def test_no_row_starts_after_the_budget_and_the_report_is_written_as_it_goes(
+    tmp_path, monkeypatch
+):
+    # the check's clock advances 0.2 s at each reading, so the 1 s budget runs out after
+    # a few rows however fast this machine is
+    from offload.bench import gpu_check
+
+    ticks = iter(range(10**6))
+    clock = types.SimpleNamespace(**vars(time))
+    clock.monotonic = lambda: 0.2 * next(ticks)
+    monkeypatch.setattr(gpu_check, "time", clock)
     out = tmp_path / "out"
     args = ["gpu-check", "--fake", "--no-tests", "--total", "8M", "--sizes", "4K,64K,2M"]
     r = CliRunner().invoke(main, [*args, "--budget", "1", str(out)])

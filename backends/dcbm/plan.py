@@ -25,22 +25,28 @@ class Plan(Runs):
 
     Descriptor ``d`` is run ``d`` of :class:`~offload.batch.Runs`: it copies
     ``npages[d]`` pages from ``(src_node, src_pfn)`` to ``(dst_node, dst_pfn)`` and
-    covers batch folios ``start[d]:stop[d]``; it is issued on channel ``channel[d]``.
+    covers batch folios ``start[d]:stop[d]``. The descriptors cover the batch in order,
+    and channel ``c`` issues descriptors ``bounds[c]:bounds[c + 1]``.
     """
 
-    channel: np.ndarray
+    bounds: np.ndarray
     channels: int
+
+    @property
+    def channel(self) -> np.ndarray:
+        """The channel of each descriptor."""
+        return np.repeat(np.arange(self.channels, dtype=np.int64), np.diff(self.bounds))
 
     def of_channel(self, c: int) -> np.ndarray:
         """Descriptor indices of channel *c*, in issue order."""
-        return np.flatnonzero(self.channel == c)
+        return np.arange(self.bounds[c], self.bounds[c + 1], dtype=np.int64)
 
     def folios_done(self, ok: np.ndarray, n: int) -> np.ndarray:
         """Per batch folio: whether the descriptor covering it completed (``ok``)."""
-        marks = np.zeros(n + 1, dtype=np.int64)
-        np.add.at(marks, self.start[ok], 1)
-        np.add.at(marks, self.stop[ok], -1)
-        return np.cumsum(marks[:-1]) > 0
+        ok = np.asarray(ok, dtype=bool)
+        if ok.size == n:  # a descriptor per folio, in order
+            return ok.copy()
+        return np.repeat(ok, self.stop - self.start)
 
 
 def plan_batch(batch: FolioBatch, channels: int, coalesce: bool = True) -> Plan:
@@ -64,8 +70,6 @@ def plan_batch(batch: FolioBatch, channels: int, coalesce: bool = True) -> Plan:
             start,
             start + 1,
         )
-    if len(runs) == n:  # a descriptor per folio: channel c holds its slice, in order
-        channel = np.repeat(np.arange(bounds.size - 1, dtype=np.int64), np.diff(bounds))
-    else:
-        channel = np.searchsorted(bounds, runs.start, side="right") - 1
-    return Plan(**vars(runs), channel=channel, channels=bounds.size - 1)
+    if len(runs) != n:  # coalesced: each channel's slice starts a run of its own
+        bounds = np.searchsorted(runs.start, bounds)
+    return Plan(**vars(runs), bounds=bounds, channels=bounds.size - 1)
