@@ -245,9 +245,16 @@ def runs(
         limit[nid] = frames.shape[0]
     if int(k.min()) < 1:
         raise IndexError("runs: an empty run")
+    kmax = int(k.max())
     for nodes, pfn, (lo, hi) in ((sn, sp, ends[0]), (dn, dp, ends[1])):
-        last = pfn + k
-        inside = int(last.max()) <= limit[lo] if lo == hi else bool((last <= limit[nodes]).all())
+        # the bound of the largest pfn plus the longest run settles most checks in two
+        # reductions, with no array of run ends
+        inside = lo == hi and int(pfn.max()) + kmax <= limit[lo]
+        if not inside:
+            last = pfn + k
+            inside = (
+                int(last.max()) <= limit[lo] if lo == hi else bool((last <= limit[nodes]).all())
+            )
         if int(pfn.min()) < 0 or not inside:
             raise IndexError("runs: a run reaches outside its node's frames")
     return RunCopy(base, fields)

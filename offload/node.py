@@ -113,14 +113,13 @@ class Node:
         if heads.size == 1:  # one folio: slices and scalars, no index arrays
             self._mark_used(int(heads[0]), order, zero)
         elif heads.size:
-            pages = pages_of(heads, order)
-            self.order[pages] = order
+            fill_folios(self.order, heads, order, order)
             self.pins[heads] = 0
             self.obj[heads] = -1
             self.state[heads] = 0
             self.cow[heads] = 0
             if zero:
-                devmem.zero(self.frames, pages)
+                devmem.zero(self.frames, pages_of(heads, order))
         return heads
 
     def alloc_folio(self, order: int, zero: bool = False) -> int:
@@ -159,7 +158,7 @@ class Node:
         else:
             groups = [(int(k), heads[orders == k]) for k in np.unique(orders)]
         for k, h in groups:
-            self.order[pages_of(h, k)] = -1
+            fill_folios(self.order, h, k, -1)
             self.obj[h] = -1
             self.state[h] = 0
             self.pins[h] = 0
@@ -199,6 +198,21 @@ class Node:
         self.state[pages] = np.repeat(self.state[heads], npages)
         self.pins[pages] = 0
         return pages
+
+
+def fill_folios(a: np.ndarray, heads: np.ndarray, order: int, value: int) -> None:
+    """Set every page of the folios of *order* at head pfns *heads* to *value* in the
+    per-page array *a*.
+
+    Folios are aligned to their size, so a large folio is one row of *a* seen as rows
+    of ``2**order`` pages: one row assignment each, with no array of page numbers.
+    """
+    if order < 3:
+        a[pages_of(heads, order)] = value
+        return
+    span = 1 << order
+    rows = a[: a.size - a.size % span].reshape(-1, span)
+    rows[np.asarray(heads, dtype=np.int64) >> order] = value
 
 
 def pages_of(heads: np.ndarray, order: int) -> np.ndarray:

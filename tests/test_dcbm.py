@@ -51,6 +51,20 @@ def test_coalesced_runs_never_cross_channels():
     assert p2.folios_done(np.array([False, True]), 4).tolist() == [False, False, True, True]
 
 
+def test_each_channel_issues_its_own_descriptors_in_order():
+    # runs of 3, 1 and 2 folios on channel 0 (folios 0..5), a run broken at the channel
+    # boundary, then runs on channel 1 (folios 6..11)
+    src = np.array([0, 1, 2, 10, 20, 21, 22, 23, 30, 40, 41, 42])
+    b = batch_of(src, src + 1000, [0] * 12)
+    p = plan_batch(b, 2)
+    assert p.start.tolist() == [0, 3, 4, 6, 8, 9]
+    assert p.channel.tolist() == [0, 0, 0, 1, 1, 1]
+    assert p.of_channel(0).tolist() == [0, 1, 2] and p.of_channel(1).tolist() == [3, 4, 5]
+    ok = np.array([True, False, True, True, False, True])
+    want = [True] * 3 + [False] + [True] * 4 + [False] + [True] * 3
+    assert p.folios_done(ok, 12).tolist() == want
+
+
 @pytest.mark.parametrize(
     "spec",
     [

@@ -120,9 +120,7 @@ def test_a_row_the_engine_did_not_copy_is_said_so(tmp_path, monkeypatch):
     assert "only 0% copied by the engine" in r.output
 
 
-def test_no_row_starts_after_the_budget_and_the_report_is_written_as_it_goes(
-    tmp_path, monkeypatch
-):
+def test_no_row_starts_after_the_budget_and_the_report_is_written_as_it_goes(tmp_path, monkeypatch):
     # the check's clock advances 0.2 s at each reading, so the 1 s budget runs out after
     # a few rows however fast this machine is
     from offload.bench import gpu_check

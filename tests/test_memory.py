@@ -237,3 +237,16 @@ def test_the_address_index_follows_mmap_and_munmap():
             assert p.mm._pgoffs.tolist() == [v.pgoff for v in vmas]
         for a, n in live:
             assert p.move_pages([a + i * PAGE_SIZE for i in range(n)], None).status[0] in (0, -2)
+
+
+@pytest.mark.parametrize("order", [0, 2, 3, 4, 9])
+def test_fill_folios_sets_every_page_of_each_folio_and_nothing_else(order):
+    from offload.node import fill_folios, pages_of
+
+    span = 1 << order
+    a = np.full(5 * span + 3, 7, dtype=np.int8)  # not a whole number of folios long
+    heads = np.array([4 * span, span], dtype=np.int64)
+    fill_folios(a, heads, order, -1)
+    want = np.full(a.size, 7, dtype=np.int8)
+    want[pages_of(heads, order)] = -1
+    assert np.array_equal(a, want)
