@@ -208,6 +208,37 @@ class BuddyAllocator:
         bm[heads >> order] = True
         self._count[order] += heads.size
 
+    def check(self, order_of_page: np.ndarray | None = None) -> list[str]:
+        """Check the free lists; return what is wrong (empty: consistent).
+
+        Each order's count must equal its bitmap's set bits and ``free_pages`` their
+        pages (a block freed twice sets one bit but counts twice); no two free blocks may
+        overlap; with *order_of_page* (the node's per-page folio order, -1 when free), no
+        page of a free block may be in a folio.
+        """
+        problems = []
+        covered = np.zeros(self.nr_pages, dtype=np.int16)
+        pages = 0
+        for k, bm in enumerate(self._free):
+            heads = np.flatnonzero(bm).astype(np.int64) << k
+            if heads.size != self._count[k]:
+                problems.append(
+                    f"order {k}: {self._count[k]} free blocks counted, {heads.size} in the list"
+                )
+            pages += heads.size << k
+            # blocks of order k are aligned rows of 2**k pages, each listed once
+            span = 1 << k
+            rows = covered[: self.nr_pages - self.nr_pages % span].reshape(-1, span)
+            rows[heads >> k] += 1
+        if pages != self.free_pages:
+            problems.append(f"{self.free_pages} free pages counted, {pages} in the lists")
+        if (covered > 1).any():
+            problems.append(f"{int((covered > 1).sum())} pages in two free blocks")
+        if order_of_page is not None and (order_of_page[covered > 0] >= 0).any():
+            n = int((order_of_page[covered > 0] >= 0).sum())
+            problems.append(f"{n} pages both free and in a folio")
+        return problems
+
     def coalesce(self) -> None:
         """Merge every pair of free buddies, from order 0 up (one pass per order)."""
         for k in range(self.max_order):

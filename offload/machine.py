@@ -356,6 +356,8 @@ class Machine:
                 problems.append(f"{flying} destination pages left by finished migrations")
             if not self._inflight and any((n.state != 0).any() for n in self.nodes):
                 problems.append("folios left isolated or under migration")
+            for n in self.nodes:
+                problems += [f"node {n.id}: {x}" for x in n.buddy.check(n.order)]
         return problems
 
     @property

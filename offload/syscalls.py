@@ -222,15 +222,23 @@ def _move_group(
             orders = gather(m.nodes, cnid, heads, "order")
             # one migration per folio, in the order of the entries that first name it;
             # base pages at increasing addresses cannot share a folio (no sort needed)
+            # unless a page is mapped more than once, which only MPOL_MF_MOVE_ALL lets
+            # through (a shared mapping of it twice in this process)
             ca = addrs[cand] >> PAGE_SHIFT
             distinct = (
                 keys.size < 2
                 or (keys[1:] > keys[:-1]).all()
-                or (not orders.any() and (ca[1:] > ca[:-1]).all())
+                or (
+                    not orders.any()
+                    and (ca[1:] > ca[:-1]).all()
+                    and not (move_all and (mapcount[cand] > 1).any())
+                )
             )
             first: slice | np.ndarray = slice(None)
             if not distinct:
-                first = np.sort(np.unique(keys, return_index=True)[1])
+                once = np.unique(keys, return_index=True)[1]
+                if once.size < keys.size:  # some folio is named twice
+                    first = np.sort(once)
             fnid, fheads = cnid[first], heads[first]
             f = Folios(fnid, fheads, orders[first], np.full(fnid.size, node, dtype=np.int32))
             if m.engine.isolate(f):

@@ -352,3 +352,43 @@ def test_fork_shares_private_pages_copy_on_write(machine):
     assert c.read(a + 2 * PAGE_SIZE, 2 * PAGE_SIZE) == data[2 * PAGE_SIZE :].tobytes()
     c.munmap(a, 4 * PAGE_SIZE)
     assert all(n.free_pages == n.nr_pages for n in machine.nodes)
+
+
+@pytest.mark.parametrize("entries", [1, 3])
+def test_a_page_mapped_twice_in_one_process_moves_once(entries):
+    # MPOL_MF_MOVE_ALL lets a page mapped more than once through: two mappings of one
+    # shared region in the same process name the same folios at increasing addresses
+    from offload import Machine
+
+    m = Machine(nodes="dram:16M,dram:16M")
+    p = m.spawn(uid=0)
+    a = p.mmap(4 * PAGE_SIZE, shared=True)
+    data = bytes(range(256)) * 16 * 4
+    p.write(a, data)
+    b = p.share(a, 4 * PAGE_SIZE, into=p)
+    assert p.read(b, 4 * PAGE_SIZE) == data  # faults the second mapping in
+    free = [n.free_pages for n in m.nodes]
+    addrs = [a + i * PAGE_SIZE for i in range(entries)] + [
+        b + i * PAGE_SIZE for i in range(entries)
+    ]
+    r = p.move_pages(addrs, [1] * len(addrs), flags=MPOL_MF_MOVE_ALL)
+    assert r.ret == 0 and r.status == [1] * len(addrs)
+    assert [n.free_pages for n in m.nodes] == [free[0] + entries, free[1] - entries]
+    assert p.read(a, 4 * PAGE_SIZE) == data and p.read(b, 4 * PAGE_SIZE) == data
+    assert m.audit() == []
+
+
+def test_audit_sees_a_frame_freed_twice():
+    from offload import Machine
+
+    m = Machine(nodes="dram:16M")
+    p = m.spawn()
+    a = p.mmap(2 * PAGE_SIZE)
+    p.write(a, b"x" * 2 * PAGE_SIZE)
+    _, pfn, _ = p.mm.follow_page(a)
+    node = m.nodes[0]
+    assert m.audit() == []
+    node.buddy.free_one(pfn, 0)  # the page is still mapped: its frame now reads as free
+    assert any("free and in a folio" in x for x in m.audit())
+    node.buddy.free_one(pfn, 0)  # freed twice: one block, counted twice
+    assert any("free blocks counted" in x for x in m.audit())
