@@ -50,3 +50,12 @@ def run_boundaries(*contiguous: np.ndarray) -> np.ndarray:
 def folio_pages(order: np.ndarray) -> np.ndarray:
     """Base pages of each folio (``2**order``) as int64."""
     return np.left_shift(np.int64(1), order, dtype=np.int64)
+
+
+def total_pages(order: np.ndarray) -> int:
+    """Base pages of all the folios of the given orders: ``folio_pages(order).sum()``,
+    without the array of sizes where every folio is a base page."""
+    order = np.asarray(order)
+    if not order.any():
+        return int(order.size)
+    return int(folio_pages(order).sum())

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import devmem, kernels
-from .arrays import folio_pages
+from .arrays import folio_pages, total_pages
 from .batch import FolioBatch
 from .constants import HPAGE_PMD_ORDER, NR_MAX_MIGRATE_PAGES_RETRY
 from .control import OffloadControl
@@ -52,7 +52,7 @@ class Outcome:
     def pages_failed(self) -> int:
         """Base pages that did not move."""
         bad = self.rc != 0
-        return int((folio_pages(self.folios.order[bad])).sum())
+        return total_pages(self.folios.order[bad])
 
 
 @dataclass
@@ -356,7 +356,8 @@ class MigrationEngine:
         """One pass over *folios*, in batches of at most ``batch_pages`` base pages."""
         self._counted_pass()
         n = len(folios)
-        if n == 1:  # one folio is one batch, whatever its size
+        if n == 1 or total_pages(folios.order) <= self.batch_pages:
+            # one folio is one batch, whatever its size; so are folios within the limit
             return self.migrate_batch(folios, reason)
         rc = np.zeros(n, dtype=np.int64)
         limit = self.batch_pages
@@ -433,7 +434,7 @@ class MigrationEngine:
                 rc[idx[heads.size :]] = -errno.ENOMEM
             ok = dst >= 0
             if ok.any():
-                self.dst_pages += int(folio_pages(f.order[ok]).sum())
+                self.dst_pages += total_pages(f.order[ok])
                 update(nodes, f.src_node[ok], f.src_pfn[ok], "state", MIGRATING, op="or")
                 self._counted_flush()
         return rc, dst
@@ -455,19 +456,18 @@ class MigrationEngine:
                 g, dpfn = g[good], batch.dst_pfn[good]
             else:
                 dpfn = batch.dst_pfn
+            moved = total_pages(g.order)
             if len(g):
                 if getattr(self._tls, "first", False):
                     self._tls.first = False
                     self._counted_first_remap(time.perf_counter())
-                self.dst_pages -= int(folio_pages(g.order).sum())
+                self.dst_pages -= moved
                 self.rmap.remove_migration_ptes(self.nodes, g, dpfn)
                 for s, idx in groups1(g.src_node):
                     whole = idx.size == len(g)  # one source node: no copies of the arrays
                     pfn, order = (g.src_pfn, g.order) if whole else (g.src_pfn[idx], g.order[idx])
                     self.nodes[s].free_folios(pfn, order)
-            self._counted_moved(
-                int(folio_pages(g.order).sum()), int((g.order == HPAGE_PMD_ORDER).sum()), len(g)
-            )
+            self._counted_moved(moved, int((g.order == HPAGE_PMD_ORDER).sum()), len(g))
             self.cond.notify_all()
 
     # -- undo -----------------------------------------------------------------------------
@@ -488,7 +488,7 @@ class MigrationEngine:
         """Free the destination folios given up, or, while backend calls in *pending*
         may still write to them, keep them in quarantine until those return. The
         caller holds the lock."""
-        self.dst_pages -= int(folio_pages(order).sum())
+        self.dst_pages -= total_pages(order)
         if pending:
             self._quarantine(nid, dpfn, order, pending)
         else:
@@ -499,7 +499,7 @@ class MigrationEngine:
     ) -> None:
         """Keep destination folios allocated until every call in *calls* has returned."""
         dnode, dpfn, order = dnode.copy(), dpfn.copy(), order.copy()
-        pages = int(folio_pages(order).sum())
+        pages = total_pages(order)
         self.stats.quarantined_pages += pages
         left = [len(calls)]
         lock = threading.Lock()
@@ -524,7 +524,7 @@ class MigrationEngine:
             if bad.any():
                 f = out.folios[bad]
                 self.undo_src(f, ISOLATED | MIGRATING)
-                self.vmstat.add("pgmigrate_fail", int(folio_pages(f.order).sum()))
+                self.vmstat.add("pgmigrate_fail", total_pages(f.order))
                 self.vmstat.add("thp_migration_fail", int((f.order == HPAGE_PMD_ORDER).sum()))
             self.cond.notify_all()
 
