@@ -38,7 +38,9 @@ predicted and measured time is kept.
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 
@@ -49,6 +51,9 @@ from .costmodel import CallCost, fit_calls
 
 #: calls kept per side
 WINDOW = 48
+#: a side seeded by the calibration and predicted within this factor of the best lone
+#: side is checked by one batch of its own
+SEED_CHECK = 1.3
 #: a side idle this many batches is probed again (its speed may have changed)
 REPROBE = 64
 #: a side is refitted after each of its first 4 calls, then every REFIT calls, and at
@@ -56,6 +61,9 @@ REPROBE = 64
 #: predicted
 REFIT = 16
 SURPRISE = 0.2
+#: ...but a routine refit waits until the side has copied for this many times the
+#: last fit's own duration, so that fitting costs at most about 1% of the copying
+FIT_SHARE = 100.0
 
 
 class SideModel:
@@ -71,6 +79,9 @@ class SideModel:
         self._missed = 0  #: calls alone in a row that missed their prediction
         self.version = 0  #: fits made (a split chosen from older ones is stale)
         self.seed: CallCost | None = None  #: the calibration's cost, until calls alone
+        self._copied = 0.0  #: seconds of calls added since the last fit
+        self._fit_s = 0.0  #: how long the last fit took
+        self._surprised = False
 
     @property
     def calls(self) -> int:
@@ -82,27 +93,35 @@ class SideModel:
         if folios > 0 and nbytes > 0 and seconds > 0:
             (self.alone if alone else self.beside).append((folios, nbytes, seconds))
             self._new += 1
+            self._copied += seconds
             if alone and self.cost is not None:
                 predicted = float(self.cost.time(folios, nbytes))
                 missed = abs(seconds - predicted) > SURPRISE * predicted
                 self._missed = self._missed + 1 if missed else 0
                 if self._missed >= 2:  # twice in a row: not one noisy call
                     self._new, self._missed = max(self._new, REFIT), 0
+                    self._surprised = True
         self.idle = 0
 
     def refresh(self) -> None:
         """Refit where new calls came: after each of the first 4 calls, then once every
-        REFIT, or after a surprise (a fit costs a few hundred microseconds; a batch of
-        4 KiB folios, two)."""
-        if not self._new or (self.cost is not None and self.calls > 4 and self._new < REFIT):
+        REFIT once the side has copied for FIT_SHARE times the last fit's duration, and
+        at once after a surprise (a fit costs a few hundred microseconds, a batch of
+        4 KiB folios one or two milliseconds)."""
+        if not self._new:
+            return
+        routine = self.cost is not None and self.calls > 4 and not self._surprised
+        if routine and (self._new < REFIT or self._copied < FIT_SHARE * self._fit_s):
             return
         # a seed from the calibration stands until the side has copied alone
         calls = self.alone or (self.beside if self.seed is None else None)
         if not calls:
             return
+        start = time.perf_counter()
         f, b, t = (np.array(x, dtype=float) for x in zip(*calls))
-        self.cost = fit_calls(f, b, t)
-        self._new = 0
+        self.cost = expected_cost(fit_calls(f, b, t), f, b, t)
+        self._fit_s = time.perf_counter() - start
+        self._new, self._copied, self._surprised = 0, 0.0, False
         self.version += 1
 
     def predict(self, folios: float, nbytes: float) -> float:
@@ -116,6 +135,29 @@ class SideModel:
     def as_dict(self) -> dict | None:
         """The fitted cost for JSON (None before any fit)."""
         return None if self.cost is None else self.cost.as_dict()
+
+
+#: the share of calls at each end that the expected cost leaves out
+TRIM = 0.1
+
+
+def expected_cost(cost: CallCost, f: np.ndarray, b: np.ndarray, t: np.ndarray) -> CallCost:
+    """*cost* (a robust fit, which follows the usual call) scaled to what calls cost on
+    average: the trimmed mean of measured over predicted time.
+
+    A side whose calls are bimodal (some start late: a channel thread woken on a busy
+    CPU) costs more on average than its usual call; a split chosen on the usual call
+    would keep giving it batches that come back late. The trim leaves out a lone
+    disturbed call, as the fit does.
+    """
+    pred = np.asarray(cost.time(f, b), dtype=float)
+    ok = pred > 0
+    if ok.sum() < 4:
+        return cost
+    ratio = np.sort(t[ok] / pred[ok])
+    cut = int(ratio.size * TRIM)
+    factor = float(ratio[cut : ratio.size - cut].mean())
+    return cost.scaled(factor) if abs(factor - 1.0) > 0.02 else cost
 
 
 def median_error(log: list[dict]) -> float | None:
@@ -314,6 +356,21 @@ class MultiSplit:
             if stage[i] == 0:
                 self._warming.add(keys[i])
             return i, 1.0 if stage[i] == 1 else 0.5
+        # a side that stands on its calibration alone (scratch buffers, one moment),
+        # predicted close to the best lone side, copies one batch to check it
+        lone = [
+            m.predict(npages.size, nbytes) if present[i] else math.inf for i, m in enumerate(models)
+        ]
+        best = min(lone)
+        for i, m in enumerate(models):
+            if (
+                m.seed is not None
+                and not m.alone
+                and stage[i] == 3
+                and best < lone[i] <= SEED_CHECK * best
+            ):
+                self.stage[keys[i]] = 4
+                return i, 1.0
         if self.batches % 8:
             return None
         # a side left idle for long may have got faster (or the others slower)
