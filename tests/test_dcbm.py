@@ -1,5 +1,6 @@
 """DCBM: planning (pure numpy), the thread engine, faults, refusals, counters."""
 
+import os
 import threading
 
 import numpy as np
@@ -194,3 +195,34 @@ def test_an_abort_stops_the_channels_between_descriptors_and_keeps_each_completi
         assert np.array_equal(mem[1][plan.dst_pfn], mem[0][plan.src_pfn])
     finally:
         engine.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity here")
+@pytest.mark.parametrize("pin", [True, False])
+def test_each_channel_thread_stays_on_one_cpu_unless_told_not_to(pin):
+    cpus = sorted(os.sched_getaffinity(0))
+    m = DmaThreads(channels=3, pin=pin)
+    b = batch_of(np.arange(12), np.arange(12) + 100, [0] * 12)
+    b.memory[0][:12] = 7
+    m.offload_copy(b)  # opens the channels
+    assert b.copied.all() and (b.memory[1][100:112] == 7).all()
+    got = [os.sched_getaffinity(t.native_id) for t in m._threads._threads]
+    if pin:
+        assert got == [{cpus[c % len(cpus)]} for c in range(3)]
+    else:
+        assert all(g == set(cpus) for g in got)
+    m.close()
+
+
+def test_every_channel_of_a_batch_is_woken_and_copies_its_slice():
+    # each channel wakes the next: with 16 channels, 16 slices, every one copied
+    m = DmaThreads(channels=16)
+    src = np.arange(0, 64, 2)
+    b = batch_of(src, src + 1000, [1] * 32)
+    for i, s in enumerate(src):
+        b.memory[0][s : s + 2] = i + 1
+    m.offload_copy(b)
+    assert b.copied.all() and m.descriptors == 16  # two contiguous folios a channel
+    for i, s in enumerate(src):
+        assert (b.memory[1][s + 1000 : s + 1002] == i + 1).all()
+    m.close()

@@ -34,6 +34,9 @@ class DmaThreads(Dcbm):
         max=10000.0,
         help="throttle to this many GB/s in all (default: unthrottled)",
     )
+    options["pin"] = Option(
+        bool, help="keep each channel's thread on one CPU (channel c on the c-th, round robin)"
+    )
 
     def __init__(
         self,
@@ -42,6 +45,7 @@ class DmaThreads(Dcbm):
         coalesce: bool = True,
         bandwidth: float | None = None,
         faults: Faults | None = None,
+        pin: bool = True,
     ) -> None:
         if bandwidth is not None and (
             isinstance(bandwidth, bool)
@@ -49,9 +53,12 @@ class DmaThreads(Dcbm):
             or not 0.001 <= bandwidth <= 10000.0
         ):
             raise BadArgument(f"bandwidth: must be GB/s in [0.001, 10000], got {bandwidth!r}")
-        self._threads = ThreadEngine(faults, bandwidth)
+        if not isinstance(pin, bool):
+            raise BadArgument(f"pin: must be true or false, got {pin!r}")
+        self._threads = ThreadEngine(faults, bandwidth, pin)
         super().__init__(channels, timeout, coalesce, engine=self._threads)
         self.bandwidth = bandwidth
+        self.pin = pin
 
     @property
     def faults(self) -> Faults:

@@ -11,6 +11,8 @@ descriptor's completion again recorded on its own.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
 import threading
 import time
@@ -87,16 +89,23 @@ class ThreadEngine(DmaEngine):
         CPU copies.
     """
 
-    def __init__(self, faults: Faults | None = None, bandwidth: float | None = None) -> None:
+    def __init__(
+        self, faults: Faults | None = None, bandwidth: float | None = None, pin: bool = True
+    ) -> None:
         self.faults = faults or Faults()
         self.bandwidth = bandwidth
+        self.pin = pin
         self._queues: list[queue.SimpleQueue] = []
         self._threads: list[threading.Thread] = []
 
     def open(self, channels: int) -> None:
+        cpus = _usable_cpus() if self.pin else []
         for c in range(channels):
             q: queue.SimpleQueue = queue.SimpleQueue()
-            t = threading.Thread(target=self._worker, args=(q,), name=f"dma-chan{c}", daemon=True)
+            cpu = cpus[c % len(cpus)] if cpus else None
+            t = threading.Thread(
+                target=self._worker, args=(q, cpu), name=f"dma-chan{c}", daemon=True
+            )
             t.start()
             self._queues.append(q)
             self._threads.append(t)
@@ -108,12 +117,20 @@ class ThreadEngine(DmaEngine):
             job.runs = native.runs(
                 memory, plan.src_node, plan.src_pfn, plan.dst_node, plan.dst_pfn, plan.npages
             )
+        work = []
         for c in range(plan.channels):
             idx = plan.of_channel(c)
             if idx.size:
-                with job.cond:
-                    job.active += 1
-                self._queues[channel_ids[c]].put((job, idx, memory))
+                work.append((self._queues[channel_ids[c]], (job, idx, memory)))
+        with job.cond:
+            job.active += len(work)
+        if work:
+            # one wake from here; each channel wakes the next before it copies, so that
+            # every wake-up comes from a thread about to be busy and finds a CPU idle
+            # (woken all at once from here, one of them now and then waited a scheduler
+            # tick behind another channel on one CPU)
+            q, item = work[0]
+            q.put((*item, work[1:]))
         return job
 
     def wait(self, job: Job, timeout: float) -> bool:
@@ -137,12 +154,21 @@ class ThreadEngine(DmaEngine):
         self._threads.clear()
 
     # -- the channel ----------------------------------------------------------------------
-    def _worker(self, q: queue.SimpleQueue) -> None:
+    def _worker(self, q: queue.SimpleQueue, cpu: int | None) -> None:
+        if cpu is not None:
+            # a channel is an engine of its own: its thread stays on one CPU (channel c
+            # on the c-th usable CPU, round robin), as a woken channel otherwise could
+            # queue behind another one's copy on the same CPU
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, {cpu})
         while True:
             item = q.get()
             if item is None:
                 return
-            job, idx, memory = item
+            job, idx, memory, rest = item
+            if rest:
+                nq, nitem = rest[0]
+                nq.put((*nitem, rest[1:]))
             try:
                 self._run(job, idx, memory)
             finally:
@@ -196,6 +222,13 @@ class ThreadEngine(DmaEngine):
             if hang.any():
                 job.cancelled.wait()  # never completes; only an abort ends it
                 return
+
+
+def _usable_cpus() -> list[int]:
+    """The CPUs this process may run on, in order ([] where that cannot be set)."""
+    if not hasattr(os, "sched_getaffinity"):  # pragma: no cover - not Linux
+        return []
+    return sorted(os.sched_getaffinity(0))
 
 
 def _span(idx: np.ndarray) -> tuple[int, int] | None:
