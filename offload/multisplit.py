@@ -358,19 +358,21 @@ class MultiSplit:
             return i, 1.0 if stage[i] == 1 else 0.5
         # a side that stands on its calibration alone (scratch buffers, one moment),
         # predicted close to the best lone side, copies one batch to check it
-        lone = [
-            m.predict(npages.size, nbytes) if present[i] else math.inf for i, m in enumerate(models)
+        unchecked = [
+            i
+            for i, m in enumerate(models)
+            if stage[i] == 3 and present[i] and m.seed is not None and not m.alone
         ]
-        best = min(lone)
-        for i, m in enumerate(models):
-            if (
-                m.seed is not None
-                and not m.alone
-                and stage[i] == 3
-                and best < lone[i] <= SEED_CHECK * best
-            ):
-                self.stage[keys[i]] = 4
-                return i, 1.0
+        if unchecked:
+            lone = [
+                m.predict(npages.size, nbytes) if present[i] else math.inf
+                for i, m in enumerate(models)
+            ]
+            best = min(lone)
+            for i in unchecked:
+                if best < lone[i] <= SEED_CHECK * best:
+                    self.stage[keys[i]] = 4
+                    return i, 1.0
         if self.batches % 8:
             return None
         # a side left idle for long may have got faster (or the others slower)
