@@ -187,3 +187,11 @@ def test_a_routine_refit_waits_until_fitting_costs_little_beside_copying():
         m.add(256, 256 * PAGE_SIZE, 5e-3, alone=True)
     m.refresh()
     assert m.version == v + 2
+
+
+def test_one_seed_check_per_batch_shape():
+    # two calibrated sides are close to the best one: only one of them is checked
+    true = [CallCost(0.0, 0.0, 10.5), CallCost(0.0, 0.0, 10.0), CallCost(0.0, 0.0, 10.0)]
+    seeds = [CallCost(0.0, 0.0, 9.0), CallCost(0.0, 0.0, 10.0), CallCost(0.0, 0.0, 9.5)]
+    s, _ = _drive_seeded(true, seeds, 24)
+    assert s.probes == 1
