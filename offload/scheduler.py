@@ -567,7 +567,9 @@ class Scheduler:
         shape = (max(1, nbytes // max(1, n))).bit_length() - 1  # log2 of the mean folio
         keys: list[object] = ["cpu", *(id(m) for m in migs)]
         with self._lock:
-            state = self.multi_by_size.setdefault(shape, MultiSplit())
+            state = self.multi_by_size.get(shape)
+            if state is None:  # not setdefault: that would build one every batch
+                state = self.multi_by_size[shape] = MultiSplit()
             for i, m in enumerate(migs):
                 if id(m) not in self._names:
                     self._names[id(m)] = f"{i + 1}:{safe_spec(m)}"
