@@ -221,7 +221,9 @@ def test_split_suite_rows_name_the_policies(run):
     sides = two["cost_model"]["sides"]
     assert set(sides) >= {"cpu"} and len(sides) == 3
     cm = by["model"]["cost_model"]
-    assert cm["batches"] >= 3 and cm["probes"] == 0  # calibrated: no probe
+    # calibrated: no probe, but for one batch checking a calibrated side predicted close
+    # to the chosen one
+    assert cm["batches"] >= 3 and cm["probes"] <= 1
     assert all(side is not None for side in cm["sides"].values()) and len(cm["sides"]) == 2
     assert all("predicted_s" in b and b["measured_s"] > 0 for b in cm["log"])
     assert by["cpu-only"]["cpu_fraction"] == 1.0 and by["offload-only"]["cpu_fraction"] == 0.0
