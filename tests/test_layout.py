@@ -114,3 +114,75 @@ def test_the_compiled_run_copy_marks_each_descriptor_and_stops_when_asked():
     with pytest.raises(BadArgument):
         rc.run(0, 2, np.zeros(3, dtype=np.int8))
     assert native.runs({0: memory[0][:, :100], 1: memory[1]}, sn, sp, dn, dp, k) is None
+
+
+def _at_offset(rows: int, offset: int, rng) -> np.ndarray:
+    """(rows, PAGE_SIZE) random bytes starting *offset* bytes past a page boundary."""
+    raw = np.zeros((rows + 1) * PAGE_SIZE + 64, np.uint8)
+    start = -raw.ctypes.data % PAGE_SIZE + offset
+    a = raw[start : start + rows * PAGE_SIZE].reshape(rows, PAGE_SIZE)
+    a[:] = rng.integers(0, 256, a.shape, dtype=np.uint8)
+    return a
+
+
+@pytest.fixture(params=[True, False], ids=["streaming", "plain"])
+def stream_mode(request):
+    """The compiled copies with streaming stores on, then off (the library is loaded
+    afresh and put back afterwards)."""
+    if not native.available():
+        pytest.skip("no C compiler here")
+    saved = native._lib
+    native._lib = None
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FOLIO_OFFLOAD_STREAM", "1" if request.param else "0")
+    try:
+        assert native.available()
+        yield native.streaming()
+    finally:
+        mp.undo()
+        native._lib = saved
+        if saved:  # one library in the process: give it back the stores it had
+            assert bool(saved[4](int(saved[3]))) is saved[3]
+
+
+@pytest.mark.parametrize("offset", [0, 16, 40])
+def test_compiled_copies_are_exact_at_any_alignment(stream_mode, offset):
+    rng = np.random.default_rng(offset)
+    src = _at_offset(96, offset, rng)
+    dst = _at_offset(96, (offset * 3) % 64, rng)
+    before = dst.copy()
+    sp, dp = rng.permutation(96)[:40], rng.permutation(96)[:40]
+    assert native.copy_pages(dst, src, dp, sp)
+    expect = before.copy()
+    expect[dp] = src[sp]
+    assert np.array_equal(dst, expect)
+    # runs of 1..5 pages, with completions: every byte, every status, nothing else
+    memory = {0: src, 1: dst}
+    starts = np.array([0, 7, 20, 33, 50])
+    k = np.array([1, 5, 2, 4, 3])
+    rc = native.runs(memory, np.zeros(5, int), starts, np.ones(5, int), starts + 40, k)
+    status = np.zeros(5, dtype=np.int8)
+    assert rc.run(0, 5, status) == 5 and status.tolist() == [1] * 5
+    for s, n in zip(starts, k):
+        assert np.array_equal(dst[s + 40 : s + 40 + n], src[s : s + n])
+    # one contiguous copy of any length from any byte
+    for length in (1, 255, 256, 4096 * 3 + 77):
+        a, b = src.reshape(-1)[offset : offset + length], dst.reshape(-1)[3 : 3 + length]
+        assert native.copy_bytes(b, a) and np.array_equal(a, b)
+
+
+def _cpu_has_avx2() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " avx2" in line for line in f)
+    except OSError:
+        return False
+
+
+def test_streaming_stores_are_on_where_the_cpu_has_them_unless_turned_off(stream_mode):
+    import os
+    import platform
+
+    wanted = os.environ["FOLIO_OFFLOAD_STREAM"] != "0"
+    x86 = platform.machine() in ("x86_64", "AMD64")
+    assert stream_mode is (wanted and x86 and _cpu_has_avx2())
