@@ -111,6 +111,15 @@ def test_timeout_aborts_and_the_cpu_copies_the_rest():
     assert mig.folios_migrated + mig.folios_failures == 64
 
 
+def test_a_first_channel_that_hangs_still_wakes_the_others():
+    # each channel wakes the next before it copies: channel 0 never finishes (its first
+    # descriptor hangs), yet channels 1-3 copy their slices; only the hung one fails
+    mig = DmaThreads(channels=4, timeout=0.2, coalesce=False, faults=Faults(hang={0}))
+    migrate_with(mig)
+    assert mig.timeouts == 1
+    assert mig.folios_failures == 1 and mig.folios_migrated == 63
+
+
 def test_out_of_order_completion_is_tracked_per_descriptor():
     mig = DmaThreads(channels=3, coalesce=False, faults=Faults(reorder=True, fail={0}))
     migrate_with(mig, n=16, folio=4 * PAGE_SIZE)
