@@ -7,6 +7,9 @@ available, or faults are injected (for tests) or a bandwidth is set, descriptors
 scatter-gather transactions of ``SG_ELEMS`` descriptors, or up to ``SG_PAGES`` pages of
 small ones (one vectorised copy each, as the later DCBM tree merges folios), each
 descriptor's completion again recorded on its own.
+
+Each channel's thread stays on one CPU (``pin``: channel c on the c-th usable CPU, round
+robin), and a batch's channels are woken one from the other, each as it starts.
 """
 
 from __future__ import annotations
