@@ -25,14 +25,6 @@ def _copy(dst: np.ndarray, src: np.ndarray) -> None:
         np.copyto(dst, src)
 
 
-def _frames(pages: int, page: int) -> np.ndarray:
-    """Zeroed ``(pages, page)`` rows starting on a page boundary, as a machine's frames do
-    (numpy's own arrays start 16 bytes in)."""
-    raw = np.zeros((pages + 1) * page, dtype=np.uint8)
-    off = -raw.ctypes.data % page
-    return raw[off : off + pages * page].reshape(pages, page)
-
-
 def memcpy_gbps(total_bytes: int, repeat: int = 3) -> list[float]:
     """GB/s of ``repeat`` single-threaded copies of *total_bytes* between two buffers."""
     src = np.empty(total_bytes, dtype=np.uint8)
@@ -185,9 +177,10 @@ class PageLoop:
             raise RuntimeError("no compiled page copy on this machine (no C compiler)")
         n = max(1, total_bytes // PAGE_SIZE)
         self.total_bytes = n * PAGE_SIZE
-        self._src = _frames(spread * n, PAGE_SIZE)
+        # page frames as a machine's: starting on a page boundary
+        self._src = native.frames(spread * n)
         self._src.fill(0x5A)
-        self._dst = _frames(spread * n, PAGE_SIZE)
+        self._dst = native.frames(spread * n)
         rng = np.random.default_rng(seed)
         self._sp = rng.permutation(spread * n)[:n]
         self._dp = rng.permutation(spread * n)[:n]

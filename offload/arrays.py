@@ -59,3 +59,10 @@ def total_pages(order: np.ndarray) -> int:
     if not order.any():
         return int(order.size)
     return int(folio_pages(order).sum())
+
+
+def aligned_rows(a: np.ndarray, span: int) -> np.ndarray:
+    """A view of the 1-D array *a* as rows of *span* elements (a tail that fills no row
+    is left out): row ``i`` holds elements ``i*span .. (i+1)*span - 1``, so that a block
+    aligned to *span* (a folio, a buddy block) is one row."""
+    return a[: a.size - a.size % span].reshape(-1, span)

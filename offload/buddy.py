@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .arrays import aligned_rows
 from .constants import MAX_FOLIO_ORDER
 from .errors import BadArgument
 
@@ -227,16 +228,16 @@ class BuddyAllocator:
                 )
             pages += heads.size << k
             # blocks of order k are aligned rows of 2**k pages, each listed once
-            span = 1 << k
-            rows = covered[: self.nr_pages - self.nr_pages % span].reshape(-1, span)
-            rows[heads >> k] += 1
+            aligned_rows(covered, 1 << k)[heads >> k] += 1
         if pages != self.free_pages:
             problems.append(f"{self.free_pages} free pages counted, {pages} in the lists")
-        if (covered > 1).any():
-            problems.append(f"{int((covered > 1).sum())} pages in two free blocks")
-        if order_of_page is not None and (order_of_page[covered > 0] >= 0).any():
-            n = int((order_of_page[covered > 0] >= 0).sum())
-            problems.append(f"{n} pages both free and in a folio")
+        twice = int((covered > 1).sum())
+        if twice:
+            problems.append(f"{twice} pages in two free blocks")
+        if order_of_page is not None:
+            used = int((order_of_page[covered > 0] >= 0).sum())
+            if used:
+                problems.append(f"{used} pages both free and in a folio")
         return problems
 
     def coalesce(self) -> None:

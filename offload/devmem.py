@@ -30,12 +30,9 @@ def allocate(kind: str, nr_pages: int, page_size: int) -> Any:
     """Zeroed frames for a node of *kind* (``dram``: numpy; ``device``: CuPy)."""
     if kind == "device":
         return _cp().zeros((nr_pages, page_size), dtype=np.uint8)
-    # page frames start on a page boundary, as a machine's do (numpy's own start is 16
-    # bytes in: every page then straddles one more cache line, and streaming stores
-    # need 32-byte alignment)
-    raw = np.zeros(nr_pages * page_size + page_size, dtype=np.uint8)
-    off = -raw.ctypes.data % page_size
-    return raw[off : off + nr_pages * page_size].reshape(nr_pages, page_size)
+    from . import native
+
+    return native.frames(nr_pages, page_size)  # starting on a page boundary
 
 
 def gather(frames: Any, pfns: np.ndarray) -> np.ndarray:

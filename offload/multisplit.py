@@ -240,9 +240,9 @@ class MultiSplit:
         self.batches = 0
         self.probes = 0
         #: per side: 0 never probed, 1 warmed up, 2 probed on the whole batch, 3 on half
+        #: (or calibrated), 4 its calibration checked by a batch of its own
         self.stage: dict[Hashable, int] = {}
         self._warming: set[Hashable] = set()  #: sides whose next call is not recorded
-        self._seed_checked = False  #: a calibrated side was checked by a batch of its own
         self._last: tuple | None = None  #: the last split chosen, and what it was for
         self.log: deque[dict] = deque(maxlen=256)
         #: per number of sides of a split: measured over predicted times
@@ -364,7 +364,7 @@ class MultiSplit:
             for i, m in enumerate(models)
             if stage[i] == 3 and present[i] and m.seed is not None and not m.alone
         ]
-        if unchecked and not self._seed_checked:  # one check per batch shape
+        if unchecked and 4 not in self.stage.values():  # one check per batch shape
             lone = [
                 m.predict(npages.size, nbytes) if present[i] else math.inf
                 for i, m in enumerate(models)
@@ -373,7 +373,6 @@ class MultiSplit:
             for i in unchecked:
                 if best < lone[i] <= SEED_CHECK * best:
                     self.stage[keys[i]] = 4
-                    self._seed_checked = True
                     return i, 1.0
         if self.batches % 8:
             return None

@@ -21,7 +21,7 @@ import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -147,7 +147,19 @@ void copy_bytes(char *d, const char *s, int64_t len)
 """ % {"page": PAGE_SIZE}  # noqa: UP031 - C source with braces
 
 _lock = threading.Lock()
-_lib: Any = None  # None: not tried yet; False: not available
+
+
+class _Lib(NamedTuple):
+    """The loaded library: its entry points, and whether it streams."""
+
+    copy_pages: Any
+    copy_runs: Any
+    copy_bytes: Any
+    streaming: bool
+    set_stream: Any
+
+
+_lib: Any = None  # None: not tried yet; False: not available; else a _Lib
 
 
 def _cache_dir() -> Path:
@@ -155,7 +167,7 @@ def _cache_dir() -> Path:
     return Path(base) / "folio-offload"
 
 
-def _build() -> object:
+def _build() -> _Lib | bool:
     if os.environ.get("FOLIO_OFFLOAD_NATIVE", "1") == "0":
         return False
     tag = hashlib.sha256(SOURCE.encode()).hexdigest()[:16]
@@ -198,7 +210,7 @@ def _build() -> object:
     stream.restype = ctypes.c_int
     # the library is loaded once per process (dlopen shares it): this sets its stores
     on = bool(stream(int(os.environ.get("FOLIO_OFFLOAD_STREAM", "1") != "0")))
-    return fn, runs, nbytes, on, stream
+    return _Lib(fn, runs, nbytes, on, stream)
 
 
 def available() -> bool:
@@ -211,6 +223,15 @@ def available() -> bool:
     return _lib is not False
 
 
+def frames(nr_pages: int, page_size: int = PAGE_SIZE) -> np.ndarray:
+    """Zeroed host page frames, ``(nr_pages, page_size)`` uint8, starting on a page
+    boundary as a machine's do (numpy's own arrays start 16 bytes in: every page then
+    straddles one more cache line, and streaming stores need 32-byte alignment)."""
+    raw = np.zeros((nr_pages + 1) * page_size, dtype=np.uint8)
+    off = -raw.ctypes.data % page_size
+    return raw[off : off + nr_pages * page_size].reshape(nr_pages, page_size)
+
+
 def streaming() -> bool:
     """Whether the compiled copies write with streaming (non-temporal) stores: on x86-64
     CPUs with AVX2, unless ``FOLIO_OFFLOAD_STREAM=0`` was set before the first copy.
@@ -219,7 +240,7 @@ def streaming() -> bool:
     leave the caches alone, as a DMA engine's writes do; on the development VM they copy
     scattered 4 KiB pages on two threads about 20% faster, and 2 MiB folios about 40%.
     """
-    return available() and bool(_lib[3])
+    return available() and _lib.streaming
 
 
 def copy_bytes(dst: np.ndarray, src: np.ndarray) -> bool:
@@ -233,7 +254,7 @@ def copy_bytes(dst: np.ndarray, src: np.ndarray) -> bool:
             raise BadArgument("copy_bytes: C-contiguous uint8 arrays are needed")
     if dst.size != src.size:
         raise BadArgument("copy_bytes: the arrays differ in size")
-    _lib[2](dst.ctypes.data, src.ctypes.data, dst.size)
+    _lib.copy_bytes(dst.ctypes.data, src.ctypes.data, dst.size)
     return True
 
 
@@ -266,7 +287,7 @@ def copy_pages(dst: np.ndarray, src: np.ndarray, dpfn: np.ndarray, spfn: np.ndar
             raise IndexError("copy_pages: a page frame number is out of range")
     if dp.size != sp.size:
         raise BadArgument("copy_pages: as many destination as source pages are needed")
-    _lib[0](dst.ctypes.data, src.ctypes.data, dp.ctypes.data, sp.ctypes.data, dp.size)
+    _lib.copy_pages(dst.ctypes.data, src.ctypes.data, dp.ctypes.data, sp.ctypes.data, dp.size)
     return True
 
 
@@ -310,7 +331,7 @@ class RunCopy:
         f = (self.src_node, self.src_pfn, self.dst_node, self.dst_pfn, self.npages)
         ptrs = [a.ctypes.data + lo * a.itemsize for a in f]
         return int(
-            _lib[1](
+            _lib.copy_runs(
                 self._base.ctypes.data,
                 *ptrs,
                 status.ctypes.data if status is not None else None,
@@ -378,4 +399,13 @@ def runs(
     return RunCopy(base, fields)
 
 
-__all__ = ["SOURCE", "RunCopy", "available", "copy_bytes", "copy_pages", "runs", "streaming"]
+__all__ = [
+    "SOURCE",
+    "RunCopy",
+    "available",
+    "copy_bytes",
+    "copy_pages",
+    "frames",
+    "runs",
+    "streaming",
+]

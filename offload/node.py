@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 
 from . import devmem
+from .arrays import aligned_rows
 from .buddy import BuddyAllocator
 from .constants import MAX_FOLIO_ORDER, PAGE_SIZE
 
@@ -210,9 +211,7 @@ def fill_folios(a: np.ndarray, heads: np.ndarray, order: int, value: int) -> Non
     if order < 3:
         a[pages_of(heads, order)] = value
         return
-    span = 1 << order
-    rows = a[: a.size - a.size % span].reshape(-1, span)
-    rows[np.asarray(heads, dtype=np.int64) >> order] = value
+    aligned_rows(a, 1 << order)[np.asarray(heads, dtype=np.int64) >> order] = value
 
 
 def pages_of(heads: np.ndarray, order: int) -> np.ndarray:

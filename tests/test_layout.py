@@ -142,7 +142,7 @@ def stream_mode(request):
         mp.undo()
         native._lib = saved
         if saved:  # one library in the process: give it back the stores it had
-            assert bool(saved[4](int(saved[3]))) is saved[3]
+            assert bool(saved.set_stream(int(saved.streaming))) is saved.streaming
 
 
 @pytest.mark.parametrize("offset", [0, 16, 40])
