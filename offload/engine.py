@@ -356,10 +356,12 @@ class MigrationEngine:
         """One pass over *folios*, in batches of at most ``batch_pages`` base pages."""
         self._counted_pass()
         n = len(folios)
+        rc = np.zeros(n, dtype=np.int64)
+        if n == 0:  # nothing to move (a split that left no folio): no batch at all
+            return rc
         if n == 1 or total_pages(folios.order) <= self.batch_pages:
             # one folio is one batch, whatever its size; so are folios within the limit
             return self.migrate_batch(folios, reason)
-        rc = np.zeros(n, dtype=np.int64)
         limit = self.batch_pages
         csum = np.cumsum(folio_pages(folios.order))
         start = 0

@@ -55,6 +55,19 @@ def test_batches_are_cut_as_the_kernel_cuts_them():
         assert m.engine.stats.tlb_flushes == 5  # one flush per batch
 
 
+@pytest.mark.parametrize("policy", ["offload-only", "adaptive", "model"])
+def test_a_pass_over_no_folios_makes_no_batch(policy):
+    # the pass over split folios can be empty (a split that left none to move): no copy
+    # step runs (the adaptive policy crashed on a batch of no folio)
+    from offload.constants import MR_SYSCALL
+    from offload.folios import Folios
+
+    rec = Recorder()
+    with Machine(nodes="16M,16M", offload=rec, policy=policy) as m:
+        rc = m.engine._one_pass(Folios.concat([]), MR_SYSCALL)
+        assert rc.size == 0 and rec.sizes == [] and m.audit() == []
+
+
 def test_larger_batch_limit():
     rec = Recorder()
     with machine_with(rec, batch_pages=4096) as m:
