@@ -62,8 +62,9 @@ REPROBE = 64
 REFIT = 16
 SURPRISE = 0.2
 #: ...but a routine refit waits until the side has copied for this many times the
-#: last fit's own duration, so that fitting costs at most about 1% of the copying
-FIT_SHARE = 100.0
+#: last fit's own duration, so that fitting costs at most about 0.3% of the copying (a
+#: change of speed is a surprise, refitted at once)
+FIT_SHARE = 300.0
 
 
 class SideModel:

@@ -608,7 +608,7 @@ class Scheduler:
         t_cpu, b_cpu, n_cpu = 0.0, 0, 0
         sel = who == 0
         if not calls and sel.all():  # the CPU alone: on the batch itself
-            n_cpu, b_cpu = n, batch.nbytes
+            n_cpu, b_cpu = n, nbytes
             self.cpu_copy(batch, res)
             t_cpu = time.perf_counter() - t0
         elif sel.any():

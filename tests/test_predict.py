@@ -44,6 +44,22 @@ def test_a_fit_keeps_parameters_non_negative_and_says_what_it_cannot_tell_apart(
             fit_calls(*(np.asarray(a, dtype=float) for a in bad))
 
 
+def test_a_fit_of_calls_of_one_shape_is_the_general_fit():
+    # the closed form for one column gives what least squares over it gives
+    from offload.costmodel import _lstsq
+
+    rng = np.random.default_rng(3)
+    a = rng.random((40, 1)) * 1e3
+    y = rng.random(40)
+    assert _lstsq(a, y) == pytest.approx(np.linalg.lstsq(a, y, rcond=None)[0], rel=1e-12)
+    # calls all of one shape: the bandwidth is the robust mean, a disturbed call aside
+    t = np.full(24, 2e-3)
+    t[3] = 9e-3
+    c = fit_calls(np.full(24, 16), np.full(24, 32 << 20), t)
+    assert c.fixed_s == 0 and c.per_folio_s == 0
+    assert c.gbps == pytest.approx((32 << 20) / 2e-3 / 1e9, rel=0.01)
+
+
 def test_amdahl_over_the_width():
     c = WidthCost.from_two(1, 1.0, 16, 0.25)
     assert c.serial == pytest.approx(0.2) and c.parallel == pytest.approx(0.8)
