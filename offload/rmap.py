@@ -135,6 +135,10 @@ class Rmap:
                 pages = oidx if whole else oidx[idx]
                 node = g.dst_node if whole else g.dst_node[idx]
                 pfn = dpfn if whole else dpfn[idx]
+            elif not self.cow and self._remap_run(
+                obj, oidx[idx], npages[idx], g.dst_node[idx], dpfn[idx]
+            ):
+                continue
             else:
                 pages = expand_ranges(oidx[idx], npages[idx])
                 node = np.repeat(g.dst_node[idx], npages[idx])
@@ -154,6 +158,24 @@ class Rmap:
             else:
                 nd.obj[dpfn[idx]] = oid[idx]
                 nd.objidx[dpfn[idx]] = oidx[idx]
+
+    @staticmethod
+    def _remap_run(
+        obj: MemObject, first: np.ndarray, npages: np.ndarray, node: np.ndarray, dpfn: np.ndarray
+    ) -> bool:
+        """Large folios of one size mapped one after another in *obj* (a region moved
+        front to back), every page mapped: point their pages at the copies in one pass
+        over a slice of the object, with no page index arrays. False (nothing done)
+        where they are not so laid out; the caller then takes the general path."""
+        n = int(npages[0])
+        if not ((npages == n).all() and (np.diff(first) == n).all()):
+            return False
+        rng = slice(int(first[0]), int(first[0]) + n * first.size)
+        if not (obj.mapcount[rng] > 0).all():
+            return False  # pages of a partly unmapped folio stay unmapped
+        obj.node[rng] = node[0] if (node == node[0]).all() else np.repeat(node, n)
+        obj.pfn[rng].reshape(first.size, n)[:] = dpfn[:, None] + np.arange(n, dtype=np.int64)
+        return True
 
     def _move_cow(
         self, nodes: Sequence[Node], g: Folios, dpfn: np.ndarray, cow: np.ndarray

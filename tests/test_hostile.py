@@ -124,6 +124,32 @@ def test_a_partly_unmapped_thp_moves_whole_and_is_split_under_pressure():
         assert used(m) == [0, 0]
 
 
+@pytest.mark.parametrize("hole", [None, 3])
+def test_thps_mapped_one_after_another_move_together_with_a_hole_in_one(hole):
+    """Several THPs in a row move in one batch (of up to 4096 pages here; the kernel's
+    hold 512, one THP), their pages repointed as one slice of the mapping; with one of
+    them partly unmapped they take the page-by-page path, and the hole stays unmapped."""
+    thp = 2 << 20
+    with Machine(nodes="16M,16M", kernel="6.1", batch_pages=4096) as m:
+        p = m.spawn()
+        a = p.mmap(4 * thp, folio_size=thp)
+        data = fill(p, a, 4 * thp, 9)
+        if hole is not None:
+            p.munmap(a + hole * thp + thp // 2, thp // 4)
+        r = p.move_pages([a + i * thp for i in range(4)], [1] * 4)
+        assert r.status == [1] * 4 and r.ret == 0
+        assert m.vmstat["thp_migration_success"] == 4 and used(m) == [0, 2048]
+        kept = [(a, 4 * thp)]
+        if hole is not None:
+            at = a + hole * thp + thp // 2
+            kept = [(a, at - a), (at + thp // 4, a + 4 * thp - at - thp // 4)]
+            assert p.move_pages(pages(at, thp // 4), None).status == [-errno.EFAULT] * 128
+        for start, n in kept:
+            assert p.read(start, n) == data[start - a : start - a + n].tobytes()
+        assert set(p.move_pages(pages(a, 4 * thp), None).status) <= {1, -errno.EFAULT}
+        assert m.audit() == []
+
+
 @pytest.mark.parametrize("who_writes", ["parent", "child"])
 def test_a_folio_left_partly_mapped_after_copy_on_write_is_queued_for_split(who_writes):
     """The parent unmaps part of an mTHP folio it shares copy-on-write with a child; one
