@@ -147,6 +147,7 @@ def fit_calls(
             active.append(j)
     coef = np.zeros(3)
     w = 1.0 / t  # relative errors
+    prev = None
     for _ in range(8):  # Huber weights settle in a few rounds
         coef = np.zeros(3)
         cols = list(active)
@@ -157,6 +158,10 @@ def fit_calls(
                 coef[cols] = np.maximum(sol, 0.0)
                 break
             cols = [c for c, v in zip(cols, sol) if v >= 0] or [cols[0]]
+        # settled to 1e-4 of each parameter: far inside the calls' own scatter
+        if prev is not None and (np.abs(coef - prev) <= 1e-4 * np.abs(coef)).all():
+            break
+        prev = coef
         r = (t - x @ coef) / t
         scale = 1.4826 * _median(np.abs(r - _median(r))) or 1e-12
         u = np.abs(r) / (huber * scale)

@@ -245,6 +245,9 @@ class MultiSplit:
         self.stage: dict[Hashable, int] = {}
         self._warming: set[Hashable] = set()  #: sides whose next call is not recorded
         self._last: tuple | None = None  #: the last split chosen, and what it was for
+        #: the sides (and which of them take part) for which nothing is left to probe
+        #: but a side left idle (stages only rise, so this stays true)
+        self._quiet: tuple | None = None
         self.log: deque[dict] = deque(maxlen=256)
         #: per number of sides of a split: measured over predicted times
         self.interference: dict[int, deque[float]] = {}
@@ -316,12 +319,13 @@ class MultiSplit:
                     tuple(self._k.items()),
                     npages.size,
                     nbytes,
+                    allowed.tobytes() if allowed.ndim == 1 else None,  # one flag a side
                 )
                 hit = self._last
                 if (
                     hit is not None
                     and hit[0] == key
-                    and np.array_equal(hit[1], allowed)
+                    and (allowed.ndim == 1 or np.array_equal(hit[1], allowed))
                     and (hit[2] is None or np.array_equal(hit[2], npages))
                 ):
                     return hit[3].copy(), hit[4], False
@@ -350,31 +354,36 @@ class MultiSplit:
         nbytes: int,
     ) -> tuple[int, float] | None:
         """The side this batch probes and its share, or None (no probe)."""
-        stage = [self.stage.get(k, 0) for k in keys]
-        first = [i for i in range(len(keys)) if present[i] and stage[i] < 3]
-        if first:  # every side warmed up, then all alone, then on half
-            i = min(first, key=lambda j: stage[j])
-            self.stage[keys[i]] = stage[i] + 1
-            if stage[i] == 0:
-                self._warming.add(keys[i])
-            return i, 1.0 if stage[i] == 1 else 0.5
-        # a side that stands on its calibration alone (scratch buffers, one moment),
-        # predicted close to the best lone side, copies one batch to check it
-        unchecked = [
-            i
-            for i, m in enumerate(models)
-            if stage[i] == 3 and present[i] and m.seed is not None and not m.alone
-        ]
-        if unchecked and 4 not in self.stage.values():  # one check per batch shape
-            lone = [
-                m.predict(npages.size, nbytes) if present[i] else math.inf
+        quiet = (tuple(keys), present.tobytes())
+        if self._quiet != quiet:
+            stage = [self.stage.get(k, 0) for k in keys]
+            first = [i for i in range(len(keys)) if present[i] and stage[i] < 3]
+            if first:  # every side warmed up, then all alone, then on half
+                i = min(first, key=lambda j: stage[j])
+                self.stage[keys[i]] = stage[i] + 1
+                if stage[i] == 0:
+                    self._warming.add(keys[i])
+                return i, 1.0 if stage[i] == 1 else 0.5
+            # a side that stands on its calibration alone (scratch buffers, one moment),
+            # predicted close to the best lone side, copies one batch to check it
+            unchecked = [
+                i
                 for i, m in enumerate(models)
+                if stage[i] == 3 and present[i] and m.seed is not None and not m.alone
             ]
-            best = min(lone)
-            for i in unchecked:
-                if best < lone[i] <= SEED_CHECK * best:
-                    self.stage[keys[i]] = 4
-                    return i, 1.0
+            checked = 4 in self.stage.values()  # one check per batch shape
+            if unchecked and not checked:
+                lone = [
+                    m.predict(npages.size, nbytes) if present[i] else math.inf
+                    for i, m in enumerate(models)
+                ]
+                best = min(lone)
+                for i in unchecked:
+                    if best < lone[i] <= SEED_CHECK * best:
+                        self.stage[keys[i]] = 4
+                        return i, 1.0
+            else:
+                self._quiet = quiet
         if self.batches % 8:
             return None
         # a side left idle for long may have got faster (or the others slower)
@@ -446,7 +455,7 @@ class MultiSplit:
             self.log.append(
                 {
                     "sides": {str(k): c[1] for k, c in used},
-                    "predicted_s": predicted if np.isfinite(predicted) else None,
+                    "predicted_s": predicted if math.isfinite(predicted) else None,
                     "measured_s": wall,
                     "probe": probe,
                 }

@@ -195,3 +195,30 @@ def test_one_seed_check_per_batch_shape():
     seeds = [CallCost(0.0, 0.0, 9.0), CallCost(0.0, 0.0, 10.0), CallCost(0.0, 0.0, 9.5)]
     s, _ = _drive_seeded(true, seeds, 24)
     assert s.probes == 1
+
+
+def test_a_side_that_joins_later_is_probed_though_the_split_had_settled():
+    # side 1 may take nothing for 12 batches (the split settles on side 0), then joins;
+    # a third side appears later still: each is warmed up and probed before it is used
+    costs = [CallCost(0.0, 0.0, 10.0), CallCost(0.0, 0.0, 30.0), CallCost(0.0, 0.0, 30.0)]
+    s = MultiSplit()
+    folios = 4096
+    npages = np.ones(folios, dtype=np.int64)
+    probed = []
+    for b in range(36):
+        n = 2 if b < 24 else 3
+        keys = [f"side{i}" for i in range(n)]
+        allowed = np.array([True] + [b >= 12] * (n - 1))
+        who, predicted, probe = s.choose(keys, allowed, npages, folios * PAGE_SIZE)
+        calls = []
+        for i in range(n):
+            k = int((who == i).sum())
+            calls.append((k, k * PAGE_SIZE, float(costs[i].time(k, k * PAGE_SIZE))) if k else None)
+        wall = max(c[2] for c in calls if c is not None)
+        s.learn(keys, calls, predicted, wall, probe)
+        if probe:
+            probed.append((b, [i for i in range(n) if calls[i] is not None]))
+    assert [p for p in probed if p[0] < 12] == [(0, [0]), (1, [0]), (2, [0])]
+    assert [p for p in probed if 12 <= p[0] < 24] == [(12, [1]), (13, [1]), (14, [1])]
+    assert [p[1] for p in probed if p[0] >= 24] == [[2], [2], [2]]
+    assert (who == 0).sum() < folios / 2  # the fast sides now take most of the batch
