@@ -118,7 +118,9 @@ class Stress:
             cpu="cpu-batched:threads=2",
             offload=self.hostile,
             policy=policy,
-            batch_pages=256,
+            # even seeds: batches of 256 pages (a THP alone); odd: 2048 (two THPs, or
+            # many small folios, in one batch)
+            batch_pages=256 if seed % 2 == 0 else 2048,
             verify=verify,
             offload_timeout=0.1,
         )

@@ -36,7 +36,9 @@ def stress_cmd(seconds: float, seed: int, policy: str, verify: bool, as_json: bo
     shared mapping, migrate_pages) run for --seconds over three nodes, while DMA
     descriptors fail, hang past their timeout and complete out of order, and allocations
     on random nodes fail. At the end every byte is compared with what was written last,
-    and page accounting is checked. Exit status 3 on any loss, 1 on an unexpected error.
+    and page accounting is checked. Even seeds migrate in batches of 256 pages, odd ones
+    of 2048 (several large folios in one batch). Exit status 3 on any loss, 1 on an
+    unexpected error.
     """
     import json
 
