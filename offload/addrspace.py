@@ -360,13 +360,19 @@ class AddressSpace:
         this process never touched has no entry here (PTE_NONE).
         """
         n = vi.size
+        lo, hi = (int(vi.min()), int(vi.max())) if n else (-1, -1)
+        if lo == hi >= 0 and self._vmas[lo].present is None:
+            # every entry in one private mapping (a region moved whole): one gather each
+            obj = self._vmas[lo].obj
+            oid = np.full(n, obj.id, dtype=np.int64)
+            nid, pfn, mc = obj.node[idx], obj.pfn[idx], obj.mapcount[idx]
+            return self._with_cow(oid, nid, pfn, mc)
         oid = np.full(n, -1, dtype=np.int64)
         nid = np.full(n, -1, dtype=np.int32)
         pfn = np.full(n, -3, dtype=np.int64)
         mc = np.zeros(n, dtype=np.int32)
         if n == 0:
             return oid, nid, pfn, mc
-        lo, hi = int(vi.min()), int(vi.max())
         groups = [(lo, slice(None))] if lo == hi else [(int(v), vi == v) for v in np.unique(vi)]
         for v, sel in groups:
             if v < 0:
@@ -386,8 +392,17 @@ class AddressSpace:
                     pfn[where[absent]] = PTE_NONE
             else:
                 mc[sel] = obj.mapcount[ix]
+        return self._with_cow(oid, nid, pfn, mc)
+
+    def _with_cow(
+        self, oid: np.ndarray, nid: np.ndarray, pfn: np.ndarray, mc: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_ptes`' entries, the mapcounts counting the processes that share a
+        private folio copy-on-write since a fork."""
+        if not self.host.rmap.cow:
+            return oid, nid, pfn, mc
         present = pfn >= 0
-        if self.host.rmap.cow and present.any():
+        if present.any():
             # private folios shared copy-on-write after a fork
             per_folio = self.host.kernel.shared_per_folio
             for s in np.unique(nid[present]):

@@ -142,15 +142,16 @@ def free_folios(
         nodes[d].free_folios(heads[idx], k)
 
 
-def heads_of(nodes: Sequence[Node], nid: np.ndarray, pfn: np.ndarray) -> np.ndarray:
-    """The head frame of the folio holding each frame (nid, pfn)."""
-    one = _one_node(nid)
-    if one is not None:
-        return nodes[one].head_of(pfn)
-    heads = np.empty_like(pfn)
-    for s, idx in groups1(nid):
-        heads[idx] = nodes[s].head_of(pfn[idx])
-    return heads
+def heads_of(
+    nodes: Sequence[Node], nid: np.ndarray, pfn: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The head frame and the order of the folio holding each frame (nid, pfn), from one
+    read of the frames' order (every page of a folio holds its order)."""
+    order = gather(nodes, nid, pfn, "order")
+    pfn = np.asarray(pfn, dtype=np.int64)
+    if not order.any():  # base pages: each frame is its own head
+        return pfn, order
+    return pfn & ~((np.int64(1) << order.astype(np.int64)) - 1), order
 
 
 def isolated(nodes: Sequence[Node], f: Folios) -> np.ndarray:

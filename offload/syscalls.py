@@ -10,7 +10,7 @@ import numpy as np
 
 from .constants import MAX_NUMNODES, MPOL_MF_MOVE, MPOL_MF_MOVE_ALL, MR_SYSCALL, PAGE_SHIFT
 from .errors import BadArgument, check_int, oserror
-from .folios import Folios, gather, heads_of
+from .folios import Folios, heads_of
 from .uaccess import int_array
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -217,9 +217,8 @@ def _move_group(
             if cand.size == 0:
                 return status
             cnid, cpfn = nid[cand], pfn[cand]
-            heads = heads_of(m.nodes, cnid, cpfn)
+            heads, orders = heads_of(m.nodes, cnid, cpfn)
             keys = (cnid.astype(np.int64) << _KEY_SHIFT) | heads
-            orders = gather(m.nodes, cnid, heads, "order")
             # one migration per folio, in the order of the entries that first name it;
             # base pages at increasing addresses cannot share a folio (no sort needed)
             # unless a page is mapped more than once, which only MPOL_MF_MOVE_ALL lets
