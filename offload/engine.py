@@ -25,7 +25,7 @@ from .batch import FolioBatch
 from .constants import HPAGE_PMD_ORDER, NR_MAX_MIGRATE_PAGES_RETRY
 from .control import OffloadControl
 from .counters import Vmstat, counters
-from .folios import Folios, clear_state, free_folios, gather, groups, groups1, isolated, update
+from .folios import Folios, clear_state, free_folios, gather, groups, groups1, update
 from .node import ISOLATED, MIGRATING
 from .rmap import Rmap
 from .scheduler import CopyResult, Policy, Scheduler
@@ -205,9 +205,11 @@ class MigrationEngine:
     def isolate(self, f: Folios) -> bool:
         """Take the folios *f* for a migration (set ISOLATED), unless a migration already
         holds one of them: then take none and return False. The caller holds the lock."""
-        if isolated(self.nodes, f).any():
+        state = gather(self.nodes, f.src_node, f.src_pfn, "state")
+        if (state & ISOLATED).any():
             return False
-        update(self.nodes, f.src_node, f.src_pfn, "state", ISOLATED, op="or")
+        # the state read once, for the check and the update (the caller holds the lock)
+        update(self.nodes, f.src_node, f.src_pfn, "state", state | ISOLATED)
         return True
 
     def migrate(self, folios: Folios, reason: str) -> Outcome:

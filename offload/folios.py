@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .node import ISOLATED
-
 if TYPE_CHECKING:  # pragma: no cover
     from .node import Node
 
@@ -115,13 +113,15 @@ def update(
     value: Any,
     op: str = "set",
 ) -> None:
-    """Set, OR or AND ``nodes[nid[i]].<attr>[pfn[i]]`` with *value*."""
+    """Set, OR or AND ``nodes[nid[i]].<attr>[pfn[i]]`` with *value* (a scalar, or with
+    ``op="set"`` one value per entry)."""
     one = _one_node(nid)
+    per_entry = np.ndim(value) > 0
     for s, idx in groups1(nid) if one is None else ((one, None),):
         arr = getattr(nodes[s], attr)
         p = pfn if idx is None else pfn[idx]  # one node: no index arrays to build
         if op == "set":
-            arr[p] = value
+            arr[p] = value[idx] if per_entry and idx is not None else value
         elif op == "or":
             arr[p] |= value
         else:
@@ -154,11 +154,6 @@ def heads_of(
     return pfn & ~((np.int64(1) << order.astype(np.int64)) - 1), order
 
 
-def isolated(nodes: Sequence[Node], f: Folios) -> np.ndarray:
-    """Per folio: whether a migration holds it (ISOLATED)."""
-    return (gather(nodes, f.src_node, f.src_pfn, "state") & ISOLATED) != 0
-
-
 __all__ = [
     "Folios",
     "clear_state",
@@ -167,6 +162,5 @@ __all__ = [
     "groups",
     "groups1",
     "heads_of",
-    "isolated",
     "update",
 ]

@@ -216,23 +216,18 @@ def _move_group(
             cand = np.flatnonzero(moving)
             if cand.size == 0:
                 return status
-            cnid, cpfn = nid[cand], pfn[cand]
+            every = cand.size == addrs.size  # every entry moves (a region moved whole)
+            cnid, cpfn = (nid, pfn) if every else (nid[cand], pfn[cand])
             heads, orders = heads_of(m.nodes, cnid, cpfn)
             keys = (cnid.astype(np.int64) << _KEY_SHIFT) | heads
             # one migration per folio, in the order of the entries that first name it;
             # base pages at increasing addresses cannot share a folio (no sort needed)
             # unless a page is mapped more than once, which only MPOL_MF_MOVE_ALL lets
             # through (a shared mapping of it twice in this process)
-            ca = addrs[cand] >> PAGE_SHIFT
-            distinct = (
-                keys.size < 2
-                or (keys[1:] > keys[:-1]).all()
-                or (
-                    not orders.any()
-                    and (ca[1:] > ca[:-1]).all()
-                    and not (move_all and (mapcount[cand] > 1).any())
-                )
-            )
+            distinct = keys.size < 2 or bool((keys[1:] > keys[:-1]).all())
+            if not (distinct or orders.any() or (move_all and (mapcount[cand] > 1).any())):
+                ca = (addrs if every else addrs[cand]) >> PAGE_SHIFT
+                distinct = bool((ca[1:] > ca[:-1]).all())
             first: slice | np.ndarray = slice(None)
             if not distinct:
                 once = np.unique(keys, return_index=True)[1]
@@ -251,7 +246,8 @@ def _move_group(
         and np.array_equal(out.folios.src_node, f.src_node)
     ):
         # one entry per folio, outcomes in entry order: the common case, no search
-        status[cand] = np.where(out.rc == 0, node, out.rc)
+        at = slice(None) if every else cand
+        status[at] = np.where(out.rc == 0, node, out.rc) if out.rc.any() else node
         return status
     # each candidate entry takes the outcome of the final folio holding its page
     pk = (out.folios.src_node.astype(np.int64) << _KEY_SHIFT) | out.folios.src_pfn
