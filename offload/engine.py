@@ -434,10 +434,17 @@ class MigrationEngine:
                     rc[idx] = -errno.ENOMEM
                     continue
                 heads = nodes[d].alloc_folios(idx.size, k)
+                if idx.size == n and heads.size == n:  # the whole batch: no index arrays
+                    dst[:] = heads
+                    continue
                 dst[idx[: heads.size]] = heads
                 rc[idx[heads.size :]] = -errno.ENOMEM
             ok = dst >= 0
-            if ok.any():
+            if ok.all():
+                self.dst_pages += total_pages(f.order)
+                update(nodes, f.src_node, f.src_pfn, "state", MIGRATING, op="or")
+                self._counted_flush()
+            elif ok.any():
                 self.dst_pages += total_pages(f.order[ok])
                 update(nodes, f.src_node[ok], f.src_pfn[ok], "state", MIGRATING, op="or")
                 self._counted_flush()
