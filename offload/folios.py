@@ -71,11 +71,13 @@ def groups(
         if mask is None or mask[0]:
             yield int(a[0]), int(b[0]), _ONE
         return
-    whole = mask is None or bool(mask.all())  # no entry masked: no index arrays to gather
-    base = np.arange(a.size) if whole else np.flatnonzero(mask)
+    if mask is None or bool(mask.all()):  # no entry masked: no index arrays to gather
+        base, aa, bb = np.arange(a.size), a, b
+    else:
+        base = np.flatnonzero(mask)
+        aa, bb = a[base], b[base]
     if base.size == 0:
         return
-    aa, bb = (a, b) if whole else (a[base], b[base])
     if (aa == aa[0]).all() and (bb == bb[0]).all():
         yield int(aa[0]), int(bb[0]), base
         return

@@ -127,7 +127,7 @@ class Rmap:
         oid = gather(nodes, g.src_node, g.src_pfn, "obj")
         oidx = gather(nodes, g.src_node, g.src_pfn, "objidx")
         base = not g.order.any()  # base pages only: a folio is its one page
-        npages = folio_pages(g.order)
+        npages = np.empty(0, dtype=np.int64) if base else folio_pages(g.order)  # base: unread
         for o, idx in groups1(oid):
             obj = self.objects[int(o)]
             if base:
@@ -135,6 +135,14 @@ class Rmap:
                 pages = oidx if whole else oidx[idx]
                 node = g.dst_node if whole else g.dst_node[idx]
                 pfn = dpfn if whole else dpfn[idx]
+                run = _as_run(pages)
+                if run is not None and (obj.mapcount[run] > 0).all():
+                    # pages one after another in the mapping (a region moved whole):
+                    # slices of it, and one node written as one value
+                    one = int(node[0])
+                    obj.node[run] = one if (node == one).all() else node
+                    obj.pfn[run] = pfn
+                    continue
             elif not self.cow and self._remap_run(
                 obj, oidx[idx], npages[idx], g.dst_node[idx], dpfn[idx]
             ):
@@ -443,6 +451,14 @@ class Rmap:
         pinned = node.pins[heads] > 0
         node.obj[heads[whole & pinned]] = -1
         node.free_folios(heads[whole & ~pinned], orders[whole & ~pinned])
+
+
+def _as_run(pages: np.ndarray) -> slice | None:
+    """*pages* as a slice where they are consecutive and ascending (else None)."""
+    n = pages.size
+    if n < 2 or int(pages[-1]) - int(pages[0]) != n - 1:
+        return None
+    return slice(int(pages[0]), int(pages[0]) + n) if bool((pages[1:] > pages[:-1]).all()) else None
 
 
 def _all_unmapped(

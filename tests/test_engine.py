@@ -316,3 +316,27 @@ def test_an_error_inside_the_copy_step_leaves_everything_usable(monkeypatch):
         assert all((n.state == 0).all() for n in m.nodes)
         assert p.move_pages(pages(a, 12 * PAGE_SIZE), [1] * 12).ret == 0  # usable again
         assert p.read(a, data.size) == data.tobytes()
+
+
+@pytest.mark.parametrize("order", [0, 4])
+def test_one_batch_to_several_nodes_maps_each_page_where_it_went(order):
+    """The engine takes a batch whose folios go to different nodes (no syscall makes one
+    today: each gathers one target); every page must map its own copy."""
+    from offload.constants import MR_SYSCALL
+    from offload.folios import Folios
+
+    size = PAGE_SIZE << order
+    with Machine(nodes="16M,16M,16M", batch_pages=4096) as m:
+        p = m.spawn()
+        a = p.mmap(8 * size, folio_size=size)
+        data = fill(p, a, 8 * size, 5)
+        _, nid, pfn, _ = p.mm._ptes(*p.mm._translate(np.arange(a, a + 8 * size, size)))
+        dst = np.array([1, 2] * 4, dtype=np.int32)
+        f = Folios(nid, pfn, np.full(8, order, dtype=np.int8), dst)
+        with m.lock:
+            assert m.engine.isolate(f)
+        assert not m.engine.migrate(f, MR_SYSCALL).rc.any()
+        want = np.repeat(dst, 1 << order).tolist()
+        assert p.move_pages(pages(a, 8 * size), None).status == want
+        assert p.read(a, 8 * size) == data.tobytes()
+        assert m.audit() == []
