@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .arrays import as_run
 from .constants import HPAGE_PMD_ORDER, MAX_FOLIO_ORDER, PAGE_SHIFT, PAGE_SIZE, TASK_SIZE
 from .errors import BadArgument, BadArgumentType, check_int, check_node, oserror
 from .mm import PTE_NONE, PTE_ZERO, MemObject, Vma
@@ -365,7 +366,11 @@ class AddressSpace:
             # every entry in one private mapping (a region moved whole): one gather each
             obj = self._vmas[lo].obj
             oid = np.full(n, obj.id, dtype=np.int64)
-            nid, pfn, mc = obj.node[idx], obj.pfn[idx], obj.mapcount[idx]
+            at = as_run(idx)
+            if at is not None:  # consecutive pages: copies of slices
+                nid, pfn, mc = obj.node[at].copy(), obj.pfn[at].copy(), obj.mapcount[at].copy()
+            else:
+                nid, pfn, mc = obj.node[idx], obj.pfn[idx], obj.mapcount[idx]
             return self._with_cow(oid, nid, pfn, mc)
         oid = np.full(n, -1, dtype=np.int64)
         nid = np.full(n, -1, dtype=np.int32)

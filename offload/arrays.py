@@ -31,6 +31,21 @@ def expand_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.repeat(starts, lengths) + (np.arange(total, dtype=np.int64) - offs)
 
 
+def as_run(idx: np.ndarray) -> slice | None:
+    """*idx* as a slice where its entries are consecutive and ascending, else None (so
+    that reads and writes at them need no index array).
+
+    Examples
+    --------
+    >>> as_run(np.array([4, 5, 6])), as_run(np.array([4, 6, 5]))
+    (slice(4, 7, None), None)
+    """
+    n = idx.size
+    if n < 2 or int(idx[-1]) - int(idx[0]) != n - 1:
+        return None
+    return slice(int(idx[0]), int(idx[0]) + n) if bool((idx[1:] > idx[:-1]).all()) else None
+
+
 def run_boundaries(*contiguous: np.ndarray) -> np.ndarray:
     """Start indices of runs where every given boolean "continues" array holds.
 

@@ -191,7 +191,7 @@ def water_fill(
     Examples
     --------
     >>> s, t = water_fill(np.array([0.0, 0.0]), np.array([1.0, 3.0]))
-    >>> [round(x, 3) for x in s], round(t, 3)
+    >>> [round(float(x), 3) for x in s], round(t, 3)
     ([0.75, 0.25], 0.75)
     """
     fixed_l = [float(x) for x in np.asarray(fixed, dtype=float)]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import devmem
-from .arrays import expand_ranges, folio_pages
+from .arrays import as_run, expand_ranges, folio_pages
 from .errors import oserror
 from .folios import Folios, gather, groups1
 from .mm import PTE_NONE, PTE_ZERO, MemObject
@@ -135,7 +135,7 @@ class Rmap:
                 pages = oidx if whole else oidx[idx]
                 node = g.dst_node if whole else g.dst_node[idx]
                 pfn = dpfn if whole else dpfn[idx]
-                run = _as_run(pages)
+                run = as_run(pages)
                 if run is not None and (obj.mapcount[run] > 0).all():
                     # pages one after another in the mapping (a region moved whole):
                     # slices of it, and one node written as one value
@@ -451,14 +451,6 @@ class Rmap:
         pinned = node.pins[heads] > 0
         node.obj[heads[whole & pinned]] = -1
         node.free_folios(heads[whole & ~pinned], orders[whole & ~pinned])
-
-
-def _as_run(pages: np.ndarray) -> slice | None:
-    """*pages* as a slice where they are consecutive and ascending (else None)."""
-    n = pages.size
-    if n < 2 or int(pages[-1]) - int(pages[0]) != n - 1:
-        return None
-    return slice(int(pages[0]), int(pages[0]) + n) if bool((pages[1:] > pages[:-1]).all()) else None
 
 
 def _all_unmapped(

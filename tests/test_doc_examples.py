@@ -35,3 +35,12 @@ def test_the_readme_example_prints_what_its_comments_say():
 def test_the_machine_docstring_example_runs():
     result = doctest.testmod(offload.machine, verbose=False)
     assert result.attempted >= 1 and result.failed == 0
+
+
+def test_the_small_helpers_docstring_examples_run():
+    import offload.arrays
+    import offload.multisplit
+
+    for mod in (offload.arrays, offload.multisplit):
+        result = doctest.testmod(mod, verbose=False)
+        assert result.attempted >= 1 and result.failed == 0, mod.__name__
