@@ -62,6 +62,11 @@ class BuddyAllocator:
         self.free_pages = self.nr_pages
         self.layout = layout
         self._perm: list[np.ndarray] | None = None
+        #: per order, the search position (in the aged order, or by address) before
+        #: which no block of that order is free: a search starts there, not at the
+        #: start (a node's allocations in a row would each scan what the earlier ones
+        #: took); a free block put back sets it to 0
+        self._low = [0] * (max_order + 1)
         if layout == "aged":
             self._age(np.random.default_rng(seed))
         elif layout != "fresh":
@@ -107,12 +112,14 @@ class BuddyAllocator:
         if n <= 0 or self._count[order] == 0:
             return np.empty(0, dtype=np.int64)
         bm = self._free[order]
+        low = self._low[order]
         if self._perm is not None:
-            idx = _first_set_in(bm, self._perm[order], n)
+            idx, self._low[order] = _first_set_in(bm, self._perm[order], n, low)
         elif n >= self._count[order]:
-            idx = np.flatnonzero(bm)
+            idx = np.flatnonzero(bm[low:]) + low
+            self._low[order] = bm.size
         else:
-            idx = _first_set(bm, n)
+            idx, self._low[order] = _first_set(bm, n, low)
         bm[idx] = False
         self._count[order] -= idx.size
         return idx.astype(np.int64, copy=False)
@@ -163,10 +170,12 @@ class BuddyAllocator:
     def _take1(self, order: int) -> int:
         """``_take(order, 1)`` when a block of *order* is free: its block index."""
         bm = self._free[order]
+        low = self._low[order]
         if self._perm is not None:
-            b = _first_set_in1(bm, self._perm[order])
+            b, self._low[order] = _first_set_in1(bm, self._perm[order], low)
         else:
-            b = _first_set1(bm)
+            b = _first_set1(bm, low)
+            self._low[order] = b + 1
         bm[b] = False
         self._count[order] -= 1
         return b
@@ -203,11 +212,13 @@ class BuddyAllocator:
         self.free_pages += 1 << order
         self._free[order][head >> order] = True
         self._count[order] += 1
+        self._low[order] = 0
 
     def _insert(self, heads: np.ndarray, order: int) -> None:
         bm = self._free[order]
         bm[heads >> order] = True
         self._count[order] += heads.size
+        self._low[order] = 0
 
     def check(self, order_of_page: np.ndarray | None = None) -> list[str]:
         """Check the free lists; return what is wrong (empty: consistent).
@@ -256,60 +267,68 @@ class BuddyAllocator:
             self._count[k] -= 2 * merged
             self._free[k + 1][: both.size] |= both
             self._count[k + 1] += merged
+            self._low[k + 1] = 0
 
 
-def _first_set_in(bm: np.ndarray, perm: np.ndarray, n: int) -> np.ndarray:
-    """The first *n* set entries of *bm* in the order *perm* visits them."""
+def _first_set_in(
+    bm: np.ndarray, perm: np.ndarray, n: int, start: int = 0
+) -> tuple[np.ndarray, int]:
+    """The first *n* set entries of *bm* in the order *perm* visits them, from position
+    *start* of *perm* (none is set before it), and the position after the last taken
+    (where no set entry is left before)."""
     out: list[np.ndarray] = []
     have = 0
-    lo = 0
+    lo = start
     chunk = max(64, n * 4)  # small requests look at a few entries; the window grows
     while lo < perm.size:
         sel = perm[lo : lo + chunk]
-        hit = sel[bm[sel]]
-        if hit.size:
-            out.append(hit[: n - have])
-            have += min(hit.size, n - have)
+        at = np.flatnonzero(bm[sel])
+        if at.size:
+            take = at[: n - have]
+            out.append(sel[take])
+            have += take.size
             if have >= n:
-                break
+                return np.concatenate(out) if len(out) > 1 else out[0], lo + int(take[-1]) + 1
         lo += chunk
         chunk *= 4
-    return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+    return (np.concatenate(out) if out else np.empty(0, dtype=np.int64)), perm.size
 
 
-def _first_set(bm: np.ndarray, n: int) -> np.ndarray:
-    """Indices of the first *n* set entries of *bm*, scanning in chunks."""
+def _first_set(bm: np.ndarray, n: int, start: int = 0) -> tuple[np.ndarray, int]:
+    """Indices of the first *n* set entries of *bm* from *start* (none is set before
+    it), scanning in chunks, and the index after the last taken."""
     out: list[np.ndarray] = []
     have = 0
     chunk = max(4096, n * 4)
-    for lo in range(0, bm.size, chunk):
+    for lo in range(start, bm.size, chunk):
         idx = np.flatnonzero(bm[lo : lo + chunk])
         if idx.size:
-            out.append(idx[: n - have] + lo)
-            have += min(idx.size, n - have)
+            take = idx[: n - have] + lo
+            out.append(take)
+            have += take.size
             if have >= n:
-                break
-    return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+                return np.concatenate(out) if len(out) > 1 else out[0], int(take[-1]) + 1
+    return (np.concatenate(out) if out else np.empty(0, dtype=np.int64)), bm.size
 
 
-def _first_set_in1(bm: np.ndarray, perm: np.ndarray) -> int:
-    """``_first_set_in(bm, perm, 1)`` as an int, *bm* having a set entry."""
-    lo, chunk = 0, 64
+def _first_set_in1(bm: np.ndarray, perm: np.ndarray, start: int = 0) -> tuple[int, int]:
+    """``_first_set_in(bm, perm, 1, start)`` in scalars, *bm* having a set entry."""
+    lo, chunk = start, 64
     while lo < perm.size:
         sel = perm[lo : lo + chunk]
         hit = bm[sel]
         i = int(hit.argmax())
         if hit[i]:
-            return int(sel[i])
+            return int(sel[i]), lo + i + 1
         lo += chunk
         chunk *= 4
     raise AssertionError("buddy: a free count with no free block")
 
 
-def _first_set1(bm: np.ndarray) -> int:
-    """``_first_set(bm, 1)`` as an int, *bm* having a set entry."""
+def _first_set1(bm: np.ndarray, start: int = 0) -> int:
+    """``_first_set(bm, 1, start)[0]`` as an int, *bm* having a set entry."""
     chunk = 4096
-    for lo in range(0, bm.size, chunk):
+    for lo in range(start, bm.size, chunk):
         seg = bm[lo : lo + chunk]
         i = int(seg.argmax())
         if seg[i]:

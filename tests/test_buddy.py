@@ -72,3 +72,48 @@ def test_random_alloc_free_keeps_accounting(ops, seed):
         b.free(h, o)
     assert b.free_pages == b.nr_pages
     assert b.alloc(8, 9).size == 8
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    layout=st.sampled_from(["fresh", "aged"]),
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["alloc", "alloc_one", "free", "coalesce"]),
+            st.integers(0, 9),
+            st.integers(1, 300),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+)
+def test_a_search_resumed_where_the_last_ended_takes_what_a_full_search_takes(layout, ops):
+    """Each search starts where the last one of its order ended (nothing free before it
+    since); the blocks handed out must be those a search from the start hands out."""
+    fast = BuddyAllocator(8192, layout=layout, seed=3)
+    full = BuddyAllocator(8192, layout=layout, seed=3)
+    held: list[tuple[np.ndarray, int]] = []
+    for i, (op, order, n) in enumerate(ops):
+        full._low = [0] * len(full._low)  # the reference searches from the start
+        if op == "alloc":
+            a, b = fast.alloc(n, order), full.alloc(n, order)
+            assert a.tolist() == b.tolist()
+            held.append((a, order))
+        elif op == "alloc_one":
+            a, b = fast.alloc_one(order), full.alloc_one(order)
+            assert a == b
+            if a >= 0:
+                held.append((np.array([a]), order))
+        elif op == "free" and held:
+            heads, k = held.pop(n % len(held))
+            if heads.size == 1 and n % 2:
+                fast.free_one(int(heads[0]), k)
+                full.free_one(int(heads[0]), k)
+            else:
+                fast.free(heads, k)
+                full.free(heads, k)
+        elif op == "coalesce":
+            fast.coalesce()
+            full.coalesce()
+        assert [x.tobytes() for x in fast._free] == [x.tobytes() for x in full._free], i
+        assert fast.free_pages == full.free_pages and fast.check() == []
