@@ -13,9 +13,9 @@ with the fewest numpy calls its layout allows:
 numpy releases the GIL in these copies, so the threads run in parallel.
 
 Where the compiled copy is available (:mod:`offload.native`) and the batch has many
-folios, each thread's share (whole folios, nearly equal pages) is instead one compiled
-call of per-folio ``memcpy``, which releases the GIL: what a C loop of as many threads
-does.
+folios, each thread instead makes one compiled call of per-folio ``memcpy``, which
+releases the GIL, taking whole folios a few at a time from a counter the threads share,
+so that they finish together: what a C loop of as many threads does.
 """
 
 from __future__ import annotations
@@ -76,15 +76,14 @@ class CpuBatched(Migrator):
             fields = (batch.src_node, batch.src_pfn, batch.dst_node, batch.dst_pfn, folio_pages)
             rc = native.runs(batch.memory, *fields)
         if rc is not None:
-            # many folios: whole folios dealt out in shares of nearly equal pages, each
-            # share one compiled call that releases the GIL (a memcpy per folio, as fast
-            # as one per coalesced run: no need to coalesce first)
-            ends = np.cumsum(folio_pages)
-            cut = np.searchsorted(ends, np.linspace(0, npages, shares + 1)[1:-1])
-            edges = [0, *np.unique(cut).tolist(), n]
-            self._run(
-                [(a, b) for a, b in itertools.pairwise(edges) if b > a], lambda job: rc.run(*job)
-            )
+            # many folios: each thread in one compiled call that releases the GIL (a
+            # memcpy per folio, as fast as one per coalesced run: no need to coalesce
+            # first), taking whole folios from a shared counter a few at a time, so that
+            # a thread that copies slower (its memory, its CPU) takes fewer and all end
+            # together; about 256 takes a thread
+            taken = np.zeros(1, dtype=np.int64)
+            grab = max(1, n // (shares * 256))
+            self._run([taken] * shares, lambda t: rc.run_shared(t, grab))
             batch.copied[:] = True
             return
         runs = batch.runs("both")

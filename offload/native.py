@@ -138,6 +138,27 @@ int64_t copy_runs(char *const *base, const int32_t *sn, const int64_t *sp,
         status[pend[k]] = 1;
     return done;
 }
+/* Runs as in copy_runs, shared by several threads: each call takes the next *grab*
+ * runs not yet taken (an atomic counter at *next*) until none is left, so that threads
+ * that copy at different speeds finish together. Returns the runs this call copied. */
+int64_t copy_runs_shared(char *const *base, const int32_t *sn, const int64_t *sp,
+                         const int32_t *dn, const int64_t *dp, const int64_t *np,
+                         int64_t n, int64_t *next, int64_t grab)
+{
+    int64_t done = 0;
+    for (;;) {
+        int64_t lo = __atomic_fetch_add(next, grab, __ATOMIC_RELAXED);
+        if (lo >= n)
+            break;
+        int64_t hi = lo + grab < n ? lo + grab : n;
+        for (int64_t i = lo; i < hi; i++)
+            copy(base[dn[i]] + dp[i] * %(page)d, base[sn[i]] + sp[i] * %(page)d,
+                 (size_t)np[i] * %(page)d);
+        done += hi - lo;
+    }
+    fence();
+    return done;
+}
 /* One contiguous copy of len bytes (the memcpy reference, with the same stores). */
 void copy_bytes(char *d, const char *s, int64_t len)
 {
@@ -154,6 +175,7 @@ class _Lib(NamedTuple):
 
     copy_pages: Any
     copy_runs: Any
+    copy_runs_shared: Any
     copy_bytes: Any
     streaming: bool
     set_stream: Any
@@ -202,6 +224,9 @@ def _build() -> _Lib | bool:
     runs = handle.copy_runs
     runs.argtypes = [ctypes.c_void_p] * 8 + [ctypes.c_int64]
     runs.restype = ctypes.c_int64
+    shared = handle.copy_runs_shared
+    shared.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64]
+    shared.restype = ctypes.c_int64
     nbytes = handle.copy_bytes
     nbytes.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
     nbytes.restype = None
@@ -210,7 +235,7 @@ def _build() -> _Lib | bool:
     stream.restype = ctypes.c_int
     # the library is loaded once per process (dlopen shares it): this sets its stores
     on = bool(stream(int(os.environ.get("FOLIO_OFFLOAD_STREAM", "1") != "0")))
-    return _Lib(fn, runs, nbytes, on, stream)
+    return _Lib(fn, runs, shared, nbytes, on, stream)
 
 
 def available() -> bool:
@@ -293,7 +318,8 @@ def copy_pages(dst: np.ndarray, src: np.ndarray, dpfn: np.ndarray, spfn: np.ndar
 
 class RunCopy:
     """Runs of pages (DMA descriptors) checked once and copied by compiled code, in one
-    call that releases the GIL (:meth:`run`), or in several over slices of them.
+    call that releases the GIL (:meth:`run`), in several over slices of them, or by
+    several threads taking them from a shared counter (:meth:`run_shared`).
 
     Build it with :func:`runs`; it holds int64 copies of the fields and the node table.
     """
@@ -337,6 +363,30 @@ class RunCopy:
                 status.ctypes.data if status is not None else None,
                 stop.ctypes.data if stop is not None else None,
                 hi - lo,
+            )
+        )
+
+    def run_shared(self, taken: np.ndarray, grab: int = 1) -> int:
+        """Copy runs taken *grab* at a time from a counter shared by the calling
+        threads, until none is left; returns how many this call copied. Every run is
+        copied once, by whichever thread takes it: threads that copy at different
+        speeds finish together.
+
+        *taken* is an int64 array of one element, 0 before the first call (the next
+        run to take; it ends at or past the number of runs).
+        """
+        if taken.dtype != np.int64 or taken.size != 1 or not taken.flags.c_contiguous:
+            raise BadArgument("RunCopy.run_shared: taken must be an int64 array of one element")
+        if grab < 1:
+            raise BadArgument("RunCopy.run_shared: grab must be at least 1")
+        f = (self.src_node, self.src_pfn, self.dst_node, self.dst_pfn, self.npages)
+        return int(
+            _lib.copy_runs_shared(
+                self._base.ctypes.data,
+                *(a.ctypes.data for a in f),
+                len(self),
+                taken.ctypes.data,
+                int(grab),
             )
         )
 

@@ -171,6 +171,41 @@ def test_compiled_copies_are_exact_at_any_alignment(stream_mode, offset):
         assert native.copy_bytes(b, a) and np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("grab", [1, 3, 64])
+def test_runs_taken_from_a_shared_counter_are_each_copied_once(stream_mode, grab):
+    """RunCopy.run_shared: threads take runs from one counter; every run is copied by
+    exactly one of them, whatever the grab, and nothing else is written."""
+    import threading
+
+    rng = np.random.default_rng(grab)
+    n = 50
+    src = rng.integers(0, 256, (4 * n, PAGE_SIZE), dtype=np.uint8)
+    dst = np.zeros((4 * n + 8, PAGE_SIZE), dtype=np.uint8)
+    k = rng.integers(1, 4, n)
+    sp = np.arange(n) * 4
+    dp = rng.permutation(n) * 4 + 8
+    rc = native.runs({0: src, 1: dst}, np.zeros(n, int), sp, np.ones(n, int), dp, k)
+    taken = np.zeros(1, dtype=np.int64)
+    counts = []
+    threads = [
+        threading.Thread(target=lambda: counts.append(rc.run_shared(taken, grab))) for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(counts) == n and taken[0] >= n
+    expect = np.zeros_like(dst)
+    for s, d, m in zip(sp, dp, k):
+        expect[d : d + m] = src[s : s + m]
+    assert np.array_equal(dst, expect)
+    assert rc.run_shared(taken, grab) == 0  # nothing left to take
+    with pytest.raises(BadArgument):
+        rc.run_shared(np.zeros(1, dtype=np.int32))
+    with pytest.raises(BadArgument):
+        rc.run_shared(np.zeros(1, dtype=np.int64), 0)
+
+
 def _cpu_has_avx2() -> bool:
     try:
         with open("/proc/cpuinfo") as f:
