@@ -358,6 +358,13 @@ class Machine:
                 problems.append("folios left isolated or under migration")
             for n in self.nodes:
                 problems += [f"node {n.id}: {x}" for x in n.buddy.check(n.order)]
+                free = n.order < 0
+                kept = (n.obj >= 0) | (n.pins != 0) | (n.cow != 0) | (n.state != 0)
+                stale = int(kept[free].sum())
+                if stale:  # a frame allocated again would start with them
+                    problems.append(
+                        f"node {n.id}: {stale} free frames keep an owner, pins, sharers or state"
+                    )
         return problems
 
     @property

@@ -392,3 +392,21 @@ def test_audit_sees_a_frame_freed_twice():
     assert any("free and in a folio" in x for x in m.audit())
     node.buddy.free_one(pfn, 0)  # freed twice: one block, counted twice
     assert any("free blocks counted" in x for x in m.audit())
+
+
+@pytest.mark.parametrize("field, value", [("obj", 3), ("pins", 1), ("cow", 2), ("state", 1)])
+def test_audit_sees_a_free_frame_that_kept_an_owner_pins_or_state(field, value):
+    """A free frame must carry nothing of its last folio: a folio allocated there would
+    start with it."""
+    from offload import Machine
+
+    m = Machine(nodes="dram:16M")
+    p = m.spawn()
+    a = p.mmap(PAGE_SIZE)
+    p.write(a, b"x")
+    _, pfn, _ = p.mm.follow_page(a)
+    p.munmap(a, PAGE_SIZE)  # the frame is free again
+    node = m.nodes[0]
+    assert node.order[pfn] < 0 and m.audit() == []
+    getattr(node, field)[pfn] = value
+    assert any("free frames keep" in x for x in m.audit())
