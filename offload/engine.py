@@ -440,13 +440,10 @@ class MigrationEngine:
                 dst[idx[: heads.size]] = heads
                 rc[idx[heads.size :]] = -errno.ENOMEM
             ok = dst >= 0
-            if ok.all():
-                self.dst_pages += total_pages(f.order)
-                update(nodes, f.src_node, f.src_pfn, "state", MIGRATING, op="or")
-                self._counted_flush()
-            elif ok.any():
-                self.dst_pages += total_pages(f.order[ok])
-                update(nodes, f.src_node[ok], f.src_pfn[ok], "state", MIGRATING, op="or")
+            if ok.any():
+                got = slice(None) if ok.all() else ok  # all of them: views, no copies
+                self.dst_pages += total_pages(f.order[got])
+                update(nodes, f.src_node[got], f.src_pfn[got], "state", MIGRATING, op="or")
                 self._counted_flush()
         return rc, dst
 

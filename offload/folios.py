@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .node import heads_at
+
 if TYPE_CHECKING:  # pragma: no cover
     from .node import Node
 
@@ -154,7 +156,7 @@ def heads_of(
     pfn = np.asarray(pfn, dtype=np.int64)
     if not order.any():  # base pages: each frame is its own head
         return pfn, order
-    return pfn & ~((np.int64(1) << order.astype(np.int64)) - 1), order
+    return heads_at(pfn, order), order
 
 
 __all__ = [

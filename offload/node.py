@@ -181,8 +181,7 @@ class Node:
     def head_of(self, pfn: np.ndarray) -> np.ndarray:
         """Head pfn of the folio holding each page (pages must be allocated)."""
         pfn = np.asarray(pfn, dtype=np.int64)
-        mask = (np.int64(1) << self.order[pfn].astype(np.int64)) - 1
-        return pfn & ~mask
+        return heads_at(pfn, self.order[pfn])
 
     def split_folios(self, heads: np.ndarray, order: int) -> np.ndarray:
         """Split folios of *order* into order-0 folios; return every new head pfn.
@@ -212,6 +211,12 @@ def fill_folios(a: np.ndarray, heads: np.ndarray, order: int, value: int) -> Non
         a[pages_of(heads, order)] = value
         return
     aligned_rows(a, 1 << order)[np.asarray(heads, dtype=np.int64) >> order] = value
+
+
+def heads_at(pfn: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """The head pfn of the folio of *order* (per page) holding each page *pfn* (folios
+    are aligned to their size)."""
+    return pfn & ~((np.int64(1) << order.astype(np.int64)) - 1)
 
 
 def pages_of(heads: np.ndarray, order: int) -> np.ndarray:
