@@ -69,10 +69,13 @@ def folio_pages(order: np.ndarray) -> np.ndarray:
 
 def total_pages(order: np.ndarray) -> int:
     """Base pages of all the folios of the given orders: ``folio_pages(order).sum()``,
-    without the array of sizes where every folio is a base page."""
+    without the array of sizes where every folio has the same order."""
     order = np.asarray(order)
-    if not order.any():
-        return int(order.size)
+    if not order.size:
+        return 0
+    k = int(order.flat[0])
+    if (order == k).all():  # one folio size (the usual batch): no array of sizes
+        return int(order.size) << k
     return int(folio_pages(order).sum())
 
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .arrays import expand_ranges, folio_pages, run_boundaries
-from .constants import MAX_FOLIO_ORDER, MR_SYSCALL, PAGE_SHIFT
+from .arrays import expand_ranges, folio_pages, run_boundaries, total_pages
+from .constants import MR_SYSCALL, PAGE_SHIFT
 from .errors import BadArgument, BadArgumentType
 
 
@@ -110,7 +110,10 @@ class FolioBatch:
         """
         if isinstance(sel, (int, np.integer)):
             raise BadArgumentType("index a FolioBatch with a slice, mask or index array")
-        index = np.arange(len(self), dtype=np.int64)[sel]
+        if isinstance(sel, slice):  # no index array of the whole batch to cut
+            index = np.arange(*sel.indices(len(self)), dtype=np.int64)
+        else:
+            index = np.arange(len(self), dtype=np.int64)[sel]
         sub = FolioBatch(
             self.src_node[index],
             self.src_pfn[index],
@@ -141,10 +144,7 @@ class FolioBatch:
     @property
     def nbytes(self) -> int:
         """Payload bytes of the whole batch."""
-        if not len(self):
-            return 0
-        counts = np.bincount(self.order, minlength=MAX_FOLIO_ORDER + 1)
-        return int(counts @ (1 << np.arange(counts.size, dtype=np.int64))) << PAGE_SHIFT
+        return total_pages(self.order) << PAGE_SHIFT
 
     def runs(self, contiguous: str = "both", breaks: np.ndarray | None = None) -> Runs:
         """Coalesce neighbouring folios into runs.

@@ -475,7 +475,7 @@ class MigrationEngine:
                     whole = idx.size == len(g)  # one source node: no copies of the arrays
                     pfn, order = (g.src_pfn, g.order) if whole else (g.src_pfn[idx], g.order[idx])
                     self.nodes[s].free_folios(pfn, order)
-            self._counted_moved(moved, int((g.order == HPAGE_PMD_ORDER).sum()), len(g))
+            self._counted_moved(moved, int(np.count_nonzero(g.order == HPAGE_PMD_ORDER)), len(g))
             self.cond.notify_all()
 
     # -- undo -----------------------------------------------------------------------------

@@ -326,7 +326,7 @@ class Scheduler:
         unmarked = ~batch.copied if res.keep is None else ~batch.copied & res.keep
         if not unmarked.any():
             return
-        res.fallback = int(unmarked.sum())
+        res.fallback = int(np.count_nonzero(unmarked))
         near = unmarked & self.cpu_reaches(batch)
         if self._cpu_shipped and near.any() and not self.stuck(self.cpu):
             self._shipped_cpu_copy(batch, near)
@@ -357,14 +357,17 @@ class Scheduler:
             to_off, ada = self._choose(batch)
             if not self._cpu_reach.all():
                 to_off |= ~(self._cpu_reach[batch.src_node] & self._cpu_reach[batch.dst_node])
-            to_off &= self._allowed(live[0], batch)
+            allowed = self._allowed(live[0], batch)
+            if allowed is not True:  # a provider limited to some sizes or nodes
+                to_off &= allowed
             res.migrator = mig
             res.providers = [mig]
             if to_off.any():
                 res.given = [mig]
             self._run(mig, batch, to_off, ada, res)
             assert res.by_offload is not None
-            res.by_provider = np.where(res.by_offload, 0, -1).astype(np.int8)
+            # provider 0 where the offload copied, -1 (the CPU path) elsewhere
+            res.by_provider = res.by_offload.view(np.int8) - np.int8(1)
 
     def _allowed(self, reg: Registration, batch: FolioBatch) -> np.ndarray | bool:
         """Per folio: whether provider *reg* may take it (its folio sizes, its reach)."""
@@ -403,7 +406,7 @@ class Scheduler:
         at = index if where is None else where[index]
         if self._collect(self.cpu, call, time.perf_counter(), res, at):
             marks = handed_marks(held, n)
-            marked = int(marks.sum())
+            marked = int(np.count_nonzero(marks))
             counters(self.cpu).add(folios_migrated=marked, folios_failures=n - marked)
             batch.copied[index] |= marks
 
@@ -412,7 +415,7 @@ class Scheduler:
         this thread, and its marks are counted for it."""
         sub = batch if sel is None else batch[sel]
         self.cpu.offload_copy(sub)
-        self._cpu_counters.add(folios_migrated=int(sub.copied.sum()))
+        self._cpu_counters.add(folios_migrated=int(np.count_nonzero(sub.copied)))
         if sub is not batch:
             batch.absorb(sub)
 
@@ -673,7 +676,7 @@ class Scheduler:
             self.cpu_copy(cpu, res, where=cpu.index)
             t_cpu = time.perf_counter() - t0
         marks, ok, failed = self._settle(mig, call, t0, res, off_index, held, n_off, off is batch)
-        marked = int(marks.sum())
+        marked = int(np.count_nonzero(marks))
         t_off = (call.finished_at - t0) if call is not None and ok else 0.0
         by_off = np.zeros(n, dtype=bool)
         if off is batch:
@@ -714,7 +717,7 @@ class Scheduler:
             marks = np.zeros(n, dtype=bool)
         else:
             marks = held.copy() if own else handed_marks(held, n)
-        marked = int(marks.sum())
+        marked = int(np.count_nonzero(marks))
         # a call abandoned at its deadline that declines when it returns failed nothing
         declined = call is not None and call.done() and call.value is False
         failed = 0 if declined else n - marked

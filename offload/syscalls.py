@@ -140,7 +140,7 @@ def move_pages(
         #: statuses of the entries walked before the bad node; None for those after it
         err.status = status.tolist() + [None] * (targets.size - stop)  # type: ignore[attr-defined]
         raise err
-    return MoveResult(int((status != targets).sum()), status.tolist())
+    return MoveResult(int(np.count_nonzero(status != targets)), status.tolist())
 
 
 def _move_one(

@@ -81,3 +81,32 @@ def test_batch_runs_and_selection():
         b[0]
     with pytest.raises(ValueError, match="dst_pfn"):
         FolioBatch([0], [0], [1], [0, 1], [0], memory=mem)
+
+
+@pytest.mark.parametrize(
+    "sel",
+    [slice(None), slice(0), slice(1, 3), slice(None, None, 2), slice(-2, None), slice(3, 0, -1)],
+)
+def test_batch_slice_is_the_index_array_cut(sel):
+    """A sub-batch cut by a slice knows the same positions as one cut by the same index
+    array, in the same order, with copies of the same fields."""
+    mem = {0: np.zeros((64, PAGE_SIZE), np.uint8), 1: np.zeros((64, PAGE_SIZE), np.uint8)}
+    b = FolioBatch(
+        [0, 0, 0, 0], [0, 2, 4, 8], [1, 1, 1, 1], [4, 6, 9, 12], [1, 0, 2, 1], memory=mem
+    )
+    want = np.arange(4)[sel]
+    sub = b[sel]
+    assert sub.index.tolist() == want.tolist()
+    assert sub.src_pfn.tolist() == b.src_pfn[want].tolist()
+    assert sub.order.tolist() == b.order[want].tolist()
+    assert sub.nbytes == int((1 << b.order[want].astype(np.int64)).sum()) * PAGE_SIZE
+
+
+@pytest.mark.parametrize(
+    "orders", [[], [0], [9, 9, 9], [0, 0, 0, 0], [2, 2, 0], [0, 9], [3, 3, 3, 1]]
+)
+def test_total_pages_of_one_size_and_of_several(orders):
+    from offload.arrays import total_pages
+
+    order = np.array(orders, dtype=np.int8)
+    assert total_pages(order) == sum(1 << k for k in orders)
