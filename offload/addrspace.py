@@ -338,7 +338,9 @@ class AddressSpace:
             lo, hi = int(addrs.min()), int(addrs.max())
             v = int(np.searchsorted(self._starts, lo, side="right")) - 1
             if v >= 0 and hi < self._ends[v]:  # all in one mapping: no search per entry
-                idx = ((addrs - self._starts[v]) >> PAGE_SHIFT) + self._pgoffs[v]
+                idx = addrs - self._starts[v]  # one array, the rest in place
+                idx >>= PAGE_SHIFT
+                idx += self._pgoffs[v]
                 return np.full(addrs.size, v, dtype=np.int64), idx
         i = np.searchsorted(self._starts, addrs, side="right") - 1
         ok = i >= 0

@@ -182,7 +182,8 @@ class Rmap:
         if not (obj.mapcount[rng] > 0).all():
             return False  # pages of a partly unmapped folio stay unmapped
         obj.node[rng] = node[0] if (node == node[0]).all() else np.repeat(node, n)
-        obj.pfn[rng].reshape(first.size, n)[:] = dpfn[:, None] + np.arange(n, dtype=np.int64)
+        # written in place: no temporary the size of the run
+        np.add(dpfn[:, None], np.arange(n, dtype=np.int64), out=obj.pfn[rng].reshape(first.size, n))
         return True
 
     def _move_cow(

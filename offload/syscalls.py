@@ -191,7 +191,11 @@ def _locate(
     none = pfn == -1
     if none.any():
         status[none] = _untouched(host, p, addrs[none])
-    status[(pfn == -2) | (pfn == -3) | (addrs < 0)] = -errno.EFAULT
+    # the zero page (PTE_ZERO, -2) and no mapping (-3): the only entries below -1
+    bad = pfn < -1
+    bad |= addrs < 0
+    if bad.any():
+        status[bad] = -errno.EFAULT
     return status, nid, pfn, mapcount
 
 
