@@ -306,7 +306,7 @@ def run_cases(
     on_done: Callable[[Case, dict], None] | None = None,
     interleave: bool = True,
     on_run: Callable[[Case], None] | None = None,
-    on_round: Callable[[int, int], None] | None = None,
+    on_round: Callable[[int, int, int], None] | None = None,
 ) -> list[dict]:
     """Run cells, interleaved: the cells of one folio size take turns, one run each.
 
@@ -316,10 +316,11 @@ def run_cases(
     starts earlier. One machine per backend. With *interleave* False (large runs: see
     :func:`interleaves`), one machine at a time runs all its cells, so that memory holds
     one machine, not one per backend. ``on_run(case)`` follows every run (warm-up ones
-    included), ``on_done(case, row)`` every finished cell, and ``on_round(r, rounds)``
-    every round of the cells taking turns (round r of *rounds* for each folio size;
-    interleaved only), so that a reference can be timed in the same conditions as the
-    rows' timed runs (the last rounds).
+    included), ``on_done(case, row)`` every finished cell, and ``on_round(r, rounds,
+    folio_size)`` every round of the cells taking turns (round r of *rounds* of the cells
+    of that folio size; interleaved only), so that a reference can be timed in the same
+    conditions as the rows' timed runs (the last rounds), and each size's rows judged by
+    the passes of their own rounds.
     """
 
     def once(cell: Cell) -> None:
@@ -356,7 +357,7 @@ def run_cases(
     for i, c in enumerate(cases):
         groups.setdefault((c.folio_size, c.total), []).append(i)
     try:
-        for idx in groups.values():
+        for (size, _), idx in groups.items():
             cells = {}
             for i in idx:
                 key = cases[i].machine_key()
@@ -369,7 +370,7 @@ def run_cases(
                     if r >= rounds - cell.planned:
                         once(cell)
                 if on_round:
-                    on_round(r, rounds)
+                    on_round(r, rounds, size)
             for i, cell in cells.items():
                 rows[i] = cell.finish()
                 if on_done:

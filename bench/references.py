@@ -1,7 +1,8 @@
 """The hardware references each row is judged by: a compiled page loop and memcpy on as
 many threads as the row's copy uses, timed in turn with the rows (one pass per timed
 round, their memory idle meanwhile, as each row's is), with back-to-back passes as upper
-bounds.
+bounds. A row is judged by the passes of its own rounds (those of its folio size): on a
+shared host the speed of memory can change between the sizes' rounds.
 
 A reference on T threads is never reported below the one on fewer threads: the larger
 is reported and the inversion is warned about (on a shared VM a second thread can
@@ -99,6 +100,8 @@ class References:
         else:
             self._refs["memcpy"] = Memcpy(self.bytes)
         self.in_turn: dict[tuple[str, int], list[float]] = {}
+        #: the passes in turn of the rounds of each folio size: (kind, threads, size)
+        self.by_size: dict[tuple[str, int, int], list[float]] = {}
         self.hot: dict[tuple[str, int], list[float]] = {}
         self.method = "back to back"
 
@@ -113,10 +116,11 @@ class References:
             for t in self.threads:
                 self.hot[kind, t] = [ref.run(t) for _ in range(passes)]
 
-    def turn(self, record: bool = True) -> None:
+    def turn(self, record: bool = True, size: int | None = None) -> None:
         """One pass of each reference, as one round of the rows taking turns; kept when
         *record* (a timed round), else only run, so that every round, warm-up ones too,
-        gives the rows the same pause between their runs."""
+        gives the rows the same pause between their runs. *size*: the folio size of the
+        rows of that round (their references are then those of their own rounds)."""
         if record:
             self.method = "in turn"
         for t in self.threads:
@@ -124,6 +128,8 @@ class References:
                 gbps = ref.run(t)
                 if record:
                     self.in_turn.setdefault((kind, t), []).append(gbps)
+                    if size is not None:
+                        self.by_size.setdefault((kind, t, size), []).append(gbps)
 
     def release(self) -> None:
         """Free the buffers (the figures stay)."""
@@ -141,9 +147,12 @@ class References:
         llc = llc_bytes()
         out["llc_bytes"] = llc
         out["cache_resident"] = bool(llc and min(total, self.bytes) * 2 <= llc)
+        sizes = sorted({s for _, _, s in self.by_size})
         for kind in self._refs:
             per: dict[str, dict] = {}
             best, best_t = 0.0, 0
+            # per folio size, the best so far over the thread counts (never reported lower)
+            size_best = dict.fromkeys(sizes, 0.0)
             for t in self.threads:
                 runs = self.in_turn.get((kind, t)) or self.hot.get((kind, t), [])
                 if not runs:
@@ -164,6 +173,20 @@ class References:
                     if self.hot.get((kind, t))
                     else None,
                 }
+                by_size = {}
+                for size in sizes:
+                    passes = self.by_size.get((kind, t, size))
+                    if passes:
+                        m = float(np.median(passes))
+                        size_best[size] = max(size_best[size], m)
+                        by_size[str(size)] = {
+                            "gbps": size_best[size],
+                            "measured_gbps": m,
+                            "runs": passes,
+                        }
+                if by_size:
+                    per[str(t)]["by_size"] = by_size
+                    out["warnings"] += _moved(kind, t, by_size)
             out[kind] = per
         if out["cache_resident"]:
             out["warnings"].append(
@@ -174,30 +197,94 @@ class References:
         return out
 
 
-def add_limits(results: list[dict], cases: list[Case], refs: dict, cpus: int) -> None:
-    """Give each row its thread count and its ratios to the page loop and to memcpy on
-    that many threads (``ratio_to_page_loop_t``, ``ratio_to_memcpy_t``)."""
+#: Passes of one reference in the rounds of different folio sizes further apart than
+#: this (the larger median over the smaller) are said to have moved.
+MOVED = 1.15
+
+
+def _moved(kind: str, t: int, by_size: dict[str, dict]) -> list[str]:
+    """A warning where the medians of one reference differ this much between the rounds
+    of the folio sizes (the machine's speed changed during the run)."""
+    medians = [v["measured_gbps"] for v in by_size.values()]
+    if len(medians) < 2 or max(medians) <= MOVED * min(medians):
+        return []
+    return [
+        f"{LABELS[kind]} on {t} thread{'s' if t != 1 else ''} measured "
+        f"{min(medians):.2f}-{max(medians):.2f} GB/s in the rounds of different folio "
+        "sizes: the machine's speed changed during the run; each size's rows are judged by "
+        "the passes of their own rounds"
+    ]
+
+
+def reference_for(refs: dict, kind: str, t: int, size: int) -> float | None:
+    """The figure a row of *size* on *t* threads is judged by: that of the passes in its
+    own rounds where there are some, else the reference over the whole run."""
+    ref = refs.get(kind, {}).get(str(t))
+    if not ref:
+        return None
+    own = ref.get("by_size", {}).get(str(size))
+    return float(own["gbps"] if own else ref["gbps"])
+
+
+def add_limits(results: list[dict], cases: list[Case], refs: dict, cpus: int) -> list[str]:
+    """Give each row its thread count, the page loop's and memcpy's GB/s on that many
+    threads in its rounds (``page_loop_t_gbps``, ``memcpy_t_gbps``) and its ratios to
+    them (``ratio_to_page_loop_t``, ``ratio_to_memcpy_t``). Returns a warning per row
+    faster than memcpy on its threads (a ceiling it cannot beat: the machine's speed
+    changed between the row's runs and the references')."""
     by_row = {(c.backend, c.folio_size): c for c in cases}
+    warnings = []
     for r in results:
         case = by_row.get((r["backend"], r["folio_size"]))
         t = row_threads(case, cpus) if case is not None else None
         r["threads"] = t
         for kind in KINDS:
-            ref = refs.get(kind, {}).get(str(t)) if t else None
-            r[f"ratio_to_{kind}_t"] = r["gbps_median"] / ref["gbps"] if ref else None
+            gbps = reference_for(refs, kind, t, r["folio_size"]) if t else None
+            r[f"{kind}_t_gbps"] = gbps
+            r[f"ratio_to_{kind}_t"] = r["gbps_median"] / gbps if gbps else None
+        over = r["ratio_to_memcpy_t"]
+        if over is not None and over > 1.0:
+            warnings.append(
+                f"{r['backend']} at {format_size(r['folio_size'])} ran at {over:.2f}x memcpy "
+                f"on {t} thread{'s' if t != 1 else ''}, a ceiling a copy cannot beat: the "
+                "machine's speed changed between its runs and the references'"
+            )
+    return warnings
 
 
-def lines(refs: dict) -> list[tuple[str, str]]:
-    """The table's reference rows: per kind and thread count, ``in turn / back to back``."""
-    out = []
+def lines(refs: dict, sizes: list[int] | None = None) -> list[tuple[str, str | list[str]]]:
+    """The table's reference rows: per kind and thread count, ``in turn / back to back``;
+    with *sizes* (the table's columns) and passes timed per size, one figure per column."""
+    out: list[tuple[str, str | list[str]]] = []
     for kind in KINDS:
         for t, ref in refs.get(kind, {}).items():
             label = f"{LABELS[kind]}, {t} thread{'s' if t != '1' else ''}"
-            text = f"{ref['gbps']:.2f}"
+            hot = ""
             if ref["hot_gbps"] is not None and refs["method"] == "in turn":
-                text += f" / {ref['hot_gbps']:.2f}"
-            out.append((label, text))
+                hot = f" / {ref['hot_gbps']:.2f}"
+            own = ref.get("by_size", {})
+            if sizes and own:
+                out.append(
+                    (
+                        label,
+                        [
+                            f"{own[str(s)]['gbps']:.2f}{hot}" if str(s) in own else "-"
+                            for s in sizes
+                        ],
+                    )
+                )
+            else:
+                out.append((label, f"{ref['gbps']:.2f}{hot}"))
     return out
 
 
-__all__ = ["REFERENCE_BYTES", "References", "add_limits", "lines", "llc_bytes", "row_threads"]
+__all__ = [
+    "MOVED",
+    "REFERENCE_BYTES",
+    "References",
+    "add_limits",
+    "lines",
+    "llc_bytes",
+    "reference_for",
+    "row_threads",
+]

@@ -90,11 +90,12 @@ def table(
     sizes: list[int],
     title: str,
     metric: str = "gbps",
-    lines: list[tuple[str, float | str]] | None = None,
+    lines: list[tuple[str, float | str | list[str]]] | None = None,
     caption: str | None = None,
 ) -> RenderableType:
     """One row per backend, one column per folio size; *lines* are reference rows (a
-    label and one GB/s figure for every column: the rooflines)."""
+    label and one GB/s figure for every column, as the rooflines, or a list of texts,
+    one per column)."""
     backends = list(dict.fromkeys(r["backend"] for r in results))
     cells = {(r["backend"], r["folio_size"]): r for r in results}
     emulated = {r["backend"] for r in results if r.get("emulated")}
@@ -105,6 +106,9 @@ def table(
             [label] + [cell(cells[b, s], metric) if (b, s) in cells else "-" for s in sizes]
         )
     for label, value in lines or []:
+        if isinstance(value, list):
+            rows.append([label, *value])
+            continue
         text = value if isinstance(value, str) else f"{value:.2f}"
         rows.append([label] + [text] * len(sizes))
     return make_table(
@@ -135,7 +139,8 @@ def limits(results: list[dict], sizes: list[int]) -> RenderableType:
         ["against the hardware"] + [format_size(s) for s in sizes],
         rows,
         caption="Per row on T threads or channels: ratio to the C page loop on T threads | "
-        "to memcpy on T threads (both in turn) | CPUs busy in its copy step.",
+        "to memcpy on T threads (both in turn, in the rounds of its folio size) | CPUs busy in its "
+        "copy step.",
     )
 
 

@@ -82,11 +82,13 @@ def run_table(
     # one pass each per timed round of the rows taking turns (their memory idle while the
     # rows ran, as each row's is while the others run; on a VM first touches after an
     # idle second cost up to 2x), or back to back where one machine at a time runs
-    def on_round(r: int, rounds: int) -> None:
+    def on_round(r: int, rounds: int, size: int) -> None:
         # every round, so that each row's runs are as far apart in the first timed round
         # as in the others (without it the first timed run came out up to 30% faster);
-        # kept for the rounds every row times
-        refs.turn(record=r >= rounds - repeat)
+        # kept for the rounds every row times, and by folio size: each size's rows are
+        # judged by the passes of their own rounds (a shared host's speed can change
+        # between the sizes)
+        refs.turn(record=r >= rounds - repeat, size=size)
 
     if not interleave:
         refs.release()  # one machine at a time needs the room their buffers hold
@@ -117,7 +119,7 @@ def run_table(
     report.add_ratios(
         results, roof, extra.get("roofline_h2d_gbps"), roofline_mt=extra["roofline_mt_gbps"]
     )
-    refs_mod.add_limits(results, cases, summary, threads)
+    summary["warnings"] += refs_mod.add_limits(results, cases, summary, threads)
     extra.update(
         batch_pages=cases[0].batch_pages,
         layout=cases[0].layout,
@@ -139,11 +141,11 @@ def run_table(
             },
         }
     doc = report.document(host, roof, results, **extra)
-    lines: list[tuple[str, float | str]] = [
+    lines: list[tuple[str, float | str | list[str]]] = [
         ("memcpy roofline, 1 thread", roof),
         (f"memcpy roofline, {threads} threads", extra["roofline_mt_gbps"]),
     ]
-    lines += refs_mod.lines(summary)
+    lines += refs_mod.lines(summary, size_list)
     in_turn = summary["method"] == "in turn"
     how = "in turn / back to back" if in_turn else "back to back"
     if "roofline_h2d_gbps" in extra:

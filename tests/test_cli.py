@@ -90,10 +90,17 @@ def test_bench_json_follows_the_schema(run):
             ref = refs[kind][str(t)]
             assert len(ref["runs"]) == 4  # one pass per timed round
             assert ref["measured_gbps"] == pytest.approx(float(np.median(ref["runs"])))
-            assert x[f"ratio_to_{kind}_t"] == pytest.approx(x["gbps_median"] / ref["gbps"])
+            # judged by the passes of its own rounds: two per folio size
+            own = ref["by_size"][str(x["folio_size"])]
+            assert len(own["runs"]) == 2 and set(own["runs"]) <= set(ref["runs"])
+            assert x[f"{kind}_t_gbps"] == own["gbps"]
+            assert x[f"ratio_to_{kind}_t"] == pytest.approx(x["gbps_median"] / own["gbps"])
     for kind in kinds:  # never below the figure on fewer threads
         figures = [refs[kind][k]["gbps"] for k in sorted(refs[kind], key=int)]
         assert figures == sorted(figures)
+        for size in ("4096", "65536"):
+            figures = [refs[kind][k]["by_size"][size]["gbps"] for k in sorted(refs[kind], key=int)]
+            assert figures == sorted(figures)
     assert doc["roofline_mt_gbps"] >= doc["roofline_gbps"]
 
 

@@ -38,11 +38,13 @@ def test_a_split_policy_row_uses_every_cpu():
     assert refs.row_threads(case, 6) == 6
 
 
-def _fake(in_turn: dict, hot: dict, total: int = 1 << 30) -> refs.References:
+def _fake(
+    in_turn: dict, hot: dict, total: int = 1 << 30, by_size: dict | None = None
+) -> refs.References:
     r = refs.References.__new__(refs.References)
     r.bytes, r.threads, r.method = total, sorted({t for _, t in in_turn}), "in turn"
     r._refs = {"memcpy": None, "page_loop": None}
-    r.in_turn, r.hot = in_turn, hot
+    r.in_turn, r.hot, r.by_size = in_turn, hot, by_size or {}
     return r
 
 
@@ -80,6 +82,48 @@ def test_an_inverted_reference_reports_the_larger_and_warns(monkeypatch):
         lines["memcpy, 2 threads"] == "11.00 / 14.00"
         and lines["C page loop, 1 thread"] == "5.00 / 6.00"
     )
+
+
+def test_each_size_is_judged_by_the_passes_of_its_own_rounds(monkeypatch):
+    """A host whose memory speed doubled between the 4K rounds and the 2M ones: each
+    size's rows are judged by their own rounds' passes (never below fewer threads),
+    the move is warned about, and so is a row faster than memcpy on its threads."""
+    monkeypatch.setattr(refs, "llc_bytes", lambda: 32 << 20)
+    two_m = 2 << 20
+    by_size = {
+        ("memcpy", 1, 4096): [20.0, 21.0],
+        ("memcpy", 1, two_m): [28.0, 29.0],
+        ("memcpy", 2, 4096): [30.0, 31.0],
+        ("memcpy", 2, two_m): [55.0, 56.0],
+        ("page_loop", 1, 4096): [12.0],
+        ("page_loop", 2, 4096): [11.0],  # inverted: the 1-thread figure judges
+    }
+    in_turn: dict = {}
+    for (kind, t, _), runs in by_size.items():
+        in_turn.setdefault((kind, t), []).extend(runs)
+    s = _fake(in_turn, {}, by_size=by_size).summary(1 << 30)
+    mem2 = s["memcpy"]["2"]["by_size"]
+    assert mem2["4096"]["gbps"] == 30.5 and mem2[str(two_m)]["gbps"] == 55.5
+    assert s["page_loop"]["2"]["by_size"]["4096"]["gbps"] == 12.0
+    assert s["page_loop"]["2"]["by_size"]["4096"]["measured_gbps"] == 11.0
+    moved = [w for w in s["warnings"] if "changed during the run" in w]
+    assert len(moved) == 2 and "30.50-55.50" in moved[1]  # memcpy on 1 and on 2 threads
+    results = [
+        {"backend": "cpu-batched:threads=2", "folio_size": 4096, "gbps_median": 24.4},
+        {"backend": "cpu-batched:threads=2", "folio_size": two_m, "gbps_median": 50.0},
+        {"backend": "cpu-serial", "folio_size": two_m, "gbps_median": 30.0},
+    ]
+    cases = [Case(x["backend"], x["folio_size"], 1 << 30) for x in results]
+    beat = refs.add_limits(results, cases, s, 2)
+    assert results[0]["ratio_to_memcpy_t"] == pytest.approx(0.8)
+    assert results[0]["memcpy_t_gbps"] == 30.5
+    assert results[1]["ratio_to_memcpy_t"] == pytest.approx(50.0 / 55.5)
+    assert results[1]["page_loop_t_gbps"] == 12.0  # none in its rounds: the whole run's
+    assert results[2]["ratio_to_memcpy_t"] == pytest.approx(30.0 / 28.5)
+    assert len(beat) == 1 and "cpu-serial at 2M ran at 1.05x memcpy on 1 thread" in beat[0]
+    lines = dict(refs.lines(s, [4096, two_m]))
+    assert lines["memcpy, 2 threads"] == ["30.50", "55.50"]
+    assert lines["C page loop, 2 threads"] == ["12.00", "-"]
 
 
 def test_a_total_that_fits_the_last_level_cache_is_said(monkeypatch):
