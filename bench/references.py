@@ -226,12 +226,30 @@ def reference_for(refs: dict, kind: str, t: int, size: int) -> float | None:
     return float(own["gbps"] if own else ref["gbps"])
 
 
+def round_passes(refs: dict, kind: str, t: int, size: int) -> np.ndarray | None:
+    """Per timed round of the rows of *size*: the reference's pass on *t* threads, or on
+    fewer where that one was faster (the rule of :meth:`References.summary`, round by
+    round); None where no passes were timed per size, or not as many on each count."""
+    per = refs.get(kind, {})
+    runs = [
+        per[k]["by_size"][str(size)]["runs"]
+        for k in sorted(per, key=int)
+        if int(k) <= t and str(size) in per[k].get("by_size", {})
+    ]
+    if not runs or len({len(x) for x in runs}) != 1:
+        return None
+    return np.maximum.reduce([np.asarray(x, dtype=np.float64) for x in runs])
+
+
 def add_limits(results: list[dict], cases: list[Case], refs: dict, cpus: int) -> list[str]:
     """Give each row its thread count, the page loop's and memcpy's GB/s on that many
     threads in its rounds (``page_loop_t_gbps``, ``memcpy_t_gbps``) and its ratios to
-    them (``ratio_to_page_loop_t``, ``ratio_to_memcpy_t``). Returns a warning per row
-    faster than memcpy on its threads (a ceiling it cannot beat: the machine's speed
-    changed between the row's runs and the references')."""
+    them (``ratio_to_page_loop_t``, ``ratio_to_memcpy_t``): the median over the timed
+    rounds of its run over the reference's pass in the same round, where they pair up
+    (a change of the machine's speed between rounds then moves both sides of a ratio),
+    else the ratio of the medians. Returns a warning per row faster than memcpy on its
+    threads (a ceiling it cannot beat: the machine's speed changed between the row's
+    runs and the references')."""
     by_row = {(c.backend, c.folio_size): c for c in cases}
     warnings = []
     for r in results:
@@ -241,7 +259,12 @@ def add_limits(results: list[dict], cases: list[Case], refs: dict, cpus: int) ->
         for kind in KINDS:
             gbps = reference_for(refs, kind, t, r["folio_size"]) if t else None
             r[f"{kind}_t_gbps"] = gbps
-            r[f"ratio_to_{kind}_t"] = r["gbps_median"] / gbps if gbps else None
+            ratio = r["gbps_median"] / gbps if gbps else None
+            passes = round_passes(refs, kind, t, r["folio_size"]) if t else None
+            runs = r.get("gbps", [])
+            if ratio is not None and passes is not None and len(runs) == passes.size:
+                ratio = float(np.median(np.asarray(runs, dtype=np.float64) / passes))
+            r[f"ratio_to_{kind}_t"] = ratio
         over = r["ratio_to_memcpy_t"]
         if over is not None and over > 1.0:
             warnings.append(
@@ -286,5 +309,6 @@ __all__ = [
     "lines",
     "llc_bytes",
     "reference_for",
+    "round_passes",
     "row_threads",
 ]

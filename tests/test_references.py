@@ -121,6 +121,15 @@ def test_each_size_is_judged_by_the_passes_of_its_own_rounds(monkeypatch):
     assert results[1]["page_loop_t_gbps"] == 12.0  # none in its rounds: the whole run's
     assert results[2]["ratio_to_memcpy_t"] == pytest.approx(30.0 / 28.5)
     assert len(beat) == 1 and "cpu-serial at 2M ran at 1.05x memcpy on 1 thread" in beat[0]
+    # where the rows' runs pair with the passes, each round's run is judged by that
+    # round's pass (on T threads, or fewer where faster), and the ratio is their median
+    paired = [
+        {"backend": "cpu-batched:threads=2", "folio_size": 4096, "gbps": [15.0, 31.0]},
+    ]
+    paired[0]["gbps_median"] = 23.0
+    refs.add_limits(paired, [Case(paired[0]["backend"], 4096, 1 << 30)], s, 2)
+    assert paired[0]["ratio_to_memcpy_t"] == pytest.approx((15.0 / 30.0 + 31.0 / 31.0) / 2)
+    assert paired[0]["ratio_to_page_loop_t"] == pytest.approx(23.0 / 12.0)  # unpaired
     lines = dict(refs.lines(s, [4096, two_m]))
     assert lines["memcpy, 2 threads"] == ["30.50", "55.50"]
     assert lines["C page loop, 2 threads"] == ["12.00", "-"]
