@@ -18,6 +18,9 @@ import numpy as np
 
 from offload import native
 
+#: Bytes a reference's check compares at a time (no temporary the size of the copy).
+CHECK_CHUNK = 8 << 20
+
 
 def _copy(dst: np.ndarray, src: np.ndarray) -> None:
     """One contiguous copy, compiled where it can be (it releases the GIL either way)."""
@@ -153,6 +156,15 @@ class Memcpy:
         self._threads.map(threads, part)
         return n / (time.perf_counter() - t0) / 1e9
 
+    def check(self, chunk: int = CHECK_CHUNK) -> bool:
+        """Whether the last pass left the destination equal to the source (read in
+        chunks on this thread, as the benchmark reads a row's bytes after each run)."""
+        n = self._src.size
+        return all(
+            np.array_equal(self._dst[a : a + chunk], self._src[a : a + chunk])
+            for a in range(0, n, chunk)
+        )
+
     def close(self) -> None:
         self._threads.close()
 
@@ -215,6 +227,15 @@ class PageLoop:
         t0 = time.perf_counter()
         self._threads.map(threads, lambda i: self._copy(self._dst, self._src, *shares[i]))
         return self.total_bytes / (time.perf_counter() - t0) / 1e9
+
+    def check(self, chunk: int = CHECK_CHUNK) -> bool:
+        """Whether every page the last pass copied equals its source page (read in
+        chunks on this thread, as the benchmark reads a row's bytes after each run)."""
+        step = max(1, chunk // self._src.shape[1])
+        return all(
+            np.array_equal(self._dst[self._dp[a : a + step]], self._src[self._sp[a : a + step]])
+            for a in range(0, self._sp.size, step)
+        )
 
     def close(self) -> None:
         self._threads.close()

@@ -217,3 +217,34 @@ def test_every_field_of_the_bench_schema_is_described():
 
     walk(schema, "")
     assert missing == []
+
+
+@pytest.mark.parametrize("kind", ["memcpy", "page_loop"])
+def test_every_pass_in_turn_is_checked_like_a_row(kind):
+    """Each reference pass in turn is read back as a row's bytes are (so that every timed
+    copy starts after such a read); a pass that left a wrong byte stops the bench."""
+    from offload import native
+    from offload.bench.movepages import VerificationError
+
+    if kind == "page_loop" and not native.available():
+        pytest.skip("no C compiler: no page loop reference on this machine")
+    r = refs.References(1 << 20, [1, 2])
+    try:
+        r.turn(record=True, size=4096)  # clean passes pass their checks
+        ref = r._refs[kind]
+        assert ref.check()
+        clean = ref.run
+
+        def broken(threads: int = 1) -> float:
+            gbps = clean(threads)
+            if kind == "memcpy":
+                ref._dst[12345] ^= 1
+            else:
+                ref._dst[ref._dp[3], 7] ^= 1
+            return gbps
+
+        ref.run = broken
+        with pytest.raises(VerificationError, match=refs.LABELS[kind]):
+            r.turn(record=True, size=4096)
+    finally:
+        r.release()
