@@ -264,8 +264,8 @@ def add_limits(results: list[dict], cases: list[Case], refs: dict, cpus: int) ->
     rounds of its run over the reference's pass in the same round, where they pair up
     (a change of the machine's speed between rounds then moves both sides of a ratio),
     else the ratio of the medians. Returns a warning per row faster than memcpy on its
-    threads (a ceiling it cannot beat: the machine's speed changed between the row's
-    runs and the references')."""
+    threads, its ceiling (the machine changed between the row's runs and the passes, or
+    the row copies with other stores)."""
     by_row = {(c.backend, c.folio_size): c for c in cases}
     warnings = []
     for r in results:
@@ -285,8 +285,9 @@ def add_limits(results: list[dict], cases: list[Case], refs: dict, cpus: int) ->
         if over is not None and over > 1.0:
             warnings.append(
                 f"{r['backend']} at {format_size(r['folio_size'])} ran at {over:.2f}x memcpy "
-                f"on {t} thread{'s' if t != 1 else ''}, a ceiling a copy cannot beat: the "
-                "machine's speed changed between its runs and the references'"
+                f"on {t} thread{'s' if t != 1 else ''}, its ceiling: the machine's speed "
+                "changed between its runs and the references' passes, or it copies with "
+                "other stores than the references (cpu-serial's are plain)"
             )
     return warnings
 
