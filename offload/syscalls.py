@@ -234,9 +234,9 @@ def _move_group(
                 distinct = bool((ca[1:] > ca[:-1]).all())
             first: slice | np.ndarray = slice(None)
             if not distinct:
-                once = np.unique(keys, return_index=True)[1]
-                if once.size < keys.size:  # some folio is named twice
-                    first = np.sort(once)
+                srt = np.sort(keys)  # cheaper than unique's index: usually none repeats
+                if (srt[1:] == srt[:-1]).any():  # some folio is named twice
+                    first = np.sort(np.unique(keys, return_index=True)[1])
             fnid, fheads = cnid[first], heads[first]
             f = Folios(fnid, fheads, orders[first], np.full(fnid.size, node, dtype=np.int32))
             if m.engine.isolate(f):

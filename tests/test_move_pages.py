@@ -410,3 +410,22 @@ def test_audit_sees_a_free_frame_that_kept_an_owner_pins_or_state(field, value):
     assert node.order[pfn] < 0 and m.audit() == []
     getattr(node, field)[pfn] = value
     assert any("free frames keep" in x for x in m.audit())
+
+
+@pytest.mark.parametrize("order", [[2, 0, 1, 2, 0], [0, 1, 2], [2, 1, 0], [1, 1, 1]])
+def test_entries_naming_folios_in_any_order_move_each_folio_once(machine, order):
+    """Entries naming three large folios in any order, some folios named twice and not
+    side by side: each folio moves once, every entry shares its folio's outcome."""
+    p = machine.spawn()
+    fs = 16 * PAGE_SIZE
+    a = p.mmap(3 * fs, folio_size=fs)
+    data = fill(p, a, 3 * fs, 9)
+    entries = [a + k * fs + (j % 16) * PAGE_SIZE for j, k in enumerate(order)]
+    r = p.move_pages(entries, [1] * len(entries))
+    assert r.ret == 0 and r.status == [1] * len(entries)
+    named = len(set(order))
+    assert machine.vmstat["pgmigrate_success"] == named * 16
+    assert p.move_pages(pages(a, 3 * fs), None).status == [
+        1 if k in order else 0 for k in range(3) for _ in range(16)
+    ]
+    assert p.read(a, data.size) == data.tobytes()
