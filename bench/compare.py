@@ -95,9 +95,19 @@ def _ratio_runs(doc: dict, row: dict, metric: str) -> list[float] | None:
             None,
         )
     else:
+        from .references import round_passes
+
         t = row.get("threads")
-        ref = (doc.get("references") or {}).get("memcpy", {}).get(str(t)) if t else None
-        base = ref.get("runs") if isinstance(ref, dict) else None
+        refs = doc.get("references") or {}
+        # the passes of the row's own rounds (its folio size), round by round the faster
+        # of T threads and fewer, as the row's ratio was taken; else (a document from
+        # before passes were kept per size) the passes of the whole run
+        passes = round_passes(refs, "memcpy", t, row.get("folio_size", 0)) if t else None
+        if passes is not None:
+            base = passes.tolist()
+        else:
+            ref = refs.get("memcpy", {}).get(str(t)) if t else None
+            base = ref.get("runs") if isinstance(ref, dict) else None
     own = row.get("backend") == "cpu-serial" and metric == "ratio_to_serial"
     if own or not base or len(base) != len(runs):
         return None

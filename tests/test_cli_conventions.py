@@ -450,3 +450,25 @@ def test_the_default_output_is_one_table_and_details_come_on_request():
         assert extra not in r.stdout
     r = CliRunner().invoke(main, ["--width", "200", *base, "--details"])
     assert "against the hardware" in r.stdout and "non-copy us/4K page" in r.stdout
+
+
+def test_compare_pairs_a_row_with_the_memcpy_passes_of_its_own_rounds():
+    """With references kept per folio size, each run of a row is divided by the memcpy
+    pass of its round (on its threads, or fewer where faster), as the bench did; a
+    document without them falls back to the passes of the whole run, where they pair."""
+    from offload.bench.compare import _ratio_runs
+
+    refs = {
+        "memcpy": {
+            "1": {"runs": [9.0] * 4, "by_size": {"4096": {"runs": [10.0, 30.0]}}},
+            "2": {"runs": [9.0] * 4, "by_size": {"4096": {"runs": [20.0, 20.0]}}},
+        }
+    }
+    row = {"backend": "cpu-batched", "folio_size": 4096, "threads": 2, "gbps": [10.0, 15.0]}
+    doc = {"references": refs, "results": [row]}
+    assert _ratio_runs(doc, row, "ratio_to_memcpy_t") == [0.5, 0.5]
+    for per in refs["memcpy"].values():
+        del per["by_size"]
+    assert _ratio_runs(doc, row, "ratio_to_memcpy_t") is None  # 4 passes, 2 runs
+    refs["memcpy"]["2"]["runs"] = [20.0, 10.0]
+    assert _ratio_runs(doc, row, "ratio_to_memcpy_t") == [0.5, 1.5]
