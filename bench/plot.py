@@ -1,6 +1,7 @@
 """``--plot``: a figure for a paper. GB/s by folio size per backend (bars: the median
 and its MAD over the runs, the spread the table shows), the references as labelled lines
-(the C page loop and memcpy on each thread count, timed in turn with the rows), the
+(the C page loop and memcpy on each thread count, timed in turn with the rows; a segment
+over each column where they were kept per folio size, as each size's rows are judged), the
 series' published rows with ``--published`` (hollow markers), and the speedup over
 cpu-serial (points: median and MAD of the run-by-run ratios). Folio sizes are categories,
 not a continuous axis; one legend under both panels; the machine, date and tool version
@@ -86,9 +87,18 @@ def plot_table(
     lines = []
     styles = {"memcpy": ("--", ":"), "page_loop": ("-.", (0, (1, 3)))}
     names = {"memcpy": "memcpy", "page_loop": "C page loop"}
+    #: per reference: its label, its figure (the whole run's), its style, and its figure
+    #: per column where the passes were kept per folio size (each size's rows are judged
+    #: by those of their own rounds: drawn as a segment over each column)
+    per_size: dict[str, list[float]] = {}
     for kind in ("memcpy", "page_loop"):
         for k, (t, ref) in enumerate(sorted(refs.get(kind, {}).items(), key=lambda x: int(x[0]))):
-            lines.append((f"{names[kind]}, {t} thr", ref["gbps"], styles[kind][min(k, 1)]))
+            label = f"{names[kind]}, {t} thr"
+            own = ref.get("by_size", {})
+            if all(str(s) in own for s in sizes):
+                per_size[label] = [float(own[str(s)]["gbps"]) for s in sizes]
+            value = per_size[label][-1] if label in per_size else ref["gbps"]
+            lines.append((label, value, styles[kind][min(k, 1)]))
     if not lines:  # a document without per-thread references: the rooflines it has
         lines = [("memcpy, 1 thread", doc.get("roofline_gbps"), "--")]
         if doc.get("roofline_mt_gbps"):
@@ -96,10 +106,13 @@ def plot_table(
                 (f"memcpy, {doc.get('roofline_mt_threads')} threads", doc["roofline_mt_gbps"], ":")
             )
     placed: list[float] = []
-    top = max([v for _, v, _ in lines if v] + [0.0])
+    top = max([v for _, v, _ in lines if v] + [v for vs in per_size.values() for v in vs] + [0.0])
     for label, value, style in sorted(lines, key=lambda x: x[1] or 0):
-        if value:
+        if label in per_size:
+            ax.hlines(per_size[label], x - 0.48, x + 0.48, colors="k", linestyles=style, lw=0.7)
+        elif value:
             ax.axhline(value, color="k", linestyle=style, linewidth=0.7)
+        if value:
             # labels of references close together are nudged apart, never on each other
             y = max([value] + [p + 0.045 * top for p in placed if abs(p - value) < 0.045 * top])
             placed.append(y)

@@ -417,6 +417,42 @@ def test_the_figure_is_written_where_said_and_never_over_a_file_without_force(tm
     assert r.exit_code == 0 and (w, h) == (680, 920)  # 3.4 x 4.6 in at 200 dpi
 
 
+def test_the_figure_draws_each_columns_own_references(tmp_path, monkeypatch):
+    """References kept per folio size are drawn as a segment over each column at that
+    column's figure; one without them as a line across the figure."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.axes import Axes
+
+    from offload.bench.plot import plot_table
+
+    drawn: dict[str, list] = {"hlines": [], "axhline": []}
+    for name in drawn:
+        real = getattr(Axes, name)
+
+        def spy(self, *a, _real=real, _name=name, **k):
+            drawn[_name].append(a[0])
+            return _real(self, *a, **k)
+
+        monkeypatch.setattr(Axes, name, spy)
+    sizes = [4096, 2 << 20]
+    results = [
+        {"backend": "cpu-serial", "folio_size": s, "gbps": [5.0, 5.2], "gbps_median": 5.1}
+        for s in sizes
+    ]
+    refs = {
+        "method": "in turn",
+        "memcpy": {
+            "1": {"gbps": 20.0, "by_size": {"4096": {"gbps": 18.0}, str(2 << 20): {"gbps": 30.0}}}
+        },
+        "page_loop": {"1": {"gbps": 12.0}},
+    }
+    doc = {"results": results, "references": refs}
+    plot_table(doc, sizes, str(tmp_path / "f.png"), "t")
+    assert [list(v) for v in drawn["hlines"]] == [[18.0, 30.0]]
+    assert 12.0 in drawn["axhline"] and 20.0 not in drawn["axhline"]
+    assert (tmp_path / "f.png").stat().st_size > 10_000
+
+
 @pytest.mark.parametrize(
     "suite",
     [[], ["split", "--policies", "cpu-only"], ["cpu", "--backends", "cpu-serial"], ["overhead"]],
