@@ -475,7 +475,7 @@ class MigrationEngine:
                     whole = idx.size == len(g)  # one source node: no copies of the arrays
                     pfn, order = (g.src_pfn, g.order) if whole else (g.src_pfn[idx], g.order[idx])
                     self.nodes[s].free_folios(pfn, order)
-            self._counted_moved(moved, int(np.count_nonzero(g.order == HPAGE_PMD_ORDER)), len(g))
+            self._counted_moved(moved, _thps(g.order), len(g))
             self.cond.notify_all()
 
     # -- undo -----------------------------------------------------------------------------
@@ -533,7 +533,7 @@ class MigrationEngine:
                 f = out.folios[bad]
                 self.undo_src(f, ISOLATED | MIGRATING)
                 self.vmstat.add("pgmigrate_fail", total_pages(f.order))
-                self.vmstat.add("thp_migration_fail", int((f.order == HPAGE_PMD_ORDER).sum()))
+                self.vmstat.add("thp_migration_fail", _thps(f.order))
             self.cond.notify_all()
 
     # -- the batch copy ---------------------------------------------------------------------
@@ -648,7 +648,7 @@ class MigrationEngine:
                 )
             # as migrate_pages_batch's -ENOMEM case: a THP split to retry its pieces is
             # counted failed as well as split (nr_thp_failed, nr_thp_split)
-            thps = int((f.order == HPAGE_PMD_ORDER).sum())
+            thps = _thps(f.order)
             self.vmstat.add("thp_migration_fail", thps)
             self.vmstat.add("thp_migration_split", thps)
             self.cond.notify_all()
@@ -726,6 +726,11 @@ def _verify_pages(batch: FolioBatch, chunk: int) -> np.ndarray:
         return np.zeros(n, dtype=bool)
     starts = np.concatenate(([0], np.cumsum(npg)[:-1]))
     return np.logical_or.reduceat(page_bad, starts)
+
+
+def _thps(order: np.ndarray) -> int:
+    """How many of the folios of these orders are PMD-sized THPs (the vmstat thp_*)."""
+    return int(np.count_nonzero(order == HPAGE_PMD_ORDER))
 
 
 __all__ = ["EngineStats", "Folios", "MigrationEngine", "Outcome", "verify_batch"]
