@@ -9,7 +9,6 @@ was compiled."""
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,37 +29,19 @@ def _copy(dst: np.ndarray, src: np.ndarray) -> None:
 
 def memcpy_gbps(total_bytes: int, repeat: int = 3) -> list[float]:
     """GB/s of ``repeat`` single-threaded copies of *total_bytes* between two buffers."""
-    src = np.empty(total_bytes, dtype=np.uint8)
-    src.fill(0x5A)
-    dst = np.zeros_like(src)
-    np.copyto(dst, src)  # fault both buffers in before timing
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        _copy(dst, src)
-        out.append(total_bytes / (time.perf_counter() - t0) / 1e9)
-    return out
+    return memcpy_mt_gbps(total_bytes, 1, repeat)
 
 
 def memcpy_mt_gbps(total_bytes: int, threads: int, repeat: int = 3) -> list[float]:
     """GB/s of ``repeat`` copies of *total_bytes*, split into *threads* contiguous slices
-    copied at once by as many threads (``np.copyto`` releases the GIL): what the machine
-    gives a copy that several CPUs share, the ceiling of the multi-threaded rows."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    src = np.empty(total_bytes, dtype=np.uint8)
-    src.fill(0x5A)
-    dst = np.zeros_like(src)
-    bounds = np.linspace(0, total_bytes, threads + 1).astype(np.int64)
-    parts = [(dst[a:b], src[a:b]) for a, b in itertools.pairwise(bounds)]
-    out = []
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(lambda p: np.copyto(*p), parts))  # fault in, start the threads
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            list(pool.map(lambda p: _copy(*p), parts))
-            out.append(total_bytes / (time.perf_counter() - t0) / 1e9)
-    return out
+    copied at once by as many threads (the copies release the GIL): what the machine
+    gives a copy that several CPUs share, the ceiling of the multi-threaded rows. Passes
+    of a :class:`Memcpy` of its own, back to back."""
+    ref = Memcpy(total_bytes)
+    try:
+        return [ref.run(threads) for _ in range(repeat)]
+    finally:
+        ref.close()
 
 
 def h2d_gbps(total_bytes: int, repeat: int = 3) -> list[float]:
