@@ -128,10 +128,14 @@ def timed(copy: Callable[[FolioBatch], bool]) -> Callable[[FolioBatch], float | 
     """*copy* (True where the call returned in time with every folio marked), timed."""
 
     def run(batch: FolioBatch) -> float | None:
+        # the marks are read from the array handed over: a plugin may rebind the
+        # batch's attribute to anything (a list, None), which marks nothing
+        held = batch.copied
         t0 = time.perf_counter()
         ok = copy(batch)
         seconds = time.perf_counter() - t0
-        return seconds if ok and bool(batch.copied.all()) and seconds > 0 else None
+        marked = type(held) is np.ndarray and held.dtype == np.bool_ and bool(held.all())
+        return seconds if ok and marked and seconds > 0 else None
 
     return run
 

@@ -79,5 +79,9 @@ def test_the_scratch_is_scattered_and_each_copy_is_checked():
     marks_half = timed(lambda batch: batch.copied.__setitem__(slice(0, 1), True) or True)
     assert marks_all(s.batch(8, 0)) is not None
     assert marks_half(s.batch(8, 0)) is None  # a folio left unmarked: no time
+    # marks made anywhere but in the array handed over count for nothing
+    for junk in ([True] * 8, True, None, np.ones(8, dtype=bool)):
+        rebinds = timed(lambda batch, j=junk: setattr(batch, "copied", j) or True)
+        assert rebinds(s.batch(8, 0)) is None
     assert scratch_pages(64) == 1024 and scratch_pages(1 << 20) == 8192
     assert s.memory[0].nbytes == 1024 * PAGE_SIZE

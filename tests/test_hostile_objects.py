@@ -121,7 +121,7 @@ class NoInitRecursing(RecursingLookup):
 
 
 LOOKUPS = [RecursingLookup, RaisingLookup, RaisingName, NoInitRecursing]
-POLICIES = ["offload-only", "static:0.5", "adaptive"]
+POLICIES = ["offload-only", "static:0.5", "adaptive", "model"]
 
 
 def run_moves(m: Machine) -> None:
