@@ -159,6 +159,16 @@ def test_an_offload_that_rebinds_its_batch_never_fails_a_migration(cls, policy):
 
 
 @pytest.mark.parametrize("cls", REBINDERS, ids=lambda c: c.name)
+def test_a_rebinding_provider_beside_another_never_fails_a_migration(cls):
+    """One of two providers, split over by the cost model (calibrated on scratch
+    batches first, where it rebinds too)."""
+    with Machine(
+        nodes="16M,16M", offload=[cls(), "dma-threads:channels=2"], policy="model", batch_pages=64
+    ) as m:
+        run_moves(m)
+
+
+@pytest.mark.parametrize("cls", REBINDERS, ids=lambda c: c.name)
 def test_a_cpu_path_that_rebinds_its_batch_never_fails_a_migration(cls):
     with Machine(nodes="16M,16M", cpu=cls(), batch_pages=64) as m:
         run_moves(m)
