@@ -11,8 +11,8 @@ from offload.sizes import format_size, parse_size
 from .output import output_options
 
 DEFAULT_SIZES = "4K,16K,64K,256K,1M,2M"
-#: In --backends, this name stands for the scheduler's adaptive policy over cpu-batched
-#: and the 4-channel DMA engine.
+#: In --backends, this name stands for the scheduler's adaptive policy (each side's cost
+#: model) over cpu-batched and the 4-channel DMA engine.
 ADAPTIVE = "adaptive"
 
 
@@ -96,7 +96,7 @@ def validate_specs(specs: list[str], hint: str = "--backends") -> None:
             raise click.BadParameter(str(exc), param_hint=hint) from None
 
 
-#: The split suite cuts smaller batches, so that the adaptive policy gets several per run.
+#: The split suite cuts smaller batches, so that the learning policies get several per run.
 SPLIT_BATCH_PAGES = 8192
 
 

@@ -254,13 +254,13 @@ class Cell:
             row["cpu"], row["offload"] = case.cpu, case.offload
             row["cpu_fraction"] = (
                 rep["cpu_fraction"]
-                if case.policy == "adaptive"
+                if case.policy == "autotune"
                 else rep["bytes_cpu"] / max(1, rep["bytes_cpu"] + rep["bytes_offload"])
             )
             if len(rep["providers"]) > 1:  # several engines: what each one did
                 row["providers"] = rep["providers"]
             splits = rep.get("split_by_folio_size", {})
-            if splits:  # policy model or several engines: each side's cost, each batch's
+            if splits:  # policy adaptive or several engines: each side's cost, each batch's
                 row["cost_model"] = splits.get(case.folio_size) or next(iter(splits.values()))
             row["cpu_gbps_measured"] = rep["cpu_gbps"]
             row["offload_gbps_measured"] = rep["offload_gbps"]

@@ -22,7 +22,7 @@ from .suite_table import run_table
 #: emulated).
 SECOND_DEFAULT = "emu:channels=2,gbps=2,setup_us=20,per_folio_us=0.5"
 #: The policies that also run with two engines.
-TWO_ENGINE_POLICIES = ("offload-only", "model")
+TWO_ENGINE_POLICIES = ("offload-only", "adaptive")
 
 SPLIT_POLICIES = (
     "cpu-only",
@@ -30,8 +30,8 @@ SPLIT_POLICIES = (
     "static:0.25",
     "static:0.5",
     "static:0.75",
+    "autotune",
     "adaptive",
-    "model",
 )
 
 
@@ -55,7 +55,7 @@ SPLIT_POLICIES = (
     "second",
     default=SECOND_DEFAULT,
     show_default=True,
-    help="A second offload engine: the policies offload-only and model also run with "
+    help="A second offload engine: the policies offload-only and adaptive also run with "
     "both engines (rows 'POLICY x2'; several engines joined by '+'). '' for none.",
 )
 @click.option(
@@ -83,11 +83,12 @@ def split_cmd(
     """Compare scheduler policies: how each splits every batch between CPU and offload.
 
     One row per policy (its name in the backend field): cpu-only, offload-only, fixed
-    CPU fractions, adaptive and model, so that the learnt splits can be compared with
-    the best fixed one. Rows also give the CPU share of the bytes and each side's
-    measured GB/s. With --second, offload-only and model run again with a second
-    offload engine beside the first (rows 'offload-only x2', 'model x2'): the batch is
-    then split over the CPU and both engines by their fitted costs.
+    CPU fractions, autotune (measured throughputs, as Intel DTO's autotune) and adaptive
+    (each side's cost model), so that the learnt splits can be compared with the best
+    fixed one. Rows also give the CPU share of the bytes and each side's measured GB/s.
+    With --second, offload-only and adaptive run again with a second offload engine
+    beside the first (rows 'offload-only x2', 'adaptive x2'): the batch is then split
+    over the CPU and both engines by their fitted costs.
     """
     from offload.scheduler import parse_policy
 
@@ -126,9 +127,9 @@ def split_cmd(
             layout=layout,
         )
 
-    # the adaptive policy learns: it measures each of its 3 ways twice before settling
+    # autotune learns on real batches: it measures each of its 3 ways twice before settling
     cases = [
-        case(p, p, s, offload, max(warmup, 6) if p == "adaptive" else warmup)
+        case(p, p, s, offload, max(warmup, 6) if parse_policy(p).kind == "autotune" else warmup)
         for p in pols
         for s in size_list
     ]
@@ -137,7 +138,7 @@ def split_cmd(
         cases += [
             case(f"{p} x2", p, s, both, warmup)
             for p in pols
-            if p in TWO_ENGINE_POLICIES
+            if parse_policy(p).kind in TWO_ENGINE_POLICIES
             for s in size_list
         ]
     run_table(

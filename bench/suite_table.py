@@ -224,7 +224,8 @@ def run_table(
     default=None,
     help="Backend specs, comma-separated; use ';' between specs that carry "
     "options (e.g. \"cpu-serial;cpu-batched:threads=2\"). 'adaptive' is the "
-    "scheduler's adaptive policy over cpu-batched and the 4-channel DMA engine. "
+    "scheduler's adaptive policy (each side's cost model, fitted as it copies) over "
+    "cpu-batched and the 4-channel DMA engine. "
     "[default: cpu-serial, cpu-batched, the DMA engine (cupy on a usable GPU, "
     "else dma-threads) at 1, 2 and 4 channels, adaptive]",
 )

@@ -97,7 +97,9 @@ class Machine:
         providers allowed for it (:mod:`offload.multisplit`).
     policy : str
         Scheduler policy: ``cpu-only``, ``offload-only``, ``static:F``,
-        ``threshold:SIZE`` or ``adaptive``.
+        ``threshold:SIZE``, ``adaptive`` (the default: each side's cost fitted online,
+        every batch split to finish soonest; ``model`` is its former name) or
+        ``autotune`` (measured throughputs of three ways to copy, the best kept).
     batch_pages : int
         NR_MAX_BATCHED_MIGRATION, the batch limit in base pages (kernel: 512).
     verify : bool

@@ -1,5 +1,5 @@
 """Each batch split over the CPU path and the offload providers by their cost models:
-policy ``model``, and several providers (``Machine(offload=[...])``).
+policy ``adaptive``, and several providers (``Machine(offload=[...])``).
 
 Every side (the CPU path, each offload provider) keeps the calls it completed and a
 :class:`~offload.costmodel.CallCost` (``fixed + per_folio * folios + bytes /

@@ -28,7 +28,10 @@ from .sizes import parse_size
 if TYPE_CHECKING:  # pragma: no cover
     from .node import Node
 
-POLICIES = ("cpu-only", "offload-only", "static:F", "threshold:SIZE", "adaptive", "model")
+POLICIES = ("cpu-only", "offload-only", "static:F", "threshold:SIZE", "adaptive", "autotune")
+#: Other names a policy is known by: ``model`` was the cost-model policy's name before
+#: it became ``adaptive``
+ALIASES = {"model": "adaptive"}
 
 
 @dataclass
@@ -38,10 +41,11 @@ class Policy:
     Attributes
     ----------
     kind : str
-        ``cpu-only``, ``offload-only``, ``static``, ``threshold``, ``adaptive`` or
-        ``model`` (a cost model of each side, fitted online: :mod:`offload.multisplit`).
+        ``cpu-only``, ``offload-only``, ``static``, ``threshold``, ``adaptive`` (a cost
+        model of each side, fitted online: :mod:`offload.multisplit`) or ``autotune``
+        (measured throughputs, as Intel DTO's autotune: :class:`Autotune`).
     cpu_fraction : float
-        CPU share of the bytes (static; the current estimate for adaptive).
+        CPU share of the bytes (static; the current estimate for autotune).
     threshold : int
         Folios smaller than this many bytes stay on the CPU (threshold).
     """
@@ -61,7 +65,7 @@ class Policy:
 
 def parse_policy(text: str) -> Policy:
     """Parse a policy string (``cpu-only``, ``offload-only``, ``static:F``, ``threshold:SIZE``,
-    ``adaptive``).
+    ``adaptive``, ``autotune``; ``model`` is ``adaptive``).
 
     Raises
     ------
@@ -71,7 +75,8 @@ def parse_policy(text: str) -> Policy:
     if not isinstance(text, str):
         raise SpecError(f"policy: expected a string, got {type(text).__name__}")
     name, _, arg = text.strip().partition(":")
-    if name in ("cpu-only", "offload-only", "adaptive", "model") and not arg:
+    name = ALIASES.get(name, name)
+    if name in ("cpu-only", "offload-only", "adaptive", "autotune") and not arg:
         return Policy(name, cpu_fraction={"cpu-only": 1.0, "offload-only": 0.0}.get(name, 0.5))
     if name == "static" and arg:
         try:
@@ -218,11 +223,11 @@ class Scheduler:
         self.runner = runner
         self.timeout = timeout
         self.stats = SchedulerStats()
-        #: one adaptive state per batch shape (mean folio size, as a power of two): the
+        #: one autotune state per batch shape (mean folio size, as a power of two): the
         #: best split for 4K folios is not the best for 2M ones
-        self.adaptive_by_size: dict[int, Adaptive] = {}
-        self.adaptive = Adaptive()
-        #: the ``model`` policy's, or several providers', split per batch shape
+        self.autotune_by_size: dict[int, Autotune] = {}
+        self.autotune = Autotune()
+        #: the ``adaptive`` policy's, or several providers', split per batch shape
         self.multi_by_size: dict[int, MultiSplit] = {}
         self._names: dict[object, str] = {"cpu": "cpu"}
         self._nodes = nodes
@@ -253,12 +258,12 @@ class Scheduler:
             d["split_by_folio_size"] = {
                 1 << k: v.report(self._names) for k, v in sorted(self.multi_by_size.items())
             }
-        if self.policy.kind == "adaptive":
-            a = self.adaptive
-            d["adaptive"] = {"mode": a.mode, "split": a.split, "gbps": dict(a.gbps)}
-            d["adaptive_by_folio_size"] = {
+        if self.policy.kind == "autotune":
+            a = self.autotune
+            d["autotune"] = {"mode": a.mode, "split": a.split, "gbps": dict(a.gbps)}
+            d["autotune_by_folio_size"] = {
                 1 << k: {"mode": v.current, "split": v.split, "gbps": dict(v.gbps)}
-                for k, v in sorted(self.adaptive_by_size.items())
+                for k, v in sorted(self.autotune_by_size.items())
             }
         return d
 
@@ -350,7 +355,7 @@ class Scheduler:
             if not live:
                 self.cpu_copy(batch, res)
                 return
-            if len(live) > 1 or self.policy.kind == "model":
+            if len(live) > 1 or self.policy.kind == "adaptive":
                 self._run_many(batch, live, res)
                 return
             mig = live[0].migrator
@@ -454,7 +459,7 @@ class Scheduler:
             return False
         return True
 
-    def _choose(self, batch: FolioBatch) -> tuple[np.ndarray, Adaptive | None]:
+    def _choose(self, batch: FolioBatch) -> tuple[np.ndarray, Autotune | None]:
         """Which folios the offload gets, and the learning state that chose (if any)."""
         p = self.policy
         n = len(batch)
@@ -465,10 +470,10 @@ class Scheduler:
         if p.kind == "threshold":
             return (batch.npages << PAGE_SHIFT) >= p.threshold, None
         f = p.cpu_fraction
-        ada: Adaptive | None = None
-        if p.kind == "adaptive":
+        ada: Autotune | None = None
+        if p.kind == "autotune":
             shape = int(np.log2(max(1, batch.nbytes // max(1, n))))
-            ada = self.adaptive = self.adaptive_by_size.setdefault(shape, Adaptive())
+            ada = self.autotune = self.autotune_by_size.setdefault(shape, Autotune())
             f = p.cpu_fraction = ada.fraction()
         if f >= 1.0:
             return np.zeros(n, dtype=bool), ada
@@ -533,8 +538,8 @@ class Scheduler:
         return call.value is True
 
     def _run_many(self, batch: FolioBatch, regs: list[Registration], res: CopyResult) -> None:
-        """Several providers, or policy ``model``: the policy gives the CPU its part
-        (with ``model``, the CPU is one more side of the cost model), the cost models
+        """Several providers, or policy ``adaptive``: the policy gives the CPU its part
+        (with ``adaptive``, the CPU is one more side of the cost model), the cost models
         split the rest over the providers allowed for each folio
         (:mod:`offload.multisplit`); every provider's
         call runs on a worker, the CPU's part on this thread, and each call is collected
@@ -544,21 +549,21 @@ class Scheduler:
         res.providers = migs
         per = [self._allowed(r, batch) for r in regs]  # over the providers, not the folios
         kind = self.policy.kind
-        ada: Adaptive | None = None
+        ada: Autotune | None = None
         allowed: np.ndarray
         if (
             all(x is True for x in per)
-            and kind in ("model", "offload-only")
+            and kind in ("adaptive", "offload-only")
             and (kind == "offload-only" or self._cpu_reach.all())
         ):
             # the usual batch: every side takes every folio or none (one flag a side)
-            allowed = np.array([kind == "model"] + [True] * len(regs))
+            allowed = np.array([kind == "adaptive"] + [True] * len(regs))
         else:
             allowed = np.zeros((len(regs) + 1, n), dtype=bool)
             for i, x in enumerate(per):
                 allowed[i + 1] = x
             cpu_ok = self.cpu_reaches(batch)
-            if kind == "model":
+            if kind == "adaptive":
                 allowed[0] = cpu_ok
             else:
                 to_off, ada = self._choose(batch)
@@ -649,7 +654,7 @@ class Scheduler:
         mig: Migrator,
         batch: FolioBatch,
         to_off: np.ndarray,
-        ada: Adaptive | None,
+        ada: Autotune | None,
         res: CopyResult,
     ) -> None:
         st = self.stats
@@ -732,7 +737,7 @@ class Scheduler:
         t_off: float,
         wall: float,
         ok: bool,
-        ada: Adaptive | None,
+        ada: Autotune | None,
         n_cpu: int = 0,
         n_off: int = 0,
     ) -> None:
@@ -748,8 +753,8 @@ class Scheduler:
             ada.learn(b_cpu + b_off, wall, cpu_rate, off_rate, ok)
 
 
-class Adaptive:
-    """The adaptive policy: measured throughput decides each batch's CPU fraction.
+class Autotune:
+    """The ``autotune`` policy: measured throughput decides each batch's CPU fraction.
 
     Three ways to copy a batch are measured (whole-batch GB/s, smoothed): all on the CPU,
     all offloaded, and split so that both sides finish together, the split fraction

@@ -223,20 +223,20 @@ def test_split_suite_rows_name_the_policies(run):
         "static:0.25",
         "static:0.5",
         "static:0.75",
+        "autotune",
         "adaptive",
-        "model",
         "offload-only x2",
-        "model x2",
+        "adaptive x2",
     ]
     by = {x["backend"]: x for x in rows}
     # the two-engine rows: marked emulated (their second engine is), each engine listed
-    two = by["model x2"]
-    assert two["emulated"] and not by["model"]["emulated"]
+    two = by["adaptive x2"]
+    assert two["emulated"] and not by["adaptive"]["emulated"]
     assert [p["spec"].split(":")[0] for p in two["providers"]] == ["dma-threads", "emu"]
     assert two["offload"].startswith("dma-threads+emu:")
     sides = two["cost_model"]["sides"]
     assert set(sides) >= {"cpu"} and len(sides) == 3
-    cm = by["model"]["cost_model"]
+    cm = by["adaptive"]["cost_model"]
     # calibrated: no probe, but for one batch checking a calibrated side predicted close
     # to the chosen one
     assert cm["batches"] >= 3 and cm["probes"] <= 1

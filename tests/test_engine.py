@@ -55,7 +55,7 @@ def test_batches_are_cut_as_the_kernel_cuts_them():
         assert m.engine.stats.tlb_flushes == 5  # one flush per batch
 
 
-@pytest.mark.parametrize("policy", ["offload-only", "adaptive", "model"])
+@pytest.mark.parametrize("policy", ["offload-only", "adaptive", "autotune"])
 def test_a_pass_over_no_folios_makes_no_batch(policy):
     # the pass over split folios can be empty (a split that left none to move): no copy
     # step runs (the adaptive policy crashed on a batch of no folio)
@@ -136,7 +136,7 @@ class Decliner(Recorder):
 
 
 @pytest.mark.parametrize("mig_cls", [Raiser, Partial, Decliner])
-@pytest.mark.parametrize("policy", ["offload-only", "static:0.5", "adaptive"])
+@pytest.mark.parametrize("policy", ["offload-only", "static:0.5", "adaptive", "autotune"])
 def test_misbehaving_migrators_change_nothing_but_speed(mig_cls, policy):
     mig = mig_cls()
     with Machine(nodes="16M,16M", offload=mig, policy=policy) as m:
@@ -180,7 +180,8 @@ def test_registration_rules():
 
 def test_reason_mask_gates_the_migrator():
     rec = Recorder()
-    with Machine(nodes="8M,8M") as m:
+    # offload-only: the policy gives the migrator every batch it may take
+    with Machine(nodes="8M,8M", policy="offload-only") as m:
         m.offload.register(rec, reasons="compaction")  # move_pages is syscall_or_cpuset
         p = m.spawn()
         a = p.mmap(4 * PAGE_SIZE)

@@ -42,7 +42,7 @@ class MarkHalfThenRaise(offload.Migrator):
         raise RuntimeError("descriptor ring overflow")
 
 
-@pytest.mark.parametrize("policy", ["offload-only", "static:0.5", "adaptive", "model"])
+@pytest.mark.parametrize("policy", ["offload-only", "static:0.5", "adaptive", "autotune"])
 @pytest.mark.parametrize("cls", [MarkThenRaise, MarkHalfThenRaise])
 def test_marks_of_a_failed_call_are_never_trusted(cls, policy):
     mig = cls()

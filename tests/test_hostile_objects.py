@@ -121,7 +121,7 @@ class NoInitRecursing(RecursingLookup):
 
 
 LOOKUPS = [RecursingLookup, RaisingLookup, RaisingName, NoInitRecursing]
-POLICIES = ["offload-only", "static:0.5", "adaptive", "model"]
+POLICIES = ["offload-only", "static:0.5", "adaptive", "autotune"]
 
 
 def run_moves(m: Machine) -> None:
@@ -163,7 +163,10 @@ def test_a_rebinding_provider_beside_another_never_fails_a_migration(cls):
     """One of two providers, split over by the cost model (calibrated on scratch
     batches first, where it rebinds too)."""
     with Machine(
-        nodes="16M,16M", offload=[cls(), "dma-threads:channels=2"], policy="model", batch_pages=64
+        nodes="16M,16M",
+        offload=[cls(), "dma-threads:channels=2"],
+        policy="adaptive",
+        batch_pages=64,
     ) as m:
         run_moves(m)
 

@@ -1,4 +1,4 @@
-"""The split by cost models (policy ``model``, several providers): each side's cost fitted
+"""The split by cost models (policy ``adaptive``, several providers): each side's cost fitted
 online, each batch split to finish soonest. Driven here with simulated sides of known
 cost (no timing in unit tests), and once through a machine, for the bytes."""
 
@@ -86,12 +86,12 @@ def test_sides_that_slow_each_other_are_not_split_once_that_is_measured():
 
 
 def test_the_policy_is_parsed_and_moves_every_byte():
-    assert parse_policy("model").kind == "model"
+    assert parse_policy("adaptive").kind == parse_policy("model").kind == "adaptive"
     with Machine(
         nodes="24M,24M",
         cpu="cpu-batched",
         offload="emu:channels=2,gbps=5,setup_us=50",
-        policy="model",
+        policy="adaptive",
         batch_pages=256,
     ) as m:
         p = m.spawn()

@@ -76,7 +76,7 @@ def _mixed(p, n4k: int = 24, n2m: int = 2):
     return (a, b), (da, db), pages(a, n4k * PAGE_SIZE) + pages(b, n2m << 21, 1 << 21)
 
 
-@pytest.mark.parametrize("policy", ["offload-only", "model", "adaptive", "static:0.5"])
+@pytest.mark.parametrize("policy", ["offload-only", "autotune", "adaptive", "static:0.5"])
 def test_folio_sizes_route_each_folio_to_the_providers_that_take_it(policy):
     small, big = Recorder(), Recorder()
     offload = [Provider(small, sizes=(None, "64K")), Provider(big, sizes=("2M", None))]
@@ -150,7 +150,9 @@ def test_a_hung_provider_among_several_is_abandoned_and_skipped():
 
 
 def test_every_backend_as_a_second_provider_moves_every_byte(backend):
-    with Machine(nodes="32M,32M", offload=["dma-threads:channels=2", backend], policy="model") as m:
+    with Machine(
+        nodes="32M,32M", offload=["dma-threads:channels=2", backend], policy="adaptive"
+    ) as m:
         p = m.spawn()
         (a, b), (da, db), addrs = _mixed(p)
         for target in (1, 0, 1, 0, 1, 0):
@@ -347,7 +349,7 @@ def test_several_threads_migrating_over_several_providers():
         nodes="32M,32M",
         cpu="cpu-batched",
         offload=["dma-threads:channels=2", "emu:gbps=20,channels=2"],
-        policy="model",
+        policy="adaptive",
         batch_pages=64,
     ) as m:
         procs = []
@@ -445,16 +447,16 @@ class LateWriter(Hang):
     [MarkThenRaise, MarkHalfThenRaise, Liar, Stray, Decliner, Exits, LateWriter, BadReach],
     ids=lambda c: c.name,
 )
-def test_a_hostile_provider_beside_others_under_the_model_loses_no_byte(hostile):
+def test_a_hostile_provider_beside_others_under_the_cost_model_loses_no_byte(hostile):
     """Calibrated, probed and split over like any other, a hostile provider beside a good
-    one (policy ``model``, verify on) never costs a byte or a frame."""
+    one (policy ``adaptive``, verify on) never costs a byte or a frame."""
     bad = hostile()
     try:
         with Machine(
             nodes="32M,32M",
             cpu="cpu-batched",
             offload=[bad, "dma-threads:channels=2"],
-            policy="model",
+            policy="adaptive",
             verify=True,
             offload_timeout=0.3,
             batch_pages=64,

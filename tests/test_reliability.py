@@ -16,7 +16,7 @@ from offload.cli import main
 ROUNDS = 12
 
 
-@pytest.mark.parametrize("policy", ["adaptive", "static:0.5", "model"])
+@pytest.mark.parametrize("policy", ["adaptive", "static:0.5", "autotune"])
 def test_pins_munmaps_and_migrations_from_many_threads(backend, policy):
     off = None if backend == "cpu-serial" else backend
     with Machine(

@@ -52,7 +52,7 @@ def test_every_backend_and_policy_gives_the_same_outcome():
     configs.append(("cpu-batched", None, "adaptive"))
     configs += [
         ("cpu-batched", "dma-threads:channels=3", pol)
-        for pol in ("cpu-only", "threshold:64K", "adaptive", "static:0.75", "model")
+        for pol in ("cpu-only", "threshold:64K", "adaptive", "static:0.75", "autotune")
     ]
     for cpu, off, pol in configs:
         with Machine(nodes="16M,12M,8M", cpu=cpu, offload=off, policy=pol) as m:

@@ -1,4 +1,4 @@
-"""The scheduler: policies, reachability, observability, adaptive convergence."""
+"""The scheduler: policies, reachability, observability, autotune's convergence."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ from conftest import fill, pages
 
 from offload import PAGE_SIZE, Machine, SpecError
 from offload.backends.dcbm import DmaThreads, Faults
-from offload.scheduler import Adaptive, parse_policy
+from offload.scheduler import Autotune, parse_policy
 
 
 @pytest.mark.parametrize(
@@ -17,6 +17,8 @@ from offload.scheduler import Adaptive, parse_policy
         ("static:0.25", "static", 0.25, 0),
         ("threshold:64K", "threshold", 0.0, 65536),
         ("adaptive", "adaptive", 0.5, 0),
+        ("autotune", "autotune", 0.5, 0),
+        ("model", "adaptive", 0.5, 0),  # its name before it became adaptive
     ],
 )
 def test_policies_parse(text, kind, f, thr):
@@ -65,7 +67,7 @@ def test_static_and_threshold_splits():
     assert split_of("offload-only", [PAGE_SIZE])["bytes_cpu"] == 0
 
 
-def simulate(ada: Adaptive, batches: int, cpu_gbps: float, off_gbps: float, nbytes: int):
+def simulate(ada: Autotune, batches: int, cpu_gbps: float, off_gbps: float, nbytes: int):
     """Drive *ada* as the scheduler does, with copy times from fixed speeds (no clock):
     the CPU copies its share at *cpu_gbps*, the offload the rest at *off_gbps*, at
     once; a batch takes as long as the slower side."""
@@ -87,10 +89,10 @@ def simulate(ada: Adaptive, batches: int, cpu_gbps: float, off_gbps: float, nbyt
     return splits
 
 
-def test_adaptive_converges_to_the_balanced_split():
+def test_autotune_converges_to_the_balanced_split():
     # the CPU path at 0.25 GB/s, the offload engine at 0.75 GB/s: both finish together
     # when the CPU takes 25% of the bytes
-    ada = Adaptive()
+    ada = Autotune()
     splits = simulate(ada, 12, 0.25, 0.75, 64 << 20)
     best = 0.25
     warm = 2 * 3  # it measures each of its three modes twice
@@ -101,12 +103,12 @@ def test_adaptive_converges_to_the_balanced_split():
     assert ada.gbps["split"] > ada.gbps["offload"] > ada.gbps["cpu"]
 
 
-def test_adaptive_runs_end_to_end_with_two_throttled_engines():
+def test_autotune_runs_end_to_end_with_two_throttled_engines():
     """The same two speeds through a machine: every byte arrives and the policy records
     its choices (its convergence is the simulation's to check: no clock is asserted)."""
     cpu = DmaThreads(channels=1, bandwidth=0.25)
     off = DmaThreads(channels=1, bandwidth=0.75)
-    with Machine(nodes="64M,64M", cpu=cpu, offload=off, policy="adaptive", batch_pages=1024) as m:
+    with Machine(nodes="64M,64M", cpu=cpu, offload=off, policy="autotune", batch_pages=1024) as m:
         p = m.spawn()
         a = p.mmap(32 << 20, folio_size=16 * PAGE_SIZE)
         data = fill(p, a, 32 << 20, 3)
@@ -118,12 +120,12 @@ def test_adaptive_runs_end_to_end_with_two_throttled_engines():
     off.close()
     assert len(st["splits"]) == 8 and all(0.0 <= f <= 1.0 for f in st["splits"])
     assert st["splits"][:3] == [0.5, 1.0, 0.0]  # it measures split, CPU, offload in turn
-    assert st["adaptive"]["mode"] in ("split", "cpu", "offload")
+    assert st["autotune"]["mode"] in ("split", "cpu", "offload")
 
 
-def test_adaptive_drops_a_failing_offload():
+def test_autotune_drops_a_failing_offload():
     off = DmaThreads(channels=2, faults=Faults(fail_every=1))
-    with Machine(nodes="32M,32M", offload=off, policy="adaptive", batch_pages=16) as m:
+    with Machine(nodes="32M,32M", offload=off, policy="autotune", batch_pages=16) as m:
         p = m.spawn()
         a = p.mmap(2 << 20)
         data = fill(p, a, 2 << 20, 4)
@@ -131,7 +133,7 @@ def test_adaptive_drops_a_failing_offload():
         assert p.read(a, data.size) == data.tobytes()
         st = m.offload.stats
     off.close()
-    assert st["adaptive_by_folio_size"][PAGE_SIZE]["mode"] == "cpu"
+    assert st["autotune_by_folio_size"][PAGE_SIZE]["mode"] == "cpu"
     assert st["offload_gbps"] == 0.0  # failed offloads were never measured
     after_warmup = st["splits"][6:]
     assert len(after_warmup) == 26 and np.mean(np.array(after_warmup) == 1.0) >= 0.9

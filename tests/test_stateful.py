@@ -55,7 +55,7 @@ class System(RuleBasedStateMachine):
     pins = Bundle("pins")
 
     @initialize(
-        policy=st.sampled_from(["adaptive", "offload-only", "static:0.5", "cpu-only", "model"]),
+        policy=st.sampled_from(["adaptive", "offload-only", "static:0.5", "cpu-only", "autotune"]),
         cpu=st.sampled_from(["cpu-serial", "cpu-batched:threads=2"]),
         batch=st.sampled_from([1, 8, 64, 512]),
     )
