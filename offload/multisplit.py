@@ -51,9 +51,13 @@ from .costmodel import CallCost, fit_calls
 
 #: calls kept per side
 WINDOW = 48
-#: a side seeded by the calibration and predicted within this factor of the best lone
-#: side is checked by one batch of its own (one such check per batch shape)
+#: a side seeded by the calibration and predicted alone within this factor of the best
+#: lone side (or of a split in doubt) is checked by one batch of its own (one such check
+#: per batch shape)
 SEED_CHECK = 1.3
+#: a split is in doubt where its measured over predicted time (the interference factor)
+#: is off 1 by more than this
+SPLIT_DOUBT = 0.2
 #: a side idle this many batches is probed again (its speed may have changed)
 REPROBE = 64
 #: a side is refitted after each of its first 4 calls, then every REFIT calls, and at
@@ -309,31 +313,16 @@ class MultiSplit:
                     self.stage[keys[i]] = 3  # calibrated: no probe
                 m.refresh()
             present: np.ndarray = allowed if allowed.ndim == 1 else np.asarray(allowed.any(axis=1))
-            side = self._probe_side(keys, models, present, npages, nbytes)
+            planned: list[tuple[np.ndarray, float]] = []
+
+            def plan() -> tuple[np.ndarray, float]:
+                if not planned:
+                    planned.append(self._plan(keys, models, allowed, npages, nbytes))
+                return planned[0]
+
+            side = self._probe_side(keys, models, present, npages, nbytes, plan)
             if side is None:
-                # batches of one shape come in runs: the split is chosen again only when
-                # a fit, an interference factor, the batch or what its sides take changed
-                key = (
-                    tuple(keys),
-                    tuple(m.version for m in models),
-                    tuple(self._k.items()),
-                    npages.size,
-                    nbytes,
-                    allowed.tobytes() if allowed.ndim == 1 else None,  # one flag a side
-                )
-                hit = self._last
-                if (
-                    hit is not None
-                    and hit[0] == key
-                    and (allowed.ndim == 1 or np.array_equal(hit[1], allowed))
-                    and (hit[2] is None or np.array_equal(hit[2], npages))
-                ):
-                    return hit[3].copy(), hit[4], False
-                who, predicted = self._fill(models, allowed, npages)
-                # one side for every folio: the folios' sizes do not change that choice
-                lone = who.size > 0 and who[0] == who[-1] and bool((who == who[0]).all())
-                pages = None if lone else npages.copy()
-                self._last = (key, allowed.copy(), pages, who.copy(), predicted)
+                who, predicted = plan()
                 return who, predicted, False
             # a probe: one side alone, on all it may take or (its second) on half of that
             i, frac = side
@@ -345,6 +334,41 @@ class MultiSplit:
             self.probes += 1
             return who, models[i].predict(at.size, float(npages[at].sum()) * PAGE_SIZE), True
 
+    def _plan(
+        self,
+        keys: Sequence[Hashable],
+        models: list[SideModel],
+        allowed: np.ndarray,
+        npages: np.ndarray,
+        nbytes: int,
+    ) -> tuple[np.ndarray, float]:
+        """The split predicted to finish soonest (each folio's side) and its predicted
+        seconds; the caller may keep the array."""
+        # batches of one shape come in runs: the split is chosen again only when a fit,
+        # an interference factor, the batch or what its sides take changed
+        key = (
+            tuple(keys),
+            tuple(m.version for m in models),
+            tuple(self._k.items()),
+            npages.size,
+            nbytes,
+            allowed.tobytes() if allowed.ndim == 1 else None,  # one flag a side
+        )
+        hit = self._last
+        if (
+            hit is not None
+            and hit[0] == key
+            and (allowed.ndim == 1 or np.array_equal(hit[1], allowed))
+            and (hit[2] is None or np.array_equal(hit[2], npages))
+        ):
+            return hit[3].copy(), hit[4]
+        who, predicted = self._fill(models, allowed, npages)
+        # one side for every folio: the folios' sizes do not change that choice
+        lone = who.size > 0 and who[0] == who[-1] and bool((who == who[0]).all())
+        pages = None if lone else npages.copy()
+        self._last = (key, allowed.copy(), pages, who.copy(), predicted)
+        return who, predicted
+
     def _probe_side(
         self,
         keys: Sequence[Hashable],
@@ -352,8 +376,10 @@ class MultiSplit:
         present: np.ndarray,
         npages: np.ndarray,
         nbytes: int,
+        plan: Callable[[], tuple[np.ndarray, float]],
     ) -> tuple[int, float] | None:
-        """The side this batch probes and its share, or None (no probe)."""
+        """The side this batch probes and its share, or None (no probe). *plan* gives
+        the split the batch gets without a probe (computed once, where needed)."""
         quiet = (tuple(keys), present.tobytes())
         if self._quiet != quiet:
             stage = [self.stage.get(k, 0) for k in keys]
@@ -365,7 +391,9 @@ class MultiSplit:
                     self._warming.add(keys[i])
                 return i, 1.0 if stage[i] == 1 else 0.5
             # a side that stands on its calibration alone (scratch buffers, one moment),
-            # predicted close to the best lone side, copies one batch to check it
+            # predicted alone close to the best lone side, copies one batch to check it;
+            # so does one close to a split in doubt (measured splits correct a split's
+            # prediction, while a seed that never runs alone is never corrected)
             unchecked = [
                 i
                 for i, m in enumerate(models)
@@ -377,9 +405,17 @@ class MultiSplit:
                     m.predict(npages.size, nbytes) if present[i] else math.inf
                     for i, m in enumerate(models)
                 ]
-                best = min(lone)
-                for i in unchecked:
-                    if best < lone[i] <= SEED_CHECK * best:
+                who, predicted = plan()
+                taking = np.unique(who[who >= 0]) if who.size else who
+                best, skip = min(lone), lone.index(min(lone))
+                if taking.size > 1 and abs(self.k(taking.size) - 1.0) > SPLIT_DOUBT:
+                    # a split whose measured time its sides' models missed by far (they
+                    # slow each other, or a seed is off): a lone side is judged against
+                    # it, the best lone side too
+                    best, skip = min(best, predicted), -1
+                # the best lone side is trusted (or runs alone anyway): the closest other
+                for i in sorted(unchecked, key=lambda j: lone[j]):
+                    if i != skip and lone[i] <= SEED_CHECK * best:
                         self.stage[keys[i]] = 4
                         return i, 1.0
             else:
