@@ -5,8 +5,9 @@ import pytest
 from conftest import fill, pages
 
 from offload import PAGE_SIZE, Machine, SpecError
+from offload.autotune import Autotune
 from offload.backends.dcbm import DmaThreads, Faults
-from offload.scheduler import Autotune, parse_policy
+from offload.scheduler import parse_policy
 
 
 @pytest.mark.parametrize(
