@@ -3,13 +3,13 @@
 The provider copies scratch batches alone, on buffers of its own (never the machine's
 memory): a warm-up (a first call pays for threads and pools that start cold), then
 4 KiB folios at two counts and 2 MiB folios, each shape timed two or three times (the
-least time kept), so that a fixed cost per call, a cost per
-folio and a bandwidth can be told apart (:func:`~offload.costmodel.fit_calls`). The
-scratch is as large as a batch (up to 32 MiB a side), so that the bytes come from
-memory rather than from a cache as far as the batch size allows; only the folio sizes
-the provider takes are used. Its batches say so (:func:`is_scratch`). A provider that fails,
-declines, leaves a folio unmarked or runs past the deadline gives no seed: the
-scheduler then probes it on real batches.
+least time kept), so that a fixed cost per call, a cost per folio and a bandwidth can
+be told apart (:func:`~offload.costmodel.fit_calls`). The scratch is as large as a
+batch (up to 32 MiB a side), so that the bytes come from memory rather than from a
+cache as far as the batch size allows; only the folio sizes the provider takes are
+used. Its batches say so (:func:`is_scratch`). A provider that fails, declines, leaves
+a folio unmarked or runs past the deadline gives no seed: the scheduler then probes it
+on real batches.
 """
 
 from __future__ import annotations
