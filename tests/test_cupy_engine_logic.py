@@ -102,3 +102,38 @@ def test_the_batch_path_says_what_to_install_where_cuda_bindings_is_missing(monk
     assert not ok and "cuda-bindings" in why
     with pytest.raises(BackendUnavailable, match="cuda-bindings"):
         CupyDcbm(path="batch")
+
+
+def test_what_the_engine_pinned_stays_alive_until_it_unpins_it(fake, monkeypatch):
+    """The default policy calibrates the engine on scratch buffers of its own, which the
+    engine pins as it pins a node's frames. Freed while still registered, a buffer's
+    address could be handed to a new array, which the engine would take for pinned
+    (its registrations are by address): the GPU would then copy the old pages. So the
+    engine keeps every array it pinned until it unpins them all at close."""
+    import gc
+    import weakref
+
+    from offload import calibrate
+
+    made = []
+    real = calibrate.Scratch
+
+    class Watched(real):  # type: ignore[misc,valid-type]
+        def __init__(self, pages: int) -> None:
+            super().__init__(pages)
+            made.extend(weakref.ref(a) for a in self.memory.values())
+
+    monkeypatch.setattr("offload.scheduler.Scratch", Watched)
+    mig = CupyDcbm(channels=2)
+    with Machine(nodes="16M,16M", offload=mig, policy="adaptive") as m:
+        p = m.spawn()
+        a = p.mmap(64 * PAGE_SIZE)
+        data = fill(p, a, 64 * PAGE_SIZE, 3)
+        assert p.move_pages(pages(a, 64 * PAGE_SIZE), [1] * 64).ret == 0
+        assert p.read(a, data.size) == data.tobytes()
+    gc.collect()
+    assert made and all(r() is not None for r in made)  # calibrated, scratch pinned, alive
+    assert {r().ctypes.data for r in made} <= fake["registered"]
+    mig.close()
+    gc.collect()
+    assert not fake["registered"] and all(r() is None for r in made)  # unpinned, freed

@@ -130,7 +130,8 @@ class CupyEngine(DmaEngine):
         self.last_error: str | None = None
         self.cp: Any = None
         self.streams: list = []
-        self._registered: dict[int, int] = {}
+        #: host address -> (device address, the array pinned there, kept until close)
+        self._registered: dict[int, tuple[int, np.ndarray]] = {}
         self._kernel: Any = None
         self._driver: Any = None
 
@@ -149,7 +150,12 @@ class CupyEngine(DmaEngine):
 
     # -- memory -------------------------------------------------------------------------
     def _base(self, frames) -> int:
-        """Device-usable base address of a node's frames (pinning host frames once)."""
+        """Device-usable base address of a node's frames (pinning host frames once).
+
+        The array is kept until :meth:`close` unpins it: registrations are looked up by
+        address, and a pinned buffer freed early (a calibration's scratch) could see its
+        address handed to a new array, which would then pass for pinned while the
+        device reached the old pages."""
         if isinstance(frames, np.ndarray):
             ptr = frames.ctypes.data
             if ptr not in self._registered:
@@ -159,8 +165,8 @@ class CupyEngine(DmaEngine):
                     dev = rt.pointerGetAttributes(ptr).devicePointer or ptr
                 except Exception:
                     dev = ptr  # unified addressing: the host pointer works on the device
-                self._registered[ptr] = dev
-            return self._registered[ptr]
+                self._registered[ptr] = (dev, frames)
+            return self._registered[ptr][0]
         return int(frames.data.ptr)
 
     def _addresses(self, plan: Plan, d: np.ndarray, memory) -> tuple[np.ndarray, np.ndarray]:
