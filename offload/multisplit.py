@@ -313,16 +313,16 @@ class MultiSplit:
                     self.stage[keys[i]] = 3  # calibrated: no probe
                 m.refresh()
             present: np.ndarray = allowed if allowed.ndim == 1 else np.asarray(allowed.any(axis=1))
-            planned: list[tuple[np.ndarray, float]] = []
+            planned: list[tuple[np.ndarray, float, int]] = []
 
-            def plan() -> tuple[np.ndarray, float]:
+            def plan() -> tuple[np.ndarray, float, int]:
                 if not planned:
                     planned.append(self._plan(keys, models, allowed, npages, nbytes))
                 return planned[0]
 
             side = self._probe_side(keys, models, present, npages, nbytes, plan)
             if side is None:
-                who, predicted = plan()
+                who, predicted, _ = plan()
                 return who, predicted, False
             # a probe: one side alone, on all it may take or (its second) on half of that
             i, frac = side
@@ -341,9 +341,9 @@ class MultiSplit:
         allowed: np.ndarray,
         npages: np.ndarray,
         nbytes: int,
-    ) -> tuple[np.ndarray, float]:
-        """The split predicted to finish soonest (each folio's side) and its predicted
-        seconds; the caller may keep the array."""
+    ) -> tuple[np.ndarray, float, int]:
+        """The split predicted to finish soonest (each folio's side), its predicted
+        seconds and how many sides it uses; the caller may keep the array."""
         # batches of one shape come in runs: the split is chosen again only when a fit,
         # an interference factor, the batch or what its sides take changed
         key = (
@@ -361,13 +361,13 @@ class MultiSplit:
             and (allowed.ndim == 1 or np.array_equal(hit[1], allowed))
             and (hit[2] is None or np.array_equal(hit[2], npages))
         ):
-            return hit[3].copy(), hit[4]
-        who, predicted = self._fill(models, allowed, npages)
+            return hit[3].copy(), hit[4], hit[5]
+        who, predicted, used = self._fill(models, allowed, npages)
         # one side for every folio: the folios' sizes do not change that choice
         lone = who.size > 0 and who[0] == who[-1] and bool((who == who[0]).all())
         pages = None if lone else npages.copy()
-        self._last = (key, allowed.copy(), pages, who.copy(), predicted)
-        return who, predicted
+        self._last = (key, allowed.copy(), pages, who.copy(), predicted, used)
+        return who, predicted, used
 
     def _probe_side(
         self,
@@ -376,7 +376,7 @@ class MultiSplit:
         present: np.ndarray,
         npages: np.ndarray,
         nbytes: int,
-        plan: Callable[[], tuple[np.ndarray, float]],
+        plan: Callable[[], tuple[np.ndarray, float, int]],
     ) -> tuple[int, float] | None:
         """The side this batch probes and its share, or None (no probe). *plan* gives
         the split the batch gets without a probe (computed once, where needed)."""
@@ -405,10 +405,9 @@ class MultiSplit:
                     m.predict(npages.size, nbytes) if present[i] else math.inf
                     for i, m in enumerate(models)
                 ]
-                who, predicted = plan()
-                taking = np.unique(who[who >= 0]) if who.size else who
+                _, predicted, taking = plan()
                 best, skip = min(lone), lone.index(min(lone))
-                if taking.size > 1 and abs(self.k(taking.size) - 1.0) > SPLIT_DOUBT:
+                if taking > 1 and abs(self.k(taking) - 1.0) > SPLIT_DOUBT:
                     # a split whose measured time its sides' models missed by far (they
                     # slow each other, or a seed is off): a lone side is judged against
                     # it, the best lone side too
@@ -430,8 +429,9 @@ class MultiSplit:
 
     def _fill(
         self, models: list[SideModel], allowed: np.ndarray, npages: np.ndarray
-    ) -> tuple[np.ndarray, float]:
-        """Water-fill each group of folios over its measured sides."""
+    ) -> tuple[np.ndarray, float, int]:
+        """Water-fill each group of folios over its measured sides; returns each folio's
+        side, the predicted seconds and how many sides take part."""
         who = np.full(npages.size, -1, dtype=np.int64)
         load = np.zeros(len(models))
         for sides, at in _groups(allowed, npages.size):
@@ -456,7 +456,7 @@ class MultiSplit:
                     load[s] = fixed[j] + var[j] * shares[j]
         used = int((load > 0).sum())
         t = float(load.max()) if load.size else 0.0
-        return who, t * (self.k(used) if used > 1 else 1.0)
+        return who, t * (self.k(used) if used > 1 else 1.0), used
 
     def learn(
         self,

@@ -667,10 +667,13 @@ class Scheduler:
         # a backend gets its own markers and metadata, except a driver we ship taking the
         # whole batch: it keeps its own deadline (DCBM aborts its job at its timeout), and
         # nothing runs beside it to overlap with, so it runs here on the batch itself
-        off = batch if inline else (batch[:] if whole else batch[to_off])
+        some = whole or bool(to_off.any())
+        off = batch if inline else (batch[:] if whole else batch[to_off] if some else batch[:0])
         # a plugin may rebind anything on its object: what is read back is taken now
         n_off, off_index, held, b_off = len(off), off.index, off.copied, off.nbytes
-        cpu = batch[:0] if whole else batch[~to_off]
+        # nothing offloaded: the CPU path takes the batch itself (cpu_copy hands a plugin
+        # a copy of its own), not a sub-batch copied from every array of it
+        cpu = batch[:0] if whole else (batch[~to_off] if some else batch)
         t0 = time.perf_counter()
         call: GuardedCall | _Finished | None
         if inline:
@@ -678,7 +681,10 @@ class Scheduler:
         else:
             call = self._start(mig, off, res) if len(off) else None
         t_cpu = 0.0
-        if len(cpu):
+        if cpu is batch:
+            self.cpu_copy(batch, res)
+            t_cpu = time.perf_counter() - t0
+        elif len(cpu):
             self.cpu_copy(cpu, res, where=cpu.index)
             t_cpu = time.perf_counter() - t0
         marks, ok, failed = self._settle(mig, call, t0, res, off_index, held, n_off, off is batch)
@@ -691,7 +697,7 @@ class Scheduler:
         elif marked:
             batch.copied[off_index] |= marks
             by_off[off_index] = marks
-        if len(cpu):
+        if len(cpu) and cpu is not batch:
             batch.absorb(cpu)
         res.by_offload = by_off
         b_cpu = cpu.nbytes

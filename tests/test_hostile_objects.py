@@ -177,6 +177,17 @@ def test_a_cpu_path_that_rebinds_its_batch_never_fails_a_migration(cls):
         run_moves(m)
 
 
+@pytest.mark.parametrize("policy", ["cpu-only", "autotune", "threshold:4M"])
+@pytest.mark.parametrize("cls", REBINDERS, ids=lambda c: c.name)
+def test_a_cpu_path_that_rebinds_its_batch_beside_an_idle_engine(cls, policy):
+    """An engine registered, the policy giving it nothing (every batch, or some): the
+    CPU path is handed the whole batch's folios, as a copy of its own."""
+    with Machine(
+        nodes="16M,16M", cpu=cls(), offload="dma-threads", policy=policy, batch_pages=64
+    ) as m:
+        run_moves(m)
+
+
 @pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("cls", LOOKUPS, ids=lambda c: c.__name__)
 def test_an_offload_whose_lookups_raise_never_fails_a_migration(cls, policy):
