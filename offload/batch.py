@@ -205,3 +205,13 @@ class FolioBatch:
         npages = self.npages
         sp, dp = self.page_indices()
         return np.repeat(self.src_node, npages), sp, np.repeat(self.dst_node, npages), dp
+
+
+def handed_marks(held: object, n: int) -> np.ndarray:
+    """The marks a plugin left in the array it was handed (*held*, the caller's own
+    reference, taken before the call): a copy while it is still a bool array of *n*
+    entries, else none. What the plugin bound to its batch object instead counts for
+    nothing."""
+    if type(held) is np.ndarray and held.dtype == np.bool_ and held.shape == (n,):
+        return held.copy()
+    return np.zeros(n, dtype=bool)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .batch import FolioBatch
+from .batch import FolioBatch, handed_marks
 from .constants import HPAGE_PMD_ORDER, PAGE_SIZE
 from .costmodel import CallCost, fit_calls
 
@@ -130,11 +130,11 @@ def timed(copy: Callable[[FolioBatch], bool]) -> Callable[[FolioBatch], float | 
     def run(batch: FolioBatch) -> float | None:
         # the marks are read from the array handed over: a plugin may rebind the
         # batch's attribute to anything (a list, None), which marks nothing
-        held = batch.copied
+        held, n = batch.copied, len(batch)
         t0 = time.perf_counter()
         ok = copy(batch)
         seconds = time.perf_counter() - t0
-        marked = type(held) is np.ndarray and held.dtype == np.bool_ and bool(held.all())
+        marked = bool(handed_marks(held, n).all())
         return seconds if ok and marked and seconds > 0 else None
 
     return run

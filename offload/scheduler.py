@@ -13,7 +13,7 @@ import numpy as np
 
 from . import devmem
 from .autotune import Autotune, ewma
-from .batch import FolioBatch
+from .batch import FolioBatch, handed_marks
 from .calibrate import Scratch, calibrate, scratch_pages, timed
 from .constants import PAGE_SHIFT
 from .control import OffloadControl
@@ -802,12 +802,3 @@ def _inline(mig: Migrator, sub: FolioBatch) -> _Finished:
         return _Finished(_copy_call(mig, sub), None)
     except Exception as exc:  # a failure of the offload is the CPU's to fix
         return _Finished(None, exc)
-
-
-def handed_marks(held: object, n: int) -> np.ndarray:
-    """The marks a plugin left in the array it was handed (*held*, the scheduler's own
-    reference): a copy while it is still a bool array of *n* entries, else none. What
-    the plugin bound to its batch object instead counts for nothing."""
-    if type(held) is np.ndarray and held.dtype == np.bool_ and held.shape == (n,):
-        return held.copy()
-    return np.zeros(n, dtype=bool)
