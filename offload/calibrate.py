@@ -113,15 +113,15 @@ def _least(
     third where they differ by more than :data:`AGREE`. A call the host delayed
     (descheduled, a page fault elsewhere) only ever takes longer, and one such call in
     a fit of three would shift the fixed cost by as much as the delay."""
-    best: float | None = None
-    for i in range(TRIES):
+    times: list[float] = []
+    for _ in range(TRIES):
         seconds = run(scratch.batch(folios, order))
         if seconds is None:
             return None
-        if best is not None and i == 1 and max(best, seconds) <= min(best, seconds) * AGREE:
-            return min(best, seconds)
-        best = seconds if best is None else min(best, seconds)
-    return best
+        times.append(seconds)
+        if len(times) == 2 and max(times) <= min(times) * AGREE:
+            break
+    return min(times)
 
 
 def timed(copy: Callable[[FolioBatch], bool]) -> Callable[[FolioBatch], float | None]:

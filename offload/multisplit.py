@@ -38,6 +38,7 @@ predicted and measured time is kept.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -313,13 +314,9 @@ class MultiSplit:
                     self.stage[keys[i]] = 3  # calibrated: no probe
                 m.refresh()
             present: np.ndarray = allowed if allowed.ndim == 1 else np.asarray(allowed.any(axis=1))
-            planned: list[tuple[np.ndarray, float, int]] = []
-
-            def plan() -> tuple[np.ndarray, float, int]:
-                if not planned:
-                    planned.append(self._plan(keys, models, allowed, npages, nbytes))
-                return planned[0]
-
+            # computed once, and only where needed: by the check of a seed, or for a
+            # batch that is no probe
+            plan = functools.cache(lambda: self._plan(keys, models, allowed, npages, nbytes))
             side = self._probe_side(keys, models, present, npages, nbytes, plan)
             if side is None:
                 who, predicted, _ = plan()
