@@ -664,16 +664,20 @@ class Scheduler:
         n = len(batch)
         whole = bool(to_off.all())
         inline = whole and shipped_as(mig) is not None
-        # a backend gets its own markers and metadata, except a driver we ship taking the
-        # whole batch: it keeps its own deadline (DCBM aborts its job at its timeout), and
-        # nothing runs beside it to overlap with, so it runs here on the batch itself
-        some = whole or bool(to_off.any())
-        off = batch if inline else (batch[:] if whole else batch[to_off] if some else batch[:0])
+        if whole:
+            # a backend gets its own markers and metadata, except a driver we ship taking
+            # the whole batch: it keeps its own deadline (DCBM aborts its job at its
+            # timeout), and nothing runs beside it to overlap with, so it runs here on
+            # the batch itself
+            off, cpu = (batch if inline else batch[:]), batch[:0]
+        elif to_off.any():
+            off, cpu = batch[to_off], batch[~to_off]
+        else:
+            # nothing offloaded: the CPU path takes the batch itself (cpu_copy hands a
+            # plugin a copy of its own), not a sub-batch copied from every array of it
+            off, cpu = batch[:0], batch
         # a plugin may rebind anything on its object: what is read back is taken now
         n_off, off_index, held, b_off = len(off), off.index, off.copied, off.nbytes
-        # nothing offloaded: the CPU path takes the batch itself (cpu_copy hands a plugin
-        # a copy of its own), not a sub-batch copied from every array of it
-        cpu = batch[:0] if whole else (batch[~to_off] if some else batch)
         t0 = time.perf_counter()
         call: GuardedCall | _Finished | None
         if inline:
