@@ -38,12 +38,12 @@ predicted and measured time is kept.
 
 from __future__ import annotations
 
-import functools
 import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -70,6 +70,12 @@ SURPRISE = 0.2
 #: last fit's own duration, so that fitting costs at most about 0.3% of the copying (a
 #: change of speed is a surprise, refitted at once)
 FIT_SHARE = 300.0
+#: a steady bias too small to surprise (a fit that still holds the slower first calls):
+#: where the last DRIFT_CALLS calls alone took on average (the least and the most left
+#: out) more than DRIFT (relative) more or less than predicted, the fitted cost is
+#: scaled by that average at once, which costs a few microseconds, not a fit
+DRIFT = 0.1
+DRIFT_CALLS = 8
 
 
 class SideModel:
@@ -88,6 +94,8 @@ class SideModel:
         self._copied = 0.0  #: seconds of calls added since the last fit
         self._fit_s = 0.0  #: how long the last fit took
         self._surprised = False
+        #: measured over predicted time of the last calls alone
+        self._recent: deque[float] = deque(maxlen=DRIFT_CALLS)
 
     @property
     def calls(self) -> int:
@@ -107,7 +115,22 @@ class SideModel:
                 if self._missed >= 2:  # twice in a row: not one noisy call
                     self._new, self._missed = max(self._new, REFIT), 0
                     self._surprised = True
+                elif predicted > 0:
+                    self._drift(seconds / predicted)
         self.idle = 0
+
+    def _drift(self, ratio: float) -> None:
+        """Keep a call's measured over predicted time; scale the cost by their trimmed
+        mean where the last DRIFT_CALLS of them are off by more than DRIFT."""
+        recent = self._recent
+        recent.append(ratio)
+        if len(recent) < DRIFT_CALLS or self.cost is None:
+            return
+        factor = (sum(recent) - min(recent) - max(recent)) / (len(recent) - 2)
+        if abs(factor - 1.0) > DRIFT:
+            self.cost = self.cost.scaled(factor)
+            self.version += 1
+            recent.clear()
 
     def refresh(self) -> None:
         """Refit where new calls came: after each of the first 4 calls, then once every
@@ -128,6 +151,7 @@ class SideModel:
         self.cost = expected_cost(fit_calls(f, b, t), f, b, t)
         self._fit_s = time.perf_counter() - start
         self._new, self._copied, self._surprised = 0, 0.0, False
+        self._recent.clear()  # they were predicted by the old fit
         self.version += 1
 
     def predict(self, folios: float, nbytes: float) -> float:
@@ -238,6 +262,20 @@ def cut(npages: np.ndarray, shares: np.ndarray) -> np.ndarray:
     return side.astype(np.int64)
 
 
+class Choice(NamedTuple):
+    """What :meth:`MultiSplit.choose` gives a batch."""
+
+    #: per folio, the index of its side; -1 where none may take it or a probe leaves it
+    #: (the CPU fallback copies it after the batch copy); may be read-only
+    who: np.ndarray
+    #: predicted seconds of the batch (inf while a side taking part is unmeasured)
+    predicted: float
+    #: whether this batch is a probe
+    probe: bool
+    #: the side that takes every folio, or -1 (several, or some folios left)
+    lone: int
+
+
 class MultiSplit:
     """The split state of one batch shape over the sides seen so far (see the module)."""
 
@@ -274,7 +312,7 @@ class MultiSplit:
         npages: np.ndarray,
         nbytes: int,
         seeds: Sequence[CallCost | None] | None = None,
-    ) -> tuple[np.ndarray, float, bool]:
+    ) -> Choice:
         """Give each folio to a side.
 
         Parameters
@@ -294,13 +332,10 @@ class MultiSplit:
 
         Returns
         -------
-        who : numpy.ndarray
-            Per folio, the index into *keys* of its side; -1 where no side may take it
-            or a probe leaves it (the CPU fallback copies it after the batch copy).
-        predicted : float
-            Predicted seconds of the batch (inf while a side taking part is unmeasured).
-        probe : bool
-            Whether this batch is a probe.
+        Choice
+            Each folio's side (an array the caller must not change: batches of one
+            shape in a run share it), the predicted seconds, whether the batch is a
+            probe, and the one side taking every folio (-1 where there is none).
         """
         with self._lock:
             self.batches += 1
@@ -314,13 +349,16 @@ class MultiSplit:
                     self.stage[keys[i]] = 3  # calibrated: no probe
                 m.refresh()
             present: np.ndarray = allowed if allowed.ndim == 1 else np.asarray(allowed.any(axis=1))
-            # computed once, and only where needed: by the check of a seed, or for a
-            # batch that is no probe
-            plan = functools.cache(lambda: self._plan(keys, models, allowed, npages, nbytes))
+
+            # computed only where needed (by the check of a seed, or for a batch that is
+            # no probe), and once: _plan keeps its last answer
+            def plan() -> tuple[np.ndarray, float, int, int]:
+                return self._plan(keys, models, allowed, npages, nbytes)
+
             side = self._probe_side(keys, models, present, npages, nbytes, plan)
             if side is None:
-                who, predicted, _ = plan()
-                return who, predicted, False
+                who, predicted, _, lone = plan()
+                return Choice(who, predicted, False, lone)
             # a probe: one side alone, on all it may take or (its second) on half of that
             i, frac = side
             at = np.arange(npages.size) if allowed.ndim == 1 else np.flatnonzero(allowed[i])
@@ -329,7 +367,8 @@ class MultiSplit:
             who = np.full(npages.size, -1, dtype=np.int64)
             who[at] = i
             self.probes += 1
-            return who, models[i].predict(at.size, float(npages[at].sum()) * PAGE_SIZE), True
+            predicted = models[i].predict(at.size, float(npages[at].sum()) * PAGE_SIZE)
+            return Choice(who, predicted, True, i if at.size == npages.size else -1)
 
     def _plan(
         self,
@@ -338,9 +377,10 @@ class MultiSplit:
         allowed: np.ndarray,
         npages: np.ndarray,
         nbytes: int,
-    ) -> tuple[np.ndarray, float, int]:
-        """The split predicted to finish soonest (each folio's side), its predicted
-        seconds and how many sides it uses; the caller may keep the array."""
+    ) -> tuple[np.ndarray, float, int, int]:
+        """The split predicted to finish soonest (each folio's side, read-only), its
+        predicted seconds, how many sides it uses and the one side taking every folio
+        (-1 where there is none)."""
         # batches of one shape come in runs: the split is chosen again only when a fit,
         # an interference factor, the batch or what its sides take changed
         key = (
@@ -358,13 +398,15 @@ class MultiSplit:
             and (allowed.ndim == 1 or np.array_equal(hit[1], allowed))
             and (hit[2] is None or np.array_equal(hit[2], npages))
         ):
-            return hit[3].copy(), hit[4], hit[5]
+            return hit[3], hit[4], hit[5], hit[6]
         who, predicted, used = self._fill(models, allowed, npages)
         # one side for every folio: the folios' sizes do not change that choice
-        lone = who.size > 0 and who[0] == who[-1] and bool((who == who[0]).all())
-        pages = None if lone else npages.copy()
-        self._last = (key, allowed.copy(), pages, who.copy(), predicted, used)
-        return who, predicted, used
+        whole = who.size > 0 and who[0] >= 0 and who[0] == who[-1] and bool((who == who[0]).all())
+        lone = int(who[0]) if whole else -1
+        pages = None if whole else npages.copy()
+        who.flags.writeable = False  # shared by the batches of a run
+        self._last = (key, allowed.copy(), pages, who, predicted, used, lone)
+        return who, predicted, used, lone
 
     def _probe_side(
         self,
@@ -373,7 +415,7 @@ class MultiSplit:
         present: np.ndarray,
         npages: np.ndarray,
         nbytes: int,
-        plan: Callable[[], tuple[np.ndarray, float, int]],
+        plan: Callable[[], tuple[np.ndarray, float, int, int]],
     ) -> tuple[int, float] | None:
         """The side this batch probes and its share, or None (no probe). *plan* gives
         the split the batch gets without a probe (computed once, where needed)."""
@@ -402,7 +444,7 @@ class MultiSplit:
                     m.predict(npages.size, nbytes) if present[i] else math.inf
                     for i, m in enumerate(models)
                 ]
-                _, predicted, taking = plan()
+                _, predicted, taking, _ = plan()
                 best, skip = min(lone), lone.index(min(lone))
                 if taking > 1 and abs(self.k(taking) - 1.0) > SPLIT_DOUBT:
                     # a split whose measured time its sides' models missed by far (they
@@ -529,4 +571,4 @@ def _groups(allowed: np.ndarray, n: int = 0) -> list[tuple[np.ndarray, np.ndarra
     return out
 
 
-__all__ = ["MultiSplit", "SideModel", "cut", "median_error", "water_fill"]
+__all__ = ["Choice", "MultiSplit", "SideModel", "cut", "median_error", "water_fill"]

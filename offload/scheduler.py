@@ -587,8 +587,7 @@ class Scheduler:
         for i, mig in enumerate(migs):  # its calibration may have found it hung
             if self.stuck(mig):
                 allowed[i + 1] = False
-        who, predicted, probe = state.choose(keys, allowed, npages, nbytes, seeds)
-        lone = int(who[0]) if n and (who == who[0]).all() else -1
+        who, predicted, probe, lone = state.choose(keys, allowed, npages, nbytes, seeds)
         if lone > 0:  # one provider takes the whole batch: as with one provider
             res.given = [migs[lone - 1]]
             t0 = time.perf_counter()
@@ -605,7 +604,7 @@ class Scheduler:
             self.stats.batches += 1
         t0 = time.perf_counter()
         calls = []
-        for i, mig in enumerate(migs):
+        for i, mig in enumerate(migs if lone < 0 else ()):  # lone 0: the CPU alone
             sel = who == i + 1
             if sel.any():
                 sub = batch[sel]
@@ -615,8 +614,8 @@ class Scheduler:
                 res.given.append(mig)
                 calls.append((i, mig, self._start(mig, sub, res), held, index, nn, nb))
         t_cpu, b_cpu, n_cpu = 0.0, 0, 0
-        sel = who == 0
-        if not calls and sel.all():  # the CPU alone: on the batch itself
+        sel = None if lone == 0 else who == 0
+        if sel is None:  # the CPU alone: on the batch itself
             n_cpu, b_cpu = n, nbytes
             self.cpu_copy(batch, res)
             t_cpu = time.perf_counter() - t0

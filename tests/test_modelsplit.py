@@ -23,7 +23,7 @@ def _drive(costs: list[CallCost], folios: int, batches: int, noise=0.03, togethe
     npages = np.ones(folios, dtype=np.int64)
     walls, shares = [], []
     for _ in range(batches):
-        who, predicted, probe = s.choose(keys, allowed, npages, folios * PAGE_SIZE)
+        who, predicted, probe, _ = s.choose(keys, allowed, npages, folios * PAGE_SIZE)
         calls = []
         for i, c in enumerate(costs):
             k = int((who == i).sum())
@@ -123,7 +123,7 @@ def _drive_seeded(true: list[CallCost], seeds: list[CallCost], batches: int, tog
     npages = np.ones(folios, dtype=np.int64)
     used = []
     for _ in range(batches):
-        who, predicted, probe = s.choose(keys, allowed, npages, folios * PAGE_SIZE, seeds)
+        who, predicted, probe, _ = s.choose(keys, allowed, npages, folios * PAGE_SIZE, seeds)
         calls = []
         for i, c in enumerate(true):
             k = int((who == i).sum())
@@ -214,6 +214,50 @@ def test_a_routine_refit_waits_until_fitting_costs_little_beside_copying():
     assert m.version == v + 2
 
 
+def test_a_steady_bias_too_small_to_surprise_is_corrected_within_a_few_calls():
+    # the fit holds slower first calls: later calls come 15% under its prediction, less
+    # than a surprise; the cost is scaled to them without waiting for a routine refit
+    from offload.multisplit import DRIFT_CALLS, SideModel
+
+    m = SideModel()
+    shape = (256, 256 * PAGE_SIZE)
+    for _ in range(4):
+        m.add(*shape, 1.15e-3, alone=True)
+        m.refresh()
+    m._fit_s = 1.0  # no routine refit in this test
+    assert m.predict(*shape) == pytest.approx(1.15e-3, rel=0.01)
+    times = [1e-3] * DRIFT_CALLS
+    times[3] = 3e-3  # one disturbed call among them: left out of the average
+    for t in times:
+        m.add(*shape, t, alone=True)
+        m.refresh()
+    assert m.predict(*shape) == pytest.approx(1e-3, rel=0.03)
+    v = m.version
+    for _ in range(2 * DRIFT_CALLS):  # calls that agree: nothing changes
+        m.add(*shape, 1.02e-3, alone=True)
+        m.refresh()
+    assert m.version == v
+
+
+def test_calls_within_the_drift_bound_or_beside_others_leave_the_cost_alone():
+    from offload.multisplit import DRIFT_CALLS, SideModel
+
+    m = SideModel()
+    shape = (256, 256 * PAGE_SIZE)
+    for _ in range(4):
+        m.add(*shape, 1e-3, alone=True)
+        m.refresh()
+    m._fit_s = 1.0
+    v = m.version
+    for t in [1.08e-3, 0.93e-3] * DRIFT_CALLS:  # noise, no bias
+        m.add(*shape, t, alone=True)
+        m.refresh()
+    for _ in range(2 * DRIFT_CALLS):  # slow beside others: the interference factor's
+        m.add(*shape, 1.5e-3, alone=False)
+        m.refresh()
+    assert m.version == v
+
+
 def test_one_seed_check_per_batch_shape():
     # two calibrated sides are close to the best one: only one of them is checked
     true = [CallCost(0.0, 0.0, 10.5), CallCost(0.0, 0.0, 10.0), CallCost(0.0, 0.0, 10.0)]
@@ -234,7 +278,7 @@ def test_a_side_that_joins_later_is_probed_though_the_split_had_settled():
         n = 2 if b < 24 else 3
         keys = [f"side{i}" for i in range(n)]
         allowed = np.array([True] + [b >= 12] * (n - 1))
-        who, predicted, probe = s.choose(keys, allowed, npages, folios * PAGE_SIZE)
+        who, predicted, probe, _ = s.choose(keys, allowed, npages, folios * PAGE_SIZE)
         calls = []
         for i in range(n):
             k = int((who == i).sum())
