@@ -4,6 +4,7 @@ engine."""
 from __future__ import annotations
 
 import click
+import numpy as np
 
 from offload.errors import OffloadError
 
@@ -23,6 +24,9 @@ from .suite_table import run_table
 SECOND_DEFAULT = "emu:channels=2,gbps=2,setup_us=20,per_folio_us=0.5"
 #: The policies that also run with two engines.
 TWO_ENGINE_POLICIES = ("offload-only", "adaptive")
+
+#: The rows of one side alone: the other rows are judged against the faster of them.
+SINGLE = ("cpu-only", "offload-only")
 
 SPLIT_POLICIES = (
     "cpu-only",
@@ -150,4 +154,45 @@ def split_cmd(
         + (f" (x2: + {second.strip()}, emulated)" if second.strip() else "")
         + f", move_pages of {total}, {layout} memory, batch {bp} pages",
         details=None,
+        annotate=best_single,
     )
+
+
+def best_single(
+    results: list[dict], sizes: list[int], in_turn: bool = True
+) -> list[tuple[str, list[str]]]:
+    """Each row other than one side alone, against the best single side of its folio
+    size (the faster of ``cpu-only`` and ``offload-only`` by median): the ratio of the
+    medians, and, where the cells took turns (*in_turn*), the median of the ratios of
+    the runs of one round (those met the same host: a drift of the host's speed between
+    rounds, which moves the medians of rows a few percent apart, cancels out).
+
+    Adds ``best_single``, ``ratio_to_best_single`` and ``ratio_to_best_single_paired``
+    (None where the cells ran one after another) to those rows; returns one table line
+    per row name, one text per folio size.
+    """
+    by = {(r["backend"], r["folio_size"]): r for r in results}
+    cells: dict[str, dict[int, str]] = {}
+    for size in sizes:
+        singles = [by[(b, size)] for b in SINGLE if (b, size) in by]
+        if not singles:
+            continue
+        best = max(singles, key=lambda r: r["gbps_median"])
+        for r in results:
+            if r["folio_size"] != size or r["backend"] in SINGLE or not best["gbps_median"]:
+                continue
+            runs = min(len(r["gbps"]), len(best["gbps"]))  # the last rounds: every cell's
+            pairs = [a / b for a, b in zip(r["gbps"][-runs:], best["gbps"][-runs:]) if b > 0]
+            paired = float(np.median(pairs)) if pairs and in_turn else None
+            r["best_single"] = best["backend"]
+            r["ratio_to_best_single"] = r["gbps_median"] / best["gbps_median"]
+            r["ratio_to_best_single_paired"] = paired
+            shown = r["ratio_to_best_single"] if paired is None else paired
+            cells.setdefault(r["backend"], {})[size] = f"{shown:.3f}x of {best['backend']}"
+    return [
+        (
+            f"{name} / best single" + (", by round" if in_turn else ""),
+            [row.get(s, "-") for s in sizes],
+        )
+        for name, row in cells.items()
+    ]

@@ -3,6 +3,8 @@ when no subcommand is named), its references and its output."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import click
 
 from offload.sizes import format_size
@@ -33,11 +35,15 @@ def run_table(
     reference: bool = False,
     details: bool | None = False,
     plot_size: str = "page",
+    annotate: Callable[[list[dict], list[int], bool], list[tuple[str, list[str]]]] | None = None,
 ) -> None:
     """Measure the rooflines, run the cells with progress, then write the results: one
         table and a short caption; with *details* each row against the hardware and the
         per-cell details too (None: the command has no such option, and the caption does not
-    offer it); with *reference* the series' published table.
+    offer it); with *reference* the series' published table. *annotate* (a suite's own
+    comparison of its rows, given them, the folio sizes and whether the cells took
+    turns) may add fields to the rows and returns lines for the table, a label and one
+    text per folio size.
 
         Ctrl-C writes the cells finished so far, then the command exits 130.
     """
@@ -140,8 +146,12 @@ def run_table(
                 k: {str(s): v for s, v in vals.items()} for k, vals in ref.rows(size_list).items()
             },
         }
+    # before the document: it may add fields to the rows
+    lines: list[tuple[str, float | str | list[str]]] = []
+    if annotate is not None:
+        lines += annotate(results, size_list, interleave)
     doc = report.document(host, roof, results, **extra)
-    lines: list[tuple[str, float | str | list[str]]] = [
+    lines += [
         ("memcpy roofline, 1 thread", roof),
         (f"memcpy roofline, {threads} threads", extra["roofline_mt_gbps"]),
     ]

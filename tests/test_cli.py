@@ -245,6 +245,42 @@ def test_split_suite_rows_name_the_policies(run):
     assert by["cpu-only"]["cpu_fraction"] == 1.0 and by["offload-only"]["cpu_fraction"] == 0.0
     assert 0.1 < by["static:0.25"]["cpu_fraction"] < 0.4
     assert all(x["suite"] == "split" and x["verified"] for x in rows)
+    # every other row against the faster single side, round by round
+    best = max(by["cpu-only"], by["offload-only"], key=lambda x: x["gbps_median"])
+    for x in rows[2:]:
+        assert x["best_single"] == best["backend"]
+        assert x["ratio_to_best_single"] == pytest.approx(x["gbps_median"] / best["gbps_median"])
+        assert x["ratio_to_best_single_paired"] == pytest.approx(x["gbps"][0] / best["gbps"][0])
+    assert "best_single" not in by["cpu-only"]
+
+
+def test_best_single_pairs_the_runs_of_a_round():
+    from offload.bench.suite_split import best_single
+
+    def row(name, gbps):
+        return {"backend": name, "folio_size": 4096, "gbps": gbps, "gbps_median": sorted(gbps)[1]}
+
+    # the host slowed down in round 2: paired by round, each run meets its own round's
+    rows = [
+        row("cpu-only", [10.0, 6.0, 10.4]),
+        row("offload-only", [9.0, 9.2, 9.4]),
+        row("adaptive", [9.5, 5.9, 10.3]),
+    ]
+    lines = best_single(rows, [4096, 65536])
+    ada = rows[2]
+    assert ada["best_single"] == "cpu-only"  # the faster by median: 10.0 against 9.2
+    assert ada["ratio_to_best_single"] == pytest.approx(9.5 / 10.0)
+    paired = float(np.median([9.5 / 10.0, 5.9 / 6.0, 10.3 / 10.4]))  # 0.983, not 0.95
+    assert ada["ratio_to_best_single_paired"] == pytest.approx(paired)
+    assert lines == [("adaptive / best single, by round", [f"{paired:.3f}x of cpu-only", "-"])]
+    assert "best_single" not in rows[0] and "best_single" not in rows[1]
+    # cells that ran one after another: no pairing, the ratio of the medians shown
+    rows = [row("cpu-only", [10.0, 6.0, 10.4]), row("adaptive", [9.9, 5.9, 10.3])]
+    lines = best_single(rows, [4096], in_turn=False)
+    assert rows[1]["ratio_to_best_single_paired"] is None
+    assert lines == [("adaptive / best single", ["0.990x of cpu-only"])]
+    # no single side measured: nothing to judge by
+    assert best_single([row("adaptive", [1.0, 1.0, 1.0])], [4096]) == []
 
 
 def test_latency_suite(run):
