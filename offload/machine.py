@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import hostmem, kernels
+from .arrays import folio_pages
 from .buddy import LAYOUTS
 from .constants import NR_MAX_BATCHED_MIGRATION, PAGE_SIZE
 from .counters import Vmstat
@@ -344,7 +345,7 @@ class Machine:
             flying = self.engine.dst_pages
             # folios no process maps any more, freed when their last pin goes
             pinned = sum(
-                int((1 << n.order[np.flatnonzero((n.obj < 0) & (n.pins > 0))]).sum())
+                int(folio_pages(n.order[np.flatnonzero((n.obj < 0) & (n.pins > 0))]).sum())
                 for n in self.nodes
             )
             if used != mapped + held + pinned + flying:

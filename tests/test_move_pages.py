@@ -394,6 +394,23 @@ def test_audit_sees_a_frame_freed_twice():
     assert any("free blocks counted" in x for x in m.audit())
 
 
+def test_audit_counts_a_pinned_thp_unmapped_under_its_pin():
+    """A 2 MiB folio munmapped while pinned stays allocated, every one of its 512 frames
+    (the audit once counted 1 << order in int8 for it: 0)."""
+    from offload import Machine
+
+    m = Machine(nodes="dram:16M")
+    p = m.spawn()
+    a = p.mmap(512 * PAGE_SIZE, folio_size=512 * PAGE_SIZE)
+    p.write(a, b"x")
+    free = m.nodes[0].free_pages
+    with p.pin(a):
+        p.munmap(a, 512 * PAGE_SIZE)
+        assert m.nodes[0].free_pages == free
+        assert m.audit() == []
+    assert m.nodes[0].free_pages == free + 512 and m.audit() == []
+
+
 @pytest.mark.parametrize("field, value", [("obj", 3), ("pins", 1), ("cow", 2), ("state", 1)])
 def test_audit_sees_a_free_frame_that_kept_an_owner_pins_or_state(field, value):
     """A free frame must carry nothing of its last folio: a folio allocated there would

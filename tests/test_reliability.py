@@ -95,6 +95,7 @@ def test_pins_munmaps_and_migrations_from_many_threads(backend, policy):
         assert (got == last[:, None]).all(), "a write was lost"
         used = sum(n.nr_pages - n.free_pages for n in m.nodes)
         assert used == 64 and all((n.state == 0).all() for n in m.nodes)
+        assert m.audit() == []
 
 
 def test_stress_survives_its_faults():

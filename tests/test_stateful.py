@@ -205,6 +205,9 @@ class System(RuleBasedStateMachine):
         )
         assert used == present + orphans
         assert all((n.state == 0).all() for n in self.m.nodes)
+        # the machine's own check: among others, free frames hold no owner, pins,
+        # sharers or state (an allocation takes them as they are)
+        assert self.m.audit() == []
 
 
 TestSystem = System.TestCase
