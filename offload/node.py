@@ -102,7 +102,9 @@ class Node:
     def alloc_folios(self, n: int, order: int, zero: bool = False) -> np.ndarray:
         """Allocate up to *n* folios of *order*; return their head pfns.
 
-        The memmap marks them in use, with no owner, no pins and no state.
+        The memmap marks them in use; they have no owner, no pins, no sharers and no
+        state, as every free frame (freeing clears them; :meth:`Machine.audit` checks
+        it), so nothing is written for them here.
         """
         if n == 1:  # in scalars (the buddy hands out the block alloc(1, order) would)
             h = self.alloc_folio(order, zero)
@@ -115,10 +117,6 @@ class Node:
             self._mark_used(int(heads[0]), order, zero)
         elif heads.size:
             fill_folios(self.order, heads, order, order)
-            self.pins[heads] = 0
-            self.obj[heads] = -1
-            self.state[heads] = 0
-            self.cow[heads] = 0
             if zero:
                 devmem.zero(self.frames, pages_of(heads, order))
         return heads
@@ -134,8 +132,6 @@ class Node:
 
     def _mark_used(self, h: int, order: int, zero: bool) -> None:
         self.order[h : h + (1 << order)] = order
-        self.obj[h] = -1
-        self.pins[h] = self.state[h] = self.cow[h] = 0
         if zero:
             devmem.zero(self.frames, np.arange(h, h + (1 << order)))
 
