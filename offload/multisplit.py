@@ -276,10 +276,25 @@ class Choice(NamedTuple):
     lone: int
 
 
-class MultiSplit:
-    """The split state of one batch shape over the sides seen so far (see the module)."""
+#: the home side keeps a batch it may take whole unless another choice is predicted
+#: faster by more than this (relative): within the models' error the home side, which
+#: needs no hand-off, is kept, which costs at most this much where the models are right
+HOME_MARGIN = 0.02
 
-    def __init__(self) -> None:
+
+class MultiSplit:
+    """The split state of one batch shape over the sides seen so far (see the module).
+
+    Parameters
+    ----------
+    home : hashable, optional
+        The key of the side that keeps near ties (the CPU path: it copies on the calling
+        thread, with nothing handed over): another choice must be predicted faster than
+        it alone by more than ``HOME_MARGIN``.
+    """
+
+    def __init__(self, home: Hashable | None = None) -> None:
+        self.home = home
         self.sides: dict[Hashable, SideModel] = {}
         self.batches = 0
         self.probes = 0
@@ -400,6 +415,12 @@ class MultiSplit:
         ):
             return hit[3], hit[4], hit[5], hit[6]
         who, predicted, used = self._fill(models, allowed, npages)
+        home = keys.index(self.home) if self.home in keys else -1
+        if home >= 0 and who.size and not (who == home).all() and models[home].cost is not None:
+            takes_all = allowed[home] if allowed.ndim == 1 else bool(allowed[home].all())
+            alone = models[home].predict(npages.size, float(nbytes))
+            if takes_all and alone <= predicted * (1.0 + HOME_MARGIN):
+                who, predicted, used = np.full(npages.size, home, dtype=np.int64), alone, 1
         # one side for every folio: the folios' sizes do not change that choice
         whole = who.size > 0 and who[0] >= 0 and who[0] == who[-1] and bool((who == who[0]).all())
         lone = int(who[0]) if whole else -1

@@ -578,7 +578,7 @@ class Scheduler:
         with self._lock:
             state = self.multi_by_size.get(shape)
             if state is None:  # not setdefault: that would build one every batch
-                state = self.multi_by_size[shape] = MultiSplit()
+                state = self.multi_by_size[shape] = MultiSplit(home="cpu")
             for i, m in enumerate(migs):
                 if id(m) not in self._names:
                     self._names[id(m)] = f"{i + 1}:{safe_spec(m)}"

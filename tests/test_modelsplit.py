@@ -112,11 +112,17 @@ def test_the_policy_is_parsed_and_moves_every_byte():
         assert m.audit() == []
 
 
-def _drive_seeded(true: list[CallCost], seeds: list[CallCost], batches: int, together: float = 4.0):
+def _drive_seeded(
+    true: list[CallCost],
+    seeds: list[CallCost],
+    batches: int,
+    together: float = 4.0,
+    home: str | None = None,
+):
     """Sides seeded by a calibration (*seeds*) whose calls really cost *true*; no noise;
     a split over several sides costs *together* times its slowest side (4x: the model
-    learns to keep one)."""
-    s = MultiSplit()
+    learns to keep one); *home* keeps near ties."""
+    s = MultiSplit(home=home)
     keys = [f"side{i}" for i in range(len(true))]
     folios = 256
     allowed = np.ones(len(true), dtype=bool)
@@ -165,6 +171,22 @@ def test_a_split_its_sides_predict_is_trusted_without_a_check():
     true = [CallCost(0.0, 0.0, 30.0), CallCost(0.0, 0.0, 5.0)]
     s, used = _drive_seeded(true, true, 16, together=1.0)
     assert s.probes == 0 and used[-8:] == [[True, True]] * 8
+
+
+@pytest.mark.parametrize("faster, kept", [(1.015, True), (1.05, False)])
+def test_the_home_side_keeps_a_near_tie(faster, kept):
+    """Side 1 copies *faster* times as fast as side 0, the home side (the CPU path):
+    within HOME_MARGIN the batch stays home, beyond it side 1 takes it. Both seeds are
+    right and a split costs 4x: only lone sides compete."""
+    from offload.multisplit import HOME_MARGIN
+
+    assert 0.015 < HOME_MARGIN < 0.05
+    true = [CallCost(0.0, 0.0, 10.0), CallCost(0.0, 0.0, 10.0 * faster)]
+    _, used = _drive_seeded(true, true, 24, home="side0")
+    assert used[-8:] == ([[True, False]] if kept else [[False, True]]) * 8
+    # without a home side the faster side wins, however little faster
+    _, used = _drive_seeded(true, true, 24)
+    assert used[-8:] == [[False, True]] * 8
 
 
 def test_a_seed_far_from_the_best_is_not_probed():
