@@ -11,7 +11,9 @@ shares over a set of sides finish together at
     T = (1 + sum(fixed_i / var_i)) / sum(1 / var_i)
 
 (water filling), over the set of sides that gives the least ``T``: a side whose fixed
-cost is not worth it stays idle, so a small batch is not offloaded at all. Running
+cost is not worth it stays idle, so a small batch is not offloaded at all. A home side
+(the CPU path) keeps a batch it may take whole unless another choice is predicted
+faster by more than ``HOME_MARGIN`` (a near tie is decided by the models' error). Running
 several sides at once can cost more than their models say (CPU threads that play a DMA
 engine share the CPUs, and all share the memory bus): the median measured over
 predicted time of earlier batches over as many sides scales such predictions, so that
@@ -592,4 +594,4 @@ def _groups(allowed: np.ndarray, n: int = 0) -> list[tuple[np.ndarray, np.ndarra
     return out
 
 
-__all__ = ["Choice", "MultiSplit", "SideModel", "cut", "median_error", "water_fill"]
+__all__ = ["HOME_MARGIN", "Choice", "MultiSplit", "SideModel", "cut", "median_error", "water_fill"]
