@@ -8,10 +8,19 @@ from offload import PAGE_SIZE, FolioBatch, registry
 from offload.testing import MigratorConformance, check_batch_copy, check_migrator
 
 
+@pytest.fixture
+def small_shares(monkeypatch):
+    """cpu-batched deals out shares of 64 pages: the small batches of these tests then
+    run on every thread asked for (by default a share is at least 2 MiB)."""
+    from offload.backends import cpu_batched
+
+    monkeypatch.setattr(cpu_batched, "_MIN_PAGES_PER_THREAD", 64)
+
+
 @pytest.mark.parametrize("spec", CPU_BACKENDS + ["cpu-batched:threads=3"])
 class TestBuiltins(MigratorConformance):
     @pytest.fixture(autouse=True)
-    def _spec(self, spec):
+    def _spec(self, spec, small_shares):
         self.spec = spec
 
     def make_migrator(self):
@@ -32,12 +41,46 @@ def test_conformance_catches_a_lying_backend():
         check_batch_copy(Liar(), "scattered")
 
 
-def test_check_migrator_passes_for_builtins():
+def test_check_migrator_passes_for_builtins(small_shares):
     check_migrator(lambda: registry.create("cpu-batched:threads=2"))
 
 
+@pytest.mark.parametrize("pages, used", [(512, 1), (1023, 1), (1024, 2), (8192, 2)])
+def test_cpu_batched_gives_a_thread_a_share_worth_its_hand_off(monkeypatch, pages, used):
+    """A second thread only for a share of 512 pages (2 MiB) or more: below that, handing
+    it over cost more than it saved."""
+    from offload.backends.cpu_batched import CpuBatched
+
+    shares = []
+    real = CpuBatched._run
+    monkeypatch.setattr(
+        CpuBatched, "_run", lambda self, jobs, fn: (shares.append(len(jobs)), real(self, jobs, fn))
+    )
+    rng = np.random.default_rng(pages)
+    mem = {
+        0: rng.integers(0, 256, (16384, PAGE_SIZE), dtype=np.uint8),
+        1: np.zeros((16384, PAGE_SIZE), dtype=np.uint8),
+    }
+    src, dst = rng.permutation(16384)[:pages], rng.permutation(16384)[:pages]
+    batch = FolioBatch(
+        np.zeros(pages, np.int32),
+        src,
+        np.ones(pages, np.int32),
+        dst,
+        np.zeros(pages, np.int8),
+        memory=mem,
+    )
+    b = registry.create("cpu-batched:threads=2")
+    try:
+        b.offload_copy(batch)
+    finally:
+        b.close()
+    assert shares == [used]
+    assert batch.copied.all() and np.array_equal(mem[1][dst], mem[0][src])
+
+
 @pytest.mark.parametrize("threads", [1, 2, 4])
-def test_cpu_batched_layouts(threads):
+def test_cpu_batched_layouts(threads, small_shares):
     """Runs, dst-only runs and scattered pages, one large folio chunked over threads."""
     rng = np.random.default_rng(threads)
     mem = {
