@@ -236,17 +236,28 @@ def test_a_routine_refit_waits_until_fitting_costs_little_beside_copying():
     assert m.version == v + 2
 
 
+SHAPE = (256, 256 * PAGE_SIZE)
+
+
+def _fitted_side(seconds: float):
+    """A side fitted on 4 calls of *seconds*, whose routine refits never come (as if a
+    fit took a second)."""
+    from offload.multisplit import SideModel
+
+    m = SideModel()
+    for _ in range(4):
+        m.add(*SHAPE, seconds, alone=True)
+        m.refresh()
+    m._fit_s = 1.0
+    return m
+
+
 def test_a_steady_bias_too_small_to_surprise_is_corrected_within_a_few_calls():
     # the fit holds slower first calls: later calls come 15% under its prediction, less
     # than a surprise; the cost is scaled to them without waiting for a routine refit
-    from offload.multisplit import DRIFT_CALLS, SideModel
+    from offload.multisplit import DRIFT_CALLS
 
-    m = SideModel()
-    shape = (256, 256 * PAGE_SIZE)
-    for _ in range(4):
-        m.add(*shape, 1.15e-3, alone=True)
-        m.refresh()
-    m._fit_s = 1.0  # no routine refit in this test
+    m, shape = _fitted_side(1.15e-3), SHAPE
     assert m.predict(*shape) == pytest.approx(1.15e-3, rel=0.01)
     times = [1e-3] * DRIFT_CALLS
     times[3] = 3e-3  # one disturbed call among them: left out of the average
@@ -262,14 +273,9 @@ def test_a_steady_bias_too_small_to_surprise_is_corrected_within_a_few_calls():
 
 
 def test_calls_within_the_drift_bound_or_beside_others_leave_the_cost_alone():
-    from offload.multisplit import DRIFT_CALLS, SideModel
+    from offload.multisplit import DRIFT_CALLS
 
-    m = SideModel()
-    shape = (256, 256 * PAGE_SIZE)
-    for _ in range(4):
-        m.add(*shape, 1e-3, alone=True)
-        m.refresh()
-    m._fit_s = 1.0
+    m, shape = _fitted_side(1e-3), SHAPE
     v = m.version
     for t in [1.08e-3, 0.93e-3] * DRIFT_CALLS:  # noise, no bias
         m.add(*shape, t, alone=True)
