@@ -584,9 +584,11 @@ class Scheduler:
                     self._names[id(m)] = f"{i + 1}:{safe_spec(m)}"
         used = allowed if allowed.ndim == 1 else np.asarray(allowed.any(axis=1))
         seeds = self._calibrate(keys, [self.cpu, *migs], used, regs)
-        for i, mig in enumerate(migs):  # its calibration may have found it hung
+        # a side whose call hangs past its deadline (its calibration's, maybe) is given
+        # nothing while it hangs, the CPU path too: the batch goes to the others
+        for i, mig in enumerate([self.cpu, *migs]):
             if self.stuck(mig):
-                allowed[i + 1] = False
+                allowed[i] = False
         who, predicted, probe, lone = state.choose(keys, allowed, npages, nbytes, seeds)
         if lone > 0:  # one provider takes the whole batch: as with one provider
             res.given = [migs[lone - 1]]

@@ -475,3 +475,26 @@ def test_a_hostile_provider_beside_others_under_the_cost_model_loses_no_byte(hos
     finally:
         if hasattr(bad, "release"):
             bad.release.set()
+
+
+def test_a_hung_cpu_path_is_given_nothing_while_it_hangs_under_adaptive():
+    """A third-party CPU path hangs in its calibration: while that call runs, the cost
+    model gives it no batch (no probe either), the provider copies them all."""
+    cpu, good = Hang(), Recorder()
+    try:
+        with Machine(
+            nodes="16M,16M", cpu=cpu, offload=good, policy="adaptive", offload_timeout=0.3
+        ) as m:
+            p = m.spawn()
+            a = p.mmap(32 * PAGE_SIZE)
+            data = fill(p, a, 32 * PAGE_SIZE, 5)
+            for target in (1, 0, 1, 0):
+                r = p.move_pages(pages(a, 32 * PAGE_SIZE), [target] * 32)
+                assert r.ret == 0 and r.status == [target] * 32
+                assert p.read(a, data.size) == data.tobytes()
+            assert counters(cpu).timeouts == 1  # its calibration, abandoned
+            assert counters(cpu).batches_skipped == 0  # never given a batch since
+            assert counters(good).folios_migrated == 4 * 32
+            assert not m.audit()
+    finally:
+        cpu.release.set()
