@@ -675,8 +675,17 @@ class Scheduler:
             off, cpu = batch[to_off], batch[~to_off]
         else:
             # nothing offloaded: the CPU path takes the batch itself (cpu_copy hands a
-            # plugin a copy of its own), not a sub-batch copied from every array of it
-            off, cpu = batch[:0], batch
+            # plugin a copy of its own), not a sub-batch copied from every array of it,
+            # and there is no call to settle
+            t0 = time.perf_counter()
+            self.cpu_copy(batch, res)
+            t_cpu = time.perf_counter() - t0
+            res.by_offload = np.zeros(n, dtype=bool)
+            b_cpu = batch.nbytes
+            with self._lock:
+                st.record(0, 0, b_cpu)
+                self._learn(b_cpu, t_cpu, 0, 0.0, time.perf_counter() - t0, True, ada, n, 0)
+            return
         # a plugin may rebind anything on its object: what is read back is taken now
         n_off, off_index, held, b_off = len(off), off.index, off.copied, off.nbytes
         t0 = time.perf_counter()
@@ -686,10 +695,7 @@ class Scheduler:
         else:
             call = self._start(mig, off, res) if len(off) else None
         t_cpu = 0.0
-        if cpu is batch:
-            self.cpu_copy(batch, res)
-            t_cpu = time.perf_counter() - t0
-        elif len(cpu):
+        if len(cpu):
             self.cpu_copy(cpu, res, where=cpu.index)
             t_cpu = time.perf_counter() - t0
         marks, ok, failed = self._settle(mig, call, t0, res, off_index, held, n_off, off is batch)
@@ -702,7 +708,7 @@ class Scheduler:
         elif marked:
             batch.copied[off_index] |= marks
             by_off[off_index] = marks
-        if len(cpu) and cpu is not batch:
+        if len(cpu):
             batch.absorb(cpu)
         res.by_offload = by_off
         b_cpu = cpu.nbytes
