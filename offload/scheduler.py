@@ -647,9 +647,7 @@ class Scheduler:
         res.by_offload = by >= 0
         wall = time.perf_counter() - t0
         state.learn(keys, sides, predicted, wall, probe)
-        with self._lock:
-            self.stats.record(failed_all, b_off, b_cpu)
-            self._learn(b_cpu, t_cpu, b_off, t_off, wall, ok_all, ada, n_cpu, 0)
+        self._account(failed_all, b_cpu, t_cpu, b_off, t_off, wall, ok_all, ada)
 
     def _run(
         self,
@@ -681,10 +679,8 @@ class Scheduler:
             self.cpu_copy(batch, res)
             t_cpu = time.perf_counter() - t0
             res.by_offload = np.zeros(n, dtype=bool)
-            b_cpu = batch.nbytes
-            with self._lock:
-                st.record(0, 0, b_cpu)
-                self._learn(b_cpu, t_cpu, 0, 0.0, time.perf_counter() - t0, True, ada, n, 0)
+            wall = time.perf_counter() - t0
+            self._account(0, batch.nbytes, t_cpu, 0, 0.0, wall, True, ada)
             return
         # a plugin may rebind anything on its object: what is read back is taken now
         n_off, off_index, held, b_off = len(off), off.index, off.copied, off.nbytes
@@ -711,12 +707,8 @@ class Scheduler:
         if len(cpu):
             batch.absorb(cpu)
         res.by_offload = by_off
-        b_cpu = cpu.nbytes
-        with self._lock:  # migrations from several threads share these counters
-            st.record(failed, b_off, b_cpu)
-            self._learn(
-                b_cpu, t_cpu, b_off, t_off, time.perf_counter() - t0, ok, ada, len(cpu), n_off
-            )
+        wall = time.perf_counter() - t0
+        self._account(failed, cpu.nbytes, t_cpu, b_off, t_off, wall, ok, ada)
 
     def _settle(
         self,
@@ -747,8 +739,9 @@ class Scheduler:
         counters(mig).add(folios_migrated=marked, folios_failures=failed)
         return marks, trusted and not declined and marked == n, failed
 
-    def _learn(
+    def _account(
         self,
+        failed: int,
         b_cpu: int,
         t_cpu: float,
         b_off: int,
@@ -756,19 +749,21 @@ class Scheduler:
         wall: float,
         ok: bool,
         ada: Autotune | None,
-        n_cpu: int = 0,
-        n_off: int = 0,
     ) -> None:
-        st = self.stats
+        """Count a copied batch and learn from it: its bytes on each side, the folios
+        the offload failed, each side's GB/s, and the autotune state that chose it."""
         cpu_rate = b_cpu / t_cpu / 1e9 if b_cpu and t_cpu > 0 else 0.0
         # a failed offload says nothing about its speed
         off_rate = b_off / t_off / 1e9 if b_off and t_off > 0 and ok else 0.0
-        if cpu_rate:
-            st.cpu_gbps = ewma(st.cpu_gbps, cpu_rate)
-        if off_rate:
-            st.offload_gbps = ewma(st.offload_gbps, off_rate)
-        if ada is not None:
-            ada.learn(b_cpu + b_off, wall, cpu_rate, off_rate, ok)
+        with self._lock:  # migrations from several threads share these counters
+            st = self.stats
+            st.record(failed, b_off, b_cpu)
+            if cpu_rate:
+                st.cpu_gbps = ewma(st.cpu_gbps, cpu_rate)
+            if off_rate:
+                st.offload_gbps = ewma(st.offload_gbps, off_rate)
+            if ada is not None:
+                ada.learn(b_cpu + b_off, wall, cpu_rate, off_rate, ok)
 
 
 class _Finished:
