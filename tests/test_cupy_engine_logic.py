@@ -76,14 +76,20 @@ def test_measured_costs_from_a_file_steer_auto(tmp_path):
         CupyDcbm(costs=str(tmp_path / "missing.json"))
 
 
+def _move_to_node_1(m: Machine, npages: int) -> None:
+    """A new process's region of *npages* filled pages moves to node 1, every byte
+    intact."""
+    p = m.spawn()
+    a = p.mmap(npages * PAGE_SIZE)
+    data = fill(p, a, npages * PAGE_SIZE, 3)
+    assert p.move_pages(pages(a, npages * PAGE_SIZE), [1] * npages).ret == 0
+    assert p.read(a, data.size) == data.tobytes()
+
+
 def test_the_batch_path_issues_one_call_per_event_grain(fake):
     mig = CupyDcbm(channels=2, path="batch", coalesce=False)
     with Machine(nodes="16M,16M", offload=mig, policy="offload-only") as m:
-        p = m.spawn()
-        a = p.mmap(100 * PAGE_SIZE)
-        data = fill(p, a, 100 * PAGE_SIZE, 3)
-        assert p.move_pages(pages(a, 100 * PAGE_SIZE), [1] * 100).ret == 0
-        assert p.read(a, data.size) == data.tobytes()
+        _move_to_node_1(m, 100)
         # two channels of 50 descriptors, a call per 32: 2 + 2
         assert fake["batch"] == 4 and fake["memcpy"] == 0 and fake["launch"] == 0
     mig.close()
@@ -126,11 +132,7 @@ def test_what_the_engine_pinned_stays_alive_until_it_unpins_it(fake, monkeypatch
     monkeypatch.setattr("offload.scheduler.Scratch", Watched)
     mig = CupyDcbm(channels=2)
     with Machine(nodes="16M,16M", offload=mig, policy="adaptive") as m:
-        p = m.spawn()
-        a = p.mmap(64 * PAGE_SIZE)
-        data = fill(p, a, 64 * PAGE_SIZE, 3)
-        assert p.move_pages(pages(a, 64 * PAGE_SIZE), [1] * 64).ret == 0
-        assert p.read(a, data.size) == data.tobytes()
+        _move_to_node_1(m, 64)
     gc.collect()
     assert made and all(r() is not None for r in made)  # calibrated, scratch pinned, alive
     assert {r().ctypes.data for r in made} <= fake["registered"]
